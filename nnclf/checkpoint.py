@@ -1,0 +1,115 @@
+"""Checkpoints: one ``.npz`` of plain arrays plus a JSON document; never pickle.
+
+Arrays: ``params`` (the flat parameter vector), ``optimizer.<name>`` (optimizer state),
+``trainer.permutation`` (only for a run interrupted mid-epoch), and ``meta``: a 0-d unicode
+array holding JSON with the architecture, loss, labels, preprocessing state, resolved config,
+trainer state and metrics. ``numpy.load(path, allow_pickle=False)`` reads it all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import NnclfError
+
+FORMAT = "nnclf-checkpoint"
+VERSION = 1
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write via ``write(fileobj)`` to a temporary file in the same folder, fsync, rename.
+
+    A crash at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def save_checkpoint(path: Path, params: np.ndarray, meta: dict[str, Any], arrays: dict[str, np.ndarray] = {}) -> None:
+    """Atomically write params, extra arrays and the JSON ``meta``. Refuses non-finite weights."""
+    if not np.all(np.isfinite(params)):
+        raise NnclfError(f"{path}: refusing to save a checkpoint with NaN or infinite weights")
+    document = json.dumps({"format": FORMAT, "version": VERSION, **meta}, allow_nan=False, default=_json_default)
+    payload = {"params": params, "meta": np.array(document), **arrays}
+    atomic_write_bytes(path, lambda f: np.savez(f, **payload))
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_checkpoint(path: str | Path) -> tuple[np.ndarray, dict[str, Any], dict[str, np.ndarray]]:
+    """(params, meta, other arrays). Any damage is an NnclfError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise NnclfError(f"{path}: checkpoint not found")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise NnclfError(f"{path}: refusing to load: the checkpoint contains pickled objects") from None
+        raise NnclfError(f"{path}: not a valid checkpoint ({e})") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise NnclfError(f"{path}: not a valid checkpoint (truncated or corrupted: {e})") from None
+    for required in ("params", "meta"):
+        if required not in arrays:
+            raise NnclfError(f"{path}: not a valid checkpoint (no '{required}' array)")
+    meta_array = arrays.pop("meta")
+    if meta_array.dtype.kind != "U" or meta_array.ndim != 0:
+        raise NnclfError(f"{path}: not a valid checkpoint ('meta' is not a JSON string)")
+    try:
+        meta = json.loads(str(meta_array))
+    except json.JSONDecodeError as e:
+        raise NnclfError(f"{path}: not a valid checkpoint (meta JSON: {e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise NnclfError(f"{path}: not an nnclf checkpoint")
+    if meta.get("version") != VERSION:
+        raise NnclfError(f"{path}: checkpoint format version {meta.get('version')} is not supported (this nnclf reads {VERSION})")
+    params = arrays.pop("params")
+    sizes = meta.get("network", {}).get("sizes")
+    if not isinstance(sizes, list) or len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise NnclfError(f"{path}: not a valid checkpoint (bad network sizes {sizes!r})")
+    expected = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+    if params.ndim != 1 or params.size != expected or params.dtype.kind != "f":
+        raise NnclfError(f"{path}: not a valid checkpoint (params has shape {params.shape}, the network needs ({expected},))")
+    if not np.all(np.isfinite(params)):
+        raise NnclfError(f"{path}: the checkpoint holds NaN or infinite weights")
+    return params, meta, arrays

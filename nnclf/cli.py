@@ -1,0 +1,202 @@
+"""The command line: each command parses arguments, calls one library function and renders
+the result. Library errors (NnclfError) become one line on stderr and exit code 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import NnclfError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Train, evaluate and use neural-network classifiers from YAML configs and CSV files.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = EXIT_ERROR):
+    _stderr().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True) if sys.stderr.isatty() else print(
+        f"error: {message}", file=sys.stderr
+    )
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    if sys.stderr.isatty():
+        _stderr().print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    else:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def errors_to_exit(command):
+    """NnclfError -> one line on stderr, exit 1; Ctrl-C outside training -> exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except NnclfError as e:
+            fail(str(e))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise typer.Exit(EXIT_INTERRUPTED)
+        except MemoryError:
+            fail("out of memory; use a smaller batch_size or --chunk-rows")
+
+    return wrapper
+
+
+def _version(value: bool):
+    if value:
+        from . import __version__
+
+        print(f"nnclf {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")):
+    """Train, evaluate and use neural-network classifiers from YAML configs and CSV files."""
+
+
+# -- train ------------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def train(
+    config: Optional[Path] = typer.Argument(None, help="YAML config file (not needed with --resume)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML). Repeatable."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: config stem + UTC time)."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder that holds run folders."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the run folder's path."),
+):
+    """Train a model from CONFIG into a new run folder."""
+    import signal
+    import threading
+
+    from . import runs
+    from .ui import TrainingDisplay, render_summary
+
+    if (config is None) == (resume is None):
+        raise NnclfError("give either CONFIG or --resume RUN (not both)")
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    display = TrainingDisplay(quiet=quiet)
+    try:
+        with display:
+            if resume is not None:
+                result = runs.resume(resume, set_, [display], warn, stop)
+            else:
+                result = runs.train(config, set_, runs_dir, name, [display], warn, stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result.interrupted:
+        print(
+            f"interrupted after epoch {result.summary['epochs_run']}; checkpoint saved. "
+            f"Resume with: nnclf train --resume {result.folder}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if quiet:
+        print(result.folder)
+    else:
+        render_summary(result)
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
+    data: Optional[Path] = typer.Argument(None, help="Labelled CSV (default: the run's held-out test data)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Score a trained model on labelled data."""
+    from .predict import evaluate as evaluate_model
+    from .ui import render_report
+
+    report = evaluate_model(run, data, checkpoint, warn)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        render_report(report)
+
+
+# -- predict ----------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def predict(
+    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
+    data: Path = typer.Argument(..., help="CSV with the feature columns (extra columns are ignored)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="Rows read and predicted at a time."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+):
+    """Predict labels and class probabilities for every row of DATA."""
+    from .predict import predict_csv
+
+    n = predict_csv(run, data, output, checkpoint, chunk_rows, overwrite, warn)
+    if output is not None:
+        print(f"wrote {n} predictions to {output}", file=sys.stderr)
+
+
+# -- gradcheck --------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def gradcheck(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    samples: int = typer.Option(16, "--samples", min=1, help="Training rows to check on."),
+    tolerance: float = typer.Option(1e-6, "--tolerance", help="Largest relative error that passes."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key, as in train."),
+):
+    """Compare backprop gradients with central finite differences (float64) on real rows."""
+    from .predict import gradient_check
+    from .ui import render_gradcheck
+
+    checks, note = gradient_check(config, set_, samples, warn)
+    worst = max(c.relative_error for c in checks)
+    render_gradcheck(checks, tolerance, note)
+    if worst > tolerance:
+        fail(f"gradient check failed: worst relative error {worst:.3g} > tolerance {tolerance:g}")
+
+
+# -- config -----------------------------------------------------------------------------------
+@app.command("config")
+@errors_to_exit
+def show_config(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key, as in train."),
+):
+    """Print the fully resolved config, defaults included."""
+    from .config import load_config
+
+    print(load_config(config, set_).to_yaml(), end="")
+
+
+def main() -> None:
+    app()

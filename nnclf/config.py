@@ -1,0 +1,368 @@
+"""The YAML config: schema with defaults, loading, ``--set`` overrides and one-line errors.
+
+Every check happens here, before any data is read or any folder is written. Errors name the
+file, the line and the dotted key, say what is wrong and suggest the closest valid name.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .engine.activations import ACTIVATIONS
+from .engine.init import INITIALIZERS
+from .engine.losses import LOSSES
+from .engine.optimizers import OPTIMIZERS
+from .engine.schedules import SCHEDULES
+from .errors import NnclfError
+from .registry import Registry, did_you_mean
+
+PATH_KEYS = ("train", "test", "val")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _registered(registry: Registry, extra: tuple[str, ...] = ()):
+    def check(value: str) -> str:
+        if value not in registry and value not in extra:
+            valid = ", ".join([*extra, *registry.names()])
+            raise ValueError(f"unknown {registry.kind} '{value}'{did_you_mean(value, [*extra, *registry.names()])}; valid: {valid}")
+        return value
+
+    return check
+
+
+class EarlyStopping(Section):
+    monitor: str = "val_loss"
+    patience: int = Field(10, ge=0)
+    min_delta: float = Field(0.0, ge=0)
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
+class DataConfig(Section):
+    train: str
+    target: str
+    test: Optional[str] = None
+    val: Optional[str] = None
+    test_split: float = Field(0.2, ge=0, lt=1)
+    val_split: float = Field(0.1, ge=0, lt=1)
+    features: Optional[list[str]] = None
+    ignore: list[str] = []
+    categorical: list[str] = []
+    max_categories: Optional[int] = Field(None, ge=1)
+    missing_indicators: bool = False
+    scaling: Literal["standard", "minmax", "none"] = "standard"
+    encoding: str = "utf-8"
+    delimiter: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _splits_leave_training_rows(self):
+        if self.test is None and self.val is None and self.test_split + self.val_split >= 1:
+            raise ValueError(f"test_split + val_split must be < 1, got {self.test_split} + {self.val_split}")
+        return self
+
+
+class ModelConfig(Section):
+    hidden: list[int] = [64, 64]
+    activation: str = "relu"
+    init: str = "auto"
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    _check_activation = field_validator("activation")(_registered(ACTIVATIONS))
+    _check_init = field_validator("init")(_registered(INITIALIZERS, ("auto",)))
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, hidden):
+        for width in hidden:
+            if width < 1:
+                raise ValueError(f"every layer width must be >= 1, got {width}")
+        return hidden
+
+
+class LossConfig(Section):
+    name: str = "cross_entropy"
+    weight_decay: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Union[None, Literal["balanced"], dict[Union[int, str], float]] = None
+
+    _check_name = field_validator("name")(_registered(LOSSES))
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, weights):
+        if isinstance(weights, dict):
+            for label, w in weights.items():
+                if not (w > 0 and math.isfinite(w)):
+                    raise ValueError(f"weight of class {label!r} must be a positive number, got {w}")
+        return weights
+
+
+class _WithHyper(Section):
+    """A section whose allowed extra keys depend on ``name`` (each class declares ``hyper``)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    _registry: Registry
+
+    @model_validator(mode="after")
+    def _check_hyper(self):
+        hyper = self._registry.get(self.name).hyper if self.name in self._registry else {}
+        for key, value in (self.model_extra or {}).items():
+            if key not in hyper:
+                allowed = [*type(self).model_fields, *hyper]
+                raise ValueError(
+                    f"{key}: unknown key for {self._registry.kind} '{self.name}'{did_you_mean(key, allowed)}; "
+                    f"valid keys: {', '.join(allowed)}"
+                )
+            _check_rule(key, value, hyper[key][1])
+        return self
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The class's own keys: defaults overridden by the config."""
+        hyper = self._registry.get(self.name).hyper
+        return {key: (self.model_extra or {}).get(key, default) for key, (default, _) in hyper.items()}
+
+
+def _check_rule(key: str, value: Any, rule: str) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    checks = {
+        "unit": (number and 0 <= value < 1, "a number in [0, 1)"),
+        "positive": (number and value > 0 and math.isfinite(value), "a number > 0"),
+        "nonneg": (number and value >= 0 and math.isfinite(value), "a number >= 0"),
+        "positive_int": (isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an integer >= 1"),
+        "nonneg_int": (isinstance(value, int) and not isinstance(value, bool) and value >= 0, "an integer >= 0"),
+        "metric": (isinstance(value, str) and bool(value), "a metric name such as val_loss"),
+        "mode": (value in ("auto", "min", "max"), "one of auto, min, max"),
+    }
+    ok, expected = checks[rule]
+    if not ok:
+        raise ValueError(f"{key}: must be {expected}, got {value!r}")
+
+
+class OptimizerConfig(_WithHyper):
+    _registry = OPTIMIZERS
+    name: str = "adam"
+    lr: float = Field(0.001, gt=0)
+
+    _check_name = field_validator("name")(_registered(OPTIMIZERS))
+
+    @field_validator("lr")
+    @classmethod
+    def _finite(cls, lr):
+        if not math.isfinite(lr):
+            raise ValueError(f"must be a finite number, got {lr}")
+        return lr
+
+
+class ScheduleConfig(_WithHyper):
+    _registry = SCHEDULES
+    name: str = "constant"
+    warmup_epochs: int = Field(0, ge=0)
+
+    _check_name = field_validator("name")(_registered(SCHEDULES))
+
+
+class TrainingConfig(Section):
+    epochs: int = Field(100, ge=1)
+    batch_size: Union[int, Literal["full"]] = 64
+    shuffle: bool = True
+    early_stopping: Optional[EarlyStopping] = None
+    dtype: Literal["float32", "float64"] = "float32"
+    clip_norm: Optional[float] = Field(None, gt=0)
+    checkpoint_every: int = Field(1, ge=1)
+    threads: Optional[int] = Field(None, ge=1)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, batch_size):
+        if isinstance(batch_size, int) and batch_size < 1:
+            raise ValueError(f"must be an integer >= 1 or 'full', got {batch_size}")
+        return batch_size
+
+
+class Config(Section):
+    seed: int = Field(0, ge=0)
+    task: Literal["classification"] = "classification"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every key with its value, defaults included (optimizer/schedule keys filled in)."""
+        out = self.model_dump(mode="json")
+        out["optimizer"] = {"name": self.optimizer.name, "lr": self.optimizer.lr, **self.optimizer.hyperparameters()}
+        out["schedule"] = {
+            "name": self.schedule.name,
+            "warmup_epochs": self.schedule.warmup_epochs,
+            **self.schedule.hyperparameters(),
+        }
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read ``path`` (safe YAML only), apply ``KEY=VALUE`` overrides, validate, resolve paths."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NnclfError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise NnclfError(f"{path}: is a folder, expected a YAML config file") from None
+    except UnicodeDecodeError as e:
+        raise NnclfError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise NnclfError(f"{path}: cannot read config ({e.strerror})") from None
+    raw = parse_yaml(text, str(path))
+    base = path.resolve().parent
+    _resolve_paths(raw, base)
+    for item in overrides:
+        apply_override(raw, item)
+    return validate(raw, str(path), text)
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise NnclfError(f"{source}{where}: invalid YAML: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise NnclfError(f"{source}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if raw is None:
+        raise NnclfError(f"{source}: the config is empty; it needs at least data.train and data.target")
+    if not isinstance(raw, dict):
+        raise NnclfError(f"{source}: the config must be a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """Relative data paths in the file resolve against the config file's folder."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in PATH_KEYS:
+            value = data.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                data[key] = str((base / value).resolve())
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """``a.b.c=VALUE``: VALUE is parsed as YAML; data paths resolve against the current folder."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise NnclfError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise NnclfError(f"--set {key}: cannot parse value {text!r} as YAML") from None
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise NnclfError(f"--set {key}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    if parts[:-1] == ["data"] and parts[-1] in PATH_KEYS and isinstance(value, str):
+        value = str(Path(value).resolve())
+    node[parts[-1]] = value
+
+
+def validate(raw: dict, source: str = "config", text: str | None = None) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise NnclfError(format_errors(e, source, text)) from None
+
+
+def format_errors(error: ValidationError, source: str, text: str | None) -> str:
+    """One line: ``source, line N: key.path: message`` for up to three problems."""
+    messages, seen = [], set()
+    for item in error.errors():
+        loc = [str(p) for p in item["loc"] if not _is_union_tag(p)]
+        key = ".".join(loc)
+        if key in seen:  # a union reports each alternative; the first says enough
+            continue
+        seen.add(key)
+        messages.append(_describe(item, loc, source, text))
+    # name the file once: "cfg.yaml, line 3: a: ...; line 9: b: ..."
+    shown = "; ".join([messages[0], *(m[len(source) + 2 :] if m.startswith(source + ", ") else m for m in messages[1:3])])
+    more = f" (and {len(messages) - 3} more)" if len(messages) > 3 else ""
+    return shown + more
+
+
+def _is_union_tag(part) -> bool:
+    return isinstance(part, str) and (part.startswith(("function-", "literal[", "int", "float", "str", "dict[")) or part in ("bool",))
+
+
+def _describe(item: dict, loc: list[str], source: str, text: str | None) -> str:
+    kind, msg = item["type"], item["msg"]
+    key = ".".join(loc)
+    line = _line_of(text, loc) if text else None
+    where = f"{source}, line {line}" if line else source
+    if kind == "extra_forbidden":
+        parent = _section_for(loc[:-1])
+        valid = list(parent.model_fields) if parent else []
+        return f"{where}: {key}: unknown key{did_you_mean(loc[-1], valid)}; valid keys: {', '.join(valid)}"
+    if kind == "missing":
+        return f"{where}: {key}: required key is missing"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+        if ":" in msg.split(" ")[0]:  # the message names its own sub-key (optimizer extras)
+            sub = msg.split(":", 1)[0]
+            line = _line_of(text, [*loc, sub]) if text else None
+            where = f"{source}, line {line}" if line else source
+            return f"{where}: {key + '.' if key else ''}{msg}"
+        return f"{where}: {key}: {msg}" if key else f"{where}: {msg}"
+    value = item.get("input")
+    got = f", got {value!r}" if not isinstance(value, dict) else ""
+    return f"{where}: {key}: {msg[0].lower() + msg[1:]}{got}"
+
+
+def _section_for(loc: list[str]):
+    model: Any = Config
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", None)
+        if args:  # Optional[EarlyStopping]
+            annotation = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), annotation)
+        model = annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """1-based line of the deepest key of ``loc`` present in the YAML text."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for key_node, value_node in node.value:
+            if str(key_node.value) == part:
+                line = key_node.start_mark.line + 1
+                node = value_node
+                break
+        else:
+            break
+    return line

@@ -1,0 +1,1 @@
+"""The data layer: CSV files to float arrays and back. Its fitted state is plain data."""

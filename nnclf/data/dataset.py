@@ -1,0 +1,159 @@
+"""From the config's data section to float arrays: read, check columns, split, preprocess."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import NnclfError
+from ..registry import did_you_mean
+from .labels import Labels
+from .preprocess import Preprocessor
+from .reading import read_table
+
+Warn = Callable[[str], None]
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # (n, d) float features
+    y: np.ndarray  # (n,) int class indices
+    rows: np.ndarray  # (n,) 0-based data-row numbers in the source file
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Prepared:
+    preprocessor: Preprocessor
+    labels: Labels
+    train: Split
+    val: Optional[Split]
+    test: Optional[Split]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def stratified_holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions into (kept, held out) with round(fraction * n_c) of each class c held
+    out, at most n_c - 1 so every class keeps a row. Both sorted."""
+    kept, held = [], []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        n_held = min(int(round(fraction * len(idx))), len(idx) - 1)
+        held.append(idx[:n_held])
+        kept.append(idx[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def select_features(columns: list[str], data, source: str) -> list[str]:
+    """``data.features`` or every column but the target and ``data.ignore``; names checked."""
+    if data.target not in columns:
+        raise NnclfError(f"{source}: target column '{data.target}' not found{did_you_mean(data.target, columns)}{_delimiter_hint(columns)}; columns: {_list(columns)}")
+    for key in ("features", "ignore", "categorical"):
+        for name in getattr(data, key) or []:
+            if name not in columns:
+                raise NnclfError(f"{source}: data.{key}: column '{name}' not found{did_you_mean(name, columns)}; columns: {_list(columns)}")
+    if data.features is not None:
+        features = [c for c in data.features if c not in data.ignore]
+    else:
+        features = [c for c in columns if c != data.target and c not in data.ignore]
+    if data.target in features:
+        raise NnclfError(f"{source}: data.features: the target column '{data.target}' cannot also be a feature")
+    if not features:
+        raise NnclfError(f"{source}: no feature columns left after removing the target and data.ignore")
+    return features
+
+
+def _delimiter_hint(columns: list[str]) -> str:
+    if len(columns) == 1:
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if sep in columns[0]:
+                return f" (the header looks separated by {name}: set data.delimiter: '{sep}')"
+    return ""
+
+
+def _list(columns: list[str]) -> str:
+    return ", ".join(columns[:12]) + (f", ... ({len(columns)} in all)" if len(columns) > 12 else "")
+
+
+def _read(path: str, data):
+    return read_table(path, encoding=data.encoding, delimiter=data.delimiter)
+
+
+def _drop_missing_labels(frame, target: str, source: str, warn: Warn) -> tuple[Any, int]:
+    missing = frame[target].isna()
+    if missing.any():
+        n = int(missing.sum())
+        warn(f"{source}: {n} row(s) with a missing '{target}' label dropped")
+        frame = frame[~missing.to_numpy()]
+    return frame, int(missing.sum())
+
+
+def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None) -> Prepared:
+    """Read the training (and optional val/test) CSVs, split, fit on train, transform all."""
+    source = data.train
+    frame = _read(source, data)
+    features = select_features(list(frame.columns), data, source)
+    frame, dropped = _drop_missing_labels(frame, data.target, source, warn)
+    if len(frame) < 2:
+        raise NnclfError(f"{source}: {len(frame)} labelled row(s); training needs at least 2")
+    labels = Labels.fit(frame[data.target], source, data.target)
+    y_all = labels.encode(frame[data.target])
+    rng = np.random.default_rng([seed, 0])  # the split's own stream, independent of the model's
+
+    def held_out(fraction, what):
+        nonlocal frame_positions
+        kept, held = stratified_holdout(y_all[frame_positions], fraction, rng)
+        if fraction > 0 and len(held) == 0:
+            raise NnclfError(f"{source}: {len(frame_positions)} rows are too few for data.{what}={fraction}: the split would be empty")
+        taken = frame_positions[held]
+        frame_positions = frame_positions[kept]
+        return taken
+
+    frame_positions = np.arange(len(frame))
+    test_pos = held_out(data.test_split, "test_split") if data.test is None and data.test_split > 0 else None
+    val_pos = held_out(data.val_split, "val_split") if data.val is None and data.val_split > 0 else None
+    train_frame = frame.iloc[frame_positions]
+    if len(np.unique(y_all[frame_positions])) < 2:
+        raise NnclfError(f"{source}: the training split holds a single class; use more data or smaller splits")
+    pre = Preprocessor.fit(
+        train_frame,
+        features,
+        data.target,
+        source,
+        categorical=data.categorical,
+        max_categories=data.max_categories,
+        missing_indicators=data.missing_indicators,
+        scaling=data.scaling,
+        warn=warn,
+    )
+
+    def split_of(positions) -> Split:
+        part = frame.iloc[positions]
+        return Split(pre.transform(part, source, dtype, warn), y_all[positions], part.index.to_numpy(), source)
+
+    train = split_of(frame_positions)
+    val = split_of(val_pos) if val_pos is not None else _separate(data.val, data, pre, labels, dtype, warn)
+    test = split_of(test_pos) if test_pos is not None else _separate(data.test, data, pre, labels, dtype, warn)
+    return Prepared(pre, labels, train, val, test, {"missing_label_rows": dropped})
+
+
+def _separate(path: Optional[str], data, pre: Preprocessor, labels: Labels, dtype, warn) -> Optional[Split]:
+    """A validation or test CSV given by path, encoded with the training state."""
+    if path is None:
+        return None
+    frame = _read(path, data)
+    if data.target not in frame.columns:
+        raise NnclfError(f"{path}: target column '{data.target}' not found{did_you_mean(data.target, list(frame.columns))}")
+    frame, _ = _drop_missing_labels(frame, data.target, path, warn)
+    y = labels.encode(frame[data.target])
+    unknown = y < 0
+    if unknown.any():
+        raise NnclfError(f"{path}: {int(unknown.sum())} row(s) have labels never seen in training, e.g. {frame[data.target][unknown].iloc[0]!r}")
+    return Split(pre.transform(frame, path, dtype, warn), y, frame.index.to_numpy(), path)

@@ -1,0 +1,297 @@
+"""Fit-on-train preprocessing: column typing, imputation, one-hot encoding, scaling, labels.
+
+All fitted state is plain data (``Preprocessor.state``: strings, numbers, lists), saved in
+the checkpoint as JSON, so prediction never needs the training CSV.
+
+Feature matrix layout: for each feature column in order, one float column if numeric
+(imputed with the training median, then scaled), then one indicator column if that column
+had missing values in training and ``missing_indicators`` is on; a categorical column gives
+one column per training category (rare ones folded into ``other``), unknown values all zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import NnclfError
+
+MISSING = None  # the category of a missing cell in a categorical column (JSON null)
+OTHER = "__other__"
+Warn = Callable[[str], None]
+
+
+def _no_warn(message: str) -> None:
+    pass
+
+
+class Preprocessor:
+    def __init__(self, state: dict[str, Any]):
+        self.state = state
+
+    # -- fitting ---------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        frame,
+        features: list[str],
+        target: str,
+        source: str,
+        categorical: list[str] = (),
+        max_categories: int | None = None,
+        missing_indicators: bool = False,
+        scaling: str = "standard",
+        warn: Warn = _no_warn,
+    ) -> "Preprocessor":
+        """Type and fit every feature column on the training rows ``frame``."""
+        columns = []
+        for name in features:
+            series = frame[name]
+            if name in categorical or not _numeric_kind(series):
+                kind_reason = "listed in data.categorical" if name in categorical else _categorical_reason(series)
+                columns.append(_fit_categorical(series, name, kind_reason, max_categories, missing_indicators, warn))
+            else:
+                columns.append(_fit_numeric(series, name, source, scaling, missing_indicators))
+        return cls({"target": target, "features": features, "columns": columns})
+
+    # -- transforming ----------------------------------------------------------------------
+    @property
+    def features(self) -> list[str]:
+        return self.state["features"]
+
+    @property
+    def n_outputs(self) -> int:
+        return sum(_width(c) for c in self.state["columns"])
+
+    def output_names(self) -> list[str]:
+        names = []
+        for c in self.state["columns"]:
+            if c["kind"] == "numeric":
+                names.append(c["name"])
+            else:
+                names.extend(f"{c['name']}={_show(v)}" for v in c["categories"])
+            if c.get("indicator"):
+                names.append(f"{c['name']}_missing")
+        return names
+
+    def transform(self, frame, source: str, dtype="float32", warn: Warn = _no_warn, out=None) -> np.ndarray:
+        """Float matrix (n_rows, n_outputs) for ``frame`` (columns matched by name)."""
+        missing = [name for name in self.features if name not in frame.columns]
+        if missing:
+            listed = ", ".join(f"'{m}'" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise NnclfError(f"{source}: missing feature column{'s' if len(missing) > 1 else ''} {listed} (the model was trained with it)")
+        n = len(frame)
+        if out is None:
+            out = np.empty((n, self.n_outputs), dtype=dtype)
+        j = 0
+        for c in self.state["columns"]:
+            series = frame[c["name"]]
+            if c["kind"] == "numeric":
+                j = _transform_numeric(c, series, out, j, source, warn)
+            else:
+                j = _transform_categorical(c, series, out, j, warn, source)
+        return out
+
+
+# -- numeric columns ---------------------------------------------------------------------------
+def _numeric_kind(series) -> bool:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(series):
+        return False
+    if pd.api.types.is_numeric_dtype(series):
+        return True
+    # mostly numbers with a few stray strings count as numeric (so the stray is reported)
+    values = series.dropna()
+    if len(values) == 0:
+        return True
+    parsed = pd.to_numeric(values, errors="coerce")
+    return parsed.notna().mean() >= 0.9
+
+
+def _categorical_reason(series) -> str:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(series):
+        return "boolean values"
+    return "text values"
+
+
+def _line(series, row: int) -> int:
+    """File line of position ``row``: the frame keeps the file's row numbers as its index."""
+    return int(series.index[row]) + 2  # + header line, 1-based
+
+
+def _as_float(series, name: str, source: str) -> np.ndarray:
+    """The column as float64 with NaN for missing; a non-numeric cell or inf is an error."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    else:
+        parsed = pd.to_numeric(series, errors="coerce")
+        bad = parsed.isna() & series.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise NnclfError(
+                f"{source}, line {_line(series, row)}: column '{name}': non-numeric value {series.iloc[row]!r} "
+                f"in a numeric column (fix it, or list '{name}' in data.categorical)"
+            )
+        values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+    infinite = np.isinf(values)
+    if infinite.any():
+        row = int(np.flatnonzero(infinite)[0])
+        raise NnclfError(
+            f"{source}, line {_line(series, row)}: column '{name}': infinite value {values[row]} "
+            f"(nnclf does not guess a number for inf; fix or remove it)"
+        )
+    return values
+
+
+def _fit_numeric(series, name, source, scaling, missing_indicators):
+    values = _as_float(series, name, source)
+    present = values[~np.isnan(values)]
+    n_missing = int(values.size - present.size)
+    if present.size == 0:
+        raise NnclfError(f"{source}: column '{name}': every value is missing; remove it or list it in data.ignore")
+    fill = float(np.median(present))
+    filled = np.where(np.isnan(values), fill, values)
+    if scaling == "standard":
+        center, scale = float(filled.mean()), float(filled.std())
+    elif scaling == "minmax":
+        center, scale = float(filled.min()), float(filled.max() - filled.min())
+    else:
+        center, scale = 0.0, 1.0
+    if not math.isfinite(scale) or scale == 0:
+        scale = 1.0  # a constant column stays constant (0) instead of dividing by zero
+    if not math.isfinite(center):
+        raise NnclfError(f"{source}: column '{name}': values too large to scale (mean or range overflows)")
+    reason = "numbers" if n_missing == 0 else f"numbers, {n_missing} missing imputed with the median"
+    return {
+        "name": name,
+        "kind": "numeric",
+        "reason": reason,
+        "fill": fill,
+        "center": center,
+        "scale": scale,
+        "missing_in_training": n_missing,
+        "indicator": bool(missing_indicators and n_missing > 0),
+    }
+
+
+def _transform_numeric(c, series, out, j, source, warn):
+    values = _as_float(series, c["name"], source)
+    nan = np.isnan(values)
+    if nan.any():
+        if c["missing_in_training"] == 0:
+            warn(
+                f"{source}: column '{c['name']}': {int(nan.sum())} missing value(s), none were missing in training; "
+                f"imputed with the training median {c['fill']:g}"
+            )
+        values[nan] = c["fill"]
+    values -= c["center"]
+    values /= c["scale"]
+    out[:, j] = values
+    j += 1
+    if c["indicator"]:
+        out[:, j] = nan
+        j += 1
+    return j
+
+
+# -- categorical columns -----------------------------------------------------------------------
+def category_keys(series):
+    """The column as text keys (object array, None where missing): strings stay as they are,
+    integers and integral floats become '3', booleans 'true'/'false'."""
+    import pandas as pd
+
+    missing = series.isna().to_numpy()
+    if pd.api.types.is_bool_dtype(series):
+        keys = np.where(series.fillna(False).to_numpy(dtype=bool), "true", "false").astype(object)
+    elif pd.api.types.is_float_dtype(series):
+        v = series.to_numpy(dtype=np.float64, na_value=0.0)
+        integral = np.mod(v, 1) == 0
+        keys = np.where(integral, np.where(integral, v, 0).astype(np.int64).astype(str), v.astype(str)).astype(object)
+    else:
+        keys = series.astype(str).to_numpy(dtype=object)
+    keys[missing] = None
+    return keys
+
+
+def _fit_categorical(series, name, reason, max_categories, missing_indicators, warn):
+    import pandas as pd
+
+    keys = category_keys(series)
+    present = pd.Series(keys[keys != None]).value_counts()  # noqa: E711 (element-wise)
+    n_missing = int(len(keys) - present.sum())
+    n_unique, n_rows = len(present), int(present.sum())
+    if n_rows >= 20 and n_unique >= 0.9 * n_rows:
+        warn(
+            f"column '{name}' looks like an identifier ({n_unique} distinct values in {n_rows} rows); "
+            f"one-hot encoding it will not generalise; consider data.ignore: [{name}]"
+        )
+    # keep the most frequent (ties by name) so the vocabulary is deterministic
+    ranked = [k for k, _ in sorted(present.items(), key=lambda kv: (-kv[1], kv[0]))]
+    folded = 0
+    if max_categories is not None and len(ranked) > max_categories:
+        folded = len(ranked) - (max_categories - 1)
+        ranked = ranked[: max_categories - 1]
+    categories = sorted(ranked) + ([OTHER] if folded else []) + ([MISSING] if n_missing else [])
+    detail = f"{reason}, {n_unique} categories"
+    if folded:
+        detail += f", {folded} rarest folded into '{OTHER}'"
+    if n_missing:
+        detail += f", {n_missing} missing kept as their own category"
+    return {
+        "name": name,
+        "kind": "categorical",
+        "reason": detail,
+        "categories": categories,
+        "missing_in_training": n_missing,
+        "indicator": False,
+    }
+
+
+def _transform_categorical(c, series, out, j, warn, source):
+    import pandas as pd
+
+    categories = c["categories"]
+    named = [k for k in categories if k is not MISSING and k != OTHER]
+    keys = category_keys(series)
+    missing = np.array([k is None for k in keys], dtype=bool) if len(keys) else np.zeros(0, bool)
+    codes = pd.Categorical(np.where(missing, "", keys), categories=named).codes.astype(np.int64)
+    codes[missing] = -1
+    unknown = (codes < 0) & ~missing
+    if OTHER in categories:
+        codes[unknown] = categories.index(OTHER)
+    elif unknown.any():
+        seen = pd.Series(keys[unknown]).value_counts()
+        examples = ", ".join(repr(k) for k in seen.index[:3])
+        warn(
+            f"{source}: column '{c['name']}': {int(unknown.sum())} value(s) never seen in training "
+            f"({len(seen)} distinct, e.g. {examples}); encoded as unknown (all zeros)"
+        )
+    if missing.any():
+        if categories and categories[-1] is MISSING:
+            codes[missing] = len(categories) - 1
+        else:
+            warn(
+                f"{source}: column '{c['name']}': {int(missing.sum())} missing value(s), none were missing in "
+                f"training; encoded as unknown (all zeros)"
+            )
+    block = out[:, j : j + len(categories)]
+    block[...] = 0
+    rows = np.flatnonzero(codes >= 0)
+    block[rows, codes[rows]] = 1
+    return j + len(categories)
+
+
+def _width(c) -> int:
+    base = 1 if c["kind"] == "numeric" else len(c["categories"])
+    return base + (1 if c.get("indicator") else 0)
+
+
+def _show(value) -> str:
+    return "<missing>" if value is MISSING else str(value)

@@ -1,0 +1,185 @@
+"""Reading tables (CSV, compressed CSV, Parquet) with errors that name the file and line."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import NnclfError
+
+DELIMITERS = ",;\t|"
+COMPRESSED = (".gz", ".bz2", ".xz", ".zip", ".zst")
+
+
+def _open_text_head(path: Path, encoding: str, size: int = 65536) -> str:
+    """The first ``size`` characters of the (possibly compressed) file, for sniffing."""
+    import pandas as pd  # noqa: F401  (pandas brings the compression readers)
+    from pandas.io.common import get_handle
+
+    with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
+        raw = handles.handle.read(size * 4)
+    text = raw.decode(encoding, errors="replace")
+    return text[:size].lstrip("\ufeff")
+
+
+def check_file(path: Path, what: str = "data file") -> None:
+    if not path.exists():
+        raise NnclfError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise NnclfError(f"{path}: is a folder, expected a {what}")
+    if path.stat().st_size == 0:
+        raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)")
+
+
+def sniff_delimiter(path: Path, encoding: str) -> str:
+    """Comma unless the header line clearly uses ';', tab or '|' instead."""
+    head = _open_text_head(path, encoding)
+    first = head.splitlines()[0] if head else ""
+    counts = {d: first.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else ","
+
+
+def header_columns(path: Path, encoding: str, delimiter: str) -> list[str]:
+    """Column names from the header row; duplicate names are an error naming both positions."""
+    head = _open_text_head(path, encoding)
+    if not head.strip():
+        raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)")
+    row = next(csv.reader(io.StringIO(head), delimiter=delimiter))
+    names = [name.strip() for name in row]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise NnclfError(
+                f"{path}, line 1: duplicate column name '{name}' (columns {seen[name] + 1} and {i + 1})"
+            )
+        seen[name] = i
+    return names
+
+
+def is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None, usecols=None, dtype=None):
+    """The whole table as a pandas DataFrame with the header's column names."""
+    return next(iter_table(path, encoding, delimiter, usecols=usecols, dtype=dtype, chunk_rows=None))
+
+
+def iter_table(
+    path: str | Path,
+    encoding: str = "utf-8",
+    delimiter: str | None = None,
+    usecols=None,
+    dtype=None,
+    chunk_rows: int | None = None,
+) -> Iterator:
+    """DataFrames of at most ``chunk_rows`` rows (the whole file when None), in file order."""
+    import pandas as pd
+
+    path = Path(path)
+    check_file(path)
+    if is_parquet(path):
+        yield from _iter_parquet(path, usecols, chunk_rows)
+        return
+    try:
+        sep = delimiter or sniff_delimiter(path, encoding)
+        names = header_columns(path, encoding, sep)
+    except UnicodeDecodeError as e:  # pragma: no cover - decode errors are replaced while sniffing
+        raise _decode_error(path, encoding, e) from None
+    kwargs = dict(
+        sep=sep,
+        encoding="utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding,
+        usecols=usecols,
+        dtype=dtype,
+        skipinitialspace=True,
+        low_memory=False,
+    )
+    if chunk_rows is None:
+        frames = [_read(pd, path, encoding, kwargs)]
+    else:
+        frames = _read(pd, path, encoding, {**kwargs, "chunksize": chunk_rows})
+    first = True
+    try:
+        for frame in frames:
+            frame.columns = [str(c).strip() for c in frame.columns]
+            if first and len(frame) == 0 and usecols is None:
+                raise NnclfError(f"{path}: has a header row ({len(names)} columns) but no data rows")
+            first = False
+            yield frame
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, encoding, e) from None
+    except pd.errors.ParserError as e:
+        raise _parser_error(path, e) from None
+    if first:
+        raise NnclfError(f"{path}: has a header row but no data rows")
+
+
+def _read(pd, path, encoding, kwargs):
+    try:
+        return pd.read_csv(path, **kwargs)
+    except UnicodeDecodeError as e:
+        raise _decode_error(path, encoding, e) from None
+    except LookupError:
+        raise NnclfError(f"{path}: unknown text encoding '{encoding}' (data.encoding)") from None
+    except pd.errors.EmptyDataError:
+        raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)") from None
+    except pd.errors.ParserError as e:
+        raise _parser_error(path, e) from None
+    except ValueError as e:
+        if "Usecols" in str(e) or "columns expected but not found" in str(e):
+            raise NnclfError(f"{path}: {e}") from None
+        raise
+
+
+def _parser_error(path: Path, error: Exception) -> NnclfError:
+    import re
+
+    text = str(error)
+    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if match:
+        expected, line, saw = match.groups()
+        return NnclfError(f"{path}, line {line}: expected {expected} fields like the header, saw {saw}")
+    return NnclfError(f"{path}: cannot parse as CSV: {text.strip().splitlines()[-1]}")
+
+
+def _decode_error(path: Path, encoding: str, error: UnicodeDecodeError) -> NnclfError:
+    line = _first_undecodable_line(path, encoding)
+    where = f", line {line}" if line else ""
+    return NnclfError(
+        f"{path}{where}: bytes that are not valid {encoding}; set data.encoding to the file's encoding (e.g. latin-1 or cp1252)"
+    )
+
+
+def _first_undecodable_line(path: Path, encoding: str) -> int | None:
+    from pandas.io.common import get_handle
+
+    with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
+        for number, raw in enumerate(handles.handle, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return number
+    return None
+
+
+def _iter_parquet(path: Path, usecols, chunk_rows):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise NnclfError(f"{path}: reading Parquet needs pyarrow: pip install 'nnclf[parquet]'") from None
+    try:
+        table = pq.ParquetFile(path)
+        batches = table.iter_batches(batch_size=chunk_rows or 1 << 62, columns=usecols)
+        start = 0
+        for batch in batches:
+            frame = batch.to_pandas()
+            frame.index += start  # keep file row numbers as the index, like the CSV reader
+            start += len(frame)
+            yield frame
+    except NnclfError:
+        raise
+    except Exception as e:  # pyarrow raises many types for corrupt files
+        raise NnclfError(f"{path}: cannot read Parquet file: {e}") from None

@@ -1,0 +1,217 @@
+"""Losses J(z, y) on the network's output z (logits), each with its output nonlinearity.
+
+Shapes: z is (B, K_out) logits, y is (B,) integer class indices in [0, K). Every loss
+works on the target distribution T = (1 - eps) onehot(y) + eps / K (eps = label smoothing,
+0 by default) and an optional per-class weight w_k; the batch loss is
+
+    J = 1/B * sum_i w_{y_i} * l_i        (weights default to 1)
+
+and ``backward`` writes dJ/dz, the output-layer delta, already divided by B.
+
+Matched pairs give the simple delta p - T: for softmax + cross-entropy the Jacobian of the
+softmax cancels the 1/p of the log, and for sigmoid + binary cross-entropy p(1-p) cancels
+likewise. That is why the loss owns the output nonlinearity instead of the network.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import Registry
+from .activations import sigmoid
+
+LOSSES: Registry[type["Loss"]] = Registry("loss")
+
+
+class Loss:
+    name = ""
+
+    def __init__(self, n_classes: int, label_smoothing: float = 0.0, class_weights: np.ndarray | None = None):
+        self.n_classes = n_classes
+        self.label_smoothing = float(label_smoothing)
+        self.class_weights = None if class_weights is None else np.asarray(class_weights, dtype=np.float64)
+
+    @property
+    def n_outputs(self) -> int:
+        """Width K_out of the output layer."""
+        return self.n_classes
+
+    def forward(self, z: np.ndarray, y: np.ndarray) -> float:
+        """Mean loss over the batch; keeps what ``backward`` needs (the probabilities)."""
+        raise NotImplementedError
+
+    def backward(self, y: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """Write dJ/dz (B, K_out) into ``delta`` after a ``forward`` on the same batch."""
+        raise NotImplementedError
+
+    def predict_proba(self, z: np.ndarray) -> np.ndarray:
+        """Class probabilities (B, K) for logits z."""
+        raise NotImplementedError
+
+    # -- shared pieces -------------------------------------------------------------------
+    def targets(self, y: np.ndarray, dtype) -> np.ndarray:
+        """T = (1 - eps) onehot(y) + eps / K, shape (B, K)."""
+        eps, k = self.label_smoothing, self.n_classes
+        t = np.full((len(y), k), eps / k, dtype=dtype)
+        t[np.arange(len(y)), y] += 1.0 - eps
+        return t
+
+    def _weighted_mean(self, per_sample: np.ndarray, y: np.ndarray) -> float:
+        if self.class_weights is not None:
+            return float(np.dot(per_sample.astype(np.float64), self.class_weights[y]) / len(y))
+        return float(per_sample.mean(dtype=np.float64))
+
+    def _scale_rows(self, delta: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """delta <- delta * w_{y_i} / B."""
+        if self.class_weights is not None:
+            delta *= (self.class_weights[y] / len(y)).astype(delta.dtype)[:, None]
+        else:
+            delta *= delta.dtype.type(1.0 / len(y))
+        return delta
+
+
+def softmax(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """p_k = e^{z_k - max z} / sum_j e^{z_j - max z} (shifting by the max avoids overflow)."""
+    out = np.subtract(z, z.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """log p_k = z_k - max z - log sum_j e^{z_j - max z}."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class _SoftmaxLoss(Loss):
+    """Softmax output; cross-entropy -sum_k T_k log p_k per sample, delta = p - T."""
+
+    def forward(self, z, y):
+        logp = log_softmax(z)
+        self._p = np.exp(logp)
+        if self.label_smoothing == 0.0:
+            per_sample = -logp[np.arange(len(y)), y]
+        else:
+            per_sample = -(self.targets(y, z.dtype) * logp).sum(axis=1)
+        return self._weighted_mean(per_sample, y)
+
+    def backward(self, y, delta):
+        np.copyto(delta, self._p)
+        if self.label_smoothing == 0.0:
+            delta[np.arange(len(y)), y] -= 1.0
+        else:
+            delta -= self.targets(y, delta.dtype)
+        return self._scale_rows(delta, y)
+
+    def predict_proba(self, z):
+        return softmax(z)
+
+
+@LOSSES.register("cross_entropy", "ce", "bce")
+class CrossEntropy(_SoftmaxLoss):
+    """Cross-entropy with softmax for K > 2 classes, and with ONE sigmoid output unit and
+    binary cross-entropy for K = 2 (the logistic-regression form):
+
+        l = -[t log s(z) + (1 - t) log(1 - s(z))] = softplus(z) - t z,   dl/dz = s(z) - t
+
+    where t = T_{i,1} is the target probability of the second class.
+    """
+
+    name = "cross_entropy"
+
+    @property
+    def n_outputs(self):
+        return 1 if self.n_classes == 2 else self.n_classes
+
+    def _binary_target(self, y, dtype):
+        eps = self.label_smoothing
+        return (y.astype(dtype) * (1.0 - eps) + eps / 2).reshape(-1, 1)
+
+    def forward(self, z, y):
+        if self.n_classes != 2:
+            return super().forward(z, y)
+        t = self._binary_target(y, z.dtype)
+        # softplus(z) - t z, with softplus written so it never overflows
+        per_sample = np.maximum(z, 0) - t * z + np.log1p(np.exp(-np.abs(z)))
+        self._p = sigmoid(z)
+        return self._weighted_mean(per_sample[:, 0], y)
+
+    def backward(self, y, delta):
+        if self.n_classes != 2:
+            return super().backward(y, delta)
+        np.subtract(self._p, self._binary_target(y, delta.dtype), out=delta)
+        return self._scale_rows(delta, y)
+
+    def predict_proba(self, z):
+        if self.n_classes != 2:
+            return softmax(z)
+        p1 = sigmoid(z[:, 0])
+        return np.stack([1.0 - p1, p1], axis=1)
+
+
+@LOSSES.register("nll")
+class NegativeLogLikelihood(_SoftmaxLoss):
+    """Negative log-likelihood of the true class under a log-softmax output,
+    -log p_y (K outputs even for 2 classes). Same gradient as softmax cross-entropy: p - T.
+    """
+
+    name = "nll"
+
+
+@LOSSES.register("kl_div", "kl")
+class KLDivergence(_SoftmaxLoss):
+    """KL(T || p) = sum_k T_k log(T_k / p_k) with softmax p and 0 log 0 = 0.
+
+    It equals cross-entropy minus the entropy H(T), which does not depend on z, so dJ/dz = p - T;
+    for one-hot targets (no smoothing) the value equals cross-entropy.
+    """
+
+    name = "kl_div"
+
+    def forward(self, z, y):
+        cross = super().forward(z, y)
+        if self.label_smoothing == 0.0:
+            return cross
+        t = self.targets(y[:1], np.float64)[0]
+        # every row's T is the same up to a permutation, so H(T) is one number
+        entropy = -float(np.sum(t[t > 0] * np.log(t[t > 0])))
+        weights = 1.0 if self.class_weights is None else float(self.class_weights[y].mean())
+        return cross - entropy * weights
+
+
+@LOSSES.register("mse")
+class MeanSquaredError(Loss):
+    """Squared error on sigmoid outputs h = s(z) against one-hot targets:
+
+        l = 1/2 ||h - T||^2,   dl/dz = (h - T) * h * (1 - h)
+
+    (the lecture's perceptron units trained with squared error). Class scores h are
+    normalised to sum 1 for ``predict_proba``.
+    """
+
+    name = "mse"
+
+    def forward(self, z, y):
+        self._h = sigmoid(z)
+        diff = self._h - self.targets(y, z.dtype)
+        return self._weighted_mean(0.5 * np.einsum("ij,ij->i", diff, diff), y)
+
+    def backward(self, y, delta):
+        h = self._h
+        np.subtract(h, self.targets(y, delta.dtype), out=delta)
+        delta *= h
+        delta *= 1.0 - h
+        return self._scale_rows(delta, y)
+
+    def predict_proba(self, z):
+        h = sigmoid(z)
+        return h / h.sum(axis=1, keepdims=True)
+
+
+def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """KL(P || Q) = sum_k p_k ln(p_k / q_k) for two discrete distributions (0 ln 0 = 0)."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))

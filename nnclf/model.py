@@ -1,0 +1,49 @@
+"""A trained model loaded from a checkpoint: network + loss + preprocessing + labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .data.labels import Labels
+from .data.preprocess import Preprocessor
+from .engine.losses import LOSSES, Loss
+from .engine.network import MLP
+from .errors import NnclfError
+
+
+class TrainedModel:
+    def __init__(self, net: MLP, loss: Loss, preprocessor: Preprocessor, labels: Labels, meta: dict[str, Any], path: Path):
+        self.net, self.loss, self.preprocessor, self.labels = net, loss, preprocessor, labels
+        self.meta, self.path = meta, path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainedModel":
+        path = Path(path)
+        params, meta, _ = load_checkpoint(path)
+        try:
+            network, loss_meta = meta["network"], meta["loss"]
+            labels = Labels(meta["labels"])
+            loss = LOSSES.get(loss_meta["name"])(len(labels), 0.0, None)
+            net = MLP(network["sizes"], network["activation"], 0.0, params.dtype)
+            preprocessor = Preprocessor(meta["preprocessor"])
+            if preprocessor.n_outputs != network["sizes"][0] or loss.n_outputs != network["sizes"][-1]:
+                raise NnclfError(f"{path}: not a valid checkpoint (preprocessing, labels and network sizes disagree)")
+        except (KeyError, TypeError) as e:
+            raise NnclfError(f"{path}: not a valid checkpoint (missing or malformed entry {e})") from None
+        net.params[...] = params
+        return cls(net, loss, preprocessor, labels, meta, path)
+
+    @property
+    def target(self) -> str:
+        return self.preprocessor.state["target"]
+
+    def features(self, frame, source: str, warn: Callable[[str], None]) -> np.ndarray:
+        return self.preprocessor.transform(frame, source, self.net.dtype, warn)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(n, K) class probabilities for preprocessed features x (n, d)."""
+        return self.loss.predict_proba(self.net.logits(x))

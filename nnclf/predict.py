@@ -1,0 +1,187 @@
+"""Using a trained model: evaluate on labelled data, predict a CSV in chunks, gradient check."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .errors import NnclfError
+from .metrics import classification_report
+from .model import TrainedModel
+
+Warn = Callable[[str], None]
+
+
+def checkpoint_path(run: str | Path, which: str) -> Path:
+    """A checkpoint file as given, or RUN/checkpoints/{best,last}.npz."""
+    run = Path(run)
+    if which not in ("best", "last"):
+        raise NnclfError(f"--checkpoint: expected best or last, got {which!r}")
+    if run.is_file():
+        return run
+    if not run.exists():
+        raise NnclfError(f"{run}: no such run folder or checkpoint file")
+    path = run / "checkpoints" / f"{which}.npz"
+    if not path.is_file():
+        if which == "best" and (run / "checkpoints" / "last.npz").is_file():
+            return run / "checkpoints" / "last.npz"
+        raise NnclfError(f"{run}: no checkpoints/{which}.npz (is it a run folder?)")
+    return path
+
+
+def _held_out_test(model: TrainedModel, run: Path, warn: Warn):
+    """The run's test rows: data.test if given, else the rows listed in splits.npz."""
+    from .data.reading import read_table
+
+    data = model.meta["config"]["data"]
+    if data.get("test"):
+        return read_table(data["test"], data["encoding"], data["delimiter"]), data["test"]
+    splits = (run if run.is_dir() else run.parent.parent) / "splits.npz"
+    if not splits.is_file():
+        raise NnclfError(f"{run}: no splits.npz; give a labelled CSV to evaluate on")
+    with np.load(splits, allow_pickle=False) as s:
+        if "test" not in s.files:
+            raise NnclfError(f"{run}: the run held out no test rows (data.test_split = 0); give a labelled CSV")
+        rows = s["test"]
+    frame = read_table(data["train"], data["encoding"], data["delimiter"])
+    return frame.loc[rows], f"{data['train']} (test split)"
+
+
+def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", warn: Warn = lambda m: None) -> dict:
+    from .data.reading import read_table
+
+    path = checkpoint_path(run, which)
+    model = TrainedModel.load(path)
+    if data is None:
+        frame, source = _held_out_test(model, Path(run), warn)
+    else:
+        cfg = model.meta["config"]["data"]
+        frame, source = read_table(data, cfg["encoding"], None), str(data)
+    target = model.target
+    if target not in frame.columns:
+        raise NnclfError(f"{source}: target column '{target}' not found; evaluate needs labels (use predict for unlabelled data)")
+    labelled = frame[target].notna().to_numpy()
+    if not labelled.all():
+        warn(f"{source}: {int((~labelled).sum())} row(s) with a missing '{target}' label skipped")
+        frame = frame[labelled]
+    if len(frame) == 0:
+        raise NnclfError(f"{source}: no labelled rows to evaluate")
+    y = model.labels.encode(frame[target])
+    unknown = y < 0
+    if unknown.any():
+        values = frame[target][unknown].astype(str).value_counts()
+        shown = ", ".join(f"{v!r} ({c})" for v, c in values.head(5).items())
+        warn(f"{source}: {int(unknown.sum())} row(s) have labels never seen in training: {shown}; scored as wrong")
+    proba = model.predict_proba(model.features(frame, source, warn))
+    report = classification_report(y, proba, model.labels.values)
+    report["checkpoint"] = str(path)
+    report["data"] = source
+    return report
+
+
+def predict_csv(
+    run: str | Path,
+    data: str | Path,
+    output: Optional[str | Path],
+    which: str = "best",
+    chunk_rows: int = 100_000,
+    overwrite: bool = False,
+    warn: Warn = lambda m: None,
+    stdout=None,
+) -> int:
+    """Write ``prediction`` and ``proba_<label>`` for each input row, in input order.
+
+    The input is read ``chunk_rows`` at a time, so memory stays bounded whatever its size.
+    With ``output`` the file appears only when complete (temporary file, then rename).
+    """
+    import sys
+
+    from .data.reading import iter_table
+
+    path = checkpoint_path(run, which)
+    model = TrainedModel.load(path)
+    data_cfg = model.meta["config"]["data"]
+    if output is not None:
+        output = Path(output)
+        if output.exists() and not overwrite:
+            raise NnclfError(f"{output}: already exists; pass --overwrite to replace it (nothing was written)")
+        if not output.parent.is_dir():
+            raise NnclfError(f"{output}: folder {output.parent} does not exist")
+    header = ["prediction", *(f"proba_{label}" for label in model.labels.values)]
+    warned: set[str] = set()
+
+    def warn_once(message: str) -> None:
+        key = message.split(":")[1] if ":" in message else message
+        if key not in warned:
+            warned.add(key)
+            warn(message)
+
+    def write_all(f) -> int:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="") if not isinstance(f, io.TextIOBase) else f
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(header)
+        n = 0
+        for frame in iter_table(data, data_cfg["encoding"], None, chunk_rows=chunk_rows):
+            proba = model.predict_proba(model.features(frame, str(data), warn_once))
+            predicted = model.labels.decode(proba.argmax(axis=1))
+            _write_rows(text, predicted, proba)
+            n += len(frame)
+        text.flush()
+        if text is not f:
+            text.detach()
+        return n
+
+    if output is None:
+        return write_all(stdout or sys.stdout)
+    count = 0
+
+    def write(f):
+        nonlocal count
+        count = write_all(f)
+
+    from .checkpoint import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(output, write)
+    except OSError as e:
+        raise NnclfError(f"{output}: could not write predictions ({e.strerror or e}); nothing was written") from None
+    return count
+
+
+def _write_rows(text, predicted: np.ndarray, proba: np.ndarray) -> None:
+    """CSV rows 'label,p1,...,pK' with probabilities in shortest round-trip form."""
+    labels = [_csv_field(v) for v in predicted]
+    columns = [np.char.mod("%.6g", proba[:, k].astype(np.float64)) for k in range(proba.shape[1])]
+    rows = zip(labels, *columns)
+    text.write("".join(",".join(r) + "\n" for r in rows))
+
+
+def _csv_field(value) -> str:
+    s = "true" if value is True else "false" if value is False else str(value)
+    if any(ch in s for ch in ',"\n\r'):
+        s = '"' + s.replace('"', '""') + '"'
+    return s
+
+
+def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: None):
+    """Backprop vs finite differences on ``samples`` training rows of the configured network."""
+    from .build import build_loss, build_network, class_weight_vector
+    from .config import load_config
+    from .data.dataset import prepare
+    from .engine.gradcheck import check_gradients
+
+    cfg = load_config(config_path, overrides)
+    prepared = prepare(cfg.data, cfg.seed, "float64", warn)
+    train = prepared.train
+    x, y = train.x[:samples], train.y[:samples]
+    loss = build_loss(cfg, len(prepared.labels), class_weight_vector(cfg, prepared.labels.values, train.y))
+    net = build_network(cfg, x.shape[1], loss)
+    net.initialize(cfg.model.init, np.random.default_rng([cfg.seed, 1]))
+    note = "dropout is off during the check (it makes the loss random)" if cfg.model.dropout > 0 else ""
+    return check_gradients(net, loss, x, y, cfg.loss.weight_decay), note

@@ -1,0 +1,316 @@
+"""Run folders: create, train into, resume, list. The files a run leaves:
+
+    RUN/config.yaml            the fully resolved config
+    RUN/schema.json            column typing decisions and fitted preprocessing
+    RUN/splits.npz             0-based data-row numbers of train / val / test rows
+    RUN/metrics.csv            one row per finished epoch
+    RUN/checkpoints/last.npz   the newest state (weights, optimizer, trainer, RNG)
+    RUN/checkpoints/best.npz   the weights at the best monitored epoch
+    RUN/summary.json           final and best metrics, test metrics, timings, versions
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import __version__
+from .build import build_early_stopping, build_loss, build_network, build_optimizer, build_schedule, class_weight_vector
+from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from .config import Config, load_config, validate
+from .errors import NnclfError
+from .metrics import classification_report
+from .trainer import Trainer, TrainerState, TrainingDiverged
+
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "seconds"]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_run_name(name: str) -> str:
+    """Run names are one path component: letters, digits, '.', '_', '-'; no '..'."""
+    if not NAME_PATTERN.match(name) or ".." in name:
+        raise NnclfError(
+            f"--name {name!r}: a run name may use letters, digits, '.', '_' and '-' "
+            f"(at most 128, starting with a letter or digit, no '..')"
+        )
+    return name
+
+
+def create_run_folder(runs_dir: Path, name: Optional[str], stem: str) -> Path:
+    """Make a new run folder atomically; never reuse an existing one.
+
+    With ``name`` the folder is exactly that (an error if it exists); otherwise
+    ``STEM-YYYYmmdd-HHMMSS`` in UTC, with ``-2``, ``-3``... when trainings start together.
+    """
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        folder = runs_dir / check_run_name(name)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            raise NnclfError(f"{folder}: run folder already exists; choose another --name (nothing was overwritten)") from None
+        return folder
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".-_") or "run"
+    base = f"{base[:100]}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    for attempt in range(1, 1000):
+        folder = runs_dir / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise NnclfError(f"{runs_dir}: could not find a free run folder name for {base}")
+
+
+def metrics_csv(history: list[dict[str, float]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in history:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in record.items()})
+    return out.getvalue()
+
+
+def versions() -> dict[str, str]:
+    import numpy
+
+    return {"nnclf": __version__, "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class RunResult:
+    folder: Path
+    history: list[dict[str, float]]
+    summary: dict[str, Any]
+    interrupted: bool
+
+
+class _Checkpointer:
+    """Writes metrics.csv and checkpoints after each epoch (the trainer's callback)."""
+
+    def __init__(self, run: "TrainingRun", every: int):
+        self.run, self.every = run, every
+
+    def on_epoch_end(self, trainer: Trainer, record, improved: bool) -> None:
+        self.run.write_metrics(trainer.history)
+        if improved:
+            self.run.save("best", trainer, trainer.net.params)
+        if trainer.state.epoch % self.every == 0 or trainer.state.epoch == trainer.epochs or trainer.state.stopped_early:
+            self.run.save("last", trainer, trainer.net.params)
+
+
+class TrainingRun:
+    """One run folder being trained into."""
+
+    def __init__(self, folder: Path, cfg: Config, prepared):
+        self.folder, self.cfg, self.prepared = folder, cfg, prepared
+        (folder / "checkpoints").mkdir(exist_ok=True)
+
+    def checkpoint_meta(self, trainer: Trainer) -> dict[str, Any]:
+        p = self.prepared
+        trainer.state.rng_state = trainer.rng.bit_generator.state
+        return {
+            "network": {"sizes": trainer.net.sizes, "activation": trainer.net.activation_name, "dropout": trainer.net.dropout, "dtype": str(trainer.net.dtype)},
+            "loss": {"name": self.cfg.loss.name},
+            "labels": p.labels.values,
+            "preprocessor": p.preprocessor.state,
+            "config": self.cfg.to_dict(),
+            "trainer": trainer.state.to_json(),
+            "schedule": trainer.schedule.state(),
+            "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
+            "history": trainer.history,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def save(self, which: str, trainer: Trainer, params: np.ndarray) -> None:
+        arrays = {f"optimizer.{k}": v for k, v in trainer.optimizer.state().items()}
+        if trainer.state.permutation is not None and trainer.state.batch > 0:
+            arrays["trainer.permutation"] = trainer.state.permutation
+        save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, self.checkpoint_meta(trainer), arrays)
+
+    def write_metrics(self, history) -> None:
+        atomic_write_text(self.folder / "metrics.csv", metrics_csv(history))
+
+    def write_static_files(self) -> None:
+        p = self.prepared
+        atomic_write_text(self.folder / "config.yaml", self.cfg.to_yaml())
+        atomic_write_text(self.folder / "schema.json", json.dumps(p.preprocessor.state, indent=2) + "\n")
+        splits = {"train": p.train.rows}
+        if p.val is not None:
+            splits["val"] = p.val.rows
+        if p.test is not None:
+            splits["test"] = p.test.rows
+        atomic_write_bytes(self.folder / "splits.npz", lambda f: np.savez(f, **splits))
+
+
+def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
+    labels, train = prepared.labels, prepared.train
+    loss = build_loss(cfg, len(labels), class_weight_vector(cfg, labels.values, train.y))
+    net = build_network(cfg, train.x.shape[1], loss)
+    rng = np.random.default_rng([cfg.seed, 1])  # the model's stream (init, shuffling, dropout)
+    net.initialize(cfg.model.init, rng)
+    batch = None if cfg.training.batch_size == "full" else cfg.training.batch_size
+    has_val = prepared.val is not None and len(prepared.val) > 0
+    return Trainer(
+        net,
+        loss,
+        build_optimizer(cfg, net),
+        build_schedule(cfg),
+        epochs=cfg.training.epochs,
+        batch_size=batch,
+        rng=rng,
+        shuffle=cfg.training.shuffle,
+        weight_decay=cfg.loss.weight_decay,
+        clip_norm=cfg.training.clip_norm,
+        early_stopping=build_early_stopping(cfg),
+        monitor="val_loss" if has_val else "train_loss",
+        callbacks=callbacks,
+    )
+
+
+def _check_monitor(cfg: Config, prepared) -> None:
+    es = cfg.training.early_stopping
+    if es is not None and es.monitor.startswith("val_") and prepared.val is None:
+        raise NnclfError(
+            f"training.early_stopping.monitor: '{es.monitor}' needs validation data; set data.val_split > 0 or data.val"
+        )
+
+
+def train(
+    config_path: str | Path,
+    overrides: list[str] = (),
+    runs_dir: str | Path = "runs",
+    name: Optional[str] = None,
+    callbacks: list = (),
+    warn: Callable[[str], None] = lambda m: None,
+    stop=None,
+) -> RunResult:
+    """Validate, read data, make the run folder, train, test, summarise."""
+    from .data.dataset import prepare
+
+    cfg = load_config(config_path, overrides)
+    if name is not None:
+        check_run_name(name)
+    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
+    _check_monitor(cfg, prepared)
+    folder = create_run_folder(Path(runs_dir), name, Path(config_path).stem)
+    run = TrainingRun(folder, cfg, prepared)
+    run.write_static_files()
+    trainer = _make_trainer(cfg, prepared, [])
+    return _fit(run, trainer, callbacks, stop, started=time.time())
+
+
+def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = (), warn=lambda m: None, stop=None) -> RunResult:
+    """Continue a run from ``checkpoints/last.npz``: weights, optimizer, schedule, early stopping,
+    RNG and position (mid-epoch too), so the result equals an uninterrupted run bit for bit."""
+    from .data.dataset import prepare
+
+    folder = Path(run_folder)
+    last = folder / "checkpoints" / "last.npz"
+    if not last.is_file():
+        raise NnclfError(f"{folder}: no checkpoints/last.npz to resume from (is it a run folder?)")
+    params, meta, arrays = load_checkpoint(last)
+    raw = meta["config"]
+    from .config import apply_override
+
+    for item in overrides:
+        apply_override(raw, item)
+    cfg = validate(raw, f"{last} (config)")
+    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
+    if prepared.preprocessor.state != meta["preprocessor"] or prepared.labels.values != meta["labels"]:
+        raise NnclfError(f"{cfg.data.train}: the training data changed since run {folder.name} started; resume needs the same data")
+    run = TrainingRun(folder, cfg, prepared)
+    atomic_write_text(folder / "config.yaml", cfg.to_yaml())
+    trainer = _make_trainer(cfg, prepared, [])
+    trainer.net.params[...] = params
+    trainer.optimizer.load_state({k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("optimizer.")})
+    trainer.schedule.load_state(meta["schedule"])
+    trainer.state = TrainerState.from_json(meta["trainer"], arrays.get("trainer.permutation"))
+    trainer.rng.bit_generator.state = trainer.state.rng_state
+    trainer.history = list(meta["history"])
+    best = folder / "checkpoints" / "best.npz"
+    trainer.best_params = load_checkpoint(best)[0] if best.is_file() else None
+    run.write_metrics(trainer.history)
+    return _fit(run, trainer, callbacks, stop, started=time.time())
+
+
+def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float) -> RunResult:
+    cfg, prepared = run.cfg, run.prepared
+
+    class StopWatcher:
+        def on_batch_end(self, tr, *args):
+            if stop is not None and stop.is_set():
+                tr.stop_requested = True
+
+    trainer.callbacks = [_Checkpointer(run, cfg.training.checkpoint_every), StopWatcher(), *callbacks]
+    from contextlib import nullcontext
+
+    limiter = nullcontext()
+    if cfg.training.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        limiter = threadpool_limits(limits=cfg.training.threads, user_api="blas")
+    val = prepared.val if prepared.val is not None and len(prepared.val) > 0 else None
+    try:
+        with limiter:
+            trainer.fit(prepared.train.x, prepared.train.y, val.x if val else None, val.y if val else None)
+    except TrainingDiverged as e:
+        summary = _summary(run, trainer, started, status="diverged", error=str(e))
+        atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+        last = run.folder / "checkpoints" / "last.npz"
+        kept = f"; the last good checkpoint is {last}" if last.exists() else ""
+        raise TrainingDiverged(f"{e}{kept}") from None
+    if trainer.interrupted:
+        run.save("last", trainer, trainer.net.params)
+        summary = _summary(run, trainer, started, status="interrupted")
+        atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+        return RunResult(run.folder, trainer.history, summary, True)
+    summary = _summary(run, trainer, started, status="finished")
+    atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return RunResult(run.folder, trainer.history, summary, False)
+
+
+def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None) -> dict[str, Any]:
+    cfg, prepared, history = run.cfg, run.prepared, trainer.history
+    summary: dict[str, Any] = {
+        "status": status,
+        "config_name": run.folder.name,
+        "epochs_run": trainer.state.epoch,
+        "stopped_early": trainer.state.stopped_early,
+        "monitor": trainer.monitor,
+        "best_epoch": trainer.state.best_epoch,
+        "best_value": trainer.state.best_value,
+        "final": history[-1] if history else None,
+        "best": history[trainer.state.best_epoch - 1] if trainer.state.best_epoch else None,
+        "rows": {"train": len(prepared.train), "val": len(prepared.val) if prepared.val else 0, "test": len(prepared.test) if prepared.test else 0},
+        "features": {"columns": len(prepared.preprocessor.features), "inputs": prepared.train.x.shape[1]},
+        "classes": prepared.labels.values,
+        "seed": cfg.seed,
+        "seconds": {"train": sum(r["seconds"] for r in history), "wall": time.time() - started},
+        "versions": versions(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if error:
+        summary["error"] = error
+    test = prepared.test
+    if status == "finished" and test is not None and len(test) > 0:
+        params = trainer.best_params if trainer.best_params is not None else trainer.net.params
+        saved = trainer.net.params.copy()
+        trainer.net.params[...] = params
+        proba = trainer.loss.predict_proba(trainer.net.logits(test.x))
+        trainer.net.params[...] = saved
+        report = classification_report(test.y, proba, prepared.labels.values)
+        summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}
+        summary["test"]["checkpoint"] = "best" if trainer.best_params is not None else "last"
+    return summary

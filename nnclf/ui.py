@@ -1,0 +1,144 @@
+"""Terminal rendering with rich: the live training display and result tables.
+
+Progress goes to stderr (a live bar on a terminal, one plain line per epoch otherwise);
+results go to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+class TrainingDisplay:
+    """A trainer callback: a progress bar with live metrics on a terminal, else epoch lines."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.live = not quiet and sys.stderr.isatty()
+        self.progress = None
+        self._last_refresh = 0.0
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=None, epoch="-", info="")
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
+
+    def on_batch_end(self, trainer, epoch: int, batch: int, n_batches: int, loss: float) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if now - self._last_refresh < 0.1 and batch + 1 < n_batches:
+            return
+        self._last_refresh = now
+        self.progress.update(
+            self.task,
+            total=n_batches,
+            completed=batch + 1,
+            epoch=f"{epoch + 1}/{trainer.epochs}",
+            info=f"loss {loss:.4f} lr {trainer.schedule.lr(epoch):.3g}",
+        )
+
+    def on_epoch_end(self, trainer, record: dict, improved: bool) -> None:
+        if self.quiet:
+            return
+        parts = [f"epoch {record['epoch']:>4}/{trainer.epochs}", f"lr {record['lr']:.3g}"]
+        parts.append(f"loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}")
+        if "val_loss" in record:
+            parts.append(f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f}")
+        parts.append(f"{record['seconds']:.2f}s" + (" *" if improved else ""))
+        line = "  ".join(parts)
+        if self.progress is not None:
+            self.progress.console.print(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def render_summary(result) -> None:
+    s = result.summary
+    table = Table(title=f"run {result.folder}", show_header=False, title_justify="left")
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("status", s["status"] + (" (early stop)" if s["stopped_early"] else ""))
+    table.add_row("epochs", str(s["epochs_run"]))
+    table.add_row("rows train/val/test", f"{s['rows']['train']}/{s['rows']['val']}/{s['rows']['test']}")
+    table.add_row(f"best epoch (by {s['monitor']})", f"{s['best_epoch']}  ({_fmt(s['best_value'])})")
+    if s["final"]:
+        final = s["final"]
+        table.add_row("final train loss / acc", f"{_fmt(final['train_loss'])} / {_fmt(final['train_accuracy'])}")
+        if "val_loss" in final:
+            table.add_row("final val loss / acc", f"{_fmt(final['val_loss'])} / {_fmt(final['val_accuracy'])}")
+    if "test" in s:
+        t = s["test"]
+        table.add_row(f"test accuracy ({t['checkpoint']})", _fmt(t["accuracy"]))
+        table.add_row("test macro F1", _fmt(t["macro_f1"]))
+        table.add_row("test log loss", _fmt(t["log_loss"]))
+    table.add_row("train time", f"{s['seconds']['train']:.2f}s")
+    out.print(table)
+
+
+def render_report(report: dict) -> None:
+    out.print(f"[bold]{report['data']}[/]  ({report['n']} rows, checkpoint {report['checkpoint']})")
+    head = Table(show_header=False)
+    head.add_column("", style="bold")
+    head.add_column("")
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "roc_auc"):
+        if key in report:
+            head.add_row(key, _fmt(report[key]))
+    out.print(head)
+    per = Table(title="per class", title_justify="left")
+    for col in ("label", "precision", "recall", "f1", "support"):
+        per.add_column(col, justify="right")
+    for row in report["per_class"]:
+        per.add_row(str(row["label"]), _fmt(row["precision"]), _fmt(row["recall"]), _fmt(row["f1"]), str(row["support"]))
+    out.print(per)
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    cm.add_column("")
+    for label in report["labels"]:
+        cm.add_column(str(label), justify="right")
+    for label, row in zip(report["labels"], report["confusion_matrix"]):
+        cm.add_row(str(label), *(str(v) for v in row))
+    out.print(cm)
+
+
+def render_gradcheck(checks, tolerance: float, note: str) -> None:
+    table = Table(title="gradient check: backprop vs central differences (float64)", title_justify="left")
+    for col in ("tensor", "size", "max abs error", "relative error", ""):
+        table.add_column(col, justify="right")
+    for c in checks:
+        ok = c.relative_error <= tolerance
+        table.add_row(c.name, str(c.size), f"{c.max_abs_error:.3g}", f"{c.relative_error:.3g}", "ok" if ok else "[red]FAIL[/]")
+    out.print(table)
+    if note:
+        out.print(f"note: {note}")
