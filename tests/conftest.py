@@ -1,0 +1,53 @@
+"""Shared test helpers: run the real CLI in-process, paths to shipped data."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nnclf.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+CONFIGS = ROOT / "configs"
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args, cwd: Path | None = None) -> CliResult:
+    """Invoke ``nnclf ARGS`` in-process (a list or a shell-like string); never raises."""
+    if isinstance(args, str):
+        args = shlex.split(args)
+    runner = CliRunner()
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+    finally:
+        os.chdir(old)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback is a bug: let the test fail loudly
+    return CliResult(result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """``cli("train cfg.yaml")`` runs in tmp_path, so run folders land in tmp_path/runs."""
+    return lambda args, cwd=None: run_cli(args, cwd or tmp_path)
+
+
+def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
