@@ -185,6 +185,38 @@ def gradcheck(
         fail(f"gradient check failed: worst relative error {worst:.3g} > tolerance {tolerance:g}")
 
 
+# -- runs -------------------------------------------------------------------------------------
+@app.command("runs")
+@errors_to_exit
+def list_runs(
+    runs_dir: Path = typer.Argument(Path("runs"), help="Folder that holds run folders."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout."),
+):
+    """List run folders, newest first."""
+    from .runs import list_runs as collect
+    from .ui import render_runs
+
+    rows = collect(runs_dir)
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        render_runs(rows, runs_dir)
+
+
+# -- report -----------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def report(run: Path = typer.Argument(..., help="Run folder.")):
+    """Write report.html and PNG plots (learning curves, lr, confusion matrix) into RUN."""
+    from .report import make_report
+
+    result = make_report(run, warn)
+    print("loss per epoch (t = train, v = validation)")
+    print(result["chart"])
+    for path in [*result["images"].values(), result["html"]]:
+        print(f"wrote {path}")
+
+
 # -- config -----------------------------------------------------------------------------------
 @app.command("config")
 @errors_to_exit

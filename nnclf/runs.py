@@ -113,14 +113,15 @@ class _Checkpointer:
 class TrainingRun:
     """One run folder being trained into."""
 
-    def __init__(self, folder: Path, cfg: Config, prepared):
-        self.folder, self.cfg, self.prepared = folder, cfg, prepared
+    def __init__(self, folder: Path, cfg: Config, prepared, config_name: str):
+        self.folder, self.cfg, self.prepared, self.config_name = folder, cfg, prepared, config_name
         (folder / "checkpoints").mkdir(exist_ok=True)
 
     def checkpoint_meta(self, trainer: Trainer) -> dict[str, Any]:
         p = self.prepared
         trainer.state.rng_state = trainer.rng.bit_generator.state
         return {
+            "config_name": self.config_name,
             "network": {"sizes": trainer.net.sizes, "activation": trainer.net.activation_name, "dropout": trainer.net.dropout, "dtype": str(trainer.net.dtype)},
             "loss": {"name": self.cfg.loss.name},
             "labels": p.labels.values,
@@ -205,7 +206,7 @@ def train(
     prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
     _check_monitor(cfg, prepared)
     folder = create_run_folder(Path(runs_dir), name, Path(config_path).stem)
-    run = TrainingRun(folder, cfg, prepared)
+    run = TrainingRun(folder, cfg, prepared, Path(config_path).stem)
     run.write_static_files()
     trainer = _make_trainer(cfg, prepared, [])
     return _fit(run, trainer, callbacks, stop, started=time.time())
@@ -230,7 +231,7 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
     if prepared.preprocessor.state != meta["preprocessor"] or prepared.labels.values != meta["labels"]:
         raise NnclfError(f"{cfg.data.train}: the training data changed since run {folder.name} started; resume needs the same data")
-    run = TrainingRun(folder, cfg, prepared)
+    run = TrainingRun(folder, cfg, prepared, meta.get("config_name", folder.name))
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
     trainer = _make_trainer(cfg, prepared, [])
     trainer.net.params[...] = params
@@ -285,7 +286,7 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
     cfg, prepared, history = run.cfg, run.prepared, trainer.history
     summary: dict[str, Any] = {
         "status": status,
-        "config_name": run.folder.name,
+        "config_name": run.config_name,
         "epochs_run": trainer.state.epoch,
         "stopped_early": trainer.state.stopped_early,
         "monitor": trainer.monitor,
@@ -314,3 +315,46 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}
         summary["test"]["checkpoint"] = "best" if trainer.best_params is not None else "last"
     return summary
+
+
+def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per run folder (newest first): name, config, date, epochs, best, test accuracy,
+    status. A run without summary.json (killed) is described from its last checkpoint."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise NnclfError(f"{runs_dir}: no such runs folder")
+    rows = []
+    for folder in runs_dir.iterdir():
+        if not (folder / "checkpoints").is_dir():
+            continue
+        row: dict[str, Any] = {"run": folder.name, "path": str(folder)}
+        summary_path = folder / "summary.json"
+        try:
+            if summary_path.is_file():
+                s = json.loads(summary_path.read_text())
+                row.update(
+                    config=s.get("config_name"),
+                    date=s.get("finished_at"),
+                    epochs=s.get("epochs_run"),
+                    monitor=s.get("monitor"),
+                    best=s.get("best_value"),
+                    test_accuracy=(s.get("test") or {}).get("accuracy"),
+                    status=s.get("status"),
+                )
+            else:
+                _, meta, _ = load_checkpoint(folder / "checkpoints" / "last.npz")
+                row.update(
+                    config=meta.get("config_name"),
+                    date=meta.get("saved_at"),
+                    epochs=meta["trainer"]["epoch"],
+                    monitor=None,
+                    best=meta["trainer"]["best_value"],
+                    test_accuracy=None,
+                    status="incomplete",
+                )
+        except (NnclfError, OSError, ValueError, KeyError) as e:
+            row.update(config=None, date=None, epochs=None, monitor=None, best=None, test_accuracy=None, status=f"unreadable ({e})")
+        row["modified"] = folder.stat().st_mtime
+        rows.append(row)
+    rows.sort(key=lambda r: r["modified"], reverse=True)
+    return rows

@@ -142,3 +142,19 @@ def render_gradcheck(checks, tolerance: float, note: str) -> None:
     out.print(table)
     if note:
         out.print(f"note: {note}")
+
+
+def render_runs(rows: list[dict], runs_dir) -> None:
+    if not rows:
+        out.print(f"no runs in {runs_dir}")
+        return
+    table = Table(title=f"runs in {runs_dir} (newest first)", title_justify="left")
+    for col in ("run", "config", "date", "epochs", "best", "test acc", "status"):
+        table.add_column(col, justify="right" if col in ("epochs", "best", "test acc") else "left")
+    for r in rows:
+        best = "-" if r["best"] is None else f"{r['best']:.4f}" + (f" ({r['monitor']})" if r.get("monitor") else "")
+        table.add_row(
+            r["run"], r["config"] or "-", (r["date"] or "-")[:19].replace("T", " "), _fmt(r["epochs"]), best,
+            _fmt(r["test_accuracy"]), r["status"],
+        )
+    out.print(table)
