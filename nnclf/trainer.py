@@ -167,6 +167,11 @@ class Trainer:
                 if self.stop_requested and st.batch < n_batches:
                     self.interrupted = True
                     return self.history
+            if not np.all(np.isfinite(self.net.params)):
+                raise TrainingDiverged(
+                    f"training diverged: the weights became NaN or infinite during epoch {st.epoch + 1} "
+                    f"(lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
+                )
             record = {
                 "epoch": st.epoch + 1,
                 "lr": lr,
