@@ -264,7 +264,8 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float) ->
         limiter = threadpool_limits(limits=cfg.training.threads, user_api="blas")
     val = prepared.val if prepared.val is not None and len(prepared.val) > 0 else None
     try:
-        with limiter:
+        # overflow in a diverging run is detected and reported by the trainer; no numpy noise
+        with limiter, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             trainer.fit(prepared.train.x, prepared.train.y, val.x if val else None, val.y if val else None)
     except TrainingDiverged as e:
         summary = _summary(run, trainer, started, status="diverged", error=str(e))
