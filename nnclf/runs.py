@@ -297,6 +297,7 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         "best": history[trainer.state.best_epoch - 1] if trainer.state.best_epoch else None,
         "rows": {"train": len(prepared.train), "val": len(prepared.val) if prepared.val else 0, "test": len(prepared.test) if prepared.test else 0},
         "features": {"columns": len(prepared.preprocessor.features), "inputs": prepared.train.x.shape[1]},
+        "columns": [{k: c[k] for k in ("name", "kind", "reason")} for c in prepared.preprocessor.state["columns"]],
         "classes": prepared.labels.values,
         "seed": cfg.seed,
         "seconds": {"train": sum(r["seconds"] for r in history), "wall": time.time() - started},

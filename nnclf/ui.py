@@ -35,14 +35,13 @@ class TrainingDisplay:
 
     def __enter__(self):
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             self.progress = Progress(
                 TextColumn("epoch {task.fields[epoch]}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
                 console=err,
                 transient=False,
             )
@@ -67,8 +66,21 @@ class TrainingDisplay:
             total=n_batches,
             completed=batch + 1,
             epoch=f"{epoch + 1}/{trainer.epochs}",
-            info=f"loss {loss:.4f} lr {trainer.schedule.lr(epoch):.3g}",
+            info=self._info(trainer, epoch, loss),
         )
+
+    @staticmethod
+    def _info(trainer, epoch: int, loss: float) -> str:
+        st = trainer.state
+        parts = [f"lr {trainer.schedule.lr(epoch):.3g}", f"loss {loss:.4f}"]
+        if st.seen:
+            parts.append(f"acc {st.correct / st.seen:.3f}")
+        if trainer.history and "val_loss" in trainer.history[-1]:
+            last = trainer.history[-1]
+            parts.append(f"val_loss {last['val_loss']:.4f} val_acc {last['val_accuracy']:.3f}")
+        if trainer.history:
+            parts.append(f"{trainer.history[-1]['seconds']:.2f}s/epoch")
+        return "  ".join(parts)
 
     def on_epoch_end(self, trainer, record: dict, improved: bool) -> None:
         if self.quiet:
@@ -92,6 +104,7 @@ def render_summary(result) -> None:
     table.add_column("")
     table.add_row("status", s["status"] + (" (early stop)" if s["stopped_early"] else ""))
     table.add_row("epochs", str(s["epochs_run"]))
+    table.add_row("columns", describe_columns(s.get("columns", [])))
     table.add_row("rows train/val/test", f"{s['rows']['train']}/{s['rows']['val']}/{s['rows']['test']}")
     table.add_row(f"best epoch (by {s['monitor']})", f"{s['best_epoch']}  ({_fmt(s['best_value'])})")
     if s["final"]:
@@ -106,6 +119,21 @@ def render_summary(result) -> None:
         table.add_row("test log loss", _fmt(t["log_loss"]))
     table.add_row("train time", f"{s['seconds']['train']:.2f}s")
     out.print(table)
+
+
+def describe_columns(columns: list[dict]) -> str:
+    """'4 numeric, 2 categorical' plus every column whose treatment is not plain: categorical
+    ones, imputed ones."""
+    if not columns:
+        return "-"
+    kinds: dict[str, int] = {}
+    for c in columns:
+        kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
+    lines = [", ".join(f"{n} {kind}" for kind, n in kinds.items())]
+    for c in columns:
+        if c["kind"] != "numeric" or c["reason"] != "numbers":
+            lines.append(f"{c['name']}: {c['kind']} ({c['reason']})")
+    return "\n".join(lines)
 
 
 def render_report(report: dict) -> None:
