@@ -1,7 +1,8 @@
 """Classification metrics from true and predicted class indices (pure NumPy).
 
 Rows of the confusion matrix are true labels, columns predictions, both in label order.
-A true index of -1 (a label never seen in training) counts as wrong and lands in no row.
+A true index of -1 (a label never seen in training) counts as wrong and lands in no row;
+its prediction c still counts as a false positive of c in precision (see ``predicted_counts``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarr
     return np.bincount(y_true[known] * k + y_pred[known], minlength=k * k).reshape(k, k)
 
 
-def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """precision_c = TP / (TP + FP), recall_c = TP / (TP + FN), f1 = 2PR / (P + R); 0 when undefined."""
+def predicted_counts(y_pred: np.ndarray, k: int) -> np.ndarray:
+    """How often each class was predicted, over all rows (unknown true labels included)."""
+    return np.bincount(y_pred, minlength=k)
+
+
+def per_class(cm: np.ndarray, predicted: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """precision_c = TP / (TP + FP), recall_c = TP / (TP + FN), f1 = 2PR / (P + R); 0 when undefined.
+
+    ``predicted`` (from ``predicted_counts``) is TP + FP per class; by default the column sums
+    of ``cm``, which miss predictions on rows whose true label is unknown.
+    """
     tp = np.diag(cm).astype(np.float64)
-    predicted = cm.sum(axis=0)
+    predicted = cm.sum(axis=0) if predicted is None else predicted
     actual = cm.sum(axis=1)
     precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
     recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
@@ -27,7 +37,7 @@ def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> float:
-    return float(per_class(confusion_matrix(y_true, y_pred, k))["f1"].mean())
+    return float(per_class(confusion_matrix(y_true, y_pred, k), predicted_counts(y_pred, k))["f1"].mean())
 
 
 def log_loss(y_true: np.ndarray, proba: np.ndarray, eps: float = 1e-15) -> float:
@@ -64,7 +74,7 @@ def classification_report(y_true: np.ndarray, proba: np.ndarray, labels: list) -
     k = len(labels)
     y_pred = proba.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, k)
-    stats = per_class(cm)
+    stats = per_class(cm, predicted_counts(y_pred, k))
     n = int(len(y_true))
     report = {
         "n": n,
