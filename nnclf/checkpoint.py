@@ -80,6 +80,10 @@ def load_checkpoint(path: str | Path) -> tuple[np.ndarray, dict[str, Any], dict[
     path = Path(path)
     if not path.is_file():
         raise NnclfError(f"{path}: checkpoint not found")
+    # np.load treats anything that is neither .npz nor .npy as a pickle (refused, with a
+    # misleading "pickled data" message) and a .npy as a bare array: only accept a zip archive
+    if not zipfile.is_zipfile(path):
+        raise NnclfError(f"{path}: not a valid checkpoint (not an .npz archive; truncated or corrupted?)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -108,7 +112,9 @@ def load_checkpoint(path: str | Path) -> tuple[np.ndarray, dict[str, Any], dict[
     if not isinstance(sizes, list) or len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
         raise NnclfError(f"{path}: not a valid checkpoint (bad network sizes {sizes!r})")
     expected = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
-    if params.ndim != 1 or params.size != expected or params.dtype.kind != "f":
+    if params.dtype.kind != "f":
+        raise NnclfError(f"{path}: not a valid checkpoint (params has dtype {params.dtype}, expected floats)")
+    if params.ndim != 1 or params.size != expected:
         raise NnclfError(f"{path}: not a valid checkpoint (params has shape {params.shape}, the network needs ({expected},))")
     if not np.all(np.isfinite(params)):
         raise NnclfError(f"{path}: the checkpoint holds NaN or infinite weights")

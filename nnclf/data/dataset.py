@@ -39,15 +39,25 @@ class Prepared:
 
 
 def stratified_holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Split positions into (kept, held out) with round(fraction * n_c) of each class c held
-    out, at most n_c - 1 so every class keeps a row. Both sorted."""
+    """Split positions into (kept, held out), both sorted.
+
+    round(fraction * n) rows are held out in all, shared among the classes in proportion to
+    their sizes (largest remainder, so many small classes still give a non-empty split), at
+    most n_c - 1 of class c so every class keeps a row.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    exact = fraction * counts
+    n_held = np.floor(exact).astype(np.int64)
+    short = int(np.floor(fraction * len(y) + 0.5)) - int(n_held.sum())
+    if short > 0:  # the rows lost to rounding down go to the largest remainders (ties: label order)
+        n_held[np.argsort(-(exact - n_held), kind="stable")[:short]] += 1
+    n_held = np.minimum(n_held, counts - 1)
     kept, held = [], []
-    for c in np.unique(y):
+    for c, n_c in zip(classes, n_held):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)
-        n_held = min(int(round(fraction * len(idx))), len(idx) - 1)
-        held.append(idx[:n_held])
-        kept.append(idx[n_held:])
+        held.append(idx[:n_c])
+        kept.append(idx[n_c:])
     return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
 
 

@@ -24,7 +24,9 @@ class Labels:
         import pandas as pd
 
         present = series.dropna()
-        if pd.api.types.is_bool_dtype(present):
+        if pd.api.types.is_bool_dtype(present) or (
+            len(present) and all(isinstance(v, (bool, np.bool_)) for v in present)  # True/False with blanks
+        ):
             values = sorted({bool(v) for v in present})
         elif pd.api.types.is_integer_dtype(present):
             values = sorted({int(v) for v in present})

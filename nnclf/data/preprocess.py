@@ -76,23 +76,75 @@ class Preprocessor:
                 names.append(f"{c['name']}_missing")
         return names
 
-    def transform(self, frame, source: str, dtype="float32", warn: Warn = _no_warn, out=None) -> np.ndarray:
-        """Float matrix (n_rows, n_outputs) for ``frame`` (columns matched by name)."""
+    def transform(self, frame, source: str, dtype="float32", warn: Warn = _no_warn, out=None, notes=None) -> np.ndarray:
+        """Float matrix (n_rows, n_outputs) for ``frame`` (columns matched by name).
+
+        Surprises (unseen categories, missing values training never had) are warned about once
+        per column. To transform a file in chunks, pass one ``TransformNotes`` for all chunks and
+        call its ``emit`` at the end, so each warning counts the whole file.
+        """
         missing = [name for name in self.features if name not in frame.columns]
         if missing:
             listed = ", ".join(f"'{m}'" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise NnclfError(f"{source}: missing feature column{'s' if len(missing) > 1 else ''} {listed} (the model was trained with it)")
         n = len(frame)
+        own_notes = notes is None
+        if own_notes:
+            notes = TransformNotes()
         if out is None:
             out = np.empty((n, self.n_outputs), dtype=dtype)
         j = 0
         for c in self.state["columns"]:
             series = frame[c["name"]]
             if c["kind"] == "numeric":
-                j = _transform_numeric(c, series, out, j, source, warn)
+                j = _transform_numeric(c, series, out, j, source, notes)
             else:
-                j = _transform_categorical(c, series, out, j, warn, source)
+                j = _transform_categorical(c, series, out, j, notes)
+        if own_notes:
+            notes.emit(warn, source)
         return out
+
+
+class TransformNotes:
+    """Per-column tallies of surprising values seen while transforming, summed over chunks."""
+
+    MAX_EXAMPLES_TRACKED = 1000  # distinct unseen values remembered per column (memory bound)
+
+    def __init__(self):
+        self.missing: dict[str, int] = {}  # column -> missing cells, for columns with none in training
+        self.unseen: dict[str, tuple[int, dict]] = {}  # column -> (count, {value: count})
+        self.capped: set[str] = set()
+        self.columns: dict[str, dict] = {}
+
+    def add_missing(self, c, n: int) -> None:
+        self.columns[c["name"]] = c
+        self.missing[c["name"]] = self.missing.get(c["name"], 0) + n
+
+    def add_unseen(self, c, counts) -> None:
+        self.columns[c["name"]] = c
+        total, seen = self.unseen.get(c["name"], (0, {}))
+        for value, count in counts.items():
+            if value in seen:
+                seen[value] += int(count)
+            elif len(seen) < self.MAX_EXAMPLES_TRACKED:
+                seen[value] = int(count)
+            else:
+                self.capped.add(c["name"])
+        self.unseen[c["name"]] = (total + int(sum(counts.values())), seen)
+
+    def emit(self, warn: Warn, source: str) -> None:
+        for name, (total, seen) in self.unseen.items():
+            ranked = sorted(seen, key=lambda v: -seen[v])  # stable: ties keep first-seen order
+            examples = ", ".join(repr(k) for k in ranked[:3])
+            distinct = f"{len(seen)}{'+' if name in self.capped else ''}"
+            warn(
+                f"{source}: column '{name}': {total} value(s) never seen in training "
+                f"({distinct} distinct, e.g. {examples}); encoded as unknown (all zeros)"
+            )
+        for name, n in self.missing.items():
+            c = self.columns[name]
+            fix = f"imputed with the training median {c['fill']:g}" if c["kind"] == "numeric" else "encoded as unknown (all zeros)"
+            warn(f"{source}: column '{name}': {n} missing value(s), none were missing in training; {fix}")
 
 
 # -- numeric columns ---------------------------------------------------------------------------
@@ -139,7 +191,7 @@ def _as_float(series, name: str, source: str) -> np.ndarray:
                 f"{source}, line {_line(series, row)}: column '{name}': non-numeric value {series.iloc[row]!r} "
                 f"in a numeric column (fix it, or list '{name}' in data.categorical)"
             )
-        values = parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = parsed.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)  # writable: scaled in place
     infinite = np.isinf(values)
     if infinite.any():
         row = int(np.flatnonzero(infinite)[0])
@@ -181,15 +233,12 @@ def _fit_numeric(series, name, source, scaling, missing_indicators):
     }
 
 
-def _transform_numeric(c, series, out, j, source, warn):
+def _transform_numeric(c, series, out, j, source, notes):
     values = _as_float(series, c["name"], source)
     nan = np.isnan(values)
     if nan.any():
         if c["missing_in_training"] == 0:
-            warn(
-                f"{source}: column '{c['name']}': {int(nan.sum())} missing value(s), none were missing in training; "
-                f"imputed with the training median {c['fill']:g}"
-            )
+            notes.add_missing(c, int(nan.sum()))
         values[nan] = c["fill"]
     values -= c["center"]
     values /= c["scale"]
@@ -215,7 +264,14 @@ def category_keys(series):
         integral = np.mod(v, 1) == 0
         keys = np.where(integral, np.where(integral, v, 0).astype(np.int64).astype(str), v.astype(str)).astype(object)
     else:
-        keys = series.astype(str).to_numpy(dtype=object)
+        # copy: for pandas' string dtype to_numpy can return the column's own buffer, and
+        # the None written below must not land in the caller's DataFrame
+        keys = series.astype(str).to_numpy(dtype=object, copy=True)
+        if series.dtype == object:  # True/False with blanks: pandas keeps Python bools in an object column
+            raw = series.to_numpy(dtype=object)
+            is_bool = np.fromiter((isinstance(v, (bool, np.bool_)) for v in raw), dtype=bool, count=len(raw))
+            if is_bool.any():
+                keys[is_bool] = np.where(raw[is_bool].astype(bool), "true", "false")
     keys[missing] = None
     return keys
 
@@ -254,33 +310,25 @@ def _fit_categorical(series, name, reason, max_categories, missing_indicators, w
     }
 
 
-def _transform_categorical(c, series, out, j, warn, source):
+def _transform_categorical(c, series, out, j, notes):
     import pandas as pd
 
     categories = c["categories"]
     named = [k for k in categories if k is not MISSING and k != OTHER]
     keys = category_keys(series)
     missing = np.array([k is None for k in keys], dtype=bool) if len(keys) else np.zeros(0, bool)
-    codes = pd.Categorical(np.where(missing, "", keys), categories=named).codes.astype(np.int64)
+    codes = pd.Index(named, dtype=object).get_indexer(np.where(missing, "", keys).astype(object)).astype(np.int64)
     codes[missing] = -1
     unknown = (codes < 0) & ~missing
     if OTHER in categories:
         codes[unknown] = categories.index(OTHER)
     elif unknown.any():
-        seen = pd.Series(keys[unknown]).value_counts()
-        examples = ", ".join(repr(k) for k in seen.index[:3])
-        warn(
-            f"{source}: column '{c['name']}': {int(unknown.sum())} value(s) never seen in training "
-            f"({len(seen)} distinct, e.g. {examples}); encoded as unknown (all zeros)"
-        )
+        notes.add_unseen(c, pd.Series(keys[unknown]).value_counts(sort=True).to_dict())
     if missing.any():
         if categories and categories[-1] is MISSING:
             codes[missing] = len(categories) - 1
         else:
-            warn(
-                f"{source}: column '{c['name']}': {int(missing.sum())} missing value(s), none were missing in "
-                f"training; encoded as unknown (all zeros)"
-            )
+            notes.add_missing(c, int(missing.sum()))
     block = out[:, j : j + len(categories)]
     block[...] = 0
     rows = np.flatnonzero(codes >= 0)

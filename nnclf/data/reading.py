@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -40,6 +42,33 @@ def sniff_delimiter(path: Path, encoding: str) -> str:
     counts = {d: first.count(d) for d in DELIMITERS}
     best = max(counts, key=counts.get)
     return best if counts[best] > 0 else ","
+
+
+_COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
+_POINT_DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def sniff_decimal(path: Path, encoding: str, delimiter: str) -> str:
+    """',' for a file whose delimiter is not a comma and whose numbers are written like 3,14
+    (spreadsheets in many European locales export that), and never like 3.14; else '.'.
+
+    Without this, every such number would read as text and the column would be one-hot encoded.
+    """
+    if delimiter == ",":
+        return "."
+    head = _open_text_head(path, encoding)
+    lines = head.splitlines()[1:]
+    if lines and not head.endswith(("\n", "\r")):
+        lines = lines[:-1]  # the last line may be cut off mid-number
+    comma = point = 0
+    for row in csv.reader(lines, delimiter=delimiter):
+        for field in row:
+            field = field.strip()
+            if _COMMA_DECIMAL.fullmatch(field):
+                comma += 1
+            elif _POINT_DECIMAL.fullmatch(field):
+                point += 1
+    return "," if comma and not point else "."
 
 
 def header_columns(path: Path, encoding: str, delimiter: str) -> list[str]:
@@ -81,16 +110,22 @@ def iter_table(
 
     path = Path(path)
     check_file(path)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise NnclfError(f"{path}: unknown text encoding '{encoding}' (data.encoding)") from None
     if is_parquet(path):
         yield from _iter_parquet(path, usecols, chunk_rows)
         return
     try:
         sep = delimiter or sniff_delimiter(path, encoding)
         names = header_columns(path, encoding, sep)
+        decimal = sniff_decimal(path, encoding, sep)
     except UnicodeDecodeError as e:  # pragma: no cover - decode errors are replaced while sniffing
         raise _decode_error(path, encoding, e) from None
     kwargs = dict(
         sep=sep,
+        decimal=decimal,
         encoding="utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding,
         usecols=usecols,
         dtype=dtype,
