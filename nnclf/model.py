@@ -30,6 +30,7 @@ class TrainedModel:
             loss = LOSSES.get(loss_meta["name"])(len(labels), 0.0, None)
             net = MLP(network["sizes"], network["activation"], 0.0, params.dtype)
             preprocessor = Preprocessor(meta["preprocessor"])
+            _check_preprocessor(preprocessor.state, path)
             if preprocessor.n_outputs != network["sizes"][0] or loss.n_outputs != network["sizes"][-1]:
                 raise NnclfError(f"{path}: not a valid checkpoint (preprocessing, labels and network sizes disagree)")
         except NnclfError as e:  # e.g. an activation or loss name this nnclf does not know
@@ -52,3 +53,20 @@ class TrainedModel:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(n, K) class probabilities for preprocessed features x (n, d)."""
         return self.loss.predict_proba(self.net.logits(x))
+
+
+_COLUMN_KEYS = {
+    "numeric": ("name", "fill", "center", "scale", "missing_in_training", "indicator"),
+    "categorical": ("name", "categories", "missing_in_training"),
+}
+
+
+def _check_preprocessor(state: dict, path: Path) -> None:
+    """Every entry transform() reads is present, so a damaged checkpoint fails here, not mid-predict."""
+    missing = [key for key in ("target", "features", "columns") if key not in state]
+    for c in state["columns"] if not missing else []:
+        if c["kind"] not in _COLUMN_KEYS:
+            raise NnclfError(f"{path}: not a valid checkpoint (unknown column kind {c['kind']!r})")
+        missing += [key for key in _COLUMN_KEYS[c["kind"]] if key not in c]
+    if missing:
+        raise KeyError(missing[0])

@@ -158,6 +158,10 @@ def test_damaged_metadata(cli, tmp_path, good):
     np.savez(tmp_path / "d.npz", **_with_meta(arrays, lambda m: m.update(preprocessor="x")))
     _refused(cli, tmp_path, "d.npz", data,
              "not a valid checkpoint (malformed metadata: string indices must be integers, not 'str')")
+    np.savez(tmp_path / "f.npz", **_with_meta(arrays, lambda m: m["preprocessor"]["columns"][0].pop("center")))
+    _refused(cli, tmp_path, "f.npz", data, "not a valid checkpoint (missing entry 'center')")
+    np.savez(tmp_path / "g.npz", **_with_meta(arrays, lambda m: m["preprocessor"]["columns"][1].update(kind="date")))
+    _refused(cli, tmp_path, "g.npz", data, "not a valid checkpoint (unknown column kind 'date')")
     np.savez(tmp_path / "e.npz", **_with_meta(arrays, lambda m: m["network"].update(sizes=[2, -1, 2])))
     _refused(cli, tmp_path, "e.npz", data, "not a valid checkpoint (bad network sizes [2, -1, 2])")
 
