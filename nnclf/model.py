@@ -63,6 +63,8 @@ _COLUMN_KEYS = {
 
 def _check_preprocessor(state: dict, path: Path) -> None:
     """Every entry transform() reads is present, so a damaged checkpoint fails here, not mid-predict."""
+    if not isinstance(state, dict):
+        raise TypeError(f"'preprocessor' is a {type(state).__name__}, not a mapping")
     missing = [key for key in ("target", "features", "columns") if key not in state]
     for c in state["columns"] if not missing else []:
         if c["kind"] not in _COLUMN_KEYS:
