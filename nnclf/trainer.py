@@ -155,8 +155,10 @@ class Trainer:
                 size = hi - lo
                 if st.permutation is not None:
                     idx = st.permutation[lo:hi]
-                    xs = np.take(x, idx, axis=0, out=xb[:size])
-                    ys = np.take(y, idx, out=yb[:size])
+                    # mode="clip" (indices are always valid here) lets take write straight into
+                    # the buffer; the default mode="raise" gathers into a hidden temporary first
+                    xs = np.take(x, idx, axis=0, out=xb[:size], mode="clip")
+                    ys = np.take(y, idx, out=yb[:size], mode="clip")
                 else:
                     xs, ys = x[lo:hi], y[lo:hi]
                 batch_loss = self._step(xs, ys, lr, st.epoch, b)
@@ -208,14 +210,14 @@ class Trainer:
         """One gradient step on a batch; returns its loss before the step (no weight decay)."""
         net = self.net
         logits = net.forward(xs, self.rng)
-        batch_loss = self.loss.forward(logits, ys)
+        delta = net.output_delta_buffer(len(ys))
+        batch_loss = self.loss.forward_backward(logits, ys, delta)  # fills delta = dJ/dlogits
         if not math.isfinite(batch_loss):
             raise TrainingDiverged(
                 f"training diverged: the loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1} "
                 f"(lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
             )
         self.state.correct += int(np.count_nonzero(predicted_classes(logits) == ys))
-        delta = self.loss.backward(ys, net.output_delta_buffer(len(ys)))
         net.backward(delta)
         net.add_l2_gradient(self.weight_decay)
         if self.clip_norm is not None:

@@ -33,7 +33,14 @@ class MLP:
         self.grads = np.zeros(total, dtype=self.dtype)
         self.weights, self.biases, self._weight_spans = self._views(self.params, shapes)
         self.grad_weights, self.grad_biases, _ = self._views(self.grads, shapes)
+        # b_l is stored right after W_l, so [W_l; b_l] is one (n_{l-1} + 1, n_l) matrix: with a
+        # column of ones appended to each layer's input, Z_l = [A_{l-1}, 1] [W_l; b_l] is one
+        # matrix product, and dJ/d[W_l; b_l] = [A_{l-1}, 1]^T delta_l fills both gradients at once.
+        self._wb = [self.params[a : b + n_out].reshape(-1, n_out) for (a, b), (_, n_out) in zip(self._weight_spans, shapes)]
+        self._gwb = [self.grads[a : b + n_out].reshape(-1, n_out) for (a, b), (_, n_out) in zip(self._weight_spans, shapes)]
+        self._wt = [w.T for w in self.weights]  # W_l^T views for the backward pass
         self._capacity = 0
+        self._view_cache: dict[int, _BatchViews] = {}
 
     @staticmethod
     def _views(flat, shapes):
@@ -66,17 +73,37 @@ class MLP:
 
     # -- buffers ---------------------------------------------------------------------------
     def _reserve(self, batch: int) -> None:
-        """Allocate per-layer buffers once for up to ``batch`` rows; smaller batches use views."""
+        """Allocate per-layer buffers once for up to ``batch`` rows; smaller batches use views.
+
+        Layer inputs live in "augmented" buffers with a trailing column of ones (see __init__);
+        pre-activations Z_l and deltas are plain contiguous (B, n_l) buffers.
+        """
         if batch <= self._capacity:
             return
         hidden = self.sizes[1:-1]
-        keep_z = self.activation.needs_input
-        self._z = [np.empty((batch, n), self.dtype) for n in self.sizes[1:]]
-        self._a = [np.empty((batch, n), self.dtype) if keep_z else self._z[i] for i, n in enumerate(hidden)]
-        self._dropped = [np.empty((batch, n), self.dtype) for n in hidden] if self.dropout > 0 else []
-        self._masks = [np.empty((batch, n), self.dtype) for n in hidden] if self.dropout > 0 else []
-        self._delta = [np.empty((batch, n), self.dtype) for n in self.sizes[1:]]
+        dt = self.dtype
+
+        def augmented(n):
+            buf = np.empty((batch, n + 1), dt)
+            buf[:, n] = 1
+            return buf
+
+        self._xa = augmented(self.sizes[0])
+        self._z = [np.empty((batch, n), dt) for n in self.sizes[1:]]
+        self._ha = [augmented(n) for n in hidden]  # [f(Z_l), 1]
+        self._dropped = [augmented(n) for n in hidden] if self.dropout > 0 else []  # [f(Z_l) * mask, 1]
+        self._masks = [np.empty((batch, n), dt) for n in hidden] if self.dropout > 0 else []
+        self._delta = [np.empty((batch, n), dt) for n in self.sizes[1:]]
         self._capacity = batch
+        self._view_cache = {}
+
+    def _batch_views(self, batch: int) -> "_BatchViews":
+        """The buffers cut to ``batch`` rows, made once per batch size (the hot loop reuses them)."""
+        views = self._view_cache.get(batch) if self._capacity >= batch else None
+        if views is None:
+            self._reserve(batch)
+            views = self._view_cache[batch] = _BatchViews(self, batch)
+        return views
 
     # -- passes ----------------------------------------------------------------------------
     def forward(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -85,55 +112,53 @@ class MLP:
 
         The returned array is an internal buffer, overwritten by the next call.
         """
-        batch = x.shape[0]
-        self._reserve(batch)
-        self._x = x
-        self._dropout_on = rng is not None and self.dropout > 0
-        a = x
-        last = self.n_layers - 1
-        for l, (w, b) in enumerate(zip(self.weights, self.biases)):
-            z = self._z[l][:batch]
-            np.matmul(a, w, out=z)
-            z += b
+        v = self._batch_views(x.shape[0])
+        self._dropout_on = dropout_on = rng is not None and self.dropout > 0
+        np.copyto(v.x, x, casting="same_kind")
+        activation = self.activation.forward
+        a, last = v.inputs[0], self.n_layers - 1
+        for l, wb in enumerate(self._wb):
+            z = v.z[l]
+            np.dot(a, wb, out=z)  # Z = [A, 1] [W; b]
             if l == last:
                 return z
-            a = self.activation.forward(z, self._a[l][:batch])
-            if self._dropout_on:
+            activation(z, v.acts[l])
+            a = v.inputs[l + 1]
+            if dropout_on:
                 keep = 1.0 - self.dropout
-                mask = self._masks[l][:batch]
+                mask = v.masks[l]
                 rng.random(out=mask, dtype=self.dtype)
                 np.less(mask, keep, out=mask, casting="unsafe")
                 mask *= self.dtype.type(1.0 / keep)
-                a = np.multiply(a, mask, out=self._dropped[l][:batch])
+                np.multiply(v.acts[l], mask, out=v.dropped_acts[l])
+                a = v.dropped_inputs[l + 1]
         raise AssertionError("unreachable")
 
     def output_delta_buffer(self, batch: int) -> np.ndarray:
         """The (B, n_L) buffer a loss writes dJ/dZ_L into before ``backward``."""
-        return self._delta[-1][:batch]
+        return self._batch_views(batch).deltas[-1]
 
     def backward(self, delta: np.ndarray) -> np.ndarray:
         """Backpropagate dJ/dZ_L (B, n_L) from the last ``forward``; fills ``grads``:
 
-            dJ/dW_l = A_{l-1}^T delta_l,  dJ/db_l = sum_rows delta_l,
+            dJ/dW_l = A_{l-1}^T delta_l,  dJ/db_l = sum_rows delta_l   (together: [A_{l-1}, 1]^T delta_l)
             delta_{l-1} = (delta_l W_l^T) * f'(Z_{l-1})   (times the dropout mask if any)
         """
-        batch = delta.shape[0]
-        for l in range(self.n_layers - 1, -1, -1):
-            a_prev = self._x if l == 0 else self._layer_input(l, batch)
-            np.matmul(a_prev.T, delta, out=self.grad_weights[l])
-            np.sum(delta, axis=0, out=self.grad_biases[l])
-            if l == 0:
-                break
-            below = self._delta[l - 1][:batch]
-            np.matmul(delta, self.weights[l].T, out=below)
-            if self._dropout_on:
-                below *= self._masks[l - 1][:batch]
-            z = self._z[l - 1][:batch] if self.activation.needs_input else None
-            delta = self.activation.backward(z, self._a[l - 1][:batch], below)
+        v = self._batch_views(delta.shape[0])
+        if delta.dtype != self.dtype or not delta.flags.c_contiguous:
+            delta = np.ascontiguousarray(delta, dtype=self.dtype)  # np.dot(out=) needs exact dtypes
+        dropout_on = self._dropout_on
+        inputs_t = v.dropped_inputs_t if dropout_on else v.inputs_t
+        backward, keep_z = self.activation.backward, self.activation.needs_input
+        for l in range(self.n_layers - 1, 0, -1):
+            np.dot(inputs_t[l], delta, out=self._gwb[l])
+            below = v.deltas[l - 1]
+            np.dot(delta, self._wt[l], out=below)
+            if dropout_on:
+                below *= v.masks[l - 1]
+            delta = backward(v.z[l - 1] if keep_z else None, v.acts[l - 1], below)
+        np.dot(inputs_t[0], delta, out=self._gwb[0])
         return self.grads
-
-    def _layer_input(self, l: int, batch: int) -> np.ndarray:
-        return (self._dropped if self._dropout_on else self._a)[l - 1][:batch]
 
     # -- weight decay ----------------------------------------------------------------------
     def l2_penalty(self, lam: float) -> float:
@@ -157,3 +182,21 @@ class MLP:
             stop = min(start + chunk, x.shape[0])
             out[start:stop] = self.forward(x[start:stop])
         return out
+
+
+class _BatchViews:
+    """Views of an MLP's buffers for one batch size B (inputs are the augmented [A, 1])."""
+
+    def __init__(self, net: MLP, batch: int):
+        hidden = net.sizes[1:-1]
+        self.x = net._xa[:batch, : net.sizes[0]]
+        self.inputs = [net._xa[:batch]] + [h[:batch] for h in net._ha]
+        self.inputs_t = [a.T for a in self.inputs]
+        self.acts = [h[:batch, :n] for h, n in zip(net._ha, hidden)]
+        self.z = [z[:batch] for z in net._z]
+        self.deltas = [d[:batch] for d in net._delta]
+        self.masks = [m[:batch] for m in net._masks]
+        if net._dropped:
+            self.dropped_inputs = [self.inputs[0]] + [d[:batch] for d in net._dropped]
+            self.dropped_inputs_t = [a.T for a in self.dropped_inputs]
+            self.dropped_acts = [d[:batch, :n] for d, n in zip(net._dropped, hidden)]

@@ -171,15 +171,16 @@ class Adam(Optimizer):
 
     def _step(self, x, g, lr):
         m, v, tmp, dt = self.m, self.v, self._scratch, self.dtype.type
-        m *= dt(self.beta1)
-        np.multiply(g, dt(1.0 - self.beta1), out=tmp)
+        b1, b2 = self.beta1, self.beta2
+        np.multiply(g, dt(1.0 - b1), out=tmp)
+        m *= dt(b1)
         m += tmp
-        v *= dt(self.beta2)
         np.multiply(g, g, out=tmp)
-        tmp *= dt(1.0 - self.beta2)
+        tmp *= dt(1.0 - b2)
+        v *= dt(b2)
         v += tmp
-        root_c2 = math.sqrt(1.0 - self.beta2**self.t)
-        lr_t = lr * root_c2 / (1.0 - self.beta1**self.t)
+        root_c2 = math.sqrt(1.0 - b2**self.t)
+        lr_t = lr * root_c2 / (1.0 - b1**self.t)
         np.sqrt(v, out=tmp)
         tmp += dt(self.eps * root_c2)
         np.divide(m, tmp, out=tmp)
