@@ -36,8 +36,18 @@ def per_class(cm: np.ndarray, predicted: np.ndarray | None = None) -> dict[str, 
     return {"precision": precision, "recall": recall, "f1": f1, "support": actual}
 
 
+def macro_mean(values: np.ndarray, stats: dict[str, np.ndarray], predicted: np.ndarray) -> float:
+    """Mean over the classes that occur in the true labels or the predictions (as scikit-learn
+    does without ``labels=``): a class absent from the evaluation data and never predicted
+    says nothing about the model and must not drag the average to 0."""
+    present = (stats["support"] > 0) | (predicted > 0)
+    return float(values[present].mean()) if present.any() else float("nan")
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> float:
-    return float(per_class(confusion_matrix(y_true, y_pred, k), predicted_counts(y_pred, k))["f1"].mean())
+    predicted = predicted_counts(y_pred, k)
+    stats = per_class(confusion_matrix(y_true, y_pred, k), predicted)
+    return macro_mean(stats["f1"], stats, predicted)
 
 
 def log_loss(y_true: np.ndarray, proba: np.ndarray, eps: float = 1e-15) -> float:
@@ -74,14 +84,15 @@ def classification_report(y_true: np.ndarray, proba: np.ndarray, labels: list) -
     k = len(labels)
     y_pred = proba.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, k)
-    stats = per_class(cm, predicted_counts(y_pred, k))
+    predicted = predicted_counts(y_pred, k)
+    stats = per_class(cm, predicted)
     n = int(len(y_true))
     report = {
         "n": n,
         "accuracy": float(np.mean(y_pred == y_true)) if n else float("nan"),
-        "macro_precision": float(stats["precision"].mean()),
-        "macro_recall": float(stats["recall"].mean()),
-        "macro_f1": float(stats["f1"].mean()),
+        "macro_precision": macro_mean(stats["precision"], stats, predicted),
+        "macro_recall": macro_mean(stats["recall"], stats, predicted),
+        "macro_f1": macro_mean(stats["f1"], stats, predicted),
         "log_loss": log_loss(y_true, proba),
         "labels": list(labels),
         "confusion_matrix": cm.tolist(),

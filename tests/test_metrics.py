@@ -159,3 +159,16 @@ def test_report_hand_multiclass():
     assert "roc_auc" not in report
     # log loss: p = 0.8 on the 5 correct rows, 0.1 on the 3 wrong ones
     assert report["log_loss"] == pytest.approx(-(5 * math.log(0.8) + 3 * math.log(0.1)) / 8)
+
+
+def test_macro_averages_skip_classes_absent_from_data_and_predictions():
+    # three training classes; the evaluation data holds only class 0, predicted as 0, 0, 1
+    y_true = np.array([0, 0, 0])
+    proba = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.7, 0.0]])
+    report = classification_report(y_true, proba, ["a", "b", "c"])
+    # class a: P = 2/2, R = 2/3; class b: P = 0/1, R undefined -> 0; class c: absent, never predicted
+    f1_a = 2 * 1 * (2 / 3) / (1 + 2 / 3)
+    assert report["macro_recall"] == pytest.approx((2 / 3 + 0) / 2)
+    assert report["macro_precision"] == pytest.approx((1 + 0) / 2)
+    assert report["macro_f1"] == pytest.approx(f1_a / 2)
+    assert macro_f1(y_true, proba.argmax(axis=1), 3) == pytest.approx(f1_a / 2)

@@ -320,3 +320,13 @@ def test_report_without_matplotlib_says_how_to_install(cli, tmp_path, monkeypatc
     result = cli(["report", run])
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: nnclf report needs matplotlib: pip install 'nnclf[plot]' (or pip install matplotlib)"
+
+
+def test_gd_defaults_to_full_batch_unless_batch_size_is_given(cli, tmp_path):
+    cfg = write_config(tmp_path, f"data: {{train: {DATA / 'iris.csv'}, target: species}}\noptimizer: {{name: gd, lr: 0.1}}\n")
+    shown = cli(["config", cfg])
+    assert "  batch_size: full\n" in shown.stdout
+    explicit = cli(["config", cfg, "--set", "training.batch_size=8"])
+    assert "  batch_size: 8\n" in explicit.stdout
+    other = cli(["config", cfg, "--set", "optimizer.name=sgd"])
+    assert "  batch_size: 64\n" in other.stdout
