@@ -50,6 +50,15 @@ def _held_out_test(model: TrainedModel, run: Path, warn: Warn):
         if "test" not in s.files:
             raise NnclfError(f"{run}: the run held out no test rows (data.test_split = 0); give a labelled CSV")
         rows = s["test"]
+    recorded = model.meta.get("data_files", {}).get("train")
+    if recorded is not None:
+        from .data.reading import fingerprint
+
+        if not Path(data["train"]).is_file() or fingerprint(data["train"])["sha256"] != recorded["sha256"]:
+            raise NnclfError(
+                f"{data['train']}: the training file changed since the run (or is gone), so its held-out "
+                f"test rows cannot be recovered; give a labelled CSV to evaluate on"
+            )
     frame = read_table(data["train"], data["encoding"], data["delimiter"])
     if len(rows) and (rows.max() >= len(frame) or rows.min() < 0):
         raise NnclfError(
@@ -84,7 +93,7 @@ def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", w
         values = frame[target][unknown].astype(str).value_counts()
         shown = ", ".join(f"{v!r} ({c})" for v, c in values.head(5).items())
         warn(f"{source}: {int(unknown.sum())} row(s) have labels never seen in training: {shown}; scored as wrong")
-    proba = model.predict_proba(model.features(frame, source, warn))
+    proba = _finite_proba(model, model.features(frame, source, warn), frame, source)
     report = classification_report(y, proba, model.labels.values)
     report["checkpoint"] = str(path)
     report["data"] = source
@@ -139,7 +148,7 @@ def predict_csv(
         writer = csv.writer(text, lineterminator="\n")
         n = 0
         for frame in iter_table(data, data_cfg["encoding"], None, chunk_rows=chunk_rows):
-            proba = model.predict_proba(model.features(frame, str(data), warn, notes))
+            proba = _finite_proba(model, model.features(frame, str(data), warn, notes), frame, str(data))
             predicted = model.labels.decode(proba.argmax(axis=1))
             if n == 0:  # the header only once the first chunk is known to be readable
                 writer.writerow(header)
@@ -166,6 +175,21 @@ def predict_csv(
     except OSError as e:
         raise NnclfError(f"{output}: could not write predictions ({e.strerror or e}); nothing was written") from None
     return count
+
+
+def _finite_proba(model: TrainedModel, x: np.ndarray, frame, source: str) -> np.ndarray:
+    """Class probabilities; a row whose output overflows (features far outside the training
+    range) is an error naming its line, so no NaN ever reaches a prediction file or a report."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        proba = model.predict_proba(x)
+    bad = ~np.isfinite(proba).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise NnclfError(
+            f"{source}, line {int(frame.index[row]) + 2}: the model's output for this row overflows to NaN "
+            f"(feature values far outside the training range?); fix or remove the row"
+        )
+    return proba
 
 
 def _write_rows(text, predicted: np.ndarray, proba: np.ndarray) -> None:

@@ -30,6 +30,7 @@ from .build import build_early_stopping, build_loss, build_network, build_optimi
 from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, load_config, validate
 from .errors import NnclfError
+from .registry import did_you_mean
 from .metrics import classification_report
 from .trainer import Trainer, TrainerState, TrainingDiverged
 
@@ -126,6 +127,7 @@ class TrainingRun:
             "loss": {"name": self.cfg.loss.name},
             "labels": p.labels.values,
             "preprocessor": p.preprocessor.state,
+            "data_files": p.files,
             "config": self.cfg.to_dict(),
             "trainer": trainer.state.to_json(),
             "schedule": trainer.schedule.state(),
@@ -181,11 +183,22 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
 
 
 def _check_monitor(cfg: Config, prepared) -> None:
-    es = cfg.training.early_stopping
-    if es is not None and es.monitor.startswith("val_") and prepared.val is None:
-        raise NnclfError(
-            f"training.early_stopping.monitor: '{es.monitor}' needs validation data; set data.val_split > 0 or data.val"
-        )
+    """Early stopping and reduce_on_plateau watch a logged metric: check its name before any
+    folder is made (an unknown one would fail after epoch 1, or never lower the lr, silently)."""
+    validation = ["val_loss", "val_accuracy", "val_f1"]
+    has_val = prepared.val is not None and len(prepared.val) > 0
+    logged = ["lr", "train_loss", "train_accuracy", *(validation if has_val else [])]
+    watched = []
+    if cfg.training.early_stopping is not None:
+        watched.append(("training.early_stopping.monitor", cfg.training.early_stopping.monitor))
+    if "monitor" in cfg.schedule.hyperparameters():
+        watched.append(("schedule.monitor", cfg.schedule.hyperparameters()["monitor"]))
+    for key, metric in watched:
+        if metric in logged:
+            continue
+        if metric in validation:
+            raise NnclfError(f"{key}: '{metric}' needs validation data; set data.val_split > 0 or data.val")
+        raise NnclfError(f"{key}: metric '{metric}' is not logged{did_you_mean(metric, logged)}; logged: {', '.join(logged)}")
 
 
 def train(
@@ -205,10 +218,10 @@ def train(
         check_run_name(name)
     prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
     _check_monitor(cfg, prepared)
+    trainer = _make_trainer(cfg, prepared, [])  # before the folder: a network too big to allocate is an error
     folder = create_run_folder(Path(runs_dir), name, Path(config_path).stem)
     run = TrainingRun(folder, cfg, prepared, Path(config_path).stem)
     run.write_static_files()
-    trainer = _make_trainer(cfg, prepared, [])
     return _fit(run, trainer, callbacks, stop, started=time.time())
 
 

@@ -330,3 +330,19 @@ def test_gd_defaults_to_full_batch_unless_batch_size_is_given(cli, tmp_path):
     assert "  batch_size: 8\n" in explicit.stdout
     other = cli(["config", cfg, "--set", "optimizer.name=sgd"])
     assert "  batch_size: 64\n" in other.stdout
+
+
+def test_evaluate_without_data_refuses_a_changed_training_file(cli, tmp_path):
+    csv_path = tmp_path / "iris.csv"
+    csv_path.write_bytes((DATA / "iris.csv").read_bytes())
+    cfg = write_config(tmp_path, IRIS.replace(str(DATA / "iris.csv"), str(csv_path)))
+    run = train_quiet(cli, cfg, "--name", "r")
+    assert cli(["evaluate", run, "--json"]).exit_code == 0
+    lines = csv_path.read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]  # same size, same rows, different order
+    csv_path.write_text("\n".join(lines) + "\n")
+    result = cli(["evaluate", run])
+    assert result.exit_code == 1
+    assert "the training file changed since the run" in result.stderr
+    _, meta, _ = load_checkpoint(run / "checkpoints" / "best.npz")
+    assert meta["data_files"]["train"]["bytes"] == csv_path.stat().st_size

@@ -12,7 +12,7 @@ from ..errors import NnclfError
 from ..registry import did_you_mean
 from .labels import Labels
 from .preprocess import Preprocessor
-from .reading import read_table
+from .reading import fingerprint, read_table
 
 Warn = Callable[[str], None]
 
@@ -36,6 +36,7 @@ class Prepared:
     val: Optional[Split]
     test: Optional[Split]
     dropped: dict[str, int] = field(default_factory=dict)
+    files: dict[str, dict] = field(default_factory=dict)  # role -> fingerprint (path, bytes, sha256)
 
 
 def stratified_holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +152,8 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
     train = split_of(frame_positions)
     val = split_of(val_pos) if val_pos is not None else _separate(data.val, data, pre, labels, dtype, warn)
     test = split_of(test_pos) if test_pos is not None else _separate(data.test, data, pre, labels, dtype, warn)
-    return Prepared(pre, labels, train, val, test, {"missing_label_rows": dropped})
+    files = {role: fingerprint(path) for role, path in (("train", data.train), ("val", data.val), ("test", data.test)) if path}
+    return Prepared(pre, labels, train, val, test, {"missing_label_rows": dropped}, files)
 
 
 def _separate(path: Optional[str], data, pre: Preprocessor, labels: Labels, dtype, warn) -> Optional[Split]:

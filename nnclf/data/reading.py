@@ -26,6 +26,17 @@ def _open_text_head(path: Path, encoding: str, size: int = 65536) -> str:
     return text[:size].lstrip("\ufeff")
 
 
+def fingerprint(path: str | Path) -> dict:
+    """{"path", "bytes", "sha256"} of a file, to tell later whether it is still the same data."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+
+
 def check_file(path: Path, what: str = "data file") -> None:
     if not path.exists():
         raise NnclfError(f"{path}: {what} not found")
@@ -76,7 +87,10 @@ def header_columns(path: Path, encoding: str, delimiter: str) -> list[str]:
     head = _open_text_head(path, encoding)
     if not head.strip():
         raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)")
-    row = next(csv.reader(io.StringIO(head), delimiter=delimiter))
+    try:  # newline=None: a file with old-Mac '\r' line ends has a header line too
+        row = next(csv.reader(io.StringIO(head, newline=None), delimiter=delimiter))
+    except csv.Error as e:
+        raise NnclfError(f"{path}, line 1: cannot parse the header row as CSV ({e})") from None
     names = [name.strip() for name in row]
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
