@@ -317,6 +317,7 @@ def test_evaluate_held_out_rows_when_the_training_csv_shrank(cli, three, tmp_pat
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(str(arrays["meta"]))
     meta["config"]["data"]["train"] = str(data)
+    meta.pop("data_files")  # no fingerprint to compare: the row-range check is the last line of defence
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez(ckpt, **arrays)
     data.write_text(_csv(HEADER, rows[:10]))
