@@ -77,6 +77,25 @@ def test_ragged_row_names_line_and_field_counts(cli, tmp_path):
     fails(train(cli, tmp_path, "\n".join(lines) + "\n"), tmp_path, f"{abspath(tmp_path)}, line 7: expected 3 fields like the header, saw 4")
 
 
+def test_short_row_names_line_and_field_counts(cli, tmp_path):
+    lines = rows_text(20).splitlines()
+    lines[8] = "1,2.0"  # the 9th line of the file: pandas alone would pad it with a missing label
+    lines.insert(3, "")  # blank lines are skipped, not short, and still count as lines
+    fails(train(cli, tmp_path, "\n".join(lines) + "\n"), tmp_path, f"{abspath(tmp_path)}, line 10: expected 3 fields like the header, saw 2")
+
+
+def test_short_row_found_across_read_blocks(tmp_path):
+    from nnclf.data.reading import find_short_row
+
+    text = "a,b,c\n" + "1,2,3\r\n" * 50 + "\r\n" + "4,5\n" + "6,7,8\n"
+    (tmp_path / "s.csv").write_text(text, newline="")
+    for block in (3, 7, 64, 1 << 20):
+        assert find_short_row(tmp_path / "s.csv", ",", 3, "utf-8", block_size=block) == (53, 2)
+    quoted = 'a,b,c\n"x\ny",2,3\n'  # a quoted newline is not a short row
+    (tmp_path / "q.csv").write_text(quoted)
+    assert find_short_row(tmp_path / "q.csv", ",", 3, "utf-8") is None
+
+
 def test_duplicate_column_names(cli, tmp_path):
     text = "a,b,a,label\n" + "".join(f"{i},{i},{i},{i % 2}\n" for i in range(10))
     fails(train(cli, tmp_path, text), tmp_path, f"{abspath(tmp_path)}, line 1: duplicate column name 'a' (columns 1 and 3)")

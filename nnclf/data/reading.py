@@ -137,6 +137,10 @@ def iter_table(
         decimal = sniff_decimal(path, encoding, sep)
     except UnicodeDecodeError as e:  # pragma: no cover - decode errors are replaced while sniffing
         raise _decode_error(path, encoding, e) from None
+    short = find_short_row(path, sep, len(names), encoding)
+    if short is not None:
+        line, fields = short
+        raise NnclfError(f"{path}, line {line}: expected {len(names)} fields like the header, saw {fields}")
     kwargs = dict(
         sep=sep,
         decimal=decimal,
@@ -164,6 +168,55 @@ def iter_table(
         raise _parser_error(path, e) from None
     if first:
         raise NnclfError(f"{path}: has a header row but no data rows")
+
+
+def find_short_row(path: Path, sep: str, n_fields: int, encoding: str, block_size: int = 1 << 24):
+    """(line, fields) of the first non-blank line with fewer fields than the header, or None.
+
+    pandas pads short rows with missing values silently (it only rejects long ones), so this
+    counts delimiters per line on the raw bytes, vectorised, one block at a time. Blocks that
+    contain a quote character are skipped (a quoted field may hold the delimiter or a newline),
+    as are multi-byte encodings and multi-character delimiters.
+    """
+    import codecs
+
+    import numpy as np
+    from pandas.io.common import get_handle
+
+    if n_fields < 2 or len(sep) != 1 or len(sep.encode(encoding)) != 1:
+        return None
+    if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        return None
+    sep_byte = sep.encode(encoding)[0]
+    lines_done = 0
+    carry = b""
+    with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
+        while True:
+            block = handles.handle.read(block_size)
+            data = carry + block
+            if not block:
+                if not data:
+                    return None
+                data += b"\n"
+            end = data.rfind(b"\n")
+            if end < 0:
+                carry = data
+                continue
+            chunk, carry = data[: end + 1], data[end + 1 :]
+            raw = np.frombuffer(chunk, dtype=np.uint8)
+            newlines = np.flatnonzero(raw == 10)
+            if b'"' not in chunk:
+                seps = np.flatnonzero(raw == sep_byte)
+                counts = np.diff(np.searchsorted(seps, newlines), prepend=0)
+                lengths = np.diff(newlines, prepend=-1) - 1
+                ends_cr = raw[np.maximum(newlines - 1, 0)] == 13
+                blank = (lengths == 0) | ((lengths == 1) & ends_cr)
+                short = np.flatnonzero((counts < n_fields - 1) & ~blank)
+                if short.size:
+                    return lines_done + int(short[0]) + 1, int(counts[short[0]]) + 1
+            lines_done += len(newlines)
+            if not block:
+                return None
 
 
 def _read(pd, path, encoding, kwargs):
