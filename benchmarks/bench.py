@@ -150,20 +150,33 @@ def report(case, contestants, base_name="nnclf", targets=None, unit="s/epoch"):
 
 
 # -- nnclf / sklearn / torch / GEMM training loops ---------------------------------------------
-def nnclf_epoch(x, y, sizes, batch, lr=1e-3, epochs=1, threads=None):
+BASELINE = None  # (MLP, CrossEntropy, Adam, SCHEDULES, Trainer) of an older nnclf, from --baseline
+
+
+def load_baseline(folder: Path):
+    """Import an older nnclf copied into FOLDER/nnclf_base (e.g. ``git archive <rev> nnclf``)."""
+    import importlib
+
+    sys.path.insert(0, str(folder))
+    names = ("engine.network:MLP", "engine.losses:CrossEntropy", "engine.optimizers:Adam", "engine.schedules:SCHEDULES", "trainer:Trainer")
+    return tuple(getattr(importlib.import_module(f"nnclf_base.{n.split(':')[0]}"), n.split(":")[1]) for n in names)
+
+
+def nnclf_epoch(x, y, sizes, batch, lr=1e-3, epochs=1, threads=None, impl=None):
     """Contestant: nnclf's Trainer over ``epochs`` epochs; sample = seconds per epoch."""
     state = {}
+    MLP_, CE_, Adam_, SCHEDULES_, Trainer_ = impl or (MLP, CrossEntropy, Adam, SCHEDULES, Trainer)
 
     def setup():
         rng = np.random.default_rng(0)
-        net = MLP(sizes, "relu")
+        net = MLP_(sizes, "relu")
         net.initialize("auto", rng)
-        state.update(net=net, rng=rng, loss=CrossEntropy(sizes[-1]), opt=Adam(net.params.size, net.dtype))
+        state.update(net=net, rng=rng, loss=CE_(sizes[-1]), opt=Adam_(net.params.size, net.dtype))
 
     def run():
         setup()  # every sample starts from the same fresh network (untimed)
         s = state
-        trainer = Trainer(s["net"], s["loss"], s["opt"], SCHEDULES.get("constant")(lr, epochs), epochs=epochs,
+        trainer = Trainer_(s["net"], s["loss"], s["opt"], SCHEDULES_.get("constant")(lr, epochs), epochs=epochs,
                           batch_size=batch, rng=s["rng"], monitor="train_loss")
         if threads is not None:
             from threadpoolctl import threadpool_limits
@@ -277,6 +290,8 @@ def case_wide(args):
     for batch in (128, 512):
         cs = [Contestant("nnclf", *nnclf_epoch(x32, y, sizes, batch)),
               Contestant("GEMM-only ceiling", gemm_ceiling(n, sizes, batch), kind="ceiling")]
+        if BASELINE:
+            cs.append(Contestant("nnclf baseline (--baseline)", *nnclf_epoch(x32, y, sizes, batch, impl=BASELINE)))
         targets = {"GEMM-only ceiling": 0.6 if batch == 128 else 0.7}
         if HAVE_SKLEARN:
             cs += [Contestant("sklearn MLPClassifier float32", sklearn_epoch(x32, y, (256, 256), batch)),
@@ -318,6 +333,8 @@ def case_tiny(args):
     x32 = x64.astype(np.float32)
     sizes, batch, epochs = [64, 32, 10], 32, 20
     cs = [Contestant("nnclf", *nnclf_epoch(x32, y, sizes, batch, epochs=epochs))]
+    if BASELINE:
+        cs.append(Contestant("nnclf baseline (--baseline)", *nnclf_epoch(x32, y, sizes, batch, epochs=epochs, impl=BASELINE)))
     targets = {}
     if HAVE_SKLEARN:
         cs += [Contestant("sklearn MLPClassifier float32", sklearn_epoch(x32, y, (32,), batch, epochs=epochs)),
@@ -580,11 +597,17 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case (default 5; 3 with --quick)")
     ap.add_argument("--cases", default=None, help=f"comma-separated subset of {','.join(CASES)}")
     ap.add_argument("--json", type=Path, default=None, help="also write all rows to this JSON file")
-    ap.add_argument("--e2e-hidden", default="[128]")
-    ap.add_argument("--e2e-batch", type=int, default=256)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="folder holding an older copy of the package as nnclf_base/, timed side by side "
+                         "(mkdir B && git archive REV nnclf | tar -x -C B && mv B/nnclf B/nnclf_base)")
+    ap.add_argument("--e2e-hidden", default="[256, 128]")
+    ap.add_argument("--e2e-batch", type=int, default=512)
     ap.add_argument("--e2e-epochs", type=int, default=8)
-    ap.add_argument("--e2e-lr", type=float, default=3e-3)
+    ap.add_argument("--e2e-lr", type=float, default=4e-3)
     args = ap.parse_args(argv)
+    global BASELINE
+    if args.baseline:
+        BASELINE = load_baseline(args.baseline)
     if args.rounds is None:
         args.rounds = 3 if args.quick else 5
     cases = args.cases.split(",") if args.cases else (["wide", "tiny", "e2e", "startup"] if args.quick else list(CASES))

@@ -157,8 +157,8 @@ class Trainer:
                     idx = st.permutation[lo:hi]
                     # mode="clip" (indices are always valid here) lets take write straight into
                     # the buffer; the default mode="raise" gathers into a hidden temporary first
-                    xs = np.take(x, idx, axis=0, out=xb[:size], mode="clip")
-                    ys = np.take(y, idx, out=yb[:size], mode="clip")
+                    xs = x.take(idx, axis=0, out=xb[:size], mode="clip")
+                    ys = y.take(idx, out=yb[:size], mode="clip")
                 else:
                     xs, ys = x[lo:hi], y[lo:hi]
                 batch_loss = self._step(xs, ys, lr, st.epoch, b)

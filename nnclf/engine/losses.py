@@ -15,6 +15,8 @@ likewise. That is why the loss owns the output nonlinearity instead of the netwo
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..registry import Registry
@@ -94,6 +96,8 @@ def log_softmax(z: np.ndarray) -> np.ndarray:
 class _SoftmaxLoss(Loss):
     """Softmax output; cross-entropy -sum_k T_k log p_k per sample, delta = p - T."""
 
+    _fused = None  # constants of the fused path for the last batch shape
+
     def forward(self, z, y):
         logp = log_softmax(z)
         self._p = np.exp(logp)
@@ -126,29 +130,28 @@ class _SoftmaxLoss(Loss):
         if self.label_smoothing != 0.0 or self.class_weights is not None or z.shape[1] != self.n_classes:
             return super().forward_backward(z, y, delta)
         batch, k = z.shape
-        offsets, ones = self._fused_constants(batch, k, z.dtype)
+        offsets, b_ones = self._fused_constants(batch, k, z.dtype)
         # the row max, read off the argmax (a K = 10 max-reduction along rows is ~5x slower)
-        top = np.take(z, np.add(offsets, z.argmax(axis=1)))
+        top = z.take(np.add(offsets, z.argmax(axis=1)))
         np.subtract(z, top[:, None], out=delta)  # s = z - max z
         flat = np.add(offsets, y)  # positions of (i, y_i) in the flattened (B, K) array
-        picked = np.take(delta, flat)  # s_{i, y_i}
+        picked = delta.take(flat)  # s_{i, y_i}
         np.exp(delta, out=delta)
-        total = np.dot(delta, ones)  # sum_k e^{s_ik}, (B,)
-        per_sample = np.log(total)
-        per_sample -= picked
-        value = float(np.add.reduce(per_sample, dtype=np.float64)) / batch
-        total *= total.dtype.type(batch)
+        total = np.dot(delta, b_ones)  # B sum_k e^{s_ik}, (B,): the 1/B of the mean rides along
         delta /= total[:, None]
         flat_delta = delta.reshape(-1)
         flat_delta[flat] -= delta.dtype.type(1.0 / batch)
-        return value
+        # l_i = log(B sum_k e^s_ik) - log B - s_{i,y_i}
+        per_sample = np.log(total)
+        per_sample -= picked
+        return float(np.add.reduce(per_sample, dtype=np.float64)) / batch - math.log(batch)
 
     def _fused_constants(self, batch, k, dtype):
-        """Row offsets i * K and a ones vector, cached across batches of the same shape."""
-        cached = getattr(self, "_fused", None)
-        if cached is None or cached[0] < batch or cached[1] != k or cached[3].dtype != dtype:
-            cached = self._fused = (batch, k, np.arange(batch) * k, np.ones(k, dtype=dtype))
-        return cached[2][:batch], cached[3]
+        """Row offsets i * K and a vector of B's (B sum_k = dot with it), cached per shape."""
+        cached = self._fused
+        if cached is None or cached[0] != batch or cached[1] != k or cached[3].dtype != dtype:
+            cached = self._fused = (batch, k, np.arange(batch) * k, np.full(k, batch, dtype=dtype))
+        return cached[2], cached[3]
 
 
 @LOSSES.register("cross_entropy", "ce", "bce")
