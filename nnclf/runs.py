@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ import numpy as np
 
 from . import __version__
 from .build import build_early_stopping, build_loss, build_network, build_optimizer, build_schedule, class_weight_vector
-from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_bytes, atomic_write_text, fsync_path, load_checkpoint, save_checkpoint
 from .config import Config, load_config, validate
 from .errors import NnclfError
 from .registry import did_you_mean
@@ -74,13 +73,29 @@ def create_run_folder(runs_dir: Path, name: Optional[str], stem: str) -> Path:
     raise NnclfError(f"{runs_dir}: could not find a free run folder name for {base}")
 
 
-def metrics_csv(history: list[dict[str, float]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for record in history:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in record.items()})
-    return out.getvalue()
+METRICS_HEADER = ",".join(METRIC_COLUMNS) + "\n"
+
+
+def metrics_line(record: dict[str, float]) -> str:
+    """One metrics.csv row; floats in repr form so they read back exactly (resume relies on it)."""
+    values = (record.get(c) for c in METRIC_COLUMNS)
+    return ",".join("" if v is None else repr(v) if isinstance(v, float) else str(v) for v in values) + "\n"
+
+
+def read_history(path: Path, epochs: int) -> list[dict[str, float]]:
+    """The first ``epochs`` rows of metrics.csv (it may hold one more than the checkpoint if the
+    process died between the two writes). Floats were written with repr, so they round-trip."""
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise NnclfError(f"{path}: cannot read the metrics to resume ({e.strerror})") from None
+    if len(rows) < epochs:
+        raise NnclfError(f"{path}: has {len(rows)} epochs but the checkpoint is at epoch {epochs}; the run folder is damaged")
+    try:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)} for row in rows[:epochs]]
+    except (ValueError, TypeError):
+        raise NnclfError(f"{path}: unreadable metrics row; the run folder is damaged") from None
 
 
 def versions() -> dict[str, str]:
@@ -100,15 +115,25 @@ class RunResult:
 class _Checkpointer:
     """Writes metrics.csv and checkpoints after each epoch (the trainer's callback)."""
 
+    SYNC_SECONDS = 10.0  # force files to disk at most this often; an fsync costs ~10 ms here
+
     def __init__(self, run: "TrainingRun", every: int):
         self.run, self.every = run, every
+        self.last_sync = time.monotonic()
 
     def on_epoch_end(self, trainer: Trainer, record, improved: bool) -> None:
-        self.run.write_metrics(trainer.history)
+        # Every write is atomic (a killed process leaves old or new files, never partial ones);
+        # forcing them to disk, which only matters on power loss, happens every SYNC_SECONDS
+        # and at the end of training, so small models are not slowed down by the disk.
+        now = time.monotonic()
+        durable = now - self.last_sync >= self.SYNC_SECONDS
+        if durable:
+            self.last_sync = now
+        self.run.write_metrics(trainer.history, durable)
         if improved:
-            self.run.save("best", trainer, trainer.net.params)
+            self.run.save("best", trainer, trainer.net.params, durable)
         if trainer.state.epoch % self.every == 0 or trainer.state.epoch == trainer.epochs or trainer.state.stopped_early:
-            self.run.save("last", trainer, trainer.net.params)
+            self.run.save("last", trainer, trainer.net.params, durable)
 
 
 class TrainingRun:
@@ -116,6 +141,7 @@ class TrainingRun:
 
     def __init__(self, folder: Path, cfg: Config, prepared, config_name: str):
         self.folder, self.cfg, self.prepared, self.config_name = folder, cfg, prepared, config_name
+        self._metric_lines: list[str] = []
         (folder / "checkpoints").mkdir(exist_ok=True)
 
     def checkpoint_meta(self, trainer: Trainer) -> dict[str, Any]:
@@ -132,18 +158,27 @@ class TrainingRun:
             "trainer": trainer.state.to_json(),
             "schedule": trainer.schedule.state(),
             "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
-            "history": trainer.history,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def save(self, which: str, trainer: Trainer, params: np.ndarray) -> None:
+    def save(self, which: str, trainer: Trainer, params: np.ndarray, durable: bool = True) -> None:
         arrays = {f"optimizer.{k}": v for k, v in trainer.optimizer.state().items()}
         if trainer.state.permutation is not None and trainer.state.batch > 0:
             arrays["trainer.permutation"] = trainer.state.permutation
-        save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, self.checkpoint_meta(trainer), arrays)
+        save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, self.checkpoint_meta(trainer), arrays, durable)
 
-    def write_metrics(self, history) -> None:
-        atomic_write_text(self.folder / "metrics.csv", metrics_csv(history))
+    def write_metrics(self, history, durable: bool = True) -> None:
+        """Rewrite metrics.csv atomically; each row is formatted once and kept."""
+        del self._metric_lines[len(history) :]
+        self._metric_lines.extend(metrics_line(r) for r in history[len(self._metric_lines) :])
+        atomic_write_text(self.folder / "metrics.csv", METRICS_HEADER + "".join(self._metric_lines), durable)
+
+    def sync(self) -> None:
+        """Force every file of the run to disk (the end of training)."""
+        for path in [self.folder / "metrics.csv", *(self.folder / "checkpoints").glob("*.npz")]:
+            fsync_path(path)
+        fsync_path(self.folder / "checkpoints")
+        fsync_path(self.folder)
 
     def write_static_files(self) -> None:
         p = self.prepared
@@ -252,7 +287,7 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     trainer.schedule.load_state(meta["schedule"])
     trainer.state = TrainerState.from_json(meta["trainer"], arrays.get("trainer.permutation"))
     trainer.rng.bit_generator.state = trainer.state.rng_state
-    trainer.history = list(meta["history"])
+    trainer.history = read_history(folder / "metrics.csv", trainer.state.epoch)
     best = folder / "checkpoints" / "best.npz"
     trainer.best_params = load_checkpoint(best)[0] if best.is_file() else None
     run.write_metrics(trainer.history)
@@ -281,6 +316,7 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float) ->
         with limiter, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             trainer.fit(prepared.train.x, prepared.train.y, val.x if val else None, val.y if val else None)
     except TrainingDiverged as e:
+        run.sync()
         summary = _summary(run, trainer, started, status="diverged", error=str(e))
         atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
         last = run.folder / "checkpoints" / "last.npz"
@@ -288,12 +324,10 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float) ->
         raise TrainingDiverged(f"{e}{kept}") from None
     if trainer.interrupted:
         run.save("last", trainer, trainer.net.params)
-        summary = _summary(run, trainer, started, status="interrupted")
-        atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
-        return RunResult(run.folder, trainer.history, summary, True)
-    summary = _summary(run, trainer, started, status="finished")
+    run.sync()
+    summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished")
     atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return RunResult(run.folder, trainer.history, summary, False)
+    return RunResult(run.folder, trainer.history, summary, trainer.interrupted)
 
 
 def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None) -> dict[str, Any]:
