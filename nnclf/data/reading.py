@@ -22,6 +22,10 @@ def _open_text_head(path: Path, encoding: str, size: int = 65536) -> str:
 
     with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
         raw = handles.handle.read(size * 4)
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not wide:
+        # read as utf-8 it would fail later with a misleading "expected N fields" on some line
+        raise NnclfError(f"{path}: the file is UTF-16 text (it starts with a UTF-16 byte-order mark); set data.encoding: utf-16")
     text = raw.decode(encoding, errors="replace")
     return text[:size].lstrip("\ufeff")
 
@@ -170,7 +174,7 @@ def iter_table(
         raise NnclfError(f"{path}: has a header row but no data rows")
 
 
-def find_short_row(path: Path, sep: str, n_fields: int, encoding: str, block_size: int = 1 << 24):
+def find_short_row(path: Path, sep: str, n_fields: int, encoding: str, block_size: int = 1 << 20):
     """(line, fields) of the first non-blank line with fewer fields than the header, or None.
 
     pandas pads short rows with missing values silently (it only rejects long ones), so this
