@@ -604,7 +604,16 @@ def main(argv=None):
     ap.add_argument("--e2e-batch", type=int, default=512)
     ap.add_argument("--e2e-epochs", type=int, default=8)
     ap.add_argument("--e2e-lr", type=float, default=4e-3)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="limit BLAS (numpy, scikit-learn) and torch to N threads for every contestant")
     args = ap.parse_args(argv)
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.threads)
+        if HAVE_TORCH:
+            torch.set_num_threads(args.threads)
+        os.environ["OPENBLAS_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(args.threads)  # subprocesses
     global BASELINE
     if args.baseline:
         BASELINE = load_baseline(args.baseline)
@@ -616,6 +625,7 @@ def main(argv=None):
             ap.error(f"unknown case {c!r}; choose from {', '.join(CASES)}")
     print(f"# nnclf benchmark {time.strftime('%Y-%m-%d %H:%M')}{' (quick)' if args.quick else ''}")
     print(f"# {machine()}")
+    print(f"# command: {' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}")
     print(f"# OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r} OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '')!r}")
     if not HAVE_SKLEARN:
         print("# scikit-learn not installed: its comparisons are skipped (pip install scikit-learn)")
