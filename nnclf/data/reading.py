@@ -141,10 +141,16 @@ def iter_table(
         decimal = sniff_decimal(path, encoding, sep)
     except UnicodeDecodeError as e:  # pragma: no cover - decode errors are replaced while sniffing
         raise _decode_error(path, encoding, e) from None
-    short = find_short_row(path, sep, len(names), encoding)
-    if short is not None:
-        line, fields = short
-        raise NnclfError(f"{path}, line {line}: expected {len(names)} fields like the header, saw {fields}")
+
+    def reject_short_rows():
+        short = find_short_row(path, sep, len(names), encoding)
+        if short is not None:
+            line, fields = short
+            raise NnclfError(f"{path}, line {line}: expected {len(names)} fields like the header, saw {fields}")
+
+    if usecols is not None:  # the last column may not be read, so it cannot give short rows away
+        reject_short_rows()
+    scanned = usecols is not None
     kwargs = dict(
         sep=sep,
         decimal=decimal,
@@ -164,6 +170,11 @@ def iter_table(
             frame.columns = [str(c).strip() for c in frame.columns]
             if first and len(frame) == 0 and usecols is None:
                 raise NnclfError(f"{path}: has a header row ({len(names)} columns) but no data rows")
+            # pandas pads a short row with missing values, so only a gap in the last column can
+            # mean one; then (once per file) the raw lines are scanned to tell it from an empty cell
+            if not scanned and len(frame.columns) and frame.iloc[:, -1].isna().any():
+                reject_short_rows()
+                scanned = True
             first = False
             yield frame
     except UnicodeDecodeError as e:
@@ -210,8 +221,9 @@ def find_short_row(path: Path, sep: str, n_fields: int, encoding: str, block_siz
             raw = np.frombuffer(chunk, dtype=np.uint8)
             newlines = np.flatnonzero(raw == 10)
             if b'"' not in chunk:
-                seps = np.flatnonzero(raw == sep_byte)
-                counts = np.diff(np.searchsorted(seps, newlines), prepend=0)
+                starts = np.r_[0, newlines[:-1] + 1]
+                # delimiters per line: one pass over the bytes, no index arrays
+                counts = np.add.reduceat((raw == sep_byte).view(np.uint8), starts, dtype=np.int64)
                 lengths = np.diff(newlines, prepend=-1) - 1
                 ends_cr = raw[np.maximum(newlines - 1, 0)] == 13
                 blank = (lengths == 0) | ((lengths == 1) & ends_cr)
