@@ -372,3 +372,44 @@ def test_separate_val_and_test_files_with_blank_text_cells(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert summary(tmp_path)["rows"] == {"train": 40, "val": 12, "test": 12}
     assert column(tmp_path, "color")["missing_in_training"] == sum(1 for row in rows if not row[1])
+
+
+# -- reading in chunks: the whole file is parsed in pieces and joined ------------------------------
+@pytest.fixture
+def small_read_chunks(monkeypatch):
+    import nnclf.data.reading as reading
+
+    monkeypatch.setattr(reading, "READ_CHUNK_ROWS", 7)
+
+
+def test_chunked_reading_equals_one_piece(small_read_chunks, tmp_path):
+    import pandas as pd
+
+    from nnclf.data.reading import read_table
+
+    text = rows_text(50)
+    (tmp_path / "d.csv").write_text(text)
+    frame = read_table(tmp_path / "d.csv")
+    pd.testing.assert_frame_equal(frame, pd.read_csv(tmp_path / "d.csv"))
+
+
+def test_stray_string_in_a_later_chunk_names_its_line(cli, tmp_path, small_read_chunks):
+    lines = rows_text(40).splitlines()
+    lines[30] = "3,oops,1"  # line 31 of the file, in the fifth chunk of 7 rows
+    fails(
+        train(cli, tmp_path, "\n".join(lines) + "\n"),
+        tmp_path,
+        f"{abspath(tmp_path)}, line 31: column 'b': non-numeric value 'oops' in a numeric column "
+        f"(fix it, or list 'b' in data.categorical)",
+    )
+
+
+def test_true_false_column_with_a_gap_is_categorical(cli, tmp_path, small_read_chunks):
+    rows = [f"{i % 5},{'True' if i % 3 else 'False'},{i % 2}" for i in range(40)]
+    rows[20] = "1,,0"  # a gap in a later chunk: that chunk reads as objects, the first as bools
+    r = train(cli, tmp_path, "a,flag,label\n" + "\n".join(rows) + "\n", data_extra="  test_split: 0.0\n  val_split: 0.0\n")
+    assert r.exit_code == 0, r.stderr
+    flag = next(c for c in schema(tmp_path)["columns"] if c["name"] == "flag")
+    assert flag["kind"] == "categorical"
+    assert flag["categories"] == ["false", "true", None]
+    assert flag["reason"].startswith("boolean values")

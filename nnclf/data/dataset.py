@@ -130,11 +130,10 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
     frame_positions = np.arange(len(frame))
     test_pos = held_out(data.test_split, "test_split") if data.test is None and data.test_split > 0 else None
     val_pos = held_out(data.val_split, "val_split") if data.val is None and data.val_split > 0 else None
-    train_frame = frame.iloc[frame_positions]
     if len(np.unique(y_all[frame_positions])) < 2:
         raise NnclfError(f"{source}: the training split holds a single class; use more data or smaller splits")
     pre = Preprocessor.fit(
-        train_frame,
+        frame,
         features,
         data.target,
         source,
@@ -143,15 +142,21 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
         missing_indicators=data.missing_indicators,
         scaling=data.scaling,
         warn=warn,
+        rows=frame_positions,
     )
+    # Transform the file once and cut the splits from the float matrix: copying the DataFrame
+    # per split would hold several float64 copies of the data at the peak.
+    x_all = pre.transform(frame, source, dtype, warn)
+    rows_all = frame.index.to_numpy()
+    del frame
 
     def split_of(positions) -> Split:
-        part = frame.iloc[positions]
-        return Split(pre.transform(part, source, dtype, warn), y_all[positions], part.index.to_numpy(), source)
+        return Split(x_all[positions], y_all[positions], rows_all[positions], source)
 
     train = split_of(frame_positions)
     val = split_of(val_pos) if val_pos is not None else _separate(data.val, data, pre, labels, dtype, warn)
     test = split_of(test_pos) if test_pos is not None else _separate(data.test, data, pre, labels, dtype, warn)
+    del x_all
     files = {role: fingerprint(path) for role, path in (("train", data.train), ("val", data.val), ("test", data.test)) if path}
     return Prepared(pre, labels, train, val, test, {"missing_label_rows": dropped}, files)
 

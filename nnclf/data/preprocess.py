@@ -44,11 +44,13 @@ class Preprocessor:
         missing_indicators: bool = False,
         scaling: str = "standard",
         warn: Warn = _no_warn,
+        rows: np.ndarray | None = None,
     ) -> "Preprocessor":
-        """Type and fit every feature column on the training rows ``frame``."""
+        """Type and fit every feature column on the training rows: ``frame``, or its rows at
+        positions ``rows`` (taken one column at a time, so the frame is never copied whole)."""
         columns = []
         for name in features:
-            series = frame[name]
+            series = frame[name] if rows is None else frame[name].iloc[rows]
             if name in categorical or not _numeric_kind(series):
                 kind_reason = "listed in data.categorical" if name in categorical else _categorical_reason(series)
                 columns.append(_fit_categorical(series, name, kind_reason, max_categories, missing_indicators, warn))
@@ -151,7 +153,7 @@ class TransformNotes:
 def _numeric_kind(series) -> bool:
     import pandas as pd
 
-    if pd.api.types.is_bool_dtype(series):
+    if pd.api.types.is_bool_dtype(series) or _holds_booleans(series):
         return False
     if pd.api.types.is_numeric_dtype(series):
         return True
@@ -163,10 +165,17 @@ def _numeric_kind(series) -> bool:
     return parsed.notna().mean() >= 0.9
 
 
+def _holds_booleans(series) -> bool:
+    """True/False with gaps: pandas reads it as an object column of bools and NaN."""
+    import pandas as pd
+
+    return series.dtype == object and pd.api.types.infer_dtype(series, skipna=True) == "boolean"
+
+
 def _categorical_reason(series) -> str:
     import pandas as pd
 
-    if pd.api.types.is_bool_dtype(series):
+    if pd.api.types.is_bool_dtype(series) or _holds_booleans(series):
         return "boolean values"
     return "text values"
 
