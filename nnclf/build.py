@@ -38,7 +38,11 @@ def build_loss(cfg: Config, n_classes: int, class_weights=None) -> Loss:
 
 def build_network(cfg: Config, n_features: int, loss: Loss) -> MLP:
     sizes = [n_features, *cfg.model.hidden, loss.n_outputs]
-    return MLP(sizes, cfg.model.activation, cfg.model.dropout, cfg.training.dtype)
+    try:
+        return MLP(sizes, cfg.model.activation, cfg.model.dropout, cfg.training.dtype)
+    except (MemoryError, ValueError):  # numpy: "Unable to allocate ..." / "Maximum allowed dimension exceeded"
+        n = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+        raise NnclfError(f"model.hidden: {cfg.model.hidden} makes a network of {n:,} parameters, too many to allocate") from None
 
 
 def build_optimizer(cfg: Config, net: MLP) -> Optimizer:

@@ -31,16 +31,28 @@ def _stderr():
     return Console(stderr=True, highlight=False)
 
 
+def one_line(message: str) -> str:
+    """Escape control characters: a newline in a CSV header or a config key must not break the
+    one-line message (and a right-to-left override must not disguise it)."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else ch.encode("unicode_escape").decode("ascii") for ch in message)
+
+
 def fail(message: str, code: int = EXIT_ERROR):
-    _stderr().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True) if sys.stderr.isatty() else print(
+    from rich.markup import escape  # a '[/]' in a column name is text, not markup
+
+    message = one_line(message)
+    _stderr().print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True) if sys.stderr.isatty() else print(
         f"error: {message}", file=sys.stderr
     )
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
+    message = one_line(message)
     if sys.stderr.isatty():
-        _stderr().print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+        from rich.markup import escape
+
+        _stderr().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
     else:
         print(f"warning: {message}", file=sys.stderr)
 

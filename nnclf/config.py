@@ -27,12 +27,35 @@ PATH_KEYS = ("train", "test", "val")
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value, info):
+        """YAML reads yes/no/on/off/true as booleans, and pydantic would quietly take them as 1/0
+        for a number (``epochs: yes`` trains one epoch): a boolean is only valid for a bool key."""
+        text = str(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
+            if text.startswith("list[int]"):
+                raise ValueError(f"expected a list of integers, got {_shown(value)}")
+            if "int" in text or "float" in text:
+                raise ValueError(f"expected {'an integer' if 'int' in text else 'a number'}, got the boolean {value!r}")
+        return value
+
+
+def _shown(value: Any) -> str:
+    """repr(value), cut short: a config value can be huge (YAML aliases nest exponentially)."""
+    import reprlib
+
+    short = reprlib.Repr()  # (keyword arguments need Python 3.12)
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 60, 60
+    shown = short.repr(value)
+    return shown if len(shown) <= 200 else shown[:197] + "..."
+
 
 def _registered(registry: Registry, extra: tuple[str, ...] = ()):
     def check(value: str) -> str:
         if value not in registry and value not in extra:
             valid = ", ".join([*extra, *registry.names()])
-            raise ValueError(f"unknown {registry.kind} '{value}'{did_you_mean(value, [*extra, *registry.names()])}; valid: {valid}")
+            raise ValueError(f"unknown {registry.kind} {_shown(value)}{did_you_mean(value, [*extra, *registry.names()])}; valid: {valid}")
         return value
 
     return check
@@ -68,9 +91,17 @@ class DataConfig(Section):
 
         try:
             codecs.lookup(encoding)
-        except LookupError:
+            "a,b\n1,2\n".encode(encoding).decode(encoding)  # 'rot13', 'zlib'... are codecs, not text encodings
+        except (LookupError, UnicodeError):
             raise ValueError(f"unknown text encoding '{encoding}' (e.g. utf-8, latin-1, cp1252)") from None
         return encoding
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, delimiter):
+        if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+            raise ValueError(f"must be one character such as ',', ';', '\\t' or '|' (or null to detect it), got {delimiter!r}")
+        return delimiter
 
     @model_validator(mode="after")
     def _splits_leave_training_rows(self):
@@ -153,7 +184,7 @@ def _check_rule(key: str, value: Any, rule: str) -> None:
     }
     ok, expected = checks[rule]
     if not ok:
-        raise ValueError(f"{key}: must be {expected}, got {value!r}")
+        raise ValueError(f"{key}: must be {expected}, got {_shown(value)}")
 
 
 class OptimizerConfig(_WithHyper):
@@ -187,7 +218,7 @@ class TrainingConfig(Section):
     dtype: Literal["float32", "float64"] = "float32"
     clip_norm: Optional[float] = Field(None, gt=0)
     checkpoint_every: int = Field(1, ge=1)
-    threads: Optional[int] = Field(None, ge=1)
+    threads: Optional[int] = Field(None, ge=1, le=1024)  # BLAS libraries take a C int
 
     @field_validator("batch_size")
     @classmethod
@@ -260,6 +291,10 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
         raise NnclfError(f"{source}{where}: invalid YAML: {e.problem}") from None
     except yaml.YAMLError as e:
         raise NnclfError(f"{source}: invalid YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise NnclfError(f"{source}: invalid YAML: nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4300 digits, a date like 2001-13-45
+        raise NnclfError(f"{source}: invalid YAML: {str(e).splitlines()[0].split('; use sys.')[0]}") from None
     if raw is None:
         raise NnclfError(f"{source}: the config is empty; it needs at least data.train and data.target")
     if not isinstance(raw, dict):
@@ -285,7 +320,7 @@ def apply_override(raw: dict, item: str) -> None:
         raise NnclfError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
     try:
         value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError, ValueError):
         raise NnclfError(f"--set {key}: cannot parse value {text!r} as YAML") from None
     parts = key.split(".")
     node = raw
@@ -357,7 +392,7 @@ def _describe(item: dict, loc: list[str], source: str, text: str | None, overrid
             return f"{where}: {key + '.' if key else ''}{msg}"
         return f"{where}: {key}: {msg}" if key else f"{where}: {msg}"
     value = item.get("input")
-    got = f", got {value!r}" if not isinstance(value, dict) else ""
+    got = f", got {_shown(value)}" if not isinstance(value, dict) else ""
     return f"{where}: {key}: {msg[0].lower() + msg[1:]}{got}"
 
 

@@ -170,10 +170,7 @@ def predict_csv(
 
     from .checkpoint import atomic_write_bytes
 
-    try:
-        atomic_write_bytes(output, write)
-    except OSError as e:
-        raise NnclfError(f"{output}: could not write predictions ({e.strerror or e}); nothing was written") from None
+    atomic_write_bytes(output, write)  # a failure says which file and that the old one is kept
     return count
 
 

@@ -325,7 +325,11 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float) ->
     if trainer.interrupted:
         run.save("last", trainer, trainer.net.params)
     run.sync()
-    summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished")
+    try:
+        summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished")
+    except TrainingDiverged as e:  # the trained weights give NaN on the test rows
+        atomic_write_text(run.folder / "summary.json", json.dumps(_summary(run, trainer, started, "diverged", str(e)), indent=2) + "\n")
+        raise
     atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     return RunResult(run.folder, trainer.history, summary, trainer.interrupted)
 
@@ -358,8 +362,14 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         params = trainer.best_params if trainer.best_params is not None else trainer.net.params
         saved = trainer.net.params.copy()
         trainer.net.params[...] = params
-        proba = trainer.loss.predict_proba(trainer.net.logits(test.x))
+        with np.errstate(over="ignore", invalid="ignore"):
+            proba = trainer.loss.predict_proba(trainer.net.logits(test.x))
         trainer.net.params[...] = saved
+        if not np.all(np.isfinite(proba)):  # no validation data caught it: the last steps blew up
+            raise TrainingDiverged(
+                f"training diverged: the trained model's outputs on the test rows are NaN or infinite "
+                f"(lr {trainer.schedule.lr(max(trainer.state.epoch - 1, 0)):g}); lower optimizer.lr, or set training.clip_norm"
+            )
         report = classification_report(test.y, proba, prepared.labels.values)
         summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}
         summary["test"]["checkpoint"] = "best" if trainer.best_params is not None else "last"

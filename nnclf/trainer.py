@@ -174,6 +174,12 @@ class Trainer:
                     f"training diverged: the weights became NaN or infinite during epoch {st.epoch + 1} "
                     f"(lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
                 )
+            for name, value in self.optimizer.state().items():  # e.g. Adam's v = g^2 overflows
+                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                    raise TrainingDiverged(
+                        f"training diverged: the gradients overflowed (optimizer state '{name}' became NaN or "
+                        f"infinite) during epoch {st.epoch + 1} (lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
+                    )
             record = {
                 "epoch": st.epoch + 1,
                 "lr": lr,
@@ -182,6 +188,11 @@ class Trainer:
             }
             if has_val:
                 val = self.evaluate(x_val, y_val)
+                if not math.isfinite(val["loss"]):  # finite weights whose outputs overflow
+                    raise TrainingDiverged(
+                        f"training diverged: the validation loss became {val['loss']} at epoch {st.epoch + 1} "
+                        f"(lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
+                    )
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_f1=val["f1"])
             record["seconds"] = time.perf_counter() - epoch_start
             st.epoch += 1

@@ -219,15 +219,19 @@ def _fit_numeric(series, name, source, scaling, missing_indicators):
         raise NnclfError(f"{source}: column '{name}': every value is missing; remove it or list it in data.ignore")
     fill = float(np.median(present))
     filled = np.where(np.isnan(values), fill, values)
-    if scaling == "standard":
-        center, scale = float(filled.mean()), float(filled.std())
-    elif scaling == "minmax":
-        center, scale = float(filled.min()), float(filled.max() - filled.min())
-    else:
-        center, scale = 0.0, 1.0
-    if not math.isfinite(scale) or scale == 0:
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
+        if scaling == "standard":
+            center, scale = float(filled.mean()), float(filled.std())
+            spread = float(np.abs(filled - center).max())
+            if scale < 1e-150 and spread > 0:  # squares of values below ~1e-154 underflow: rescale first
+                scale = spread * float(((filled - center) / spread).std())
+        elif scaling == "minmax":
+            center, scale = float(filled.min()), float(filled.max() - filled.min())
+        else:
+            center, scale = 0.0, 1.0
+    if scale == 0:
         scale = 1.0  # a constant column stays constant (0) instead of dividing by zero
-    if not math.isfinite(center):
+    if not (math.isfinite(center) and math.isfinite(scale)):  # an overflowed std is not "constant"
         raise NnclfError(f"{source}: column '{name}': values too large to scale (mean or range overflows)")
     reason = "numbers" if n_missing == 0 else f"numbers, {n_missing} missing imputed with the median"
     return {
@@ -249,8 +253,16 @@ def _transform_numeric(c, series, out, j, source, notes):
         if c["missing_in_training"] == 0:
             notes.add_missing(c, int(nan.sum()))
         values[nan] = c["fill"]
-    values -= c["center"]
-    values /= c["scale"]
+    with np.errstate(over="ignore"):  # an overflow is reported just below
+        values -= c["center"]
+        values /= c["scale"]
+    too_large = ~(np.abs(values) <= np.finfo(out.dtype).max)  # inf after scaling, or beyond float32
+    if too_large.any():
+        row = int(np.flatnonzero(too_large)[0])
+        raise NnclfError(
+            f"{source}, line {_line(series, row)}: column '{c['name']}': value {float(series.iloc[row]):g} is too large "
+            f"for {out.dtype} numbers once scaled with the training statistics; fix or remove it"
+        )
     out[:, j] = values
     j += 1
     if c["indicator"]:
