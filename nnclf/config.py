@@ -282,9 +282,32 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     return validate(raw, str(path), text, [item.partition("=")[0].strip() for item in overrides])
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe loading that also refuses a key written twice in one mapping (YAML itself keeps the
+    last one silently, so a repeated ``training:`` block would drop the first one's keys)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:  # before merging: keys from '<<' may be overridden
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key '{key}' appears twice (lines {seen[key]} and {line})", key_node.start_mark
+                        )
+                    seen[key] = line
+                except TypeError:  # an unhashable key: the schema reports it
+                    continue
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -51,3 +51,22 @@ def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:
     path = folder / name
     path.write_text(text)
     return path
+
+
+def merged(*texts: str) -> str:
+    """YAML documents deep-merged left to right (later keys win), as one config text.
+
+    Configs refuse a key written twice, so tests that vary a base config merge instead of
+    appending a second block."""
+    import yaml
+
+    def merge(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for key, value in b.items():
+            out[key] = merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+        return out
+
+    result: dict = {}
+    for text in texts:
+        result = merge(result, yaml.safe_load(text) or {})
+    return yaml.safe_dump(result, sort_keys=False)

@@ -51,6 +51,23 @@ def test_invalid_yaml_names_its_line(cli, tmp_path):
            "c.yaml, line 4, column 9: invalid YAML: expected ',' or ']', but got ':'")
 
 
+def test_a_key_written_twice_is_an_error_not_silently_the_last(cli, tmp_path):
+    text = "data: {train: d.csv, target: label}\ntraining:\n  epochs: 3\nmodel: {hidden: [4]}\ntraining:\n  batch_size: 8\n"
+    _fails(cli, tmp_path, text, "c.yaml, line 5, column 1: invalid YAML: key 'training' appears twice (lines 2 and 5)")
+    _fails(cli, tmp_path, "data: {train: d.csv, target: label, train: e.csv}\n",
+           "c.yaml, line 1, column 37: invalid YAML: key 'train' appears twice (lines 1 and 1)")
+
+
+def test_yaml_merge_keys_are_not_duplicates(cli, tmp_path):
+    # an explicit key overrides the same key brought in by '<<' (YAML merge), no error
+    (tmp_path / "c.yaml").write_text(
+        "data: {train: d.csv, target: label}\ntraining:\n  <<: {epochs: 3, batch_size: 4}\n  batch_size: 8\n"
+    )
+    result = cli(["config", tmp_path / "c.yaml"])
+    assert result.exit_code == 0, result.stderr
+    assert "  epochs: 3\n" in result.stdout and "  batch_size: 8\n" in result.stdout
+
+
 def test_empty_document(cli, tmp_path):
     _fails(cli, tmp_path, "# only a comment\n", "c.yaml: the config is empty; it needs at least data.train and data.target")
 

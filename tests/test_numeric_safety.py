@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import merged, run_cli
 
 # numpy noise ("RuntimeWarning: overflow ...", two lines with a source line) is not a one-line
 # message: every overflow must be handled (errstate) and reported, so make it fail here
@@ -60,7 +60,7 @@ def write(folder: Path, columns: dict[str, list], config: str) -> int:
     n = len(next(iter(columns.values())))
     lines = [",".join(columns)] + [",".join(str(columns[c][i]) for c in columns) for i in range(n)]
     (folder / "d.csv").write_text("\n".join(lines) + "\n")
-    (folder / "c.yaml").write_text("seed: 2\ndata: {train: d.csv, target: label}\n" + config)
+    (folder / "c.yaml").write_text(merged("seed: 2\ndata: {train: d.csv, target: label}", config))
     return n
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, write_config
+from conftest import DATA, merged, write_config
 from nnclf.checkpoint import load_checkpoint
 from nnclf.engine.losses import LOSSES
 from nnclf.engine.network import MLP
@@ -128,7 +128,7 @@ def test_early_stopping_stops_at_the_right_epoch(monitor, script, patience, min_
 
 
 def test_best_checkpoint_holds_the_best_epochs_weights(cli, tmp_path):
-    cfg = write_config(tmp_path, IRIS + "training: {epochs: 30, batch_size: 16, early_stopping: {monitor: val_loss, patience: 3}}\n")
+    cfg = write_config(tmp_path, merged(IRIS, "training: {epochs: 30, batch_size: 16, early_stopping: {monitor: val_loss, patience: 3}}"))
     run = train_quiet(cli, cfg)
     rows = metrics_rows(run)
     losses = [float(r["val_loss"]) for r in rows]
@@ -144,7 +144,7 @@ def test_best_checkpoint_holds_the_best_epochs_weights(cli, tmp_path):
 
 
 def test_early_stopping_on_a_validation_metric_needs_validation_data(cli, tmp_path):
-    cfg = write_config(tmp_path, IRIS + "training: {early_stopping: {monitor: val_loss}}\n")
+    cfg = write_config(tmp_path, merged(IRIS, "training: {early_stopping: {monitor: val_loss}}"))
     result = cli(["train", cfg, "--set", "data.val_split=0"])
     assert result.exit_code == 1
     assert "training.early_stopping.monitor: 'val_loss' needs validation data" in result.stderr
@@ -250,7 +250,7 @@ def test_kill_9_at_random_moments_never_leaves_a_broken_checkpoint(cli, tmp_path
 
 # -- divergence, class weights -----------------------------------------------------------------
 def test_divergence_is_reported_and_no_nan_is_saved(cli, tmp_path):
-    cfg = write_config(tmp_path, IRIS + "optimizer: {name: sgd, lr: 1.0e+30}\nmodel: {hidden: [8], activation: identity}\n")
+    cfg = write_config(tmp_path, merged(IRIS, "optimizer: {name: sgd, lr: 1.0e+30}\nmodel: {hidden: [8], activation: identity}"))
     result = cli(["train", cfg, "--name", "boom"])
     assert result.exit_code == 1
     assert "training diverged:" in result.stderr and "lower optimizer.lr" in result.stderr
