@@ -23,6 +23,7 @@ app = typer.Typer(
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
 
 
 def _stderr():
@@ -172,7 +173,13 @@ def predict(
     """Predict labels and class probabilities for every row of DATA."""
     from .predict import predict_csv
 
-    n = predict_csv(run, data, output, checkpoint, chunk_rows, overwrite, warn)
+    try:
+        n = predict_csv(run, data, output, checkpoint, chunk_rows, overwrite, warn)
+    except BrokenPipeError:  # `nnclf predict RUN data.csv | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise typer.Exit(EXIT_BROKEN_PIPE)
     if output is not None:
         print(f"wrote {n} predictions to {output}", file=sys.stderr)
 

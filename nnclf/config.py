@@ -103,6 +103,14 @@ class DataConfig(Section):
             raise ValueError(f"must be one character such as ',', ';', '\\t' or '|' (or null to detect it), got {delimiter!r}")
         return delimiter
 
+    @field_validator("features", "ignore", "categorical")
+    @classmethod
+    def _no_repeats(cls, names):
+        repeated = sorted({n for n in names or [] if (names or []).count(n) > 1})
+        if repeated:
+            raise ValueError(f"column {repeated[0]!r} is listed more than once")
+        return names
+
     @model_validator(mode="after")
     def _splits_leave_training_rows(self):
         if self.test is None and self.val is None and self.test_split + self.val_split >= 1:

@@ -221,3 +221,22 @@ def test_gradcheck_reports_failure_above_tolerance(cli):
     assert r.exit_code == 1
     assert r.stderr.startswith("error: gradient check failed: worst relative error ")
     assert r.stderr.endswith(" > tolerance 0\n")
+
+
+def test_predict_into_a_closed_pipe_exits_quietly(cli, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import DATA
+
+    cfg = write_config(tmp_path, f"data: {{train: {DATA / 'iris.csv'}, target: species}}\ntraining: {{epochs: 1}}\n")
+    run = tmp_path / cli(["train", cfg, "--quiet"]).stdout.strip()
+    rows = (DATA / "iris.csv").read_text().splitlines()
+    (tmp_path / "many.csv").write_text("\n".join([rows[0]] + rows[1:] * 2000) + "\n")  # 300,000 rows
+    proc = subprocess.Popen([sys.executable, "-m", "nnclf", "predict", run, tmp_path / "many.csv"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"prediction,")
+    proc.stdout.close()  # like `| head -1`
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert stderr == b""

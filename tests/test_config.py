@@ -302,3 +302,9 @@ def test_config_does_not_import_pandas(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == "OK"
     assert "train:" in r.stdout
+
+
+@pytest.mark.parametrize("key", ["features", "ignore", "categorical"])
+def test_a_column_listed_twice_is_an_error(cli, tmp_path, key):
+    _fails(cli, tmp_path, f"data:\n  train: d.csv\n  target: label\n  {key}: [a, b, a]\n",
+           f"c.yaml, line 4: data.{key}: column 'a' is listed more than once")
