@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .errors import NnclfError
-from .data.preprocess import TransformNotes
+from .data.preprocess import TransformNotes, file_line
 from .metrics import classification_report
 from .model import TrainedModel
 
@@ -183,7 +183,7 @@ def _finite_proba(model: TrainedModel, x: np.ndarray, frame, source: str) -> np.
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise NnclfError(
-            f"{source}, line {int(frame.index[row]) + 2}: the model's output for this row overflows to NaN "
+            f"{source}, line {file_line(frame, row)}: the model's output for this row overflows to NaN "
             f"(feature values far outside the training range?); fix or remove the row"
         )
     return proba

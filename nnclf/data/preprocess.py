@@ -180,9 +180,9 @@ def _categorical_reason(series) -> str:
     return "text values"
 
 
-def _line(series, row: int) -> int:
-    """File line of position ``row``: the frame keeps the file's row numbers as its index."""
-    return int(series.index[row]) + 2  # + header line, 1-based
+def file_line(rows, row: int) -> int:
+    """File line of position ``row`` of a Series or DataFrame, which keeps the file's row numbers as its index."""
+    return int(rows.index[row]) + 2  # + header line, 1-based
 
 
 def _as_float(series, name: str, source: str) -> np.ndarray:
@@ -197,7 +197,7 @@ def _as_float(series, name: str, source: str) -> np.ndarray:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise NnclfError(
-                f"{source}, line {_line(series, row)}: column '{name}': non-numeric value {series.iloc[row]!r} "
+                f"{source}, line {file_line(series, row)}: column '{name}': non-numeric value {series.iloc[row]!r} "
                 f"in a numeric column (fix it, or list '{name}' in data.categorical)"
             )
         values = parsed.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)  # writable: scaled in place
@@ -205,7 +205,7 @@ def _as_float(series, name: str, source: str) -> np.ndarray:
     if infinite.any():
         row = int(np.flatnonzero(infinite)[0])
         raise NnclfError(
-            f"{source}, line {_line(series, row)}: column '{name}': infinite value {values[row]} "
+            f"{source}, line {file_line(series, row)}: column '{name}': infinite value {values[row]} "
             f"(nnclf does not guess a number for inf; fix or remove it)"
         )
     return values
@@ -260,7 +260,7 @@ def _transform_numeric(c, series, out, j, source, notes):
     if too_large.any():
         row = int(np.flatnonzero(too_large)[0])
         raise NnclfError(
-            f"{source}, line {_line(series, row)}: column '{c['name']}': value {float(series.iloc[row]):g} is too large "
+            f"{source}, line {file_line(series, row)}: column '{c['name']}': value {float(series.iloc[row]):g} is too large "
             f"for {out.dtype} numbers once scaled with the training statistics; fix or remove it"
         )
     out[:, j] = values
