@@ -26,6 +26,10 @@ class TrainingDiverged(NnclfError):
     pass
 
 
+def diverged(what: str, lr: float) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged: {what} (lr {lr:g}); lower optimizer.lr, or set training.clip_norm")
+
+
 @dataclass
 class EarlyStopper:
     """Stop after ``patience`` epochs without an improvement of more than ``min_delta``."""
@@ -169,17 +173,7 @@ class Trainer:
                 if self.stop_requested and st.batch < n_batches:
                     self.interrupted = True
                     return self.history
-            if not np.all(np.isfinite(self.net.params)):
-                raise TrainingDiverged(
-                    f"training diverged: the weights became NaN or infinite during epoch {st.epoch + 1} "
-                    f"(lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
-                )
-            for name, value in self.optimizer.state().items():  # e.g. Adam's v = g^2 overflows
-                if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                    raise TrainingDiverged(
-                        f"training diverged: the gradients overflowed (optimizer state '{name}' became NaN or "
-                        f"infinite) during epoch {st.epoch + 1} (lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
-                    )
+            self._check_finite_state(st.epoch, lr)
             record = {
                 "epoch": st.epoch + 1,
                 "lr": lr,
@@ -189,10 +183,7 @@ class Trainer:
             if has_val:
                 val = self.evaluate(x_val, y_val)
                 if not math.isfinite(val["loss"]):  # finite weights whose outputs overflow
-                    raise TrainingDiverged(
-                        f"training diverged: the validation loss became {val['loss']} at epoch {st.epoch + 1} "
-                        f"(lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
-                    )
+                    raise diverged(f"the validation loss became {val['loss']} at epoch {st.epoch + 1}", lr)
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_f1=val["f1"])
             record["seconds"] = time.perf_counter() - epoch_start
             st.epoch += 1
@@ -217,6 +208,17 @@ class Trainer:
             self.interrupted = True
         return self.history
 
+    def _check_finite_state(self, epoch: int, lr: float) -> None:
+        """Weights and optimizer state must stay finite (Adam's v = g^2 can overflow while the
+        loss still looks fine); checked once per epoch, so no NaN is ever checkpointed."""
+        if not np.all(np.isfinite(self.net.params)):
+            raise diverged(f"the weights became NaN or infinite during epoch {epoch + 1}", lr)
+        for name, value in self.optimizer.state().items():
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise diverged(
+                    f"the gradients overflowed (optimizer state '{name}' became NaN or infinite) during epoch {epoch + 1}", lr
+                )
+
     def _step(self, xs: np.ndarray, ys: np.ndarray, lr: float, epoch: int, b: int) -> float:
         """One gradient step on a batch; returns its loss before the step (no weight decay)."""
         net = self.net
@@ -224,10 +226,7 @@ class Trainer:
         delta = net.output_delta_buffer(len(ys))
         batch_loss = self.loss.forward_backward(logits, ys, delta)  # fills delta = dJ/dlogits
         if not math.isfinite(batch_loss):
-            raise TrainingDiverged(
-                f"training diverged: the loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1} "
-                f"(lr {lr:g}); lower optimizer.lr, or set training.clip_norm"
-            )
+            raise diverged(f"the loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}", lr)
         self.state.correct += int(np.count_nonzero(predicted_classes(logits) == ys))
         net.backward(delta)
         net.add_l2_gradient(self.weight_decay)
