@@ -38,24 +38,24 @@ def one_line(message: str) -> str:
     return "".join(ch if ch.isprintable() or ch == "\t" else ch.encode("unicode_escape").decode("ascii") for ch in message)
 
 
-def fail(message: str, code: int = EXIT_ERROR):
-    from rich.markup import escape  # a '[/]' in a column name is text, not markup
-
+def _report(kind: str, style: str, message: str) -> None:
+    """``kind: message`` on stderr, coloured on a terminal, as one line."""
     message = one_line(message)
-    _stderr().print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True) if sys.stderr.isatty() else print(
-        f"error: {message}", file=sys.stderr
-    )
+    if sys.stderr.isatty():
+        from rich.markup import escape  # a '[/]' in a column name is text, not markup
+
+        _stderr().print(f"[{style}]{kind}:[/] {escape(message)}", soft_wrap=True)
+    else:
+        print(f"{kind}: {message}", file=sys.stderr)
+
+
+def fail(message: str, code: int = EXIT_ERROR):
+    _report("error", "bold red", message)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    message = one_line(message)
-    if sys.stderr.isatty():
-        from rich.markup import escape
-
-        _stderr().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
-    else:
-        print(f"warning: {message}", file=sys.stderr)
+    _report("warning", "yellow", message)
 
 
 def errors_to_exit(command):
