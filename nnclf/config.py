@@ -348,11 +348,11 @@ def apply_override(raw: dict, item: str) -> None:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise NnclfError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+        raise NnclfError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except (yaml.YAMLError, RecursionError, ValueError):
-        raise NnclfError(f"--set {key}: cannot parse value {text!r} as YAML") from None
+        raise NnclfError(f"--set {_shown(key)[1:-1]}: cannot parse value {_shown(text)} as YAML") from None
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -360,7 +360,7 @@ def apply_override(raw: dict, item: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise NnclfError(f"--set {key}: {'.'.join(parts[: depth + 1])} is not a section")
+            raise NnclfError(f"--set {_shown(key)[1:-1]}: {_shown('.'.join(parts[: depth + 1]))[1:-1]} is not a section")
         node = child
     if parts[:-1] == ["data"] and parts[-1] in PATH_KEYS and isinstance(value, str):
         value = str(Path(value).resolve())

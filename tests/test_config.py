@@ -308,3 +308,11 @@ def test_config_does_not_import_pandas(tmp_path):
 def test_a_column_listed_twice_is_an_error(cli, tmp_path, key):
     _fails(cli, tmp_path, f"data:\n  train: d.csv\n  target: label\n  {key}: [a, b, a]\n",
            f"c.yaml, line 4: data.{key}: column 'a' is listed more than once")
+
+
+def test_a_huge_set_value_is_shown_cut_short(cli, tmp_path):
+    (tmp_path / "c.yaml").write_text("data: {train: d.csv, target: label}\n")
+    result = cli(["config", tmp_path / "c.yaml", "--set", "data.categorical=" + "9" * 5000])  # int too long to parse
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: --set data.categorical: cannot parse value '9999")
+    assert len(result.stderr) < 300
