@@ -325,7 +325,10 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     except RecursionError:
         raise NnclfError(f"{source}: invalid YAML: nested too deeply") from None
     except ValueError as e:  # an integer of more than 4300 digits, a date like 2001-13-45
-        raise NnclfError(f"{source}: invalid YAML: {str(e).splitlines()[0].split('; use sys.')[0]}") from None
+        text = str(e).splitlines()[0]
+        if "integer string conversion" in text:  # Python words this differently from version to version
+            text = "a number with more than 4300 digits"
+        raise NnclfError(f"{source}: invalid YAML: {_shown(text)[1:-1]}") from None
     if raw is None:
         raise NnclfError(f"{source}: the config is empty; it needs at least data.train and data.target")
     if not isinstance(raw, dict):
