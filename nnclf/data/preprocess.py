@@ -161,8 +161,26 @@ def _numeric_kind(series) -> bool:
     values = series.dropna()
     if len(values) == 0:
         return True
-    parsed = pd.to_numeric(values, errors="coerce")
-    return parsed.notna().mean() >= 0.9
+    return np.mean(~np.isnan(_parse_numbers(values))) >= 0.9
+
+
+def _parse_numbers(series) -> np.ndarray:
+    """Text cells as float64, NaN where a cell is missing or not a number. pandas leaves out what
+    it cannot convert (pandas 2 gives up on '1e400'); Python's float() decides those few cells,
+    so overflowing numbers read as inf on every pandas version."""
+    import pandas as pd
+
+    parsed = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    present = series.notna().to_numpy()
+    retry = np.flatnonzero(np.isnan(parsed) & present)
+    if len(retry) > max(10, 0.1 * present.sum()):  # a text column, not a few odd numbers
+        return parsed
+    for i in retry:
+        try:
+            parsed[i] = float(str(series.iloc[i]).strip())
+        except ValueError:
+            pass
+    return parsed
 
 
 def _holds_booleans(series) -> bool:
@@ -192,15 +210,14 @@ def _as_float(series, name: str, source: str) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     else:
-        parsed = pd.to_numeric(series, errors="coerce")
-        bad = parsed.isna() & series.notna()
+        values = _parse_numbers(series)  # a fresh, writable array: scaled in place later
+        bad = np.isnan(values) & series.notna().to_numpy()
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             raise NnclfError(
                 f"{source}, line {file_line(series, row)}: column '{name}': non-numeric value {series.iloc[row]!r} "
                 f"in a numeric column (fix it, or list '{name}' in data.categorical)"
             )
-        values = parsed.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)  # writable: scaled in place
     infinite = np.isinf(values)
     if infinite.any():
         row = int(np.flatnonzero(infinite)[0])
