@@ -227,7 +227,10 @@ class Trainer:
         batch_loss = self.loss.forward_backward(logits, ys, delta)  # fills delta = dJ/dlogits
         if not math.isfinite(batch_loss):
             raise diverged(f"the loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}", lr)
-        self.state.correct += int(np.count_nonzero(predicted_classes(logits) == ys))
+        classes = getattr(self.loss, "last_classes", None)  # the fused loss's argmax, if any
+        if classes is None:
+            classes = predicted_classes(logits)
+        self.state.correct += int(np.count_nonzero(classes == ys))
         net.backward(delta)
         net.add_l2_gradient(self.weight_decay)
         if self.clip_norm is not None:

@@ -27,6 +27,9 @@ LOSSES: Registry[type["Loss"]] = Registry("loss")
 
 class Loss:
     name = ""
+    # the argmax of the logits, when the last ``forward_backward`` computed it anyway (the fused
+    # softmax path does); the training loop counts correct predictions with it. None otherwise.
+    last_classes: np.ndarray | None = None
 
     def __init__(self, n_classes: int, label_smoothing: float = 0.0, class_weights: np.ndarray | None = None):
         self.n_classes = n_classes
@@ -53,6 +56,7 @@ class Loss:
     def forward_backward(self, z: np.ndarray, y: np.ndarray, delta: np.ndarray) -> float:
         """``forward`` then ``backward`` in one call: returns the mean loss and writes dJ/dz
         into ``delta``. The training loop calls this; losses may override it with a fused pass."""
+        self.last_classes = None
         value = self.forward(z, y)
         self.backward(y, delta)
         return value
@@ -131,8 +135,10 @@ class _SoftmaxLoss(Loss):
             return super().forward_backward(z, y, delta)
         batch, k = z.shape
         offsets, b_ones = self._fused_constants(batch, k, z.dtype)
-        # the row max, read off the argmax (a K = 10 max-reduction along rows is ~5x slower)
-        top = z.take(np.add(offsets, z.argmax(axis=1)))
+        # the row max, read off the argmax (a K = 10 max-reduction along rows is ~5x slower);
+        # the argmax is kept for the training loop's accuracy count
+        self.last_classes = classes = z.argmax(axis=1)
+        top = z.take(np.add(offsets, classes))
         np.subtract(z, top[:, None], out=delta)  # s = z - max z
         flat = np.add(offsets, y)  # positions of (i, y_i) in the flattened (B, K) array
         picked = delta.take(flat)  # s_{i, y_i}
