@@ -77,7 +77,7 @@ def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", w
         frame, source = _held_out_test(model, Path(run), warn)
     else:
         cfg = model.meta["config"]["data"]
-        frame, source = read_table(data, cfg["encoding"], None), str(data)
+        frame, source = read_table(data, cfg["encoding"], cfg.get("delimiter")), str(data)
     target = model.target
     if target not in frame.columns:
         raise NnclfError(f"{source}: target column '{target}' not found; evaluate needs labels (use predict for unlabelled data)")
@@ -147,7 +147,7 @@ def predict_csv(
         text = io.TextIOWrapper(f, encoding="utf-8", newline="") if not isinstance(f, io.TextIOBase) else f
         writer = csv.writer(text, lineterminator="\n")
         n = 0
-        for frame in iter_table(data, data_cfg["encoding"], None, chunk_rows=chunk_rows):
+        for frame in iter_table(data, data_cfg["encoding"], data_cfg.get("delimiter"), chunk_rows=chunk_rows):
             proba = _finite_proba(model, model.features(frame, str(data), warn, notes), frame, str(data))
             predicted = model.labels.decode(proba.argmax(axis=1))
             if n == 0:  # the header only once the first chunk is known to be readable

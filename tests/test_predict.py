@@ -435,3 +435,19 @@ def test_boolean_target_with_blank_labels(cli, tmp_path):
     out, _ = predict_rows(cli, "runs/r", "clean.csv")
     assert out[0] == ["prediction", "proba_false", "proba_true"]
     assert {line[0] for line in out[1:]} <= {"true", "false"}
+
+
+def test_evaluate_and_predict_read_with_the_configured_delimiter(cli, tmp_path):
+    # ':' is never detected automatically; the config names it, and new files are read with it too
+    lines = ["a:b:label"] + [f"{i % 5}:{(i * 7) % 11}:{i % 2}" for i in range(60)]
+    (tmp_path / "colon.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "c.yaml").write_text("data: {train: colon.csv, target: label, delimiter: ':'}\ntraining: {epochs: 2}\n")
+    trained = cli(["train", "c.yaml", "--quiet"])
+    assert trained.exit_code == 0, trained.stderr
+    run = tmp_path / trained.stdout.strip()
+    predicted = cli(["predict", run, tmp_path / "colon.csv"])
+    assert predicted.exit_code == 0, predicted.stderr
+    assert len(predicted.stdout.splitlines()) == 61
+    evaluated = cli(["evaluate", run, tmp_path / "colon.csv", "--json"])
+    assert evaluated.exit_code == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["n"] == 60
