@@ -67,17 +67,6 @@ class Preprocessor:
     def n_outputs(self) -> int:
         return sum(_width(c) for c in self.state["columns"])
 
-    def output_names(self) -> list[str]:
-        names = []
-        for c in self.state["columns"]:
-            if c["kind"] == "numeric":
-                names.append(c["name"])
-            else:
-                names.extend(f"{c['name']}={_show(v)}" for v in c["categories"])
-            if c.get("indicator"):
-                names.append(f"{c['name']}_missing")
-        return names
-
     def transform(self, frame, source: str, dtype="float32", warn: Warn = _no_warn, out=None, notes=None) -> np.ndarray:
         """Float matrix (n_rows, n_outputs) for ``frame`` (columns matched by name).
 
@@ -378,6 +367,3 @@ def _width(c) -> int:
     base = 1 if c["kind"] == "numeric" else len(c["categories"])
     return base + (1 if c.get("indicator") else 0)
 
-
-def _show(value) -> str:
-    return "<missing>" if value is MISSING else str(value)

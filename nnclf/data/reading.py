@@ -12,7 +12,6 @@ from typing import Iterator
 from ..errors import NnclfError
 
 DELIMITERS = ",;\t|"
-COMPRESSED = (".gz", ".bz2", ".xz", ".zip", ".zst")
 
 
 def _open_text_head(path: Path, encoding: str, size: int = 65536) -> str:
