@@ -279,6 +279,7 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
     if prepared.preprocessor.state != meta["preprocessor"] or prepared.labels.values != meta["labels"]:
         raise NnclfError(f"{cfg.data.train}: the training data changed since run {folder.name} started; resume needs the same data")
+    _check_monitor(cfg, prepared)
     run = TrainingRun(folder, cfg, prepared, meta.get("config_name", folder.name))
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
     trainer = _make_trainer(cfg, prepared, [])

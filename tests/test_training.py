@@ -346,3 +346,13 @@ def test_evaluate_without_data_refuses_a_changed_training_file(cli, tmp_path):
     assert "the training file changed since the run" in result.stderr
     _, meta, _ = load_checkpoint(run / "checkpoints" / "best.npz")
     assert meta["data_files"]["train"]["bytes"] == csv_path.stat().st_size
+
+
+def test_resume_checks_an_overridden_monitor_before_training(cli, tmp_path):
+    cfg = write_config(tmp_path, IRIS)
+    run = train_quiet(cli, cfg, "--name", "r")
+    before = (run / "checkpoints" / "last.npz").read_bytes()
+    result = cli(["train", "--resume", run, "--set", "training.epochs=12", "--set", "training.early_stopping.monitor=val_los"])
+    assert result.exit_code == 1
+    assert "training.early_stopping.monitor: metric 'val_los' is not logged (did you mean 'val_loss'?)" in result.stderr
+    assert (run / "checkpoints" / "last.npz").read_bytes() == before
