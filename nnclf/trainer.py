@@ -227,7 +227,7 @@ class Trainer:
         batch_loss = self.loss.forward_backward(logits, ys, delta)  # fills delta = dJ/dlogits
         if not math.isfinite(batch_loss):
             raise diverged(f"the loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}", lr)
-        classes = getattr(self.loss, "last_classes", None)  # the fused loss's argmax, if any
+        classes = self.loss.last_classes  # the fused loss's argmax, or None
         if classes is None:
             classes = predicted_classes(logits)
         self.state.correct += int(np.count_nonzero(classes == ys))
