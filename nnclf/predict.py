@@ -144,16 +144,21 @@ def predict_csv(
     notes = TransformNotes()
 
     def write_all(f) -> int:
+        from threadpoolctl import threadpool_limits
+
         text = io.TextIOWrapper(f, encoding="utf-8", newline="") if not isinstance(f, io.TextIOBase) else f
         writer = csv.writer(text, lineterminator="\n")
         n = 0
-        for frame in iter_table(data, data_cfg["encoding"], data_cfg.get("delimiter"), chunk_rows=chunk_rows):
-            proba = _finite_proba(model, model.features(frame, str(data), warn, notes), frame, str(data))
-            predicted = model.labels.decode(proba.argmax(axis=1))
-            if n == 0:  # the header only once the first chunk is known to be readable
-                writer.writerow(header)
-            _write_rows(text, predicted, proba)
-            n += len(frame)
+        # the reader parses in threads on every core: a one-thread BLAS does not fight them for
+        # the cores (measured: 1.85 s instead of 2.2 s for 200,000 x 100 rows on 2 cores)
+        with threadpool_limits(limits=1, user_api="blas"):
+            for frame in iter_table(data, data_cfg["encoding"], data_cfg.get("delimiter"), chunk_rows=chunk_rows):
+                proba = _finite_proba(model, model.features(frame, str(data), warn, notes), frame, str(data))
+                predicted = model.labels.decode(proba.argmax(axis=1))
+                if n == 0:  # the header only once the first chunk is known to be readable
+                    writer.writerow(header)
+                _write_rows(text, predicted, proba)
+                n += len(frame)
         notes.emit(warn, str(data))
         text.flush()
         if text is not f:

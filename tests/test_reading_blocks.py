@@ -1,0 +1,119 @@
+"""The threaded block reader: a CSV cut into blocks of whole records and parsed in parallel
+reads exactly like pandas reading the whole file, and its errors name the right file line."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nnclf.data.reading import _record_blocks, iter_table, read_table
+from nnclf.errors import NnclfError
+
+
+def _tricky_csv(rows: int) -> str:
+    """Quoted fields holding delimiters, doubled quotes and newlines; blank lines; CRLF rows."""
+    rng = np.random.default_rng(0)
+    lines = ["x,name,note,label"]
+    for i in range(rows):
+        note = ['plain', '"a, b"', '"two\nlines"', '"say ""hi"""', '"x\n""y"",\nz"', '""'][i % 6]
+        end = "\r" if i % 7 == 0 else ""
+        lines.append(f"{rng.normal():.6f},n{i % 13},{note},{i % 3}{end}")
+        if i % 997 == 0:
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _frames_equal_whole_read(path, chunk_rows, **read_kwargs):
+    frames = list(iter_table(path, chunk_rows=chunk_rows))
+    assert len(frames) > 3  # really cut into blocks
+    got = pd.concat(frames)
+    want = pd.read_csv(path, skipinitialspace=True, **read_kwargs)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_index_type=False)
+    assert list(got.index) == list(range(len(want)))  # row positions in the file, across blocks
+
+
+def test_blocks_end_at_record_boundaries_outside_quotes():
+    text = _tricky_csv(3000).encode()
+    for size in (7, 64, 1000, 1 << 16):
+        f = io.BytesIO(text)
+        blocks = list(_record_blocks(f, size))
+        assert b"".join(block for _, block in blocks) == text
+        assert [offset for offset, _ in blocks] == list(np.cumsum([0] + [len(b) for _, b in blocks[:-1]]))
+        for _, block in blocks[:-1]:
+            assert block.endswith(b"\n") and block.count(b'"') % 2 == 0
+
+
+def test_block_reader_matches_one_piece_read_with_quotes_and_blank_lines(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(_tricky_csv(20_000).encode())
+    _frames_equal_whole_read(path, chunk_rows=100)
+
+
+def test_block_reader_reparses_text_with_leading_spaces(tmp_path):
+    # the fast parse skips skipinitialspace; a block whose text starts with a space is parsed again
+    rows = [f"{i}, {'red' if i % 2 else 'blue'}, {i % 3}" if i > 15_000 else f"{i},{'red' if i % 2 else 'blue'},{i % 3}"
+            for i in range(20_000)]
+    rows[18_000] = '18000, "a, b", 0'  # a space before a quote: the fast parse fails this block
+    path = tmp_path / "s.csv"
+    path.write_text("id,colour,label\n" + "\n".join(rows) + "\n")
+    _frames_equal_whole_read(path, chunk_rows=100)
+    assert set(read_table(path)["colour"]) == {"red", "blue", "a, b"}
+
+
+def test_block_reader_latin1(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_bytes(("x,ville,label\n" + "".join(f"{i},{'Orléans' if i % 2 else 'Besançon'},{i % 2}\n" for i in range(30_000))).encode("latin-1"))
+    frames = list(iter_table(path, encoding="latin-1", chunk_rows=100))
+    assert len(frames) > 3
+    assert set(pd.concat(frames)["ville"]) == {"Orléans", "Besançon"}
+
+
+def _big_rows(n: int) -> list[str]:
+    return [f"{i},{i * 0.5},{i % 2}" for i in range(n)]
+
+
+@pytest.mark.parametrize("line", [5, 40_000])
+def test_long_row_in_a_later_block_names_its_file_line(tmp_path, line):
+    rows = _big_rows(50_000)
+    rows[line - 2] += ",9"  # file line `line` (the header is line 1)
+    path = tmp_path / "long.csv"
+    path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(NnclfError) as e:
+        list(iter_table(path, chunk_rows=1000))
+    assert str(e.value) == f"{path}, line {line}: expected 3 fields like the header, saw 4"
+
+
+def test_short_row_in_a_later_block_names_its_file_line(tmp_path):
+    rows = _big_rows(50_000)
+    rows[30_000] = "1,2"  # file line 30,002; blank lines before it still count as lines
+    rows.insert(100, "")
+    rows.insert(20_000, "")
+    path = tmp_path / "short.csv"
+    path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(NnclfError) as e:
+        list(iter_table(path, chunk_rows=1000))
+    assert str(e.value) == f"{path}, line 30004: expected 3 fields like the header, saw 2"
+
+
+def test_undecodable_bytes_in_a_later_block_name_the_line(tmp_path):
+    rows = [r.encode() for r in _big_rows(50_000)]
+    rows[45_000] = b"1,\xff\xfe,0"  # file line 45,002
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"a,b,label\n" + b"\n".join(rows) + b"\n")
+    with pytest.raises(NnclfError) as e:
+        list(iter_table(path, chunk_rows=1000))
+    assert str(e.value).startswith(f"{path}, line 45002: bytes that are not valid utf-8")
+
+
+def test_stopping_early_leaves_no_parse_threads(tmp_path):
+    import threading
+
+    path = tmp_path / "b.csv"
+    path.write_text("a,b,label\n" + "\n".join(_big_rows(100_000)) + "\n")
+    frames = iter_table(path, chunk_rows=1000)
+    next(frames)
+    frames.close()  # e.g. predict failing on the first chunk
+    assert not [t for t in threading.enumerate() if t.name.startswith("nnclf-csv")]
