@@ -169,18 +169,23 @@ class Adam(Optimizer):
     hyper = {"beta1": (0.9, "unit"), "beta2": (0.999, "unit"), "eps": (1e-8, "positive")}
     state_names = ("m", "v")
 
+    def __init__(self, n_params, dtype="float32", weight_mask=None, **hyper):
+        super().__init__(n_params, dtype, weight_mask, **hyper)
+        dt = self.dtype.type  # the step's constant factors as array scalars, made once (~2 us a step)
+        self._factors = (dt(1.0 - self.beta1), dt(self.beta1), dt(1.0 - self.beta2), dt(self.beta2))
+
     def _step(self, x, g, lr):
         m, v, tmp, dt = self.m, self.v, self._scratch, self.dtype.type
-        b1, b2 = self.beta1, self.beta2
-        np.multiply(g, dt(1.0 - b1), out=tmp)
-        m *= dt(b1)
+        one_minus_b1, b1, one_minus_b2, b2 = self._factors
+        np.multiply(g, one_minus_b1, out=tmp)
+        m *= b1
         m += tmp
         np.multiply(g, g, out=tmp)
-        tmp *= dt(1.0 - b2)
-        v *= dt(b2)
+        tmp *= one_minus_b2
+        v *= b2
         v += tmp
-        root_c2 = math.sqrt(1.0 - b2**self.t)
-        lr_t = lr * root_c2 / (1.0 - b1**self.t)
+        root_c2 = math.sqrt(1.0 - self.beta2**self.t)
+        lr_t = lr * root_c2 / (1.0 - self.beta1**self.t)
         np.sqrt(v, out=tmp)
         tmp += dt(self.eps * root_c2)
         np.divide(m, tmp, out=tmp)
