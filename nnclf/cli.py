@@ -167,7 +167,7 @@ def predict(
     data: Path = typer.Argument(..., help="CSV with the feature columns (extra columns are ignored)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
-    chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="Rows read and predicted at a time."),
+    chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="At most about this many rows read and predicted at a time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ):
     """Predict labels and class probabilities for every row of DATA."""
