@@ -117,3 +117,36 @@ def test_stopping_early_leaves_no_parse_threads(tmp_path):
     next(frames)
     frames.close()  # e.g. predict failing on the first chunk
     assert not [t for t in threading.enumerate() if t.name.startswith("nnclf-csv")]
+
+
+@pytest.mark.parametrize("line", [2, 3, 40_000])
+@pytest.mark.parametrize("threads", [True, False])
+def test_a_record_longer_than_the_header_is_an_error_wherever_it_is(tmp_path, line, threads):
+    # pandas alone takes a long first record as a sign that the first column is an index and
+    # shifts every column by one, silently; as the first record of any block that would hit
+    # whole blocks of a file, so this is checked for the file's first row and every block's
+    rows = _big_rows(50_000)
+    rows[line - 2] += ","  # a trailing delimiter: one empty field too many
+    path = tmp_path / "long.csv"
+    path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(NnclfError) as e:
+        if threads:
+            list(iter_table(path, chunk_rows=1000))
+        else:
+            read_table(path)
+    assert str(e.value) == f"{path}, line {line}: expected 3 fields like the header, saw 4"
+
+
+def test_a_long_first_record_of_a_later_block_is_an_error(tmp_path):
+    rows = _big_rows(50_000)
+    path = tmp_path / "b.csv"
+    path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    starts = [offset for offset, _ in _record_blocks(open(path, "rb"), 1 << 16)]
+    assert len(starts) > 5
+    text = path.read_bytes()
+    line = text.count(b"\n", 0, starts[3]) + 1  # the first line of the fourth block
+    rows[line - 2] += ",7"
+    path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(NnclfError) as e:
+        list(iter_table(path, chunk_rows=1))  # 64 KB blocks, as cut above
+    assert str(e.value) == f"{path}, line {line}: expected 3 fields like the header, saw 4"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import DATA, merged, write_config
@@ -135,10 +135,16 @@ def test_best_checkpoint_holds_the_best_epochs_weights(cli, tmp_path):
     best_epoch = int(np.argmin(losses)) + 1
     summary = json.loads((run / "summary.json").read_text())
     assert summary["best_epoch"] == best_epoch
-    # the best weights reproduce the best epoch's validation loss
-    model = TrainedModel.load(run / "checkpoints" / "best.npz")
     _, meta, _ = load_checkpoint(run / "checkpoints" / "best.npz")
     assert meta["trainer"]["epoch"] == best_epoch
+    # the best weights reproduce the best epoch's validation loss, on the rows splits.npz names
+    model = TrainedModel.load(run / "checkpoints" / "best.npz")
+    val_rows = np.load(run / "splits.npz")["val"]
+    frame = pd.read_csv(DATA / "iris.csv").iloc[val_rows]
+    logits = model.net.logits(model.features(frame, "iris.csv", lambda m: None))
+    val_loss = model.loss.forward(logits, model.labels.encode(frame["species"]))
+    assert val_loss == pytest.approx(losses[best_epoch - 1], rel=1e-5)
+    assert val_loss < max(losses)  # a different epoch's weights would not give it
     if summary["stopped_early"]:
         assert len(rows) == best_epoch + 3
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -156,7 +155,7 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
     train = split_of(frame_positions)
     val = split_of(val_pos) if val_pos is not None else _separate(data.val, data, pre, labels, dtype, warn)
     test = split_of(test_pos) if test_pos is not None else _separate(data.test, data, pre, labels, dtype, warn)
-    del x_all
+    x_all = None  # the splits are copies: free the whole-file matrix now
     files = {role: fingerprint(path) for role, path in (("train", data.train), ("val", data.val), ("test", data.test)) if path}
     return Prepared(pre, labels, train, val, test, {"missing_label_rows": dropped}, files)
 

@@ -151,7 +151,6 @@ def iter_table(
     encodings whose bytes cannot be cut at newlines (UTF-16/32), one reader parses the file in
     this thread, chunk after chunk.
     """
-    import pandas as pd
 
     path = Path(path)
     check_file(path)
@@ -192,9 +191,12 @@ def _iter_stream(path: Path, encoding: str, names: list[str], kwargs: dict, chun
         frames = [_read(pd, path, encoding, kwargs)]
     else:
         frames = _read(pd, path, encoding, {**kwargs, "chunksize": chunk_rows})
-    scanned = False
+    scanned, first = False, True
     try:
         for frame in frames:
+            if first:
+                _reject_long_first_record(path, _open_text_head(path, encoding), kwargs["sep"], len(names), 0, skip=1)
+                first = False
             frame.columns = [str(c).strip() for c in frame.columns]
             # pandas pads a short row with missing values, so only a gap in the last column can
             # mean one; then (once per file) the raw lines are scanned to tell it from an empty cell
@@ -265,6 +267,8 @@ def _iter_blocks(path: Path, encoding: str, names: list[str], kwargs: dict, spli
                     raise _decode_error(path, encoding, error)
                 if error is not None:
                     raise _parser_error(path, error, line_offset=_newlines_before(path, offset))
+                _reject_long_first_record(path, block[: 1 << 16].decode(encoding, errors="replace"), sep, n_fields,
+                                          lambda: _newlines_before(path, offset))
                 if _last_column_has_gaps(frame):
                     short = _short_row_in(block, sep, n_fields)
                     if short is not None:
@@ -277,6 +281,32 @@ def _iter_blocks(path: Path, encoding: str, names: list[str], kwargs: dict, spli
         for *_, future in pending:
             future.cancel()
         pool.shutdown(wait=True)
+
+
+def _reject_long_first_record(path: Path, text: str, sep: str, n_fields: int, lines_before, skip: int = 0) -> None:
+    """An error when the first record of ``text`` (after ``skip`` records) has more fields than the
+    header: pandas would quietly take the extra leading fields as an index and shift every column
+    of the chunk (a trailing delimiter does that too). ``lines_before``: file lines before
+    ``text``, or a function giving them (called only for the error)."""
+    line, fields = _first_record(text, sep, skip)
+    if fields > n_fields:
+        line += lines_before() if callable(lines_before) else lines_before
+        hint = "; is the first line a title or a comment instead of the header?" if n_fields == 1 else ""
+        raise NnclfError(f"{path}, line {line}: expected {n_fields} fields like the header, saw {fields}{hint}")
+
+
+def _first_record(text: str, sep: str, skip: int = 0) -> tuple[int, int]:
+    """(line where it starts, 1-based; fields) of the first non-blank record of ``text`` after
+    ``skip`` non-blank records."""
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter=sep, skipinitialspace=True)
+    start = 1
+    for row in reader:
+        if row and skip == 0:
+            return start, len(row)
+        if row:
+            skip -= 1
+        start = reader.line_num + 1
+    return start, 0
 
 
 def _text_starts_with_space(pd, frame) -> bool:
