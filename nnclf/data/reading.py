@@ -298,7 +298,8 @@ def _reject_long_first_record(path: Path, text: str, sep: str, n_fields: int, li
 def _first_record(text: str, sep: str, skip: int = 0) -> tuple[int, int]:
     """(line where it starts, 1-based; fields) of the first non-blank record of ``text`` after
     ``skip`` non-blank records."""
-    reader = csv.reader(io.StringIO(text, newline=None), delimiter=sep, skipinitialspace=True)
+    # NUL bytes: no delimiter, so they change no count; Python 3.10's csv module refuses them
+    reader = csv.reader(io.StringIO(text.replace("\x00", ""), newline=None), delimiter=sep, skipinitialspace=True)
     start = 1
     for row in reader:
         if row and skip == 0:
