@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nnclf.data.reading import _record_blocks, iter_table, read_table
+from nnclf.data.reading import _record_blocks, _record_end, iter_table, read_table
 from nnclf.errors import NnclfError
 
 
@@ -26,9 +26,9 @@ def _tricky_csv(rows: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _frames_equal_whole_read(path, chunk_rows, **read_kwargs):
+def _frames_equal_whole_read(path, chunk_rows, min_frames=4, **read_kwargs):
     frames = list(iter_table(path, chunk_rows=chunk_rows))
-    assert len(frames) > 3  # really cut into blocks
+    assert len(frames) >= min_frames  # really cut into blocks
     got = pd.concat(frames)
     want = pd.read_csv(path, skipinitialspace=True, **read_kwargs)
     pd.testing.assert_frame_equal(got, want, check_dtype=False, check_index_type=False)
@@ -44,6 +44,14 @@ def test_blocks_end_at_record_boundaries_outside_quotes():
         assert [offset for offset, _ in blocks] == list(np.cumsum([0] + [len(b) for _, b in blocks[:-1]]))
         for _, block in blocks[:-1]:
             assert block.endswith(b"\n") and block.count(b'"') % 2 == 0
+
+
+def test_record_end_is_the_last_newline_outside_quotes():
+    data = b'a,"x\ny"\nb,""""\nd,"e\nf\ng'
+    last = data.rfind(b"\n")
+    assert _record_end(data, last) == data.index(b"\nd")  # the two newlines after it are quoted
+    assert _record_end(b"1,2\n3,4\n", 7) == 7
+    assert _record_end(b'"a\nb\nc', 4) == -1  # no record ends in a block inside one field
 
 
 def test_block_reader_matches_one_piece_read_with_quotes_and_blank_lines(tmp_path):
@@ -150,3 +158,13 @@ def test_a_long_first_record_of_a_later_block_is_an_error(tmp_path):
     with pytest.raises(NnclfError) as e:
         list(iter_table(path, chunk_rows=1))  # 64 KB blocks, as cut above
     assert str(e.value) == f"{path}, line {line}: expected 3 fields like the header, saw 4"
+
+
+def test_a_quoted_field_longer_than_a_block(tmp_path):
+    # one record holds 20,000 quoted lines (~200 KB, several 64 KB blocks): no cut inside it
+    long_text = '"' + "\n".join(f"line {i}, with a comma" for i in range(20_000)) + '"'
+    rows = [f"{i},{long_text if i == 700 else 'short'},{i % 2}" for i in range(30_000)]
+    path = tmp_path / "q.csv"
+    path.write_text("id,text,label\n" + "\n".join(rows) + "\n")
+    _frames_equal_whole_read(path, chunk_rows=100, min_frames=3)
+    assert read_table(path)["text"].str.count("\n").max() == 19_999

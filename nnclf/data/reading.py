@@ -344,10 +344,10 @@ _CUTTABLE = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "iso8859-15", "cp1250",
 
 
 def _data_start(path: Path, encoding: str) -> tuple[int, int] | None:
-    """(byte offset of the first data record, mean bytes per line)
-    when the file can be cut into blocks at newlines: uncompressed, in an encoding where a
-    newline byte is always a newline, with LF or CRLF line ends and a header on its first line.
-    None otherwise (the caller then parses it as one stream)."""
+    """(byte offset of the first data record, mean bytes per line) when the file can be cut
+    into blocks at newlines: uncompressed, in an encoding where a newline byte is always a
+    newline, with LF or CRLF line ends and the header on its first line. None otherwise (the
+    caller then parses it as one stream)."""
     from pandas.io.common import infer_compression
 
     if codecs.lookup(encoding).name not in _CUTTABLE or infer_compression(str(path), "infer") is not None:
@@ -367,11 +367,14 @@ def _data_start(path: Path, encoding: str) -> tuple[int, int] | None:
 
 def _record_end(data: bytes, cut: int) -> int:
     """The last newline at or before ``cut`` that is outside quotes (quotes before it come in
-    pairs: an escaped quote is written twice), or -1."""
+    pairs: an escaped quote is written twice), or -1. ``data`` starts outside quotes."""
     if b'"' not in data:
         return cut
-    while cut >= 0 and data.count(b'"', 0, cut) % 2:
-        cut = data.rfind(b"\n", 0, cut)
+    quotes = data.count(b'"', 0, cut)
+    while cut >= 0 and quotes % 2:  # inside a quoted field: step back a line, uncounting its quotes
+        previous = data.rfind(b"\n", 0, cut)
+        quotes -= data.count(b'"', max(previous, 0), cut)
+        cut = previous
     return cut
 
 
