@@ -9,6 +9,7 @@ an output file.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
@@ -176,6 +177,15 @@ def train_and_use(folder: Path, n_rows: int, n_classes: int) -> None:
     else:  # e.g. a value beyond float32 once scaled: a clear error, and no file
         check_failure(r)
         assert not (folder / "p.csv").exists()
+    # predict cuts a plain file into blocks parsed by threads, and reads a compressed one as one
+    # stream: both readers must give the same predictions, or the same error
+    (folder / "d.csv.gz").write_bytes(gzip.compress((folder / "d.csv").read_bytes()))
+    r_stream = run_cli(["predict", run, "d.csv.gz", "-o", "p_stream.csv"], folder)
+    assert r_stream.exit_code == r.exit_code, (r.stderr, r_stream.stderr)
+    if r.exit_code == 0:
+        assert (folder / "p_stream.csv").read_bytes() == (folder / "p.csv").read_bytes()
+    else:
+        assert check_failure(r_stream).replace("d.csv.gz", "d.csv") == check_failure(r)
     if summary["rows"]["test"]:
         r = run_cli(["evaluate", run, "--json"], folder)
         if r.exit_code == 0:
