@@ -91,6 +91,10 @@ def test_short_row_found_across_read_blocks(tmp_path):
     (tmp_path / "s.csv").write_text(text, newline="")
     for block in (3, 7, 64, 1 << 20):
         assert find_short_row(tmp_path / "s.csv", ",", 3, "utf-8", block_size=block) == (53, 2)
+    # declared utf-8-sig (the BOM is not part of the delimiter's byte): found too, was missed
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert find_short_row(tmp_path / "bom.csv", ",", 3, "utf-8-sig") == (53, 2)
+    assert find_short_row(tmp_path / "bom.csv", ",", 3, "utf-16") is None  # not scanned
     quoted = 'a,b,c\n"x\ny",2,3\n'  # a quoted newline is not a short row
     (tmp_path / "q.csv").write_text(quoted)
     assert find_short_row(tmp_path / "q.csv", ",", 3, "utf-8") is None

@@ -431,7 +431,11 @@ def find_short_row(path: Path, sep: str, n_fields: int, encoding: str, block_siz
     """
     from pandas.io.common import get_handle
 
-    if len(sep.encode(encoding)) != 1 or codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+    codec = codecs.lookup(encoding).name.replace("utf-8-sig", "utf-8")  # ("utf-8-sig" encodes a BOM first)
+    try:
+        if sep.encode(codec) != sep.encode("ascii") or "\n".encode(codec) != b"\n":
+            return None  # the delimiter or newline is not its ASCII byte (UTF-16/32, EBCDIC, ...)
+    except UnicodeError:
         return None
     lines_done = 0
     carry = b""
