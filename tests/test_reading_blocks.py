@@ -168,3 +168,33 @@ def test_a_quoted_field_longer_than_a_block(tmp_path):
     path.write_text("id,text,label\n" + "\n".join(rows) + "\n")
     _frames_equal_whole_read(path, chunk_rows=100, min_frames=3)
     assert read_table(path)["text"].str.count("\n").max() == 19_999
+
+
+def test_chunked_table_columns_equal_the_joined_frame(tmp_path, monkeypatch):
+    # chunks that disagree on a column's type: ints then floats with gaps, numbers then text,
+    # an all-missing stretch, booleans then blanks
+    n = 30_000
+    rows = []
+    for i in range(n):
+        late = i > 20_000
+        rows.append(",".join([
+            str(i) if not late else ("" if i % 3 else f"{i}.5"),
+            str(i % 7) if not late else "seven",
+            "" if 10_000 < i < 15_000 else str(i % 2),
+            "true" if i % 2 and not late else ("" if late else "false"),
+            "xy"[i % 2],
+        ]))
+    path = tmp_path / "mixed.csv"
+    path.write_text("n,code,gap,flag,label\n" + "\n".join(rows) + "\n")
+    from nnclf.data import reading
+
+    monkeypatch.setattr(reading, "MAX_BLOCK_BYTES", 1 << 16)  # chunks of ~3,000 rows
+    table = reading.read_chunks(path)
+    assert len(table.chunks) > 3 and len(table) == n
+    joined = read_table(path)
+    assert table.columns == list(joined.columns)
+    for name in table.columns:
+        pd.testing.assert_series_equal(table[name], joined[name], check_index_type=False)
+    np.testing.assert_array_equal(table.index.to_numpy(), joined.index.to_numpy())
+    keep = np.arange(n) % 5 != 0
+    pd.testing.assert_series_equal(table.rows(keep)["n"], joined[keep]["n"], check_index_type=False)

@@ -11,7 +11,7 @@ from ..errors import NnclfError
 from ..registry import did_you_mean
 from .labels import Labels
 from .preprocess import Preprocessor
-from .reading import fingerprint, read_table
+from .reading import ChunkedTable, fingerprint, read_chunks, read_table
 
 Warn = Callable[[str], None]
 
@@ -97,18 +97,20 @@ def _read(path: str, data):
 
 
 def _drop_missing_labels(frame, target: str, source: str, warn: Warn) -> tuple[Any, int]:
-    missing = frame[target].isna()
+    """``frame`` (a DataFrame or a ChunkedTable) without the rows whose label is missing."""
+    missing = frame[target].isna().to_numpy()
     if missing.any():
-        n = int(missing.sum())
-        warn(f"{source}: {n} row(s) with a missing '{target}' label dropped")
-        frame = frame[~missing.to_numpy()]
+        warn(f"{source}: {int(missing.sum())} row(s) with a missing '{target}' label dropped")
+        frame = frame.rows(~missing) if isinstance(frame, ChunkedTable) else frame[~missing]
     return frame, int(missing.sum())
 
 
 def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None) -> Prepared:
     """Read the training (and optional val/test) CSVs, split, fit on train, transform all."""
     source = data.train
-    frame = _read(source, data)
+    # the training file stays in the chunks it was read in (ChunkedTable): fitting and
+    # transforming take one joined column at a time, so the parsed data is held once
+    frame = read_chunks(source, encoding=data.encoding, delimiter=data.delimiter)
     features = select_features(list(frame.columns), data, source)
     frame, dropped = _drop_missing_labels(frame, data.target, source, warn)
     if len(frame) < 2:

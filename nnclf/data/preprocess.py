@@ -109,7 +109,7 @@ class Preprocessor:
         import pandas as pd
 
         layout = self._numeric_layout()
-        if not layout:
+        if not layout or not hasattr(frame, "iloc"):  # a ChunkedTable (training data): column by column
             return {}
         dtypes = frame.dtypes
         as_numbers = lambda dtype: pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)  # noqa: E731

@@ -109,30 +109,99 @@ def is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
 
 
-READ_CHUNK_ROWS = 65_536
-# the most text one parse thread takes at a time: on 2 cores, 8 MB blocks predicted 200,000 x 100
-# rows in 1.7 s and 280 MB, 2 MB blocks in 2.2 s and 165 MB, 32 MB blocks in 1.7 s and 485 MB
+READ_CHUNK_ROWS = 65_536  # when the file's head cannot tell how long its lines are
+# the most text parsed at a time (by one parse thread, or per chunk of the single reader): on 2
+# cores, 8 MB blocks predicted 200,000 x 100 rows in 1.7 s and 280 MB, 2 MB blocks in 2.2 s and
+# 165 MB, 32 MB blocks in 1.7 s and 485 MB
 MAX_BLOCK_BYTES = 8 << 20
 
 
 def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None):
     """The whole table as a pandas DataFrame with the header's column names.
 
-    A CSV is parsed in chunks and concatenated: pandas' tokenizer holds about the file's size
-    in buffers while it parses, so one-piece parsing peaks near 2.5x the file size, chunks
-    near the size of the result (measured: 391 MB vs 245 MB for a 155 MB CSV, same speed).
+    A CSV is parsed in chunks of about ``MAX_BLOCK_BYTES`` of text and concatenated: pandas'
+    tokenizer holds a few times the text it parses in buffers, so one-piece parsing peaks near
+    2.5x the file size (measured: 391 MB vs 245 MB in 65,536-row chunks for a 155 MB CSV).
     It is parsed in this thread: parse threads cut the time (0.73 -> 0.48 s for that file)
     but raised the peak by ~40 MB, which their malloc arenas keep after parsing; joining the
     chunks column by column instead of ``pd.concat`` raised it by ~20 MB (heap fragments).
+    Training data is not joined at all (``read_chunks``).
     """
     import pandas as pd
 
-    frames = list(iter_table(path, encoding, delimiter, chunk_rows=READ_CHUNK_ROWS, threads=False))
+    frames = list(iter_table(path, encoding, delimiter, chunk_rows=_chunk_rows(path, encoding), threads=False))
     if len(frames) == 1:
         return frames[0]
     frame = pd.concat(frames)
     frames.clear()
     return frame
+
+
+def read_chunks(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None) -> "ChunkedTable":
+    """The whole table as chunks of about ``MAX_BLOCK_BYTES`` of text, not joined (see
+    ``ChunkedTable``)."""
+    return ChunkedTable(list(iter_table(path, encoding, delimiter, chunk_rows=_chunk_rows(path, encoding), threads=False)))
+
+
+def _chunk_rows(path: str | Path, encoding: str) -> int:
+    """Rows in about ``MAX_BLOCK_BYTES`` of the file's text, by the mean line length of its head:
+    the tokenizer's buffers while parsing a chunk are a few times the chunk's text."""
+    try:
+        head = _open_text_head(Path(path), encoding)
+    except (OSError, UnicodeError, NnclfError):
+        return READ_CHUNK_ROWS  # the reader reports the problem
+    line = max(1, len(head) // max(1, head.count("\n")))
+    return max(1024, MAX_BLOCK_BYTES // line)
+
+
+class ChunkedTable:
+    """A table kept as the chunks it was read in, standing in for ``pd.concat(chunks)`` where
+    whole columns are all that is needed (fitting and transforming training data): the chunks
+    are never joined whole, so the parsed data is held once instead of twice at the peak.
+
+    ``table[name]`` joins one column, indexed by file row like every chunk, with the dtype the
+    joined DataFrame would give it (Series and DataFrame concatenation share their dtype rules;
+    ``tests/test_reading_blocks.py`` checks mixed chunks).
+    """
+
+    def __init__(self, chunks: list):
+        self.chunks = chunks
+        self._index = None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.chunks[0].columns)
+
+    def __len__(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
+
+    def __getitem__(self, name: str):
+        import numpy as np
+        import pandas as pd
+
+        if len(self.chunks) == 1:
+            return self.chunks[0][name]
+        parts = [chunk[name] for chunk in self.chunks]
+        dtype = parts[0].dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "biuf" and all(part.dtype == dtype for part in parts):
+            # one NumPy dtype throughout: what pd.concat gives, without its per-call index work
+            return pd.Series(np.concatenate([part.to_numpy() for part in parts]), index=self.index, name=name, copy=False)
+        return pd.concat(parts)
+
+    @property
+    def index(self):
+        if self._index is None:
+            self._index = self.chunks[0].index.append([chunk.index for chunk in self.chunks[1:]])
+        return self._index
+
+    def rows(self, keep) -> "ChunkedTable":
+        """The rows where the boolean array ``keep`` (one entry per row of the table) is true."""
+        kept, start = [], 0
+        for chunk in self.chunks:
+            part = keep[start : start + len(chunk)]
+            start += len(chunk)
+            kept.append(chunk if part.all() else chunk[part])
+        return ChunkedTable(kept)
 
 
 def iter_table(
