@@ -312,6 +312,14 @@ class _StrictLoader(yaml.SafeLoader):
                     continue
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_set(self, node):
+        # a set has no order (and strings hash differently in every process): as model.hidden
+        # or data.features it would make the network or the feature order a matter of chance
+        raise yaml.constructor.ConstructorError(None, None, "a YAML set (!!set) has no order; write a list like [a, b]", node.start_mark)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:set", _StrictLoader.construct_yaml_set)
+
 
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
@@ -353,7 +361,7 @@ def apply_override(raw: dict, item: str) -> None:
     if not sep or not key:
         raise NnclfError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml.load(text, Loader=_StrictLoader) if text.strip() else None  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError, ValueError):
         raise NnclfError(f"--set {_shown(key)[1:-1]}: cannot parse value {_shown(text)} as YAML") from None
     parts = key.split(".")

@@ -51,6 +51,15 @@ def test_invalid_yaml_names_its_line(cli, tmp_path):
            "c.yaml, line 4, column 9: invalid YAML: expected ',' or ']', but got ':'")
 
 
+def test_a_yaml_set_is_an_error_not_an_order_of_chance(cli, tmp_path):
+    # {4, 8} as a set iterates as 8, 4: the network would silently be 8-4 instead of 4-8
+    _fails(cli, tmp_path, "data: {train: d.csv, target: label}\nmodel: {hidden: !!set {4, 8}}\n",
+           "c.yaml, line 2, column 17: invalid YAML: a YAML set (!!set) has no order; write a list like [a, b]")
+    write_config(tmp_path, "data: {train: d.csv, target: label}\n", "c.yaml")
+    r = cli(["config", "c.yaml", "--set", "model.hidden=!!set {4, 8}"])
+    assert r.exit_code == 1 and "--set model.hidden: cannot parse value" in r.stderr
+
+
 def test_a_key_written_twice_is_an_error_not_silently_the_last(cli, tmp_path):
     text = "data: {train: d.csv, target: label}\ntraining:\n  epochs: 3\nmodel: {hidden: [4]}\ntraining:\n  batch_size: 8\n"
     _fails(cli, tmp_path, text, "c.yaml, line 5, column 1: invalid YAML: key 'training' appears twice (lines 2 and 5)")
