@@ -1,0 +1,169 @@
+"""A tried-and-dropped idea, kept so its numbers can be rerun: data-parallel training steps in
+two Python threads, against nnclf's Trainer and the GEMM-only ceiling, interleaved.
+
+    python benchmarks/data_parallel_prototype.py --rows 100000 --batch 512 --rounds 5
+
+Each step, the main thread and one worker thread each run forward, loss and backward on half
+of the batch with a one-thread BLAS (NumPy releases the GIL in GEMMs and large ufuncs), into
+their own buffers and gradient vectors that share one parameter vector. The gradients are
+summed and Adam is applied, either by the main thread ("dp") or split over the two halves of
+the parameter vector in both threads ("dp, split Adam"). Handoffs are raw ``threading.Lock``
+releases, the cheapest CPython offers (~45 us a round trip on the 2-core VM of RESULTS.md).
+Prints medians and each contestant's fraction of the two-thread GEMM ceiling (paired per round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench import gemm_ceiling, wide_data  # noqa: E402
+from nnclf.engine.losses import CrossEntropy  # noqa: E402
+from nnclf.engine.network import MLP  # noqa: E402
+from nnclf.engine.optimizers import Adam  # noqa: E402
+from nnclf.engine.schedules import SCHEDULES  # noqa: E402
+from nnclf.trainer import Trainer  # noqa: E402
+
+SIZES = [100, 256, 256, 10]
+
+
+def sharing_params(net: MLP) -> MLP:
+    """A second MLP with its own buffers and gradients whose weights are views of ``net.params``."""
+    other = MLP(net.sizes, net.activation_name)
+    shapes = list(zip(other.sizes[:-1], other.sizes[1:]))
+    other.params = net.params
+    other.weights, other.biases, other._weight_spans = other._views(other.params, shapes)
+    other._wb = [other.params[a : b + n_out].reshape(-1, n_out) for (a, b), (_, n_out) in zip(other._weight_spans, shapes)]
+    other._wt = [w.T for w in other.weights]
+    return other
+
+
+class Worker:
+    """One thread running submitted jobs; submit/wait hand off through two raw locks."""
+
+    def __init__(self):
+        self.go, self.done = threading.Lock(), threading.Lock()
+        self.go.acquire()
+        self.done.acquire()
+        self.job = self.result = None
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            self.result = self.job()
+            self.done.release()
+
+    def submit(self, job):
+        self.job = job
+        self.go.release()
+
+    def wait(self):
+        self.done.acquire()
+        return self.result
+
+
+def adam_on(opt: Adam, x, g, lr: float, part: slice) -> None:
+    """``Adam._step`` on one slice of the parameter vector (``opt.t`` already advanced)."""
+    m, v, tmp = opt.m_scaled[part], opt.v_scaled[part], opt._scratch[part]
+    x, g, dt = x[part], g[part], opt.dtype.type
+    m *= opt._b1
+    m += g
+    v *= opt._b2
+    np.multiply(g, g, out=tmp)
+    v += tmp
+    b1, b2, t = opt.beta1, opt.beta2, opt.t
+    root_c2, root_1_b2 = math.sqrt(1.0 - b2**t), math.sqrt(1.0 - b2)
+    np.sqrt(v, out=tmp)
+    tmp += dt(opt.eps * root_c2 / root_1_b2)
+    np.divide(m, tmp, out=tmp)
+    tmp *= dt(-lr * (1.0 - b1) * root_c2 / ((1.0 - b1**t) * root_1_b2))
+    x += tmp
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args(argv)
+    x, y, _ = wide_data(args.rows)
+    n, batch, worker = len(y), args.batch, Worker()
+
+    def trainer_epoch():
+        rng = np.random.default_rng(0)
+        net = MLP(SIZES, "relu")
+        net.initialize("auto", rng)
+        trainer = Trainer(net, CrossEntropy(10), Adam(net.params.size, net.dtype), SCHEDULES.get("constant")(1e-3, 1),
+                          epochs=1, batch_size=batch, rng=rng, monitor="train_loss")
+        t = time.perf_counter()
+        trainer.fit(x, y)
+        return time.perf_counter() - t
+
+    def dp_epoch(split_adam: bool):
+        rng = np.random.default_rng(0)
+        net = MLP(SIZES, "relu")
+        net.initialize("auto", rng)
+        other, losses, opt = sharing_params(net), (CrossEntropy(10), CrossEntropy(10)), Adam(net.params.size, net.dtype)
+        halves = (slice(0, net.params.size // 2), slice(net.params.size // 2, net.params.size))
+        xb, yb = np.empty((batch, x.shape[1]), np.float32), np.empty(batch, np.int64)
+
+        def half(mlp, loss, xs, ys, share):
+            delta = mlp.output_delta_buffer(len(ys))
+            value = loss.forward_backward(mlp.forward(xs), ys, delta)
+            delta *= np.float32(share)  # each half's mean, weighted to the whole batch's mean
+            mlp.backward(delta)
+            return value, int(np.count_nonzero(loss.last_classes == ys))
+
+        def reduce_and_step(part):
+            g = net.grads[part]
+            g += other.grads[part]
+            adam_on(opt, net.params, net.grads, 1e-3, part)
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            t = time.perf_counter()
+            perm = rng.permutation(n)
+            for lo in range(0, n, batch):
+                idx = perm[lo : lo + batch]
+                size, h = len(idx), len(idx) // 2
+                xs, ys = x.take(idx, axis=0, out=xb[:size], mode="clip"), y.take(idx, out=yb[:size], mode="clip")
+                worker.submit(lambda: half(other, losses[1], xs[h:], ys[h:], (size - h) / size))
+                half(net, losses[0], xs[:h], ys[:h], h / size)
+                worker.wait()
+                opt.t += 1
+                if split_adam:
+                    worker.submit(lambda: reduce_and_step(halves[1]))
+                    reduce_and_step(halves[0])
+                    worker.wait()
+                else:
+                    reduce_and_step(slice(None))
+            return time.perf_counter() - t
+
+    contestants = {"nnclf Trainer": trainer_epoch, "dp": lambda: dp_epoch(False), "dp, split Adam": lambda: dp_epoch(True),
+                   "GEMM-only ceiling": gemm_ceiling(n, SIZES, batch)}
+    samples = {name: [] for name in contestants}
+    for run in contestants.values():
+        run()  # warm-up
+    names = list(contestants)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            samples[name].append(contestants[name]())
+    ceiling = samples["GEMM-only ceiling"]
+    print(f"wide {n}x100, batch {batch}, {args.rounds} rounds (s/epoch; fraction of the 2-thread GEMM ceiling, paired)")
+    for name, times in samples.items():
+        fraction = statistics.median(c / s for c, s in zip(ceiling, times))
+        print(f"  {name:18s} {statistics.median(times) * 1e3:8.1f} ms  {fraction:5.0%}")
+
+
+if __name__ == "__main__":
+    main()
