@@ -6,8 +6,8 @@ two Python threads, against nnclf's Trainer and the GEMM-only ceiling, interleav
 Each step, the main thread and one worker thread each run forward, loss and backward on half
 of the batch with a one-thread BLAS (NumPy releases the GIL in GEMMs and large ufuncs), into
 their own buffers and gradient vectors that share one parameter vector. The gradients are
-summed and Adam is applied, either by the main thread ("dp") or split over the two halves of
-the parameter vector in both threads ("dp, split Adam"). Handoffs are raw ``threading.Lock``
+summed and Adam is applied to each half of the parameter vector, both halves by the main thread
+("dp") or one half in each thread ("dp, split Adam"). Handoffs are raw ``threading.Lock``
 releases, the cheapest CPython offers (~45 us a round trip on the 2-core VM of RESULTS.md).
 Prints medians and each contestant's fraction of the two-thread GEMM ceiling (paired per round).
 """
@@ -15,7 +15,6 @@ Prints medians and each contestant's fraction of the two-thread GEMM ceiling (pa
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import threading
@@ -73,24 +72,6 @@ class Worker:
         return self.result
 
 
-def adam_on(opt: Adam, x, g, lr: float, part: slice) -> None:
-    """``Adam._step`` on one slice of the parameter vector (``opt.t`` already advanced)."""
-    m, v, tmp = opt.m_scaled[part], opt.v_scaled[part], opt._scratch[part]
-    x, g, dt = x[part], g[part], opt.dtype.type
-    m *= opt._b1
-    m += g
-    v *= opt._b2
-    np.multiply(g, g, out=tmp)
-    v += tmp
-    b1, b2, t = opt.beta1, opt.beta2, opt.t
-    root_c2, root_1_b2 = math.sqrt(1.0 - b2**t), math.sqrt(1.0 - b2)
-    np.sqrt(v, out=tmp)
-    tmp += dt(opt.eps * root_c2 / root_1_b2)
-    np.divide(m, tmp, out=tmp)
-    tmp *= dt(-lr * (1.0 - b1) * root_c2 / ((1.0 - b1**t) * root_1_b2))
-    x += tmp
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
@@ -114,8 +95,11 @@ def main(argv=None) -> None:
         rng = np.random.default_rng(0)
         net = MLP(SIZES, "relu")
         net.initialize("auto", rng)
-        other, losses, opt = sharing_params(net), (CrossEntropy(10), CrossEntropy(10)), Adam(net.params.size, net.dtype)
-        halves = (slice(0, net.params.size // 2), slice(net.params.size // 2, net.params.size))
+        other, losses = sharing_params(net), (CrossEntropy(10), CrossEntropy(10))
+        middle = net.params.size // 2
+        # one Adam per half of the parameter vector, stepped together: the same updates as one
+        # Adam over the whole vector (every operation is elementwise), and a half per thread
+        halves = [(slice(0, middle), Adam(middle, net.dtype)), (slice(middle, None), Adam(net.params.size - middle, net.dtype))]
         xb, yb = np.empty((batch, x.shape[1]), np.float32), np.empty(batch, np.int64)
 
         def half(mlp, loss, xs, ys, share):
@@ -125,10 +109,11 @@ def main(argv=None) -> None:
             mlp.backward(delta)
             return value, int(np.count_nonzero(loss.last_classes == ys))
 
-        def reduce_and_step(part):
+        def reduce_and_step(k):
+            part, opt = halves[k]
             g = net.grads[part]
             g += other.grads[part]
-            adam_on(opt, net.params, net.grads, 1e-3, part)
+            opt.step(net.params[part], g, 1e-3)
 
         with threadpool_limits(limits=1, user_api="blas"):
             t = time.perf_counter()
@@ -140,13 +125,13 @@ def main(argv=None) -> None:
                 worker.submit(lambda: half(other, losses[1], xs[h:], ys[h:], (size - h) / size))
                 half(net, losses[0], xs[:h], ys[:h], h / size)
                 worker.wait()
-                opt.t += 1
                 if split_adam:
-                    worker.submit(lambda: reduce_and_step(halves[1]))
-                    reduce_and_step(halves[0])
+                    worker.submit(lambda: reduce_and_step(1))
+                    reduce_and_step(0)
                     worker.wait()
                 else:
-                    reduce_and_step(slice(None))
+                    reduce_and_step(0)
+                    reduce_and_step(1)
             return time.perf_counter() - t
 
     contestants = {"nnclf Trainer": trainer_epoch, "dp": lambda: dp_epoch(False), "dp, split Adam": lambda: dp_epoch(True),
