@@ -198,3 +198,28 @@ def test_chunked_table_columns_equal_the_joined_frame(tmp_path, monkeypatch):
     np.testing.assert_array_equal(table.index.to_numpy(), joined.index.to_numpy())
     keep = np.arange(n) % 5 != 0
     pd.testing.assert_series_equal(table.rows(keep)["n"], joined[keep]["n"], check_index_type=False)
+
+
+def test_a_value_is_one_category_whichever_chunk_it_comes_from(cli, tmp_path, monkeypatch):
+    # 'size' reads as numbers with gaps (floats) in the early chunks and as text once 'XL' shows
+    # up; joined, the column holds Python floats and strings: 3.0 must still be the category '3'
+    from nnclf.data import reading
+    from nnclf.model import TrainedModel
+    from conftest import write_config
+
+    monkeypatch.setattr(reading, "MAX_BLOCK_BYTES", 1 << 14)  # chunks of ~1,000 rows
+    rows = []
+    for i in range(6000):
+        size = "" if i % 10 == 0 else ("XL" if i > 4000 and i % 7 == 0 else str(1 + i % 3))
+        rows.append(f"{i % 11},{size},{'ab'[(i // 3) % 2]}")
+    data = tmp_path / "sizes.csv"
+    data.write_text("x,size,label\n" + "\n".join(rows) + "\n")
+    cfg = write_config(tmp_path, f"data: {{train: {data}, target: label, categorical: [size]}}\nmodel: {{hidden: [4]}}\ntraining: {{epochs: 1}}\n")
+    result = cli(["train", cfg, "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    run = tmp_path / result.stdout.strip()
+    columns = TrainedModel.load(run / "checkpoints" / "best.npz").preprocessor.state["columns"]
+    (size,) = [c for c in columns if c["name"] == "size"]
+    assert sorted(k for k in size["categories"] if k is not None) == ["1", "2", "3", "XL"]
+    predicted = cli(["predict", run, data, "-o", tmp_path / "p.csv"])
+    assert predicted.exit_code == 0 and "never seen" not in predicted.stderr, predicted.stderr

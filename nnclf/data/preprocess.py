@@ -343,20 +343,33 @@ def category_keys(series):
     if pd.api.types.is_bool_dtype(series):
         keys = np.where(series.fillna(False).to_numpy(dtype=bool), "true", "false").astype(object)
     elif pd.api.types.is_float_dtype(series):
-        v = series.to_numpy(dtype=np.float64, na_value=0.0)
-        integral = np.mod(v, 1) == 0
-        keys = np.where(integral, np.where(integral, v, 0).astype(np.int64).astype(str), v.astype(str)).astype(object)
+        keys = _float_keys(series.to_numpy(dtype=np.float64, na_value=0.0))
     else:
         # copy: for pandas' string dtype to_numpy can return the column's own buffer, and
         # the None written below must not land in the caller's DataFrame
         keys = series.astype(str).to_numpy(dtype=object, copy=True)
-        if series.dtype == object:  # True/False with blanks: pandas keeps Python bools in an object column
+        if series.dtype == object:
+            # an object column can mix Python values: bools (True/False with blanks), and floats
+            # where a chunk of the file read as numbers was joined to one that held text; they
+            # get the keys their own dtypes give, so 3.0 is '3' whichever chunk it came from
             raw = series.to_numpy(dtype=object)
-            is_bool = np.fromiter((isinstance(v, (bool, np.bool_)) for v in raw), dtype=bool, count=len(raw))
+            kinds = np.fromiter((1 if isinstance(v, (bool, np.bool_)) else 2 if isinstance(v, (float, np.floating)) else 0 for v in raw),
+                                dtype=np.int8, count=len(raw))
+            is_bool, is_float = kinds == 1, kinds == 2
             if is_bool.any():
                 keys[is_bool] = np.where(raw[is_bool].astype(bool), "true", "false")
+            if is_float.any():
+                keys[is_float] = _float_keys(raw[is_float].astype(np.float64))
     keys[missing] = None
     return keys
+
+
+def _float_keys(values: np.ndarray) -> np.ndarray:
+    """Text keys of floats: '3' for an integral value (exactly representable, |v| < 2^53), else
+    Python's shortest repr ('2.5', '1e+20')."""
+    integral = (np.mod(values, 1) == 0) & (np.abs(values) < 2.0**53)
+    as_int = np.where(integral, values, 0).astype(np.int64).astype(str)
+    return np.where(integral, as_int, values.astype(str)).astype(object)
 
 
 def _fit_categorical(series, name, reason, max_categories, missing_indicators, warn):
