@@ -129,7 +129,7 @@ def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str | None 
     """
     import pandas as pd
 
-    frames = list(iter_table(path, encoding, delimiter, chunk_rows=_chunk_rows(path, encoding), threads=False))
+    frames = read_chunks(path, encoding, delimiter).chunks
     if len(frames) == 1:
         return frames[0]
     frame = pd.concat(frames)
@@ -208,11 +208,11 @@ def iter_table(
     path: str | Path,
     encoding: str = "utf-8",
     delimiter: str | None = None,
-    chunk_rows: int | None = None,
+    chunk_rows: int = READ_CHUNK_ROWS,
     threads: bool = True,
 ) -> Iterator:
-    """DataFrames of at most about ``chunk_rows`` rows (the whole file when None), in file
-    order, each indexed by its rows' positions in the file.
+    """DataFrames of at most about ``chunk_rows`` rows, in file order, each indexed by its rows'
+    positions in the file.
 
     With ``threads``, a plain CSV is cut into blocks of whole records and the blocks are parsed
     by a small pool of threads (pandas' tokenizer releases the GIL), so parsing uses every core
@@ -237,7 +237,7 @@ def iter_table(
     except UnicodeDecodeError as e:  # pragma: no cover - decode errors are replaced while sniffing
         raise _decode_error(path, encoding, e) from None
     kwargs = dict(sep=sep, decimal=decimal, skipinitialspace=True, low_memory=False)
-    split = _data_start(path, encoding) if chunk_rows is not None and threads else None
+    split = _data_start(path, encoding) if threads else None
     if split is not None:
         frames = _iter_blocks(path, encoding, names, kwargs, split, chunk_rows, _parse_workers())
     else:
@@ -251,15 +251,12 @@ def iter_table(
         raise NnclfError(f"{path}: has a header row ({len(names)} columns) but no data rows")
 
 
-def _iter_stream(path: Path, encoding: str, names: list[str], kwargs: dict, chunk_rows: int | None) -> Iterator:
+def _iter_stream(path: Path, encoding: str, names: list[str], kwargs: dict, chunk_rows: int) -> Iterator:
     """One pandas reader over the whole (possibly compressed) file, ``chunk_rows`` at a time."""
     import pandas as pd
 
-    kwargs = {**kwargs, "encoding": "utf-8-sig" if _is_utf8(encoding) else encoding}
-    if chunk_rows is None:
-        frames = [_read(pd, path, encoding, kwargs)]
-    else:
-        frames = _read(pd, path, encoding, {**kwargs, "chunksize": chunk_rows})
+    kwargs = {**kwargs, "encoding": "utf-8-sig" if _is_utf8(encoding) else encoding, "chunksize": chunk_rows}
+    frames = _read(pd, path, encoding, kwargs)
     scanned, first = False, True
     try:
         for frame in frames:
@@ -305,7 +302,7 @@ def _iter_blocks(path: Path, encoding: str, names: list[str], kwargs: dict, spli
         try:
             try:
                 frame = pd.read_csv(io.BytesIO(block), **plain)
-                if not _text_starts_with_space(pd, frame):
+                if not _text_starts_with_space(frame):
                     return frame, None
             except pd.errors.ParserError:
                 pass
@@ -379,8 +376,10 @@ def _first_record(text: str, sep: str, skip: int = 0) -> tuple[int, int]:
     return start, 0
 
 
-def _text_starts_with_space(pd, frame) -> bool:
+def _text_starts_with_space(frame) -> bool:
     """Whether a cell of a non-numeric column starts with a space or tab."""
+    import pandas as pd
+
     for name, dtype in frame.dtypes.items():
         if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
             column = frame[name]
@@ -604,7 +603,7 @@ def _iter_parquet(path: Path, chunk_rows):
         raise NnclfError(f"{path}: reading Parquet needs pyarrow: pip install 'nnclf[parquet]'") from None
     try:
         table = pq.ParquetFile(path)
-        batches = table.iter_batches(batch_size=chunk_rows or 1 << 62)
+        batches = table.iter_batches(batch_size=chunk_rows)
         start = 0
         for batch in batches:
             frame = batch.to_pandas()
