@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -10,7 +12,7 @@ import numpy as np
 from ..errors import NnclfError
 from ..registry import did_you_mean
 from .labels import Labels
-from .preprocess import Preprocessor
+from .preprocess import Preprocessor, TransformNotes
 from .reading import ChunkedTable, fingerprint, read_chunks, read_table
 
 Warn = Callable[[str], None]
@@ -147,19 +149,72 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
     )
     # Transform the file once and cut the splits from the float matrix: copying the DataFrame
     # per split would hold several float64 copies of the data at the peak.
-    x_all = pre.transform(frame, source, dtype, warn)
     rows_all = frame.index.to_numpy()
+    x_all = _transform_releasing(pre, frame, source, dtype, warn)
     del frame
 
     def split_of(positions) -> Split:
         return Split(x_all[positions], y_all[positions], rows_all[positions], source)
 
-    train = split_of(frame_positions)
     val = split_of(val_pos) if val_pos is not None else _separate(data.val, data, pre, labels, dtype, warn)
     test = split_of(test_pos) if test_pos is not None else _separate(data.test, data, pre, labels, dtype, warn)
-    x_all = None  # the splits are copies: free the whole-file matrix now
+    # the held-out rows are copied out; the training rows are moved up inside x_all itself
+    train = Split(_keep_rows(x_all, frame_positions), y_all[frame_positions], rows_all[frame_positions], source)
+    x_all = None
+    release_freed_memory()
     files = {role: fingerprint(path) for role, path in (("train", data.train), ("val", data.val), ("test", data.test)) if path}
     return Prepared(pre, labels, train, val, test, {"missing_label_rows": dropped}, files)
+
+
+def _transform_releasing(pre: Preprocessor, frame, source: str, dtype, warn: Warn) -> np.ndarray:
+    """``pre.transform(frame)``; a ChunkedTable is transformed chunk by chunk, each parsed chunk
+    dropped once its rows are in the float matrix, so the parsed table and the matrix are not
+    both held whole (the numbers are the same: ``tests/test_prepare_memory.py``)."""
+    if not isinstance(frame, ChunkedTable) or len(frame.chunks) == 1:
+        return pre.transform(frame, source, dtype, warn)
+    out = np.empty((len(frame), pre.n_outputs), dtype=dtype)
+    notes, start = TransformNotes(), 0
+    for i in range(len(frame.chunks)):
+        chunk, frame.chunks[i] = frame.chunks[i], None
+        pre.transform(chunk, source, dtype, warn, out=out[start : start + len(chunk)], notes=notes)
+        start += len(chunk)
+        del chunk
+    notes.emit(warn, source)
+    return out
+
+
+def _keep_rows(x: np.ndarray, positions: np.ndarray, block: int = 8192) -> np.ndarray:
+    """``x[positions]`` for sorted, distinct ``positions``, made inside ``x`` itself: row p_i
+    moves up to row i (p_i >= i, so a block is read before any later block's rows are
+    overwritten), then ``x`` shrinks to the kept rows. ``x`` must own its data and have no
+    other views; it is consumed."""
+    for lo in range(0, len(positions), block):
+        chunk = positions[lo : lo + block]
+        if chunk[0] != lo or chunk[-1] != lo + len(chunk) - 1:  # rows already in place need no copy
+            x[lo : lo + len(chunk)] = x[chunk]
+    x.resize((len(positions),) + x.shape[1:], refcheck=False)  # gives the dropped rows back
+    return x
+
+
+def release_freed_memory() -> None:
+    """Ask glibc to hand memory freed inside its heap back to the system (``malloc_trim``):
+    the parser's buffers and the parsed chunks, once freed, otherwise stay in the process for
+    the whole training. A no-op where the C library has no ``malloc_trim``."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
 
 
 def _separate(path: Optional[str], data, pre: Preprocessor, labels: Labels, dtype, warn) -> Optional[Split]:
