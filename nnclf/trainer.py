@@ -15,7 +15,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from .engine.losses import Loss
-from .engine.network import MLP
+from .engine.network import INFERENCE_ROWS, MLP
 from .engine.optimizers import Optimizer
 from .engine.schedules import Schedule, resolve_mode
 from .errors import NnclfError
@@ -118,7 +118,7 @@ class Trainer:
             if method is not None:
                 method(self, *args)
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray, chunk: int = 8192) -> dict[str, float]:
+    def evaluate(self, x: np.ndarray, y: np.ndarray, chunk: int = INFERENCE_ROWS) -> dict[str, float]:
         """Mean loss (without weight decay), accuracy and macro F1 on (x, y)."""
         total, predictions = 0.0, np.empty(len(y), dtype=np.int64)
         for start in range(0, len(y), chunk):

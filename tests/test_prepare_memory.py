@@ -101,3 +101,29 @@ print(before - rss_mb())
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert float(out.stdout) > 10, out.stdout
+
+
+def test_evaluating_many_rows_keeps_the_networks_buffers_small():
+    # buffers grow to the largest batch a network has seen and stay: evaluation and prediction
+    # go through INFERENCE_ROWS rows at a time, so a 20,000-row evaluation costs no more
+    from nnclf.engine.losses import CrossEntropy
+    from nnclf.engine.network import INFERENCE_ROWS, MLP
+    from nnclf.engine.optimizers import Adam
+    from nnclf.engine.schedules import SCHEDULES
+    from nnclf.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((20_000, 5)).astype(np.float32), rng.integers(0, 3, 20_000)
+    net = MLP([5, 16, 3], "relu")
+    net.initialize("auto", rng)
+    trainer = Trainer(net, CrossEntropy(3), Adam(net.params.size, net.dtype), SCHEDULES.get("constant")(0.01, 1),
+                      epochs=1, batch_size=64, rng=rng, monitor="train_loss")
+    whole = trainer.evaluate(x, y, chunk=len(y))  # one pass over all rows, as a reference
+    net2 = MLP([5, 16, 3], "relu")
+    net2.params[...] = net.params
+    trainer.net = net2
+    chunked = trainer.evaluate(x, y)
+    assert net2._capacity == INFERENCE_ROWS < len(y)
+    assert chunked["accuracy"] == whole["accuracy"] and chunked["f1"] == whole["f1"]
+    assert chunked["loss"] == pytest.approx(whole["loss"], rel=1e-6)
+    assert net2.logits(x).shape == (20_000, 3) and net2._capacity == INFERENCE_ROWS
