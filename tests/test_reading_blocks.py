@@ -71,6 +71,20 @@ def test_block_reader_reparses_text_with_leading_spaces(tmp_path):
     assert set(read_table(path)["colour"]) == {"red", "blue", "a, b"}
 
 
+def test_an_empty_header_name_is_named_as_pandas_names_it_by_both_readers(tmp_path):
+    # found by the fuzz test: the block reader named the column '', the stream reader (used for
+    # training) 'Unnamed: 0', so predicting a plain file said the feature column was missing
+    import gzip
+
+    text = "".join(f"{i},{i % 7}, {i % 3}\n" for i in range(20_000))
+    path = tmp_path / "u.csv"
+    path.write_text(",a,\n" + text)
+    (tmp_path / "u.csv.gz").write_bytes(gzip.compress(path.read_bytes()))
+    _frames_equal_whole_read(path, chunk_rows=100)
+    for name in ("u.csv", "u.csv.gz"):
+        assert list(read_table(tmp_path / name).columns) == ["Unnamed: 0", "a", "Unnamed: 2"]
+
+
 def test_block_reader_latin1(tmp_path):
     path = tmp_path / "l.csv"
     path.write_bytes(("x,ville,label\n" + "".join(f"{i},{'Orléans' if i % 2 else 'Besançon'},{i % 2}\n" for i in range(30_000))).encode("latin-1"))

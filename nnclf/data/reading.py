@@ -94,7 +94,9 @@ def header_columns(path: Path, encoding: str, delimiter: str) -> list[str]:
         row = next(csv.reader(io.StringIO(head, newline=None), delimiter=delimiter))
     except csv.Error as e:
         raise NnclfError(f"{path}, line 1: cannot parse the header row as CSV ({e})") from None
-    names = [name.strip() for name in row]
+    # an empty name (a pandas index column written with to_csv, say) gets the name pandas'
+    # own header parsing gives it, so both readers name every column alike
+    names = [name.strip() or f"Unnamed: {i}" for i, name in enumerate(row)]
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
