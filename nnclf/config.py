@@ -227,6 +227,14 @@ class TrainingConfig(Section):
     clip_norm: Optional[float] = Field(None, gt=0)
     checkpoint_every: int = Field(1, ge=1)
     threads: Optional[int] = Field(None, ge=1, le=1024)  # BLAS libraries take a C int
+    workers: Union[Literal["auto"], int] = "auto"
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _one_or_two(cls, workers):
+        if workers not in ("auto", 1, 2) or isinstance(workers, bool):
+            raise ValueError(f"must be 'auto', 1 or 2, got {workers!r}")
+        return workers
 
     @field_validator("batch_size")
     @classmethod

@@ -213,6 +213,8 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
         early_stopping=build_early_stopping(cfg),
         monitor="val_loss" if has_val else "train_loss",
         callbacks=callbacks,
+        # auto: a worker process when the machine has the cores, unless training is held to one
+        workers=(1 if cfg.training.threads == 1 else None) if cfg.training.workers == "auto" else cfg.training.workers,
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from .engine.losses import Loss
 from .engine.network import INFERENCE_ROWS, MLP
 from .engine.optimizers import Optimizer
+from .engine.parallel import SPLIT_ROWS, BatchHalves, fork_available, half_gradient, predicted_classes
 from .engine.schedules import Schedule, resolve_mode
 from .errors import NnclfError
 from .metrics import macro_f1
@@ -73,13 +74,6 @@ class Callback(Protocol):  # every method optional; see Trainer._emit
     def on_epoch_end(self, trainer: "Trainer", record: dict[str, float], improved: bool) -> None: ...
 
 
-def predicted_classes(logits: np.ndarray) -> np.ndarray:
-    """argmax over classes; a single output column is a sigmoid unit: class 1 when z > 0."""
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).astype(np.int64)
-    return logits.argmax(axis=1)
-
-
 class Trainer:
     def __init__(
         self,
@@ -97,6 +91,7 @@ class Trainer:
         early_stopping: EarlyStopper | None = None,
         monitor: str = "val_loss",
         callbacks: list = (),
+        workers: int | None = None,
     ):
         self.net, self.loss, self.optimizer, self.schedule = net, loss, optimizer, schedule
         self.epochs, self.batch_size, self.rng = epochs, batch_size, rng
@@ -105,6 +100,10 @@ class Trainer:
         self.monitor = early_stopping.monitor if early_stopping else monitor
         self.monitor_mode = early_stopping.mode if early_stopping else resolve_mode("auto", self.monitor)
         self.callbacks = list(callbacks)
+        # batches of >= SPLIT_ROWS rows are computed as two halves (engine/parallel.py), the
+        # second in a worker process when ``workers`` is 2, or None (automatic) and the machine
+        # can: two cores, Linux on x86-64, no dropout. The numbers are the same either way.
+        self.workers = workers
         self.state = TrainerState()
         self.history: list[dict[str, float]] = []
         self.best_params: np.ndarray | None = None
@@ -147,6 +146,22 @@ class Trainer:
         xb = np.empty((batch, x.shape[1]), dtype=x.dtype)
         yb = np.empty(batch, dtype=y.dtype)
         has_val = x_val is not None and len(y_val) > 0
+        halves = None
+        if batch >= SPLIT_ROWS:
+            halves = BatchHalves(self.net, self.loss, x, y, batch, parallel=self._use_worker())
+        try:
+            return self._epochs(x, y, x_val, y_val, batch, n_batches, xb, yb, has_val, halves)
+        finally:
+            if halves is not None:
+                halves.close()
+
+    def _use_worker(self) -> bool:
+        if self.workers == 1 or self.net.dropout > 0:  # dropout draws from the trainer's rng
+            return False
+        return fork_available()
+
+    def _epochs(self, x, y, x_val, y_val, batch, n_batches, xb, yb, has_val, halves) -> list[dict[str, float]]:
+        n = len(y)
         st = self.state
         while st.epoch < self.epochs and not self.stop_requested:
             epoch_start = time.perf_counter()
@@ -157,15 +172,19 @@ class Trainer:
             for b in range(st.batch, n_batches):
                 lo, hi = b * batch, min((b + 1) * batch, n)
                 size = hi - lo
-                if st.permutation is not None:
-                    idx = st.permutation[lo:hi]
-                    # mode="clip" (indices are always valid here) lets take write straight into
-                    # the buffer; the default mode="raise" gathers into a hidden temporary first
-                    xs = x.take(idx, axis=0, out=xb[:size], mode="clip")
-                    ys = y.take(idx, out=yb[:size], mode="clip")
+                if halves is not None and size >= SPLIT_ROWS:
+                    rows = st.permutation[lo:hi] if st.permutation is not None else np.arange(lo, hi)
+                    batch_loss = self._update(*halves.gradient(rows, self.rng), lr, st.epoch, b)
                 else:
-                    xs, ys = x[lo:hi], y[lo:hi]
-                batch_loss = self._step(xs, ys, lr, st.epoch, b)
+                    if st.permutation is not None:
+                        idx = st.permutation[lo:hi]
+                        # mode="clip" (indices are always valid here) lets take write straight
+                        # into the buffer; mode="raise" gathers into a hidden temporary first
+                        xs = x.take(idx, axis=0, out=xb[:size], mode="clip")
+                        ys = y.take(idx, out=yb[:size], mode="clip")
+                    else:
+                        xs, ys = x[lo:hi], y[lo:hi]
+                    batch_loss = self._step(xs, ys, lr, st.epoch, b)
                 st.loss_sum += batch_loss * size
                 st.seen += size
                 st.batch = b + 1
@@ -221,17 +240,15 @@ class Trainer:
 
     def _step(self, xs: np.ndarray, ys: np.ndarray, lr: float, epoch: int, b: int) -> float:
         """One gradient step on a batch; returns its loss before the step (no weight decay)."""
-        net = self.net
-        logits = net.forward(xs, self.rng)
-        delta = net.output_delta_buffer(len(ys))
-        batch_loss = self.loss.forward_backward(logits, ys, delta)  # fills delta = dJ/dlogits
+        return self._update(*half_gradient(self.net, self.loss, xs, ys, 1.0, self.rng), lr, epoch, b)
+
+    def _update(self, batch_loss: float, correct: int, lr: float, epoch: int, b: int) -> float:
+        """The step after ``net.grads`` holds the batch's gradient: weight decay, clipping, the
+        optimizer. Returns ``batch_loss``."""
         if not math.isfinite(batch_loss):
             raise diverged(f"the loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}", lr)
-        classes = self.loss.last_classes  # the fused loss's argmax, or None
-        if classes is None:
-            classes = predicted_classes(logits)
-        self.state.correct += int(np.count_nonzero(classes == ys))
-        net.backward(delta)
+        self.state.correct += correct
+        net = self.net
         net.add_l2_gradient(self.weight_decay)
         if self.clip_norm is not None:
             norm = math.sqrt(float(np.dot(net.grads, net.grads)))

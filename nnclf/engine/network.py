@@ -33,10 +33,17 @@ class MLP:
         self.activation: Activation = ACTIVATIONS.get(activation)()
         self.dropout = float(dropout)
         self.dtype = np.dtype(dtype)
+        total = sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
+        self.bind_storage(np.zeros(total, dtype=self.dtype), np.zeros(total, dtype=self.dtype))
+        self._capacity = 0
+        self._view_cache: dict[int, _BatchViews] = {}
+
+    def bind_storage(self, params: np.ndarray, grads: np.ndarray) -> None:
+        """Keep the parameters in ``params`` and their gradients in ``grads`` (flat arrays of
+        this network's size and dtype, e.g. in memory shared with another process): every
+        W_l, b_l and gradient view is remade over them. Values are not copied."""
         shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
-        total = sum(i * o + o for i, o in shapes)
-        self.params = np.zeros(total, dtype=self.dtype)
-        self.grads = np.zeros(total, dtype=self.dtype)
+        self.params, self.grads = params, grads
         self.weights, self.biases, self._weight_spans = self._views(self.params, shapes)
         self.grad_weights, self.grad_biases, _ = self._views(self.grads, shapes)
         # b_l is stored right after W_l, so [W_l; b_l] is one (n_{l-1} + 1, n_l) matrix: with a
@@ -45,8 +52,6 @@ class MLP:
         self._wb = [self.params[a : b + n_out].reshape(-1, n_out) for (a, b), (_, n_out) in zip(self._weight_spans, shapes)]
         self._gwb = [self.grads[a : b + n_out].reshape(-1, n_out) for (a, b), (_, n_out) in zip(self._weight_spans, shapes)]
         self._wt = [w.T for w in self.weights]  # W_l^T views for the backward pass
-        self._capacity = 0
-        self._view_cache: dict[int, _BatchViews] = {}
 
     @staticmethod
     def _views(flat, shapes):

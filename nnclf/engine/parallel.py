@@ -1,0 +1,268 @@
+"""A large batch's gradient as the sum of its two halves' gradients, the second half computed
+by a forked worker process while this process computes the first.
+
+For a batch of B >= SPLIT_ROWS rows, with h = B // 2 and the halves' shares s_A = h / B and
+s_B = (B - h) / B:
+
+    J = s_A J(rows[:h]) + s_B J(rows[h:])          (each J(.) the mean loss over its rows)
+    dJ/dtheta = s_A dJ(rows[:h])/dtheta + s_B dJ(rows[h:])/dtheta
+
+which is the batch mean. Every mode computes exactly this (each half's output delta scaled by
+its share, then one addition of two gradient vectors), so the numbers do not depend on whether
+a worker ran: ``workers`` changes the speed, never the result (``tests/test_parallel.py``).
+
+Why: NumPy runs a step's elementwise work (activations, their derivatives, the loss, the
+gather) on one core between the BLAS calls, which is ~30% of a wide network's step at batch
+512 on two cores. Two processes, each with a one-thread BLAS on its half, run all of it on both
+cores. Threads cannot: every NumPy call takes the GIL, and a GIL or lock handoff between threads
+costs ~45 us here (measured: benchmarks/data_parallel_prototype.py, RESULTS.md).
+
+How: ``fork`` (Linux on x86-64 only: the handoff below relies on x86's in-order stores) after
+the training arrays exist, so the worker reads them without a copy. The parameters move into
+an anonymous shared mapping; the worker writes its gradient, loss and correct count there.
+The two processes meet through step counters in that mapping, spinning ~1 ms and then napping,
+so neither burns a core while the other checkpoints or evaluates. The worker ignores Ctrl-C,
+dies with its parent (PR_SET_PDEATHSIG), and reports any failure through a flag. The update
+(weight decay, clipping, the optimizer) stays in this process.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import platform
+import signal
+import sys
+import time
+import warnings
+
+import numpy as np
+
+SPLIT_ROWS = 256  # batches of at least this many rows are computed as two halves
+
+# flags in the shared mapping (int64 slots)
+_GO, _DONE, _STOP, _FAILED, _SIZE = range(5)
+# A side that waits polls for this long before it naps: longer than a step, so in the loop
+# neither side ever sleeps (a nap of either would make the other nap too, step after step),
+# and short enough not to hold a core while the other side evaluates or writes checkpoints
+_SPIN_SECONDS = 0.02
+
+
+class _Stop(Exception):
+    """The worker's way out: told to stop, or its parent is gone."""
+
+
+def _wait_until(flags: np.ndarray, index: int, target: int, check) -> None:
+    """Return once flags[index] >= target: poll for ``_SPIN_SECONDS``, then nap 0.1 ms at a
+    time (2 ms after a second), calling ``check()`` after every nap."""
+    start, polls = None, 0
+    while flags[index] < target:
+        polls += 1
+        if polls % 512 == 0:
+            now = time.perf_counter()
+            start = start or now
+            if now - start > _SPIN_SECONDS:
+                time.sleep(1e-4 if now - start < 1.0 else 2e-3)
+                check()
+
+
+def fork_available() -> bool:
+    """Whether a worker can be forked here: Linux on x86-64 with more than one usable core."""
+    if not sys.platform.startswith("linux") or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    if not hasattr(os, "fork"):
+        return False
+    return len(os.sched_getaffinity(0)) >= 2
+
+
+def predicted_classes(logits: np.ndarray) -> np.ndarray:
+    """argmax over classes; a single output column is a sigmoid unit: class 1 when z > 0."""
+    if logits.shape[1] == 1:
+        return (logits[:, 0] > 0).astype(np.int64)
+    return logits.argmax(axis=1)
+
+
+def half_gradient(net, loss, xs: np.ndarray, ys: np.ndarray, share: float, rng=None) -> tuple[float, int]:
+    """Fill ``net.grads`` with ``share`` times the gradient of the mean loss over (xs, ys);
+    returns (that mean loss, the number of rows classified correctly)."""
+    logits = net.forward(xs, rng)
+    delta = net.output_delta_buffer(len(ys))
+    value = loss.forward_backward(logits, ys, delta)
+    classes = loss.last_classes  # the fused loss's argmax, or None
+    if classes is None:
+        classes = predicted_classes(logits)
+    correct = int(np.count_nonzero(classes == ys))
+    if share != 1.0:
+        delta *= delta.dtype.type(share)
+    net.backward(delta)
+    return value, correct
+
+
+class BatchHalves:
+    """Gradients of batches of >= SPLIT_ROWS rows of (x, y), as two halves; with ``parallel``,
+    the second half in a forked worker. Use as a context manager (``close`` stops the worker
+    and gives the network its own parameter storage back)."""
+
+    def __init__(self, net, loss, x: np.ndarray, y: np.ndarray, max_batch: int, parallel: bool):
+        self.net, self.loss, self.x, self.y = net, loss, x, y
+        self._xb = np.empty((max_batch, x.shape[1]), dtype=x.dtype)
+        self._yb = np.empty(max_batch, dtype=y.dtype)
+        self._stash = None  # the serial mode's second-half gradient
+        self._pid = None
+        self._step = 0
+        if parallel:
+            self._start_worker(max_batch)
+
+    # -- the two modes -----------------------------------------------------------------------
+    def gradient(self, rows: np.ndarray, rng=None) -> tuple[float, int]:
+        """Fill ``net.grads`` with dJ/dtheta of the batch x[rows]; returns (J, correct rows)."""
+        size = len(rows)
+        h = size // 2
+        share_a, share_b = h / size, (size - h) / size
+        if self._pid is None:
+            # second half first, kept aside; then the first half; then their sum
+            value_b, correct_b = half_gradient(self.net, self.loss, *self._gather(rows[h:]), share_b, rng)
+            if self._stash is None:
+                self._stash = np.empty_like(self.net.grads)
+            np.copyto(self._stash, self.net.grads)
+            value_a, correct_a = half_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a, rng)
+            self.net.grads += self._stash
+        else:
+            self._step += 1
+            self._rows[:size] = rows
+            self._flags[_SIZE] = size
+            self._flags[_GO] = self._step  # written last: the worker may start now
+            value_a, correct_a = half_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a)
+            self._wait_for_worker()
+            value_b, correct_b = float(self._results[0]), int(self._results[1])
+            self.net.grads += self._worker_grads
+        return share_a * value_a + share_b * value_b, correct_a + correct_b
+
+    @property
+    def parallel(self) -> bool:
+        return self._pid is not None
+
+    def _gather(self, rows: np.ndarray):
+        m = len(rows)
+        # mode="clip" lets take write straight into the buffer (indices are always valid here)
+        return (self.x.take(rows, axis=0, out=self._xb[:m], mode="clip"), self.y.take(rows, out=self._yb[:m], mode="clip"))
+
+    # -- the worker ------------------------------------------------------------------------------
+    def _start_worker(self, max_batch: int) -> None:
+        import ctypes  # noqa: F401 - imported before the fork: the worker imports nothing
+
+        from threadpoolctl import threadpool_limits
+
+        net = self.net
+        n = net.params.size
+        layout = [("flags", np.int64, 8), ("results", np.float64, 2), ("rows", np.int64, max_batch),
+                  ("params", net.dtype, n), ("grads", net.dtype, n)]
+        offsets, size = {}, 0
+        for name, dtype, count in layout:
+            offsets[name] = size
+            size += -(-count * np.dtype(dtype).itemsize // 64) * 64  # each part 64-byte aligned
+        self._shared = mmap.mmap(-1, size)  # anonymous, MAP_SHARED: the same pages after fork
+        part = lambda name, dtype, count: np.frombuffer(self._shared, dtype, count, offsets[name])  # noqa: E731
+        self._flags = part("flags", np.int64, 8)
+        self._results = part("results", np.float64, 2)
+        self._rows = part("rows", np.int64, max_batch)
+        shared_params = part("params", net.dtype, n)
+        self._worker_grads = part("grads", net.dtype, n)
+        np.copyto(shared_params, net.params)
+        self._own_params = net.params
+        net.bind_storage(shared_params, net.grads)
+        # one BLAS thread per process, set before the fork and kept until the worker is gone:
+        # setting it after a fork restarts OpenBLAS's thread pool, whose idle threads spin for
+        # ~0.1 s and took a core from the worker (the first ~10 steps ran at a sixth of the speed)
+        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
+        parent = os.getpid()
+        with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            code = 1
+            try:
+                self._serve(parent)
+                code = 0
+            except BaseException:  # noqa: BLE001 - anything at all: tell the parent, then leave
+                self._flags[_FAILED] = 1
+            finally:
+                os._exit(code)
+        self._pid = pid
+
+    def _serve(self, parent: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+        _die_with_parent()
+        if os.getppid() != parent:
+            return
+        # overflow shows up in the loss the parent checks; no warnings from here
+        warnings.simplefilter("ignore")
+        np.seterr(all="ignore")
+        net, flags = self.net, self._flags
+        net.bind_storage(net.params, self._worker_grads)  # same shared parameters, own gradient
+        def check() -> None:
+            if flags[_STOP] or os.getppid() != parent:
+                raise _Stop
+
+        step = 0
+        while True:
+            step += 1
+            try:
+                _wait_until(flags, _GO, step, check)
+            except _Stop:
+                return
+            size = int(flags[_SIZE])
+            h = size // 2
+            value, correct = half_gradient(net, self.loss, *self._gather(self._rows[h:size]), (size - h) / size)
+            self._results[0], self._results[1] = value, correct
+            flags[_DONE] = step  # written last: the parent may read the results now
+
+    def _wait_for_worker(self) -> None:
+        _wait_until(self._flags, _DONE, self._step, self._check_worker)
+
+    def _check_worker(self) -> None:
+        from ..errors import NnclfError
+
+        ended = os.waitpid(self._pid, os.WNOHANG)[0] != 0
+        if self._flags[_FAILED] or ended:
+            if ended:
+                self._pid = None  # reaped: close() must not wait for it
+            raise NnclfError("training's worker process failed (out of memory?); "
+                             "set training.workers: 1 to train in one process")
+
+    def close(self) -> None:
+        """Stop the worker (if any) and move the parameters back to the network's own array."""
+        if self._pid is not None:
+            self._flags[_STOP] = 1
+            deadline = time.monotonic() + 2.0
+            while os.waitpid(self._pid, os.WNOHANG)[0] == 0:
+                if time.monotonic() > deadline:
+                    os.kill(self._pid, signal.SIGKILL)
+                    os.waitpid(self._pid, 0)
+                    break
+                time.sleep(0.001)
+            self._pid = None
+        if hasattr(self, "_blas_limit"):
+            self._blas_limit.restore_original_limits()
+            del self._blas_limit
+        if hasattr(self, "_own_params"):
+            np.copyto(self._own_params, self.net.params)
+            self.net.bind_storage(self._own_params, self.net.grads)
+            del self._own_params
+
+    def __enter__(self) -> "BatchHalves":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a killed trainer must not leave
+    a worker behind)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # the worker also checks its parent whenever it naps
