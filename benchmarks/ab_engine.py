@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import statistics
 import sys
 import time
@@ -31,26 +32,27 @@ def load(pkg):
             get("engine.schedules", "SCHEDULES"), get("trainer", "Trainer"))
 
 
-def epoch_seconds(impl, x, y, sizes, batch, epochs=1):
+def epoch_seconds(impl, x, y, sizes, batch, epochs=1, workers=None):
     MLP, CE, Adam, SCHEDULES, Trainer = impl
     rng = np.random.default_rng(0)
     net = MLP(sizes, "relu")
     net.initialize("auto", rng)
+    extra = {"workers": workers} if workers is not None and "workers" in inspect.signature(Trainer).parameters else {}
     trainer = Trainer(net, CE(sizes[-1]), Adam(net.params.size, net.dtype), SCHEDULES.get("constant")(1e-3, epochs),
-                      epochs=epochs, batch_size=batch, rng=rng, monitor="train_loss")
+                      epochs=epochs, batch_size=batch, rng=rng, monitor="train_loss", **extra)
     t = time.perf_counter()
     trainer.fit(x, y)
     return (time.perf_counter() - t) / epochs, net.params.copy()
 
 
-def compare(impls, x, y, sizes, batch, rounds, epochs, label):
+def compare(impls, x, y, sizes, batch, rounds, epochs, label, workers=None):
     times = {k: [] for k in impls}
     params = {}
     for k in impls:  # warm-up
-        epoch_seconds(impls[k], x, y, sizes, batch, epochs)
+        epoch_seconds(impls[k], x, y, sizes, batch, epochs, workers)
     for r in range(rounds):
         for k in (list(impls) if r % 2 == 0 else list(impls)[::-1]):
-            t, params[k] = epoch_seconds(impls[k], x, y, sizes, batch, epochs)
+            t, params[k] = epoch_seconds(impls[k], x, y, sizes, batch, epochs, workers)
             times[k].append(t)
     ratios = [a / b for a, b in zip(times["new"], times["base"])]
     print(f"{label}: base {statistics.median(times['base']) * 1e3:.1f} ms, new {statistics.median(times['new']) * 1e3:.1f} ms"
@@ -65,6 +67,7 @@ def main(argv=None):
     ap.add_argument("--batches", default="512,128")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--tiny", action="store_true", help="also compare on the digits, batch 32")
+    ap.add_argument("--workers", type=int, default=None, help="Trainer(workers=) for versions that have it")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, args.baseline)
@@ -74,7 +77,7 @@ def main(argv=None):
     x, y = make_classification(n_samples=args.rows, n_features=100, n_informative=60, n_classes=10, random_state=0)
     x, y = x.astype(np.float32), y.astype(np.int64)
     for batch in (int(b) for b in args.batches.split(",")):
-        compare(impls, x, y, [100, 256, 256, 10], batch, args.rounds, 1, f"wide {args.rows}x100 batch {batch}")
+        compare(impls, x, y, [100, 256, 256, 10], batch, args.rounds, 1, f"wide {args.rows}x100 batch {batch}", args.workers)
     if args.tiny:
         d = load_digits()
         xd = (d.data / 16.0).astype(np.float32)
