@@ -17,7 +17,7 @@ import numpy as np
 from .engine.losses import Loss
 from .engine.network import INFERENCE_ROWS, MLP
 from .engine.optimizers import Optimizer
-from .engine.parallel import SPLIT_ROWS, BatchHalves, fork_available, half_gradient, predicted_classes
+from .engine.parallel import SPLIT_ROWS, BatchHalves, batch_gradient, fork_available, predicted_classes
 from .engine.schedules import Schedule, resolve_mode
 from .errors import NnclfError
 from .metrics import macro_f1
@@ -240,7 +240,7 @@ class Trainer:
 
     def _step(self, xs: np.ndarray, ys: np.ndarray, lr: float, epoch: int, b: int) -> float:
         """One gradient step on a batch; returns its loss before the step (no weight decay)."""
-        return self._update(*half_gradient(self.net, self.loss, xs, ys, 1.0, self.rng), lr, epoch, b)
+        return self._update(*batch_gradient(self.net, self.loss, xs, ys, 1.0, self.rng), lr, epoch, b)
 
     def _update(self, batch_loss: float, correct: int, lr: float, epoch: int, b: int) -> float:
         """The step after ``net.grads`` holds the batch's gradient: weight decay, clipping, the

@@ -16,7 +16,7 @@ import nnclf.trainer as trainer_module
 from nnclf.engine.losses import LOSSES
 from nnclf.engine.network import MLP
 from nnclf.engine.optimizers import OPTIMIZERS
-from nnclf.engine.parallel import SPLIT_ROWS, BatchHalves, fork_available, half_gradient
+from nnclf.engine.parallel import SPLIT_ROWS, BatchHalves, batch_gradient, fork_available
 from nnclf.engine.schedules import SCHEDULES
 from nnclf.errors import NnclfError
 from nnclf.trainer import Trainer
@@ -97,7 +97,7 @@ def test_two_halves_give_the_batch_mean_gradient():
     loss = LOSSES.get("cross_entropy")(3, class_weights=weights)
     net = MLP([12, 10, 3], "sigmoid", dtype="float64")
     net.initialize("auto", np.random.default_rng(0))
-    value_full, correct_full = half_gradient(net, loss, x, y, 1.0)
+    value_full, correct_full = batch_gradient(net, loss, x, y, 1.0)
     grads_full = net.grads.copy()
     halves = BatchHalves(net, loss, x, y, 301, parallel=False)
     value, correct = halves.gradient(np.arange(301))
@@ -105,7 +105,7 @@ def test_two_halves_give_the_batch_mean_gradient():
     assert value == pytest.approx(value_full, rel=1e-12)
     np.testing.assert_allclose(net.grads, grads_full, rtol=1e-10, atol=1e-14)
     # and the sum is over different rows: the halves alone are not the batch gradient
-    half_gradient(net, loss, x[:150], y[:150], 1.0)
+    batch_gradient(net, loss, x[:150], y[:150], 1.0)
     assert not np.allclose(net.grads, grads_full, rtol=1e-3)
 
 

@@ -20,8 +20,9 @@ costs ~45 us here (measured: benchmarks/data_parallel_prototype.py, RESULTS.md).
 How: ``fork`` (Linux on x86-64 only: the handoff below relies on x86's in-order stores) after
 the training arrays exist, so the worker reads them without a copy. The parameters move into
 an anonymous shared mapping; the worker writes its gradient, loss and correct count there.
-The two processes meet through step counters in that mapping, spinning ~1 ms and then napping,
-so neither burns a core while the other checkpoints or evaluates. The worker ignores Ctrl-C,
+The two processes meet through step counters in that mapping (polling, then napping after
+20 ms, so neither holds a core while the other evaluates or checkpoints). BLAS is held to one
+thread per process from before the fork until the worker is gone. The worker ignores Ctrl-C,
 dies with its parent (PR_SET_PDEATHSIG), and reports any failure through a flag. The update
 (weight decay, clipping, the optimizer) stays in this process.
 """
@@ -82,7 +83,7 @@ def predicted_classes(logits: np.ndarray) -> np.ndarray:
     return logits.argmax(axis=1)
 
 
-def half_gradient(net, loss, xs: np.ndarray, ys: np.ndarray, share: float, rng=None) -> tuple[float, int]:
+def batch_gradient(net, loss, xs: np.ndarray, ys: np.ndarray, share: float, rng=None) -> tuple[float, int]:
     """Fill ``net.grads`` with ``share`` times the gradient of the mean loss over (xs, ys);
     returns (that mean loss, the number of rows classified correctly)."""
     logits = net.forward(xs, rng)
@@ -121,18 +122,18 @@ class BatchHalves:
         share_a, share_b = h / size, (size - h) / size
         if self._pid is None:
             # second half first, kept aside; then the first half; then their sum
-            value_b, correct_b = half_gradient(self.net, self.loss, *self._gather(rows[h:]), share_b, rng)
+            value_b, correct_b = batch_gradient(self.net, self.loss, *self._gather(rows[h:]), share_b, rng)
             if self._stash is None:
                 self._stash = np.empty_like(self.net.grads)
             np.copyto(self._stash, self.net.grads)
-            value_a, correct_a = half_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a, rng)
+            value_a, correct_a = batch_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a, rng)
             self.net.grads += self._stash
         else:
             self._step += 1
             self._rows[:size] = rows
             self._flags[_SIZE] = size
             self._flags[_GO] = self._step  # written last: the worker may start now
-            value_a, correct_a = half_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a)
+            value_a, correct_a = batch_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a)
             self._wait_for_worker()
             value_b, correct_b = float(self._results[0]), int(self._results[1])
             self.net.grads += self._worker_grads
@@ -213,7 +214,7 @@ class BatchHalves:
                 return
             size = int(flags[_SIZE])
             h = size // 2
-            value, correct = half_gradient(net, self.loss, *self._gather(self._rows[h:size]), (size - h) / size)
+            value, correct = batch_gradient(net, self.loss, *self._gather(self._rows[h:size]), (size - h) / size)
             self._results[0], self._results[1] = value, correct
             flags[_DONE] = step  # written last: the parent may read the results now
 
