@@ -17,7 +17,7 @@ import numpy as np
 from .engine.losses import Loss
 from .engine.network import INFERENCE_ROWS, MLP
 from .engine.optimizers import Optimizer
-from .engine.parallel import SPLIT_ROWS, BatchHalves, batch_gradient, fork_available, predicted_classes
+from .engine.parallel import SPLIT_ROWS, BatchHalves, batch_gradient, fork_available, halves_platform, predicted_classes
 from .engine.schedules import Schedule, resolve_mode
 from .errors import NnclfError
 from .metrics import macro_f1
@@ -100,9 +100,9 @@ class Trainer:
         self.monitor = early_stopping.monitor if early_stopping else monitor
         self.monitor_mode = early_stopping.mode if early_stopping else resolve_mode("auto", self.monitor)
         self.callbacks = list(callbacks)
-        # batches of >= SPLIT_ROWS rows are computed as two halves (engine/parallel.py), the
-        # second in a worker process when ``workers`` is 2, or None (automatic) and the machine
-        # can: two cores, Linux on x86-64, no dropout. The numbers are the same either way.
+        # on Linux x86-64, batches of >= SPLIT_ROWS rows are computed as two halves
+        # (engine/parallel.py), the second in a worker process unless ``workers`` is 1 or the
+        # process has one core. The numbers are the same with or without the worker.
         self.workers = workers
         self.state = TrainerState()
         self.history: list[dict[str, float]] = []
@@ -147,18 +147,13 @@ class Trainer:
         yb = np.empty(batch, dtype=y.dtype)
         has_val = x_val is not None and len(y_val) > 0
         halves = None
-        if batch >= SPLIT_ROWS:
-            halves = BatchHalves(self.net, self.loss, x, y, batch, parallel=self._use_worker())
+        if batch >= SPLIT_ROWS and halves_platform():
+            halves = BatchHalves(self.net, self.loss, x, y, batch, parallel=self.workers != 1 and fork_available())
         try:
             return self._epochs(x, y, x_val, y_val, batch, n_batches, xb, yb, has_val, halves)
         finally:
             if halves is not None:
                 halves.close()
-
-    def _use_worker(self) -> bool:
-        if self.workers == 1 or self.net.dropout > 0:  # dropout draws from the trainer's rng
-            return False
-        return fork_available()
 
     def _epochs(self, x, y, x_val, y_val, batch, n_batches, xb, yb, has_val, halves) -> list[dict[str, float]]:
         n = len(y)

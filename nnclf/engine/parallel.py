@@ -39,10 +39,10 @@ import warnings
 
 import numpy as np
 
-SPLIT_ROWS = 256  # batches of at least this many rows are computed as two halves
+SPLIT_ROWS = 128  # batches of at least this many rows are computed as two halves
 
 # flags in the shared mapping (int64 slots)
-_GO, _DONE, _STOP, _FAILED, _SIZE = range(5)
+_GO, _DONE, _STOP, _FAILED, _SIZE, _DROPOUT = range(6)
 # A side that waits polls for this long before it naps: longer than a step, so in the loop
 # neither side ever sleeps (a nap of either would make the other nap too, step after step),
 # and short enough not to hold a core while the other side evaluates or writes checkpoints
@@ -67,13 +67,17 @@ def _wait_until(flags: np.ndarray, index: int, target: int, check) -> None:
                 check()
 
 
+def halves_platform() -> bool:
+    """Whether batches are split in halves here: on Linux x86-64, where a worker can run. The
+    rule depends on the platform only, so on one machine the numbers do not depend on the
+    number of cores, CPU affinity or ``workers``. (Elsewhere a batch is one pass, as the
+    halves would only cost time; numbers already differ across platforms by their BLAS.)"""
+    return sys.platform.startswith("linux") and platform.machine().lower() in ("x86_64", "amd64") and hasattr(os, "fork")
+
+
 def fork_available() -> bool:
-    """Whether a worker can be forked here: Linux on x86-64 with more than one usable core."""
-    if not sys.platform.startswith("linux") or platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    if not hasattr(os, "fork"):
-        return False
-    return len(os.sched_getaffinity(0)) >= 2
+    """Whether a worker can be forked here: ``halves_platform()`` and two usable cores."""
+    return halves_platform() and len(os.sched_getaffinity(0)) >= 2
 
 
 def predicted_classes(logits: np.ndarray) -> np.ndarray:
@@ -97,6 +101,20 @@ def batch_gradient(net, loss, xs: np.ndarray, ys: np.ndarray, share: float, rng=
         delta *= delta.dtype.type(share)
     net.backward(delta)
     return value, correct
+
+
+class _Replay:
+    """Stands in for the trainer's Generator in the worker: ``random(out=)`` hands out the
+    uniforms the parent drew for this half, in the order the network asks for them (one
+    (rows, n_l) block per hidden layer), so dropout masks are those of the serial mode."""
+
+    def __init__(self, blocks: list):
+        self.blocks, self.next = blocks, 0
+
+    def random(self, out: np.ndarray, dtype) -> np.ndarray:
+        np.copyto(out, self.blocks[self.next][: out.shape[0]])
+        self.next += 1
+        return out
 
 
 class BatchHalves:
@@ -132,8 +150,13 @@ class BatchHalves:
             self._step += 1
             self._rows[:size] = rows
             self._flags[_SIZE] = size
+            dropout = rng is not None and self.net.dropout > 0
+            if dropout:  # the second half's uniforms first, as the serial mode draws them
+                for block in self._uniforms:
+                    rng.random(out=block[: size - h], dtype=self.net.dtype)
+            self._flags[_DROPOUT] = int(dropout)
             self._flags[_GO] = self._step  # written last: the worker may start now
-            value_a, correct_a = batch_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a)
+            value_a, correct_a = batch_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a, rng)
             self._wait_for_worker()
             value_b, correct_b = float(self._results[0]), int(self._results[1])
             self.net.grads += self._worker_grads
@@ -156,8 +179,10 @@ class BatchHalves:
 
         net = self.net
         n = net.params.size
+        hidden = net.sizes[1:-1] if net.dropout > 0 else []
         layout = [("flags", np.int64, 8), ("results", np.float64, 2), ("rows", np.int64, max_batch),
-                  ("params", net.dtype, n), ("grads", net.dtype, n)]
+                  ("params", net.dtype, n), ("grads", net.dtype, n),
+                  *((f"uniforms{l}", net.dtype, max_batch * width) for l, width in enumerate(hidden))]
         offsets, size = {}, 0
         for name, dtype, count in layout:
             offsets[name] = size
@@ -169,6 +194,7 @@ class BatchHalves:
         self._rows = part("rows", np.int64, max_batch)
         shared_params = part("params", net.dtype, n)
         self._worker_grads = part("grads", net.dtype, n)
+        self._uniforms = [part(f"uniforms{l}", net.dtype, max_batch * w).reshape(max_batch, w) for l, w in enumerate(hidden)]
         np.copyto(shared_params, net.params)
         self._own_params = net.params
         net.bind_storage(shared_params, net.grads)
@@ -214,7 +240,8 @@ class BatchHalves:
                 return
             size = int(flags[_SIZE])
             h = size // 2
-            value, correct = batch_gradient(net, self.loss, *self._gather(self._rows[h:size]), (size - h) / size)
+            rng = _Replay(self._uniforms) if flags[_DROPOUT] else None
+            value, correct = batch_gradient(net, self.loss, *self._gather(self._rows[h:size]), (size - h) / size, rng)
             self._results[0], self._results[1] = value, correct
             flags[_DONE] = step  # written last: the parent may read the results now
 
