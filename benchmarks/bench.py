@@ -14,8 +14,8 @@ Method
 * Every sample starts from a freshly initialised model (untimed for nnclf and torch).
 * nnclf is used as a library user would: ``MLP`` + ``CrossEntropy`` + ``Adam`` + ``Trainer.fit``
   for one epoch (shuffle, batch gather, forward, loss, accuracy count, backward, Adam), with its
-  defaults: at batch >= 256 a forked worker process computes half of every batch (start-up and
-  fork inside the timed fit, every sample).
+  defaults: for batches of >= 128 rows a forked worker process computes half of every batch
+  (its start, the fork, is inside the timed fit of every sample).
 * scikit-learn: a fresh ``MLPClassifier(solver="adam", alpha=0, batch_size=B,
   max_iter=E, tol=0, n_iter_no_change=huge, shuffle=True)``; ``fit`` time / E, i.e. its own
   epoch loop including its per-fit input check and initialisation (E=1 on the wide data, where
@@ -312,8 +312,9 @@ def case_wide(args):
 
 
 def case_threads(args):
-    """Two cores three ways: a worker process (the default at batch >= 256), one process with
-    two BLAS threads, one process with one."""
+    """Two cores three ways: a worker process (the default for batches of >= 128 rows), one
+    process with two BLAS threads, one process with one (``workers=1``: the same numbers, the
+    halves one after the other)."""
     n = 20_000 if args.quick else 100_000
     x32, y, _ = wide_data(n)
     sizes = [100, 256, 256, 10]
@@ -322,7 +323,7 @@ def case_threads(args):
               Contestant("nnclf workers=1, 2 BLAS threads", *nnclf_epoch(x32, y, sizes, batch, threads=2, workers=1)),
               Contestant("nnclf workers=1, threads=1", *nnclf_epoch(x32, y, sizes, batch, threads=1, workers=1))]
         print(f"\n[threads] wide batch {batch}: worker process, 2 BLAS threads, 1 ...", flush=True)
-        report(f"two cores three ways, wide batch {batch} (ratio = its time / nnclf's; batch < 256 has no worker)",
+        report(f"two cores three ways, wide batch {batch} (ratio = its time / nnclf's)",
                interleave(cs, args.rounds))
 
 
