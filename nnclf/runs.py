@@ -258,7 +258,7 @@ def train(
     folder = create_run_folder(Path(runs_dir), name, Path(config_path).stem)
     run = TrainingRun(folder, cfg, prepared, Path(config_path).stem)
     run.write_static_files()
-    return _fit(run, trainer, callbacks, stop, started=time.time())
+    return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
 
 
 def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = (), warn=lambda m: None, stop=None) -> RunResult:
@@ -293,10 +293,10 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     best = folder / "checkpoints" / "best.npz"
     trainer.best_params = load_checkpoint(best)[0] if best.is_file() else None
     run.write_metrics(trainer.history)
-    return _fit(run, trainer, callbacks, stop, started=time.time())
+    return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
 
 
-def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float) -> RunResult:
+def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, warn=lambda m: None) -> RunResult:
     cfg, prepared = run.cfg, run.prepared
 
     class StopWatcher:
@@ -324,6 +324,8 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float) ->
         last = run.folder / "checkpoints" / "last.npz"
         kept = f"; the last good checkpoint is {last}" if last.exists() else ""
         raise TrainingDiverged(f"{e}{kept}") from None
+    for note in trainer.notes:
+        warn(note)
     if trainer.interrupted:
         run.save("last", trainer, trainer.net.params)
     run.sync()

@@ -104,6 +104,7 @@ class Trainer:
         # (engine/parallel.py), the second in a worker process unless ``workers`` is 1 or the
         # process has one core. The numbers are the same with or without the worker.
         self.workers = workers
+        self.notes: list[str] = []  # things the caller should tell the user (a lost worker)
         self.state = TrainerState()
         self.history: list[dict[str, float]] = []
         self.best_params: np.ndarray | None = None
@@ -154,6 +155,8 @@ class Trainer:
         finally:
             if halves is not None:
                 halves.close()
+                if halves.note:
+                    self.notes.append(halves.note)
 
     def _epochs(self, x, y, x_val, y_val, batch, n_batches, xb, yb, has_val, halves) -> list[dict[str, float]]:
         n = len(y)

@@ -53,6 +53,10 @@ class _Stop(Exception):
     """The worker's way out: told to stop, or its parent is gone."""
 
 
+class _WorkerGone(Exception):
+    """The trainer's news that the worker died (its text says how)."""
+
+
 def _wait_until(flags: np.ndarray, index: int, target: int, check) -> None:
     """Return once flags[index] >= target: poll for ``_SPIN_SECONDS``, then nap 0.1 ms at a
     time (2 ms after a second), calling ``check()`` after every nap."""
@@ -129,6 +133,8 @@ class BatchHalves:
         self._stash = None  # the serial mode's second-half gradient
         self._pid = None
         self._step = 0
+        self._uniforms: list = []
+        self.note: str | None = None  # why the worker did not start or did not last, if so
         if parallel:
             self._start_worker(max_batch)
 
@@ -157,9 +163,14 @@ class BatchHalves:
             self._flags[_DROPOUT] = int(dropout)
             self._flags[_GO] = self._step  # written last: the worker may start now
             value_a, correct_a = batch_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a, rng)
-            self._wait_for_worker()
-            value_b, correct_b = float(self._results[0]), int(self._results[1])
-            self.net.grads += self._worker_grads
+            if self._worker_done():
+                value_b, correct_b = float(self._results[0]), int(self._results[1])
+                self.net.grads += self._worker_grads
+            else:  # the worker is gone: its half here, with the uniforms drawn for it (same sum)
+                self._stash = self.net.grads.copy()
+                value_b, correct_b = batch_gradient(self.net, self.loss, *self._gather(rows[h:]), share_b,
+                                                    _Replay(self._uniforms) if dropout else None)
+                self.net.grads += self._stash
         return share_a * value_a + share_b * value_b, correct_a + correct_b
 
     @property
@@ -203,9 +214,14 @@ class BatchHalves:
         # ~0.1 s and took a core from the worker (the first ~10 steps ran at a sixth of the speed)
         self._blas_limit = threadpool_limits(limits=1, user_api="blas")
         parent = os.getpid()
-        with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
+        except OSError as e:  # out of processes or memory: train in this process
+            self._release_blas()
+            self.note = f"training's worker process could not start ({e.strerror}); training runs in one process"
+            return
         if pid == 0:  # the worker: never returns
             code = 1
             try:
@@ -245,18 +261,30 @@ class BatchHalves:
             self._results[0], self._results[1] = value, correct
             flags[_DONE] = step  # written last: the parent may read the results now
 
-    def _wait_for_worker(self) -> None:
-        _wait_until(self._flags, _DONE, self._step, self._check_worker)
+    def _worker_done(self) -> bool:
+        """Wait for the worker's half; False if the worker is gone (then it is reaped, the
+        reason is in ``note``, and every later batch runs in this process)."""
+        try:
+            _wait_until(self._flags, _DONE, self._step, self._check_worker)
+            return True
+        except _WorkerGone as gone:
+            self._pid = None
+            self._release_blas()
+            self.note = f"training's worker process {gone}; training went on in one process (the same numbers, slower)"
+            return False
 
     def _check_worker(self) -> None:
-        from ..errors import NnclfError
+        pid, status = os.waitpid(self._pid, os.WNOHANG)
+        if pid == 0 and self._flags[_FAILED]:  # it is on its way out
+            pid, status = os.waitpid(self._pid, 0)
+        if pid != 0:
+            raise _WorkerGone(f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                              else f"failed (exit status {os.waitstatus_to_exitcode(status)})")
 
-        ended = os.waitpid(self._pid, os.WNOHANG)[0] != 0
-        if self._flags[_FAILED] or ended:
-            if ended:
-                self._pid = None  # reaped: close() must not wait for it
-            raise NnclfError("training's worker process failed (out of memory?); "
-                             "set training.workers: 1 to train in one process")
+    def _release_blas(self) -> None:
+        if hasattr(self, "_blas_limit"):
+            self._blas_limit.restore_original_limits()
+            del self._blas_limit
 
     def close(self) -> None:
         """Stop the worker (if any) and move the parameters back to the network's own array."""
@@ -270,9 +298,7 @@ class BatchHalves:
                     break
                 time.sleep(0.001)
             self._pid = None
-        if hasattr(self, "_blas_limit"):
-            self._blas_limit.restore_original_limits()
-            del self._blas_limit
+        self._release_blas()
         if hasattr(self, "_own_params"):
             np.copyto(self._own_params, self.net.params)
             self.net.bind_storage(self._own_params, self.net.grads)
