@@ -355,12 +355,15 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         "columns": [{k: c[k] for k in ("name", "kind", "reason")} for c in prepared.preprocessor.state["columns"]],
         "classes": prepared.labels.values,
         "seed": cfg.seed,
+        "processes": 2 if trainer.used_worker else 1,  # training.workers: whether a worker ran
         "seconds": {"train": sum(r["seconds"] for r in history), "wall": time.time() - started},
         "versions": versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if error:
         summary["error"] = error
+    if trainer.notes:
+        summary["notes"] = trainer.notes
     test = prepared.test
     if status == "finished" and test is not None and len(test) > 0:
         params = trainer.best_params if trainer.best_params is not None else trainer.net.params

@@ -105,6 +105,7 @@ class Trainer:
         # process has one core. The numbers are the same with or without the worker.
         self.workers = workers
         self.notes: list[str] = []  # things the caller should tell the user (a lost worker)
+        self.used_worker = False  # whether a worker process computed half of the batches
         self.state = TrainerState()
         self.history: list[dict[str, float]] = []
         self.best_params: np.ndarray | None = None
@@ -150,6 +151,7 @@ class Trainer:
         halves = None
         if batch >= SPLIT_ROWS and halves_platform():
             halves = BatchHalves(self.net, self.loss, x, y, batch, parallel=self.workers != 1 and fork_available())
+            self.used_worker = self.used_worker or halves.parallel
         try:
             return self._epochs(x, y, x_val, y_val, batch, n_batches, xb, yb, has_val, halves)
         finally:

@@ -4,6 +4,7 @@ left behind, hang the trainer or survive it."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -217,6 +218,8 @@ def test_sigint_with_a_worker_and_resume_are_bit_identical_to_one_process(cli, t
     assert proc.returncode == 130, stderr
     resumed = cli(["train", "--resume", run, "--quiet"])
     assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads((run / "summary.json").read_text())["processes"] == 2
+    assert json.loads((reference / "summary.json").read_text())["processes"] == 1
     for name in ("last.npz", "best.npz"):
         assert np.array_equal(np.load(reference / "checkpoints" / name)["params"], np.load(run / "checkpoints" / name)["params"])
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
