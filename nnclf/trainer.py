@@ -150,7 +150,11 @@ class Trainer:
         has_val = x_val is not None and len(y_val) > 0
         halves = None
         if batch >= SPLIT_ROWS and halves_platform():
-            halves = BatchHalves(self.net, self.loss, x, y, batch, parallel=self.workers != 1 and fork_available())
+            # the optimizer step is split between the processes too when nothing needs the
+            # whole gradient first (weight decay and clipping do)
+            split_update = self.weight_decay == 0 and self.clip_norm is None
+            halves = BatchHalves(self.net, self.loss, x, y, batch, parallel=self.workers != 1 and fork_available(),
+                                 optimizer=self.optimizer if split_update else None)
             self.used_worker = self.used_worker or halves.parallel
         try:
             return self._epochs(x, y, x_val, y_val, batch, n_batches, xb, yb, has_val, halves)
@@ -174,7 +178,7 @@ class Trainer:
                 size = hi - lo
                 if halves is not None and size >= SPLIT_ROWS:
                     rows = st.permutation[lo:hi] if st.permutation is not None else np.arange(lo, hi)
-                    batch_loss = self._update(*halves.gradient(rows, self.rng), lr, st.epoch, b)
+                    batch_loss = self._update(*halves.gradient(rows, self.rng), lr, st.epoch, b, halves)
                 else:
                     if st.permutation is not None:
                         idx = st.permutation[lo:hi]
@@ -242,12 +246,15 @@ class Trainer:
         """One gradient step on a batch; returns its loss before the step (no weight decay)."""
         return self._update(*batch_gradient(self.net, self.loss, xs, ys, 1.0, self.rng), lr, epoch, b)
 
-    def _update(self, batch_loss: float, correct: int, lr: float, epoch: int, b: int) -> float:
+    def _update(self, batch_loss: float, correct: int, lr: float, epoch: int, b: int, halves=None) -> float:
         """The step after ``net.grads`` holds the batch's gradient: weight decay, clipping, the
-        optimizer. Returns ``batch_loss``."""
+        optimizer (or, with a worker sharing the update, ``halves.update``). Returns ``batch_loss``."""
         if not math.isfinite(batch_loss):
             raise diverged(f"the loss became {batch_loss} at epoch {epoch + 1}, batch {b + 1}", lr)
         self.state.correct += correct
+        if halves is not None and halves.splits_update:
+            halves.update(lr)
+            return batch_loss
         net = self.net
         net.add_l2_gradient(self.weight_decay)
         if self.clip_norm is not None:

@@ -36,7 +36,7 @@ def halves_made(monkeypatch):
     class Recorded(BatchHalves):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.had_worker, self.worker_pid = self.parallel, self._pid
+            self.had_worker, self.worker_pid, self.split = self.parallel, self._pid, self.splits_update
             made.append(self)
 
     monkeypatch.setattr(trainer_module, "BatchHalves", Recorded)
@@ -56,7 +56,7 @@ def _trainer(workers, *, dtype="float32", k=3, d=12, loss_kwargs=None, batch=301
     loss = LOSSES.get("cross_entropy")(k, **(loss_kwargs or {}))
     net = MLP([d, 16, 8, loss.n_outputs], "tanh", dropout=dropout, dtype=dtype)
     net.initialize("auto", rng)
-    opt = OPTIMIZERS.get(optimizer)(net.params.size, net.dtype)
+    opt = OPTIMIZERS.get(optimizer)(net.params.size, net.dtype, weight_mask=net.weight_mask())
     return Trainer(net, loss, opt, SCHEDULES.get("constant")(0.01, epochs), epochs=epochs, batch_size=batch, rng=rng,
                    shuffle=shuffle, weight_decay=weight_decay, clip_norm=clip_norm, workers=workers, callbacks=callbacks,
                    monitor="train_loss")
@@ -70,6 +70,10 @@ CASES = {
     "weight decay, clipping, momentum": dict(weight_decay=1e-3, clip_norm=0.5, optimizer="nesterov"),
     "dropout (the worker replays the parent's uniforms)": dict(dropout=0.3),
     "dropout, float64, in file order": dict(dropout=0.5, dtype="float64", shuffle=False),
+    "adamw (decay on weights only)": dict(optimizer="adamw"),
+    "rmsprop": dict(optimizer="rmsprop"),
+    "adagrad, float64": dict(optimizer="adagrad", dtype="float64"),
+    "momentum": dict(optimizer="momentum"),
 }
 
 
@@ -86,6 +90,8 @@ def test_workers_change_the_speed_never_the_numbers(case, halves_made):
         history = tr.fit(x, y, x_val.astype(x.dtype), y_val)
         results[workers] = (tr.net.params.copy(), tr.optimizer.state(), [{k: v for k, v in r.items() if k != "seconds"} for r in history])
     assert [h.had_worker for h in halves_made] == [True, False]  # the worker really ran, once
+    # the optimizer step is shared between the processes unless it needs the whole gradient
+    assert halves_made[0].split == (not kw.get("weight_decay") and not kw.get("clip_norm"))
     (p_par, s_par, h_par), (p_one, s_one, h_one) = results[None], results[1]
     assert np.array_equal(p_par, p_one)
     assert s_par.keys() == s_one.keys() and all(np.array_equal(s_par[k], s_one[k]) for k in s_par)
@@ -147,6 +153,29 @@ def test_when_the_worker_dies_training_goes_on_with_the_same_numbers(halves_made
                             "(the same numbers, slower)"]
     assert np.array_equal(killed.net.params, one.net.params)
     assert [r["train_loss"] for r in killed.history] == [r["train_loss"] for r in one.history]
+    with pytest.raises(ChildProcessError):
+        os.waitpid(halves_made[0].worker_pid, os.WNOHANG)
+
+
+@needs_fork
+def test_a_worker_lost_while_updating_is_an_error_naming_resume(halves_made, monkeypatch):
+    # its half of the weights may be half updated: nothing exact to go on from
+    import nnclf.engine.parallel as parallel
+
+    parent, update = os.getpid(), parallel._update_part
+
+    def dies_in_the_worker(*args, first, **kwargs):
+        if os.getpid() != parent and parallel.time.perf_counter() > deadline:
+            os._exit(3)
+        update(*args, first=first, **kwargs)
+
+    monkeypatch.setattr(parallel, "_update_part", dies_in_the_worker)
+    deadline = parallel.time.perf_counter() + 0.05
+    tr = _trainer(None, epochs=1000)
+    with pytest.raises(NnclfError, match=r"worker process failed \(exit status 3\) while updating the weights; "
+                                         r"resume from the last checkpoint"):
+        tr.fit(*_data())
+    assert halves_made[0].split
     with pytest.raises(ChildProcessError):
         os.waitpid(halves_made[0].worker_pid, os.WNOHANG)
 

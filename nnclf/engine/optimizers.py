@@ -11,6 +11,7 @@ Rules: "unit" means 0 <= v < 1, "positive" v > 0, "nonneg" v >= 0.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -50,6 +51,16 @@ class Optimizer:
         """x <- x - lr * direction, without temporaries."""
         np.multiply(direction, self.dtype.type(-lr), out=self._scratch)
         x += self._scratch
+
+    def part(self, part: slice) -> "Optimizer":
+        """This optimizer over x[part] alone: a shallow copy whose arrays lined up with x (its
+        state, scratch and weight mask) are views of this one's. Every update here is
+        elementwise, so stepping the parts of x steps x (two processes share one vector so)."""
+        other = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray) and value.shape == self._scratch.shape:
+                setattr(other, name, value[part])
+        return other
 
     def state(self) -> dict[str, np.ndarray]:
         return {"t": np.array(self.t, dtype=np.int64), **{n: getattr(self, n) for n in self.state_names}}

@@ -23,8 +23,13 @@ an anonymous shared mapping; the worker writes its gradient, loss and correct co
 The two processes meet through step counters in that mapping (polling, then napping after
 20 ms, so neither holds a core while the other evaluates or checkpoints). BLAS is held to one
 thread per process from before the fork until the worker is gone. The worker ignores Ctrl-C,
-dies with its parent (PR_SET_PDEATHSIG), and reports any failure through a flag. The update
-(weight decay, clipping, the optimizer) stays in this process.
+dies with its parent (PR_SET_PDEATHSIG), and reports any failure through a flag; a worker
+that dies or cannot start leaves the rest to this process, with the same numbers.
+
+The optimizer step is split too: each process adds the two gradients over its half of the
+parameter vector and steps the optimizer there, its state in the mapping (every optimizer's
+update is elementwise: ``Optimizer.part``). With weight decay or clipping, which need the
+whole gradient, the step stays in this process.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ import numpy as np
 SPLIT_ROWS = 128  # batches of at least this many rows are computed as two halves
 
 # flags in the shared mapping (int64 slots)
-_GO, _DONE, _STOP, _FAILED, _SIZE, _DROPOUT = range(6)
+_GO, _DONE, _STOP, _FAILED, _SIZE, _DROPOUT, _T, _UPDATE, _UPDATED = range(9)
+_FLAGS = 16
 # A side that waits polls for this long before it naps: longer than a step, so in the loop
 # neither side ever sleeps (a nap of either would make the other nap too, step after step),
 # and short enough not to hold a core while the other side evaluates or writes checkpoints
@@ -121,13 +127,26 @@ class _Replay:
         return out
 
 
+def _update_part(optimizer_part, t: int, params, grads_a, grads_b, split_at: int, lr: float, first: bool) -> None:
+    """g = grads_a + grads_b and one optimizer step, over params[:split_at] or params[split_at:]."""
+    part = slice(0, split_at) if first else slice(split_at, None)
+    g = grads_a[part]
+    g += grads_b[part]
+    optimizer_part.t = t
+    optimizer_part._step(params[part], g, lr)
+
+
 class BatchHalves:
     """Gradients of batches of >= SPLIT_ROWS rows of (x, y), as two halves; with ``parallel``,
     the second half in a forked worker. Use as a context manager (``close`` stops the worker
     and gives the network its own parameter storage back)."""
 
-    def __init__(self, net, loss, x: np.ndarray, y: np.ndarray, max_batch: int, parallel: bool):
+    def __init__(self, net, loss, x: np.ndarray, y: np.ndarray, max_batch: int, parallel: bool, optimizer=None):
+        """With ``optimizer`` (and a worker), ``update`` steps it in both processes, each over
+        its half of the parameter vector; the caller must then apply nothing else to the
+        gradient (no weight decay or clipping, which ``update`` does not do)."""
         self.net, self.loss, self.x, self.y = net, loss, x, y
+        self._optimizer = self._state_owner = optimizer
         self._xb = np.empty((max_batch, x.shape[1]), dtype=x.dtype)
         self._yb = np.empty(max_batch, dtype=y.dtype)
         self._stash = None  # the serial mode's second-half gradient
@@ -165,7 +184,8 @@ class BatchHalves:
             value_a, correct_a = batch_gradient(self.net, self.loss, *self._gather(rows[:h]), share_a, rng)
             if self._worker_done():
                 value_b, correct_b = float(self._results[0]), int(self._results[1])
-                self.net.grads += self._worker_grads
+                if not self.splits_update:  # else each process adds the halves over its part in update()
+                    self.net.grads += self._worker_grads
             else:  # the worker is gone: its half here, with the uniforms drawn for it (same sum)
                 self._stash = self.net.grads.copy()
                 value_b, correct_b = batch_gradient(self.net, self.loss, *self._gather(rows[h:]), share_b,
@@ -176,6 +196,29 @@ class BatchHalves:
     @property
     def parallel(self) -> bool:
         return self._pid is not None
+
+    @property
+    def splits_update(self) -> bool:
+        """Whether ``update`` must follow ``gradient`` (the gradient is summed there)."""
+        return self._pid is not None and self._optimizer is not None
+
+    def update(self, lr: float) -> None:
+        """The optimizer step after ``gradient``: each process adds the two halves' gradients
+        over its half of the parameter vector and steps the optimizer there."""
+        t = self._optimizer.t + 1
+        self._results[2] = lr
+        self._flags[_T] = t
+        self._flags[_UPDATE] = self._step  # written last: the worker may update its part now
+        _update_part(self._own_part, t, self.net.params, self.net.grads, self._worker_grads, self._split_at, lr, first=True)
+        try:
+            _wait_until(self._flags, _UPDATED, self._step, self._check_worker)
+        except _WorkerGone as gone:  # its half may be half updated: nothing to go on from
+            from ..errors import NnclfError
+
+            self._pid = None
+            raise NnclfError(f"training's worker process {gone} while updating the weights; "
+                             f"resume from the last checkpoint (nnclf train --resume RUN)") from None
+        self._optimizer.t = t
 
     def _gather(self, rows: np.ndarray):
         m = len(rows)
@@ -191,24 +234,37 @@ class BatchHalves:
         net = self.net
         n = net.params.size
         hidden = net.sizes[1:-1] if net.dropout > 0 else []
-        layout = [("flags", np.int64, 8), ("results", np.float64, 2), ("rows", np.int64, max_batch),
-                  ("params", net.dtype, n), ("grads", net.dtype, n),
-                  *((f"uniforms{l}", net.dtype, max_batch * width) for l, width in enumerate(hidden))]
+        opt = self._optimizer
+        state_names = opt.state_names if opt is not None else ()
+        layout = [("flags", np.int64, _FLAGS), ("results", np.float64, 3), ("rows", np.int64, max_batch),
+                  ("params", net.dtype, n), ("grads", net.dtype, n), ("main_grads", net.dtype, n),
+                  *((f"uniforms{l}", net.dtype, max_batch * width) for l, width in enumerate(hidden)),
+                  *((f"state_{name}", opt.dtype, n) for name in state_names)]
         offsets, size = {}, 0
         for name, dtype, count in layout:
             offsets[name] = size
             size += -(-count * np.dtype(dtype).itemsize // 64) * 64  # each part 64-byte aligned
         self._shared = mmap.mmap(-1, size)  # anonymous, MAP_SHARED: the same pages after fork
         part = lambda name, dtype, count: np.frombuffer(self._shared, dtype, count, offsets[name])  # noqa: E731
-        self._flags = part("flags", np.int64, 8)
-        self._results = part("results", np.float64, 2)
+        self._flags = part("flags", np.int64, _FLAGS)
+        self._results = part("results", np.float64, 3)  # the worker's loss and correct count; the lr
         self._rows = part("rows", np.int64, max_batch)
         shared_params = part("params", net.dtype, n)
         self._worker_grads = part("grads", net.dtype, n)
         self._uniforms = [part(f"uniforms{l}", net.dtype, max_batch * w).reshape(max_batch, w) for l, w in enumerate(hidden)]
         np.copyto(shared_params, net.params)
-        self._own_params = net.params
-        net.bind_storage(shared_params, net.grads)
+        self._own_params, self._own_grads = net.params, net.grads
+        net.bind_storage(shared_params, part("main_grads", net.dtype, n))
+        # the optimizer's state too, when the update is split: each process steps its half
+        self._own_state = {}
+        self._split_at = n // 2
+        for name in state_names:
+            shared = part(f"state_{name}", opt.dtype, n)
+            np.copyto(shared, getattr(opt, name))
+            self._own_state[name] = getattr(opt, name)
+            setattr(opt, name, shared)
+        if opt is not None:
+            self._own_part = opt.part(slice(0, self._split_at))
         # one BLAS thread per process, set before the fork and kept until the worker is gone:
         # setting it after a fork restarts OpenBLAS's thread pool, whose idle threads spin for
         # ~0.1 s and took a core from the worker (the first ~10 steps ran at a sixth of the speed)
@@ -220,6 +276,7 @@ class BatchHalves:
                 pid = os.fork()
         except OSError as e:  # out of processes or memory: train in this process
             self._release_blas()
+            self._optimizer = None  # the whole update stays here
             self.note = f"training's worker process could not start ({e.strerror}); training runs in one process"
             return
         if pid == 0:  # the worker: never returns
@@ -242,7 +299,10 @@ class BatchHalves:
         warnings.simplefilter("ignore")
         np.seterr(all="ignore")
         net, flags = self.net, self._flags
+        main_grads = net.grads
         net.bind_storage(net.params, self._worker_grads)  # same shared parameters, own gradient
+        opt = self._optimizer
+        own_part = opt.part(slice(self._split_at, None)) if opt is not None else None
         def check() -> None:
             if flags[_STOP] or os.getppid() != parent:
                 raise _Stop
@@ -260,6 +320,14 @@ class BatchHalves:
             value, correct = batch_gradient(net, self.loss, *self._gather(self._rows[h:size]), (size - h) / size, rng)
             self._results[0], self._results[1] = value, correct
             flags[_DONE] = step  # written last: the parent may read the results now
+            if own_part is not None:
+                try:
+                    _wait_until(flags, _UPDATE, step, check)
+                except _Stop:
+                    return
+                _update_part(own_part, int(flags[_T]), net.params, main_grads, self._worker_grads, self._split_at,
+                             float(self._results[2]), first=False)
+                flags[_UPDATED] = step
 
     def _worker_done(self) -> bool:
         """Wait for the worker's half; False if the worker is gone (then it is reaped, the
@@ -301,7 +369,11 @@ class BatchHalves:
         self._release_blas()
         if hasattr(self, "_own_params"):
             np.copyto(self._own_params, self.net.params)
-            self.net.bind_storage(self._own_params, self.net.grads)
+            np.copyto(self._own_grads, self.net.grads)
+            self.net.bind_storage(self._own_params, self._own_grads)
+            for name, own in self._own_state.items():
+                np.copyto(own, getattr(self._state_owner, name))
+                setattr(self._state_owner, name, own)
             del self._own_params
 
     def __enter__(self) -> "BatchHalves":
