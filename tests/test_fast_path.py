@@ -127,6 +127,28 @@ def test_fast_path_float32_matches_float64_reference(batch):
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [300, 257])
+def test_two_halves_and_the_worker_match_the_reference(batch):
+    # batches of >= SPLIT_ROWS rows are two halves on Linux x86-64, with a worker process and
+    # the optimizer step shared between the processes when there are two cores
+    from nnclf.engine.parallel import SPLIT_ROWS
+
+    assert batch >= SPLIT_ROWS
+    sizes = [6, 9, 7, 4]
+    x, y = data(n=600)
+    net, w0, b0, losses = fast_training(sizes, x, y, batch, lr=0.01, dtype="float64", epochs=2)
+    W, b, ref_losses = reference_training(w0, b0, x, y, 4, batch, lr=0.01, steps_epochs=2)
+    for l in range(len(W)):
+        np.testing.assert_allclose(net.weights[l], W[l], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(net.biases[l], b[l], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-12, atol=1e-12)
+    net, w0, b0, losses = fast_training(sizes, x.astype(np.float32), y, batch, lr=1e-3, dtype="float32", epochs=2)
+    W, b, ref_losses = reference_training(w0, b0, x.astype(np.float32), y, 4, batch, lr=1e-3, steps_epochs=2)
+    worst = max(float(np.max(np.abs(a - r))) for a, r in zip([*net.weights, *net.biases], [*W, *b]))
+    assert worst < 2e-6
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+
+
 @pytest.mark.parametrize("loss_cls", [CrossEntropy, NegativeLogLikelihood])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_softmax_loss_equals_forward_then_backward(loss_cls, dtype):
