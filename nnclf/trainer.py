@@ -177,7 +177,7 @@ class Trainer:
                 lo, hi = b * batch, min((b + 1) * batch, n)
                 size = hi - lo
                 if halves is not None and size >= SPLIT_ROWS:
-                    rows = st.permutation[lo:hi] if st.permutation is not None else np.arange(lo, hi)
+                    rows = st.permutation[lo:hi] if st.permutation is not None else range(lo, hi)
                     batch_loss = self._update(*halves.gradient(rows, self.rng), lr, st.epoch, b, halves)
                 else:
                     if st.permutation is not None:

@@ -47,7 +47,7 @@ import numpy as np
 SPLIT_ROWS = 128  # batches of at least this many rows are computed as two halves
 
 # flags in the shared mapping (int64 slots)
-_GO, _DONE, _STOP, _FAILED, _SIZE, _DROPOUT, _T, _UPDATE, _UPDATED = range(9)
+_GO, _DONE, _STOP, _FAILED, _SIZE, _DROPOUT, _T, _UPDATE, _UPDATED, _START = range(10)
 _FLAGS = 16
 # A side that waits polls for this long before it naps: longer than a step, so in the loop
 # neither side ever sleeps (a nap of either would make the other nap too, step after step),
@@ -147,8 +147,9 @@ class BatchHalves:
         gradient (no weight decay or clipping, which ``update`` does not do)."""
         self.net, self.loss, self.x, self.y = net, loss, x, y
         self._optimizer = self._state_owner = optimizer
-        self._xb = np.empty((max_batch, x.shape[1]), dtype=x.dtype)
-        self._yb = np.empty(max_batch, dtype=y.dtype)
+        half = max_batch - max_batch // 2  # the larger half: each process gathers one half
+        self._xb = np.empty((half, x.shape[1]), dtype=x.dtype)
+        self._yb = np.empty(half, dtype=y.dtype)
         self._stash = None  # the serial mode's second-half gradient
         self._pid = None
         self._step = 0
@@ -158,8 +159,9 @@ class BatchHalves:
             self._start_worker(max_batch)
 
     # -- the two modes -----------------------------------------------------------------------
-    def gradient(self, rows: np.ndarray, rng=None) -> tuple[float, int]:
-        """Fill ``net.grads`` with dJ/dtheta of the batch x[rows]; returns (J, correct rows)."""
+    def gradient(self, rows, rng=None) -> tuple[float, int]:
+        """Fill ``net.grads`` with dJ/dtheta of the batch x[rows]; returns (J, correct rows).
+        ``rows``: an index array, or a ``range`` for rows in file order (read in place)."""
         size = len(rows)
         h = size // 2
         share_a, share_b = h / size, (size - h) / size
@@ -173,7 +175,11 @@ class BatchHalves:
             self.net.grads += self._stash
         else:
             self._step += 1
-            self._rows[:size] = rows
+            if isinstance(rows, range):
+                self._flags[_START] = rows.start
+            else:
+                self._flags[_START] = -1
+                self._rows[:size] = rows
             self._flags[_SIZE] = size
             dropout = rng is not None and self.net.dropout > 0
             if dropout:  # the second half's uniforms first, as the serial mode draws them
@@ -220,7 +226,9 @@ class BatchHalves:
                              f"resume from the last checkpoint (nnclf train --resume RUN)") from None
         self._optimizer.t = t
 
-    def _gather(self, rows: np.ndarray):
+    def _gather(self, rows):
+        if isinstance(rows, range):  # consecutive rows: views, no copy
+            return self.x[rows.start : rows.stop], self.y[rows.start : rows.stop]
         m = len(rows)
         # mode="clip" lets take write straight into the buffer (indices are always valid here)
         return (self.x.take(rows, axis=0, out=self._xb[:m], mode="clip"), self.y.take(rows, out=self._yb[:m], mode="clip"))
@@ -314,10 +322,11 @@ class BatchHalves:
                 _wait_until(flags, _GO, step, check)
             except _Stop:
                 return
-            size = int(flags[_SIZE])
+            size, start = int(flags[_SIZE]), int(flags[_START])
             h = size // 2
+            rows = range(start + h, start + size) if start >= 0 else self._rows[h:size]
             rng = _Replay(self._uniforms) if flags[_DROPOUT] else None
-            value, correct = batch_gradient(net, self.loss, *self._gather(self._rows[h:size]), (size - h) / size, rng)
+            value, correct = batch_gradient(net, self.loss, *self._gather(rows), (size - h) / size, rng)
             self._results[0], self._results[1] = value, correct
             flags[_DONE] = step  # written last: the parent may read the results now
             if own_part is not None:
