@@ -311,6 +311,7 @@ class BatchHalves:
         net.bind_storage(net.params, self._worker_grads)  # same shared parameters, own gradient
         opt = self._optimizer
         own_part = opt.part(slice(self._split_at, None)) if opt is not None else None
+
         def check() -> None:
             if flags[_STOP] or os.getppid() != parent:
                 raise _Stop
@@ -364,7 +365,8 @@ class BatchHalves:
             del self._blas_limit
 
     def close(self) -> None:
-        """Stop the worker (if any) and move the parameters back to the network's own array."""
+        """Stop the worker (if any); move the parameters, gradients and optimizer state back to
+        the arrays they had before (so views of them taken before ``fit`` stay live)."""
         if self._pid is not None:
             self._flags[_STOP] = 1
             deadline = time.monotonic() + 2.0
