@@ -121,11 +121,14 @@ def test_two_halves_give_the_batch_mean_gradient():
 @needs_fork
 def test_fit_ends_its_worker_and_gives_the_parameters_back(halves_made):
     tr = _trainer(None)
-    params_before = tr.net.params
+    params_before, grads_before, moment_before = tr.net.params, tr.net.grads, tr.optimizer.m_scaled
     start = params_before.copy()
     tr.fit(*_data())
     (halves,) = halves_made
-    assert halves.had_worker
+    assert halves.had_worker and halves.split
+    # the optimizer's state lived in the shared mapping during fit; now back in its own array
+    assert tr.optimizer.m_scaled is moment_before and np.any(moment_before != 0)
+    assert tr.net.grads is grads_before
     with pytest.raises(ChildProcessError):  # reaped: no zombie either
         os.waitpid(halves.worker_pid, os.WNOHANG)
     assert tr.net.params is params_before and not np.array_equal(params_before, start)
