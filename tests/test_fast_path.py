@@ -102,29 +102,33 @@ def data(n=50, d=6, k=4, seed=3):
     return x, y
 
 
-@pytest.mark.parametrize("batch", [16, 50, 7])
-def test_fast_path_float64_matches_reference(batch):
-    sizes = [6, 9, 7, 4]
-    x, y = data()
-    net, w0, b0, losses = fast_training(sizes, x, y, batch, lr=0.01, dtype="float64", epochs=2)
-    W, b, ref_losses = reference_training(w0, b0, x, y, 4, batch, lr=0.01, steps_epochs=2)
+def matches_reference_float64(x, y, batch, sizes=(6, 9, 7, 4)):
+    net, w0, b0, losses = fast_training(list(sizes), x, y, batch, lr=0.01, dtype="float64", epochs=2)
+    W, b, ref_losses = reference_training(w0, b0, x, y, sizes[-1], batch, lr=0.01, steps_epochs=2)
     for l in range(len(W)):
         np.testing.assert_allclose(net.weights[l], W[l], rtol=0, atol=1e-12)
         np.testing.assert_allclose(net.biases[l], b[l], rtol=0, atol=1e-12)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("batch", [16, 50])
-def test_fast_path_float32_matches_float64_reference(batch):
-    sizes = [6, 9, 7, 4]
-    x, y = data()
-    net, w0, b0, losses = fast_training(sizes, x.astype(np.float32), y, batch, lr=1e-3, dtype="float32", epochs=2)
-    W, b, ref_losses = reference_training(w0, b0, x.astype(np.float32), y, 4, batch, lr=1e-3, steps_epochs=2)
+def matches_float64_reference_float32(x, y, batch, sizes=(6, 9, 7, 4)):
+    x = x.astype(np.float32)
+    net, w0, b0, losses = fast_training(list(sizes), x, y, batch, lr=1e-3, dtype="float32", epochs=2)
+    W, b, ref_losses = reference_training(w0, b0, x, y, sizes[-1], batch, lr=1e-3, steps_epochs=2)
     # float32 rounding: eps32 ~ 1.2e-7 relative on values of order 1 (and Adam steps of 1e-3)
-    worst = max(float(np.max(np.abs(net.weights[l] - W[l]))) for l in range(len(W)))
-    worst = max(worst, max(float(np.max(np.abs(net.biases[l] - b[l]))) for l in range(len(b))))
+    worst = max(float(np.max(np.abs(got - ref))) for got, ref in zip([*net.weights, *net.biases], [*W, *b]))
     assert worst < 2e-6
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [16, 50, 7])
+def test_fast_path_float64_matches_reference(batch):
+    matches_reference_float64(*data(), batch)
+
+
+@pytest.mark.parametrize("batch", [16, 50])
+def test_fast_path_float32_matches_float64_reference(batch):
+    matches_float64_reference_float32(*data(), batch)
 
 
 @pytest.mark.parametrize("batch", [300, 257])
@@ -134,19 +138,9 @@ def test_two_halves_and_the_worker_match_the_reference(batch):
     from nnclf.engine.parallel import SPLIT_ROWS
 
     assert batch >= SPLIT_ROWS
-    sizes = [6, 9, 7, 4]
     x, y = data(n=600)
-    net, w0, b0, losses = fast_training(sizes, x, y, batch, lr=0.01, dtype="float64", epochs=2)
-    W, b, ref_losses = reference_training(w0, b0, x, y, 4, batch, lr=0.01, steps_epochs=2)
-    for l in range(len(W)):
-        np.testing.assert_allclose(net.weights[l], W[l], rtol=0, atol=1e-12)
-        np.testing.assert_allclose(net.biases[l], b[l], rtol=0, atol=1e-12)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-12, atol=1e-12)
-    net, w0, b0, losses = fast_training(sizes, x.astype(np.float32), y, batch, lr=1e-3, dtype="float32", epochs=2)
-    W, b, ref_losses = reference_training(w0, b0, x.astype(np.float32), y, 4, batch, lr=1e-3, steps_epochs=2)
-    worst = max(float(np.max(np.abs(a - r))) for a, r in zip([*net.weights, *net.biases], [*W, *b]))
-    assert worst < 2e-6
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    matches_reference_float64(x, y, batch)
+    matches_float64_reference_float32(x, y, batch)
 
 
 @pytest.mark.parametrize("loss_cls", [CrossEntropy, NegativeLogLikelihood])
