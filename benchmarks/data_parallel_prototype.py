@@ -1,5 +1,6 @@
-"""Tried-and-dropped ideas, kept so their numbers can be rerun: data-parallel training steps in
-two Python threads, or in two processes, against nnclf's Trainer and the GEMM-only ceiling,
+"""The prototypes of data-parallel training steps, kept so their numbers can be rerun: two
+Python threads (dropped) and two processes (which became ``nnclf/engine/parallel.py``, the
+Trainer's default for batches of >= 128 rows), against the Trainer and the GEMM-only ceiling,
 interleaved.
 
     python benchmarks/data_parallel_prototype.py --rows 100000 --batch 512 --rounds 5
@@ -15,8 +16,10 @@ releases, the cheapest CPython offers (~45 us a round trip on the 2-core VM of R
 process: the parameter vector, both gradient vectors and the epoch's permutation live in one
 shared anonymous mapping, each process runs its half of the batch with a one-thread BLAS, adds
 the two gradients over its half of the parameter vector and steps Adam there, and the two meet
-at two spin barriers per step (a shared counter each; ~1 us instead of a lock's ~45 us).
-Prints medians and each contestant's fraction of the two-thread GEMM ceiling (paired per round).
+at two spin barriers per step (a shared counter each, no wake-up, instead of a lock's ~45 us).
+Unlike the Trainer it sets the one-thread BLAS limit after the fork, which restarts OpenBLAS's
+thread pool and slows its first ~10 steps (RESULTS.md); and "nnclf Trainer" is now itself the
+two-process version. Prints medians and each contestant's fraction of the two-thread GEMM ceiling (paired per round).
 """
 
 from __future__ import annotations
