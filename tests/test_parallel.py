@@ -184,18 +184,25 @@ def test_a_worker_lost_while_updating_is_an_error_naming_resume(halves_made, mon
 
 
 @needs_fork
-def test_a_worker_that_cannot_start_leaves_one_process(halves_made, monkeypatch):
+@pytest.mark.parametrize("failing", ["fork", "mmap"])
+def test_a_worker_that_cannot_start_leaves_one_process(halves_made, monkeypatch, failing):
     import errno
 
     import nnclf.engine.parallel as parallel
 
-    def no_fork():
+    def fails(*args):
         raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
-    monkeypatch.setattr(parallel.os, "fork", no_fork)
+    from threadpoolctl import threadpool_info
+
+    blas_threads = [lib["num_threads"] for lib in threadpool_info()]
+    monkeypatch.setattr(parallel.os if failing == "fork" else parallel.mmap, failing, fails)
     x, y = _data()
     tr = _trainer(None)
+    params_before = tr.net.params
     tr.fit(x.astype(np.float32), y)
+    assert tr.net.params is params_before  # the network has its own storage back
+    assert [lib["num_threads"] for lib in threadpool_info()] == blas_threads  # the BLAS limit undone
     one = _trainer(1)
     one.fit(x.astype(np.float32), y)
     assert [h.had_worker for h in halves_made] == [False, False]

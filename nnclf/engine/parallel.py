@@ -156,9 +156,17 @@ class BatchHalves:
         self._pid = None
         self._step = 0
         self._uniforms: list = []
+        self._own_state: dict = {}
         self.note: str | None = None  # why the worker did not start or did not last, if so
         if parallel:
-            self._start_worker(max_batch)
+            try:
+                self._start_worker(max_batch)
+            except OSError as e:  # out of processes or memory: train in this process
+                self.close()
+                self.note = f"training's worker process could not start ({e.strerror or e}); training runs in one process"
+            except BaseException:
+                self.close()
+                raise
 
     # -- the two modes -----------------------------------------------------------------------
     def gradient(self, rows, rng=None) -> tuple[float, int]:
@@ -264,7 +272,6 @@ class BatchHalves:
         self._own_params, self._own_grads = net.params, net.grads
         net.bind_storage(shared_params, part("main_grads", net.dtype, n))
         # the optimizer's state too, when the update is split: each process steps its half
-        self._own_state = {}
         self._split_at = n // 2
         for name in state_names:
             shared = part(f"state_{name}", opt.dtype, n)
@@ -278,15 +285,9 @@ class BatchHalves:
         # ~0.1 s and took a core from the worker (the first ~10 steps ran at a sixth of the speed)
         self._blas_limit = _blas_controller().limit(limits=1, user_api="blas")
         parent = os.getpid()
-        try:
-            with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
-                warnings.simplefilter("ignore", DeprecationWarning)
-                pid = os.fork()
-        except OSError as e:  # out of processes or memory: train in this process
-            self._release_blas()
-            self._optimizer = None  # the whole update stays here
-            self.note = f"training's worker process could not start ({e.strerror}); training runs in one process"
-            return
+        with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the worker: never returns
             code = 1
             try:
