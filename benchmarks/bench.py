@@ -67,6 +67,7 @@ from nnclf.engine.losses import CrossEntropy
 from nnclf.engine.network import MLP
 from nnclf.engine.optimizers import Adam
 from nnclf.engine.schedules import SCHEDULES
+from nnclf.threads import BlasThreads, step_flops
 from nnclf.trainer import Trainer
 
 PY = sys.executable
@@ -163,8 +164,10 @@ def load_baseline(folder: Path):
     return tuple(getattr(importlib.import_module(f"nnclf_base.{n.split(':')[0]}"), n.split(":")[1]) for n in names)
 
 
-def nnclf_epoch(x, y, sizes, batch, lr=1e-3, epochs=1, threads=None, impl=None, workers=None):
-    """Contestant: nnclf's Trainer over ``epochs`` epochs; sample = seconds per epoch."""
+def nnclf_epoch(x, y, sizes, batch, lr=1e-3, epochs=1, threads=None, impl=None):
+    """Contestant: nnclf's Trainer over ``epochs`` epochs, its BLAS threads chosen as
+    ``nnclf train`` chooses them (``training.threads``, default auto); sample = seconds per epoch.
+    A ``--baseline`` version runs as it did then (its own threads handling)."""
     state = {}
     MLP_, CE_, Adam_, SCHEDULES_, Trainer_ = impl or (MLP, CrossEntropy, Adam, SCHEDULES, Trainer)
 
@@ -177,9 +180,14 @@ def nnclf_epoch(x, y, sizes, batch, lr=1e-3, epochs=1, threads=None, impl=None, 
     def run():
         setup()  # every sample starts from the same fresh network (untimed)
         s = state
-        extra = {"workers": workers} if workers is not None else {}
         trainer = Trainer_(s["net"], s["loss"], s["opt"], SCHEDULES_.get("constant")(lr, epochs), epochs=epochs,
-                          batch_size=batch, rng=s["rng"], monitor="train_loss", **extra)
+                          batch_size=batch, rng=s["rng"], monitor="train_loss")
+        if impl is None:
+            speed = trainer.speed = BlasThreads(threads or "auto", step_flops(sizes, batch))
+            with speed:
+                t = time.perf_counter()
+                trainer.fit(x, y)
+                return (time.perf_counter() - t) / epochs
         if threads is not None:
             from threadpoolctl import threadpool_limits
 
@@ -312,31 +320,131 @@ def case_wide(args):
 
 
 def case_threads(args):
-    """Two cores three ways: a worker process (the default for batches of >= 128 rows), one
-    process with two BLAS threads, one process with one (``workers=1``: the same numbers, the
-    halves one after the other)."""
+    """The default (``threads: auto``) against two and one fixed BLAS threads: the same numbers
+    all three ways (tests/test_threads.py), only the speed differs."""
     n = 20_000 if args.quick else 100_000
     x32, y, _ = wide_data(n)
     sizes = [100, 256, 256, 10]
     for batch in (128, 512):
         cs = [Contestant("nnclf", *nnclf_epoch(x32, y, sizes, batch)),
-              Contestant("nnclf workers=1, 2 BLAS threads", *nnclf_epoch(x32, y, sizes, batch, threads=2, workers=1)),
-              Contestant("nnclf workers=1, threads=1", *nnclf_epoch(x32, y, sizes, batch, threads=1, workers=1))]
-        print(f"\n[threads] wide batch {batch}: worker process, 2 BLAS threads, 1 ...", flush=True)
-        report(f"two cores three ways, wide batch {batch} (ratio = its time / nnclf's)",
+              Contestant("nnclf threads=2", *nnclf_epoch(x32, y, sizes, batch, threads=2)),
+              Contestant("nnclf threads=1", *nnclf_epoch(x32, y, sizes, batch, threads=1))]
+        print(f"\n[threads] wide batch {batch}: auto, 2 BLAS threads, 1 ...", flush=True)
+        report(f"threads auto/2/1, wide batch {batch} (ratio = its time / nnclf's)",
                interleave(cs, args.rounds))
 
 
-def case_tiny(args):
+def digits_data():
     if HAVE_SKLEARN:
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        x64, y = digits.data / 16.0, digits.target.astype(np.int64)
-    else:
-        print("  (scikit-learn absent: random 1797x64 data instead of digits)")
-        rng = np.random.default_rng(0)
-        x64, y = rng.random((1797, 64)), rng.integers(0, 10, 1797)
+        return digits.data / 16.0, digits.target.astype(np.int64)
+    print("  (scikit-learn absent: random 1797x64 data instead of digits)")
+    rng = np.random.default_rng(0)
+    return rng.random((1797, 64)), rng.integers(0, 10, 1797)
+
+
+def nnclf_cv(x, y, hidden, batch, epochs, folds=5, threads=None):
+    """Contestant: ``folds`` fits of nnclf's Trainer, each on (folds-1)/folds of the rows (a
+    cross-validation's training work, in this process); sample = seconds for all fits."""
+    sizes = [x.shape[1], *hidden, int(y.max()) + 1]
+    parts = np.array_split(np.random.default_rng(0).permutation(len(y)), folds)
+
+    def run():
+        t = time.perf_counter()
+        for k in range(folds):
+            rows = np.concatenate([p for i, p in enumerate(parts) if i != k])
+            rng = np.random.default_rng(k)
+            net = MLP(sizes, "relu")
+            net.initialize("auto", rng)
+            trainer = Trainer(net, CrossEntropy(sizes[-1]), Adam(net.params.size, net.dtype),
+                              SCHEDULES.get("constant")(1e-3, epochs), epochs=epochs, batch_size=batch, rng=rng,
+                              monitor="train_loss")
+            speed = trainer.speed = BlasThreads(threads or "auto", step_flops(sizes, batch))
+            with speed:
+                trainer.fit(x[rows], y[rows])
+        return time.perf_counter() - t
+
+    return run, None
+
+
+def sklearn_cv(x, y, hidden, batch, epochs, folds=5):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    parts = np.array_split(np.random.default_rng(0).permutation(len(y)), folds)
+
+    def run():
+        t = time.perf_counter()
+        for k in range(folds):
+            rows = np.concatenate([p for i, p in enumerate(parts) if i != k])
+            clf = MLPClassifier(hidden, batch_size=batch, max_iter=epochs, learning_rate_init=1e-3, tol=0,
+                                n_iter_no_change=epochs + 1, random_state=k)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf.fit(x[rows], y[rows])
+        return time.perf_counter() - t
+
+    return run
+
+
+def case_cv(args):
+    """Five fits of 64-100-10 on digits (batch 200, 50 epochs): the work of a 5-fold
+    cross-validation, nnclf's Trainer against MLPClassifier with the same settings."""
+    x64, y = digits_data()
+    x32 = x64.astype(np.float32)
+    epochs = 10 if args.quick else 50
+    cs = [Contestant("nnclf", *nnclf_cv(x32, y, (100,), 200, epochs))]
+    targets = {}
+    if HAVE_SKLEARN:
+        cs.append(Contestant("sklearn MLPClassifier float64", sklearn_cv(x64, y, (100,), 200, epochs)))
+        targets["sklearn MLPClassifier float64"] = 1.8
+    print(f"\n[cv] digits, 5 fits of 64-100-10, batch 200, {epochs} epochs ...", flush=True)
+    report(f"cross-validation digits 5 x 64-100-10 batch 200 {epochs} epochs", interleave(cs, args.rounds),
+           targets=targets, unit="s/5 fits")
+
+
+_BUSY = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
+
+
+def case_contention(args):
+    """A busy machine: one CPU-bound competing process runs beside every contestant. The
+    default (threads auto) against one BLAS thread and scikit-learn, on the wide network at
+    batch 128 and 512 and on the digits cross-validation."""
+    busy = subprocess.Popen([sys.executable, "-c", _BUSY])
+    try:
+        n = 20_000 if args.quick else 100_000
+        x32, y, x64 = wide_data(n)
+        sizes = [100, 256, 256, 10]
+        for batch in (128, 512):
+            cs = [Contestant("nnclf", *nnclf_epoch(x32, y, sizes, batch)),
+                  Contestant("nnclf threads=1", *nnclf_epoch(x32, y, sizes, batch, threads=1))]
+            targets = {"nnclf threads=1": 0.95}
+            if HAVE_SKLEARN:
+                cs.append(Contestant("sklearn MLPClassifier float32", sklearn_epoch(x32, y, (256, 256), batch)))
+                targets["sklearn MLPClassifier float32"] = 1.5
+            print(f"\n[contention] wide batch {batch}, one competing busy process ...", flush=True)
+            report(f"busy machine: wide {n}x100 batch {batch}, one competing process", interleave(cs, args.rounds),
+                   targets=targets)
+        dx64, dy = digits_data()
+        epochs = 10 if args.quick else 50
+        cs = [Contestant("nnclf", *nnclf_cv(dx64.astype(np.float32), dy, (100,), 200, epochs)),
+              Contestant("nnclf threads=1", *nnclf_cv(dx64.astype(np.float32), dy, (100,), 200, epochs, threads=1))]
+        targets = {"nnclf threads=1": 0.95}
+        if HAVE_SKLEARN:
+            cs.append(Contestant("sklearn MLPClassifier float64", sklearn_cv(dx64, dy, (100,), 200, epochs)))
+            targets["sklearn MLPClassifier float64"] = 1.8
+        print("\n[contention] digits cross-validation, one competing busy process ...", flush=True)
+        report(f"busy machine: digits 5 x 64-100-10 batch 200 {epochs} epochs", interleave(cs, args.rounds),
+               targets=targets, unit="s/5 fits")
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def case_tiny(args):
+    x64, y = digits_data()
     x32 = x64.astype(np.float32)
     sizes, batch, epochs = [64, 32, 10], 32, 20
     cs = [Contestant("nnclf", *nnclf_epoch(x32, y, sizes, batch, epochs=epochs))]
@@ -621,7 +729,7 @@ def machine():
     return f"CPU {cpu}, {os.cpu_count()} cores; BLAS {blas}; Python {platform.python_version()}, {versions}"
 
 
-CASES = ("wide", "tiny", "threads", "e2e", "startup", "predict")
+CASES = ("wide", "tiny", "threads", "cv", "contention", "e2e", "startup", "predict")
 
 
 def main(argv=None):
@@ -674,6 +782,10 @@ def main(argv=None):
                 case_tiny(args)
             elif c == "threads":
                 case_threads(args)
+            elif c == "cv":
+                case_cv(args)
+            elif c == "contention":
+                case_contention(args)
             elif c == "e2e":
                 case_e2e(args, tmp)
             elif c == "startup":

@@ -1,5 +1,5 @@
 """The prototypes of data-parallel training steps, kept so their numbers can be rerun: two
-Python threads (dropped) and two processes (which became ``nnclf/engine/parallel.py``, the
+Python threads (dropped) and two processes (the forked worker of nnclf 0.1, removed in the step redesign: it made busy machines several times slower; see RESULTS.md), the
 Trainer's default for batches of >= 128 rows), against the Trainer and the GEMM-only ceiling,
 interleaved.
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from .config import Config
 from .engine.losses import LOSSES, Loss
-from .engine.network import MLP
+from .engine.network import MLP, parameter_count
 from .engine.optimizers import OPTIMIZERS, Optimizer
 from .engine.schedules import SCHEDULES, Schedule
 from .errors import NnclfError
@@ -41,7 +41,7 @@ def build_network(cfg: Config, n_features: int, loss: Loss) -> MLP:
     try:
         return MLP(sizes, cfg.model.activation, cfg.model.dropout, cfg.training.dtype)
     except (MemoryError, ValueError):  # numpy: "Unable to allocate ..." / "Maximum allowed dimension exceeded"
-        n = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+        n = parameter_count(sizes)
         raise NnclfError(f"model.hidden: {cfg.model.hidden} makes a network of {n:,} parameters, too many to allocate") from None
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .engine.network import parameter_count
 from .errors import NnclfError
 
 FORMAT = "nnclf-checkpoint"
@@ -140,7 +141,7 @@ def load_checkpoint(path: str | Path) -> tuple[np.ndarray, dict[str, Any], dict[
     sizes = meta.get("network", {}).get("sizes")
     if not isinstance(sizes, list) or len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
         raise NnclfError(f"{path}: not a valid checkpoint (bad network sizes {sizes!r})")
-    expected = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+    expected = parameter_count(sizes)
     if params.dtype.kind != "f":
         raise NnclfError(f"{path}: not a valid checkpoint (params has dtype {params.dtype}, expected floats)")
     if params.ndim != 1 or params.size != expected:

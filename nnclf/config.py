@@ -226,8 +226,20 @@ class TrainingConfig(Section):
     dtype: Literal["float32", "float64"] = "float32"
     clip_norm: Optional[float] = Field(None, gt=0)
     checkpoint_every: int = Field(1, ge=1)
-    threads: Optional[int] = Field(None, ge=1, le=1024)  # BLAS libraries take a C int
+    # BLAS threads: "auto" measures (nnclf/threads.py); a count fixes it (BLAS takes a C int).
+    # null, in configs written before "auto" existed, means auto.
+    threads: Union[Literal["auto"], int] = "auto"
+    # accepted so configs and run folders from before 0.2 load; the worker process it chose is gone
     workers: Union[Literal["auto"], int] = "auto"
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _auto_or_count(cls, threads):
+        if threads is None:
+            return "auto"
+        if isinstance(threads, bool) or not (threads == "auto" or (isinstance(threads, int) and 1 <= threads <= 1024)):
+            raise ValueError(f"must be 'auto' or an integer from 1 to 1024, got {threads!r}")
+        return threads
 
     @field_validator("workers", mode="before")
     @classmethod

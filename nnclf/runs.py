@@ -30,7 +30,8 @@ from .config import Config, load_config, validate
 from .errors import NnclfError
 from .registry import did_you_mean
 from .metrics import classification_report
-from .trainer import Trainer, TrainerState, TrainingDiverged
+from .threads import BlasThreads, step_flops
+from .trainer import Trainer, TrainingDiverged
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "seconds"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -131,7 +132,7 @@ class _Checkpointer:
         self.run.write_metrics(trainer.history, durable)
         if improved:
             self.run.save("best", trainer, trainer.net.params, durable)
-        if trainer.state.epoch % self.every == 0 or trainer.state.epoch == trainer.epochs or trainer.state.stopped_early:
+        if trainer.epoch % self.every == 0 or trainer.epoch == trainer.epochs or trainer.stopped_early:
             self.run.save("last", trainer, trainer.net.params, durable)
 
 
@@ -143,9 +144,8 @@ class TrainingRun:
         self._metric_lines: list[str] = []
         (folder / "checkpoints").mkdir(exist_ok=True)
 
-    def checkpoint_meta(self, trainer: Trainer) -> dict[str, Any]:
+    def checkpoint_meta(self, trainer: Trainer, state: dict[str, Any]) -> dict[str, Any]:
         p = self.prepared
-        trainer.state.rng_state = trainer.rng.bit_generator.state
         return {
             "config_name": self.config_name,
             "network": {"sizes": trainer.net.sizes, "activation": trainer.net.activation_name, "dropout": trainer.net.dropout, "dtype": str(trainer.net.dtype)},
@@ -154,17 +154,18 @@ class TrainingRun:
             "preprocessor": p.preprocessor.state,
             "data_files": p.files,
             "config": self.cfg.to_dict(),
-            "trainer": trainer.state.to_json(),
-            "schedule": trainer.schedule.state(),
+            "trainer": state["progress"],
+            "schedule": state["schedule"],
             "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
     def save(self, which: str, trainer: Trainer, params: np.ndarray, durable: bool = True) -> None:
-        arrays = {f"optimizer.{k}": v for k, v in trainer.optimizer.state().items()}
-        if trainer.state.permutation is not None and trainer.state.batch > 0:
-            arrays["trainer.permutation"] = trainer.state.permutation
-        save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, self.checkpoint_meta(trainer), arrays, durable)
+        state = trainer.state_dict()
+        arrays = {f"optimizer.{k}": v for k, v in state["optimizer"].items()}
+        if state["permutation"] is not None:
+            arrays["trainer.permutation"] = state["permutation"]
+        save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, self.checkpoint_meta(trainer, state), arrays, durable)
 
     def write_metrics(self, history, durable: bool = True) -> None:
         """Rewrite metrics.csv atomically; each row is formatted once and kept."""
@@ -213,8 +214,6 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
         early_stopping=build_early_stopping(cfg),
         monitor="val_loss" if has_val else "train_loss",
         callbacks=callbacks,
-        # auto: a worker process when the machine has the cores, unless training is held to one
-        workers=(1 if cfg.training.threads == 1 else None) if cfg.training.workers == "auto" else cfg.training.workers,
     )
 
 
@@ -285,11 +284,13 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
     trainer = _make_trainer(cfg, prepared, [])
     trainer.net.params[...] = params
-    trainer.optimizer.load_state({k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("optimizer.")})
-    trainer.schedule.load_state(meta["schedule"])
-    trainer.state = TrainerState.from_json(meta["trainer"], arrays.get("trainer.permutation"))
-    trainer.rng.bit_generator.state = trainer.state.rng_state
-    trainer.history = read_history(folder / "metrics.csv", trainer.state.epoch)
+    trainer.load_state_dict({
+        "progress": meta["trainer"],
+        "schedule": meta["schedule"],
+        "optimizer": {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("optimizer.")},
+        "permutation": arrays.get("trainer.permutation"),
+    })
+    trainer.history = read_history(folder / "metrics.csv", trainer.epoch)
     best = folder / "checkpoints" / "best.npz"
     trainer.best_params = load_checkpoint(best)[0] if best.is_file() else None
     run.write_metrics(trainer.history)
@@ -305,17 +306,13 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
                 tr.stop_requested = True
 
     trainer.callbacks = [_Checkpointer(run, cfg.training.checkpoint_every), StopWatcher(), *callbacks]
-    from contextlib import nullcontext
-
-    limiter = nullcontext()
-    if cfg.training.threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        limiter = threadpool_limits(limits=cfg.training.threads, user_api="blas")
+    batch = len(prepared.train) if trainer.batch_size is None else min(trainer.batch_size, len(prepared.train))
+    threads = BlasThreads(cfg.training.threads, step_flops(trainer.net.sizes, batch))
+    trainer.speed = threads
     val = prepared.val if prepared.val is not None and len(prepared.val) > 0 else None
     try:
         # overflow in a diverging run is detected and reported by the trainer; no numpy noise
-        with limiter, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             trainer.fit(prepared.train.x, prepared.train.y, val.x if val else None, val.y if val else None)
     except TrainingDiverged as e:
         run.sync()
@@ -324,8 +321,6 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
         last = run.folder / "checkpoints" / "last.npz"
         kept = f"; the last good checkpoint is {last}" if last.exists() else ""
         raise TrainingDiverged(f"{e}{kept}") from None
-    for note in trainer.notes:
-        warn(note)
     if trainer.interrupted:
         run.save("last", trainer, trainer.net.params)
     run.sync()
@@ -343,27 +338,24 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
     summary: dict[str, Any] = {
         "status": status,
         "config_name": run.config_name,
-        "epochs_run": trainer.state.epoch,
-        "stopped_early": trainer.state.stopped_early,
+        "epochs_run": trainer.epoch,
+        "stopped_early": trainer.stopped_early,
         "monitor": trainer.monitor,
-        "best_epoch": trainer.state.best_epoch,
-        "best_value": trainer.state.best_value,
+        "best_epoch": trainer.best_epoch,
+        "best_value": trainer.best_value,
         "final": history[-1] if history else None,
-        "best": history[trainer.state.best_epoch - 1] if trainer.state.best_epoch else None,
+        "best": history[trainer.best_epoch - 1] if trainer.best_epoch else None,
         "rows": {"train": len(prepared.train), "val": len(prepared.val) if prepared.val else 0, "test": len(prepared.test) if prepared.test else 0},
         "features": {"columns": len(prepared.preprocessor.features), "inputs": prepared.train.x.shape[1]},
         "columns": [{k: c[k] for k in ("name", "kind", "reason")} for c in prepared.preprocessor.state["columns"]],
         "classes": prepared.labels.values,
         "seed": cfg.seed,
-        "processes": 2 if trainer.used_worker else 1,  # training.workers: whether a worker ran
         "seconds": {"train": sum(r["seconds"] for r in history), "wall": time.time() - started},
         "versions": versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if error:
         summary["error"] = error
-    if trainer.notes:
-        summary["notes"] = trainer.notes
     test = prepared.test
     if status == "finished" and test is not None and len(test) > 0:
         params = trainer.best_params if trainer.best_params is not None else trainer.net.params
@@ -375,7 +367,7 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         if not np.all(np.isfinite(proba)):  # no validation data caught it: the last steps blew up
             raise TrainingDiverged(
                 f"training diverged: the trained model's outputs on the test rows are NaN or infinite "
-                f"(lr {trainer.schedule.lr(max(trainer.state.epoch - 1, 0)):g}); lower optimizer.lr, or set training.clip_norm"
+                f"(lr {trainer.lr:g}); lower optimizer.lr, or set training.clip_norm"
             )
         report = classification_report(test.y, proba, prepared.labels.values)
         summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}

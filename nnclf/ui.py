@@ -71,10 +71,9 @@ class TrainingDisplay:
 
     @staticmethod
     def _info(trainer, epoch: int, loss: float) -> str:
-        st = trainer.state
-        parts = [f"lr {trainer.schedule.lr(epoch):.3g}", f"loss {loss:.4f}"]
-        if st.seen:
-            parts.append(f"acc {st.correct / st.seen:.3f}")
+        parts = [f"lr {trainer.lr:.3g}", f"loss {loss:.4f}"]
+        if trainer.seen:
+            parts.append(f"acc {trainer.correct / trainer.seen:.3f}")
         if trainer.history and "val_loss" in trainer.history[-1]:
             last = trainer.history[-1]
             parts.append(f"val_loss {last['val_loss']:.4f} val_acc {last['val_accuracy']:.3f}")

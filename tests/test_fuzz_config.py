@@ -196,7 +196,7 @@ KEYS = {  # every documented key with a few in-range values
     "training.dtype": ["float32", "float64"],
     "training.clip_norm": [None, 1.0, 1e-300],
     "training.checkpoint_every": [1, 2, 10**30],
-    "training.threads": [None, 1],
+    "training.threads": [None, "auto", 1],
 }
 weird_scalars = st.one_of(
     st.integers(min_value=-(10**40), max_value=10**40),
@@ -405,7 +405,7 @@ def test_named_hostile_configs(base, name):
         ("plateau on val_loss without validation", "schedule.monitor: 'val_loss' needs validation data"),
         ("10**30 hidden width", "model.hidden: [1000000000000000000000000000000] makes a network of"),
         ("10**9 x 10**9 hidden", "too many to allocate"),
-        ("10**30 threads", "training.threads: input should be less than or equal to 1024"),
+        ("10**30 threads", "training.threads: must be 'auto' or an integer from 1 to 1024"),
         ("deeply nested list", "c.yaml: invalid YAML: nested too deeply"),
         ("5000-digit integer", "c.yaml: invalid YAML: a number with more than 4300 digits"),
         ("a newline in a key", "c.yaml, line 2: se\\red\\nx: unknown key (did you mean 'seed'?)"),

@@ -227,18 +227,18 @@ def test_registry_has_every_optimizer():
     assert {"sgd", "gd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"} <= set(OPTIMIZERS.names())
 
 
-def test_adam_keeps_scaled_moments_and_loads_plain_ones():
-    # state m_scaled = m / (1 - b1), v_scaled = v / (1 - b2), with m and v the textbook moments
+def test_adam_keeps_textbook_moments_and_loads_scaled_ones():
+    # state m and v are the paper's moments; nnclf 0.1 saved m_scaled = m / (1 - b1), v_scaled = v / (1 - b2)
     b1, b2 = 0.8, 0.95
     _, opt = run("adam", steps=2, beta1=b1, beta2=b2, eps=1e-3)
     m = v = np.zeros(4)
     for g in GRADS[:2]:
         m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
-    np.testing.assert_allclose(opt.state()["m_scaled"], m / (1 - b1), rtol=1e-12)
-    np.testing.assert_allclose(opt.state()["v_scaled"], v / (1 - b2), rtol=1e-12)
-    # a checkpoint written before the scaling (keys m and v) resumes on the same path
+    np.testing.assert_allclose(opt.state()["m"], m, rtol=1e-12)
+    np.testing.assert_allclose(opt.state()["v"], v, rtol=1e-12)
+    # a checkpoint written with the scaled moments resumes on the same path
     x = np.array(ref_adam(b1, b2, 1e-3)[1])
     resumed = OPTIMIZERS.get("adam")(4, dtype="float64", beta1=b1, beta2=b2, eps=1e-3)
-    resumed.load_state({"t": np.array(2), "m": m, "v": v})
+    resumed.load_state({"t": np.array(2), "m_scaled": m / (1 - b1), "v_scaled": v / (1 - b2)})
     resumed.step(x, GRADS[2], LRS[2])
     np.testing.assert_allclose(x, ref_adam(b1, b2, 1e-3)[2], rtol=1e-12, atol=1e-15)

@@ -123,8 +123,8 @@ def test_early_stopping_stops_at_the_right_epoch(monitor, script, patience, min_
     trainer = _tiny_trainer(script, EarlyStopper(monitor, patience, min_delta))
     history = trainer.fit(x, y, x, y)
     assert len(history) == stop_epoch
-    assert trainer.state.best_epoch == best_epoch
-    assert trainer.state.stopped_early
+    assert trainer.best_epoch == best_epoch
+    assert trainer.stopped_early
 
 
 def test_best_checkpoint_holds_the_best_epochs_weights(cli, tmp_path):

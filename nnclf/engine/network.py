@@ -33,15 +33,26 @@ class MLP:
         self.activation: Activation = ACTIVATIONS.get(activation)()
         self.dropout = float(dropout)
         self.dtype = np.dtype(dtype)
-        total = sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
-        self.bind_storage(np.zeros(total, dtype=self.dtype), np.zeros(total, dtype=self.dtype))
+        total = parameter_count(self.sizes)
+        self._bind(np.zeros(total, dtype=self.dtype), np.zeros(total, dtype=self.dtype))
+
+    # Copies and pickles carry the sizes and the two flat vectors; the W_l / b_l views and the
+    # buffers are remade over the copy's own vectors (copied views would still point into the
+    # original's, and training the copy would silently change nothing of it).
+    def __getstate__(self) -> dict:
+        return {"sizes": self.sizes, "activation": self.activation_name, "dropout": self.dropout,
+                "dtype": self.dtype.str, "params": self.params, "grads": self.grads}
+
+    def __setstate__(self, state: dict) -> None:
+        self.sizes, self.activation_name = list(state["sizes"]), state["activation"]
+        self.activation = ACTIVATIONS.get(self.activation_name)()
+        self.dropout, self.dtype = float(state["dropout"]), np.dtype(state["dtype"])
+        self._bind(np.array(state["params"], dtype=self.dtype), np.array(state["grads"], dtype=self.dtype))
+
+    def _bind(self, params: np.ndarray, grads: np.ndarray) -> None:
+        """Make every W_l, b_l and gradient view over the flat ``params`` and ``grads``."""
         self._capacity = 0
         self._view_cache: dict[int, _BatchViews] = {}
-
-    def bind_storage(self, params: np.ndarray, grads: np.ndarray) -> None:
-        """Keep the parameters in ``params`` and their gradients in ``grads`` (flat arrays of
-        this network's size and dtype, e.g. in memory shared with another process): every
-        W_l, b_l and gradient view is remade over them. Values are not copied."""
         shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
         self.params, self.grads = params, grads
         self.weights, self.biases, self._weight_spans = self._views(self.params, shapes)
@@ -193,6 +204,11 @@ class MLP:
             stop = min(start + chunk, x.shape[0])
             out[start:stop] = self.forward(x[start:stop])
         return out
+
+
+def parameter_count(sizes: list[int]) -> int:
+    """sum_l (n_{l-1} n_l + n_l): the weights and biases of an MLP with layer widths ``sizes``."""
+    return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
 
 
 class _BatchViews:

@@ -115,8 +115,7 @@ class ReduceOnPlateau(Schedule):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.current = self.base_lr
-        self.best: float | None = None
-        self.bad_epochs = 0
+        self.plateau = Improvement(self.monitor, self.mode, self.min_delta)
 
     def decayed(self, t):
         return self.current
@@ -125,22 +124,53 @@ class ReduceOnPlateau(Schedule):
         value = metrics.get(self.monitor)
         if value is None or not math.isfinite(value):
             return
-        sign = -1.0 if resolve_mode(self.mode, self.monitor) == "max" else 1.0
-        if self.best is None or sign * (value - self.best) < -self.min_delta:
-            self.best, self.bad_epochs = value, 0
-            return
-        self.bad_epochs += 1
-        if self.bad_epochs >= self.patience:
+        if not self.plateau.update(value) and self.plateau.bad_epochs >= self.patience:
             self.current = max(self.min_lr, self.current * self.factor)
-            self.bad_epochs = 0
+            self.plateau.bad_epochs = 0
 
     def state(self):
-        return {"current": self.current, "best": self.best, "bad_epochs": self.bad_epochs}
+        return {"current": self.current, "best": self.plateau.best, "bad_epochs": self.plateau.bad_epochs}
 
     def load_state(self, state):
         self.current = float(state["current"])
-        self.best = None if state["best"] is None else float(state["best"])
-        self.bad_epochs = int(state["bad_epochs"])
+        self.plateau.best = None if state["best"] is None else float(state["best"])
+        self.plateau.bad_epochs = int(state["bad_epochs"])
+
+
+class Improvement:
+    """Tracks the best value of a monitored metric: early stopping, the best checkpoint and
+    ``reduce_on_plateau`` all ask it whether an epoch improved.
+
+    An epoch improves when its value beats the best by more than ``min_delta`` (below it in
+    mode min, above it in mode max); the first finite value always improves.
+    """
+
+    def __init__(self, monitor: str, mode: str = "auto", min_delta: float = 0.0):
+        self.monitor, self.mode, self.min_delta = monitor, resolve_mode(mode, monitor), float(min_delta)
+        self.best: float | None = None
+        self.best_epoch = 0  # 1-based epoch of the best value; 0: none yet
+        self.bad_epochs = 0  # epochs since the last improvement
+
+    def update(self, value: float, epoch: int = 0) -> bool:
+        """Record one epoch's value; True when it improved on the best."""
+        if self.best is None:
+            better = math.isfinite(value)
+        elif self.mode == "min":
+            better = value < self.best - self.min_delta
+        else:
+            better = value > self.best + self.min_delta
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+    def state(self) -> dict:
+        return {"best_value": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state(self, state: dict) -> None:
+        self.best = None if state["best_value"] is None else float(state["best_value"])
+        self.best_epoch, self.bad_epochs = int(state["best_epoch"]), int(state["bad_epochs"])
 
 
 def resolve_mode(mode: str, monitor: str) -> str:

@@ -1,0 +1,137 @@
+"""One training step, and the full-data objective: the textbook of backpropagation in two calls.
+
+The objective is the mean loss plus L2 weight decay on the weights (never the biases):
+
+    J(theta) = 1/n sum_i l(f(x_i; theta), y_i) + lam/2 sum_l ||W_l||^2
+
+``TrainingStep`` is what first-order methods (SGD, momentum, Adam, ...) run on each mini-batch:
+
+    gradient:  forward, loss, dJ/dz_L, backward       -> net.grads = dJ_batch/dtheta (no decay)
+    update:    g += lam W (weights), clip ||g||,  theta <- optimizer(theta, g, lr)
+
+The two halves are separate calls so that a caller can combine the gradients of several parts of
+one batch between them (data-parallel training sums every rank's share before the update);
+``step`` does both. ``Objective`` is what full-batch methods (L-BFGS, conjugate gradient, ...)
+call: ``objective(theta) -> (J, dJ/dtheta)`` over a whole data set, evaluated in row chunks so
+its buffers stay bounded.
+
+Nothing here knows of processes, threads, files or terminals: a step is arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .losses import Loss, predicted_classes
+from .network import INFERENCE_ROWS, MLP
+from .optimizers import Optimizer
+
+
+class BatchResult(NamedTuple):
+    """What a step saw: the batch's mean loss before the update (no weight decay) and how many
+    of its rows the network classified correctly before the update."""
+
+    loss: float
+    correct: int
+
+
+def check_labels(y: np.ndarray, n_classes: int) -> None:
+    """Class indices must lie in 0..K-1: an index out of range would silently read another
+    row's logit in the fused loss (it works on the flattened (B, K) array)."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"class indices must lie in 0..{n_classes - 1}; got values from {int(y.min())} to {int(y.max())}")
+
+
+class TrainingStep:
+    """A mini-batch step of a first-order optimizer on J(theta) (see the module docstring).
+
+    Parameters
+    ----------
+    net : MLP whose ``params`` the optimizer updates in place.
+    loss : the loss on the network's logits (owns the output nonlinearity).
+    optimizer : a first-order optimizer over ``net.params``.
+    weight_decay : lam >= 0 of the L2 term lam/2 ||W||^2.
+    clip_norm : if set, g <- g * clip_norm / ||g|| whenever ||g|| > clip_norm (after decay).
+    """
+
+    def __init__(self, net: MLP, loss: Loss, optimizer: Optimizer, weight_decay: float = 0.0, clip_norm: float | None = None):
+        self.net, self.loss, self.optimizer = net, loss, optimizer
+        self.weight_decay, self.clip_norm = float(weight_decay), clip_norm
+
+    def gradient(self, xs: np.ndarray, ys: np.ndarray, rng: np.random.Generator | None = None, share: float = 1.0) -> BatchResult:
+        """Set ``net.grads`` to ``share`` times the gradient of the mean loss over (xs (B, d), ys (B,)).
+
+        ``share`` = B / B_total lets the parts of one batch of B_total rows be computed apart:
+        the sum of their gradients is the whole batch's mean gradient. ``rng`` turns dropout on.
+        """
+        net = self.net
+        logits = net.forward(xs, rng)
+        delta = net.output_delta_buffer(len(ys))
+        value = self.loss.forward_backward(logits, ys, delta)
+        classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
+        if classes is None:
+            classes = predicted_classes(logits)
+        correct = int(np.count_nonzero(classes == ys))
+        if share != 1.0:
+            delta *= delta.dtype.type(share)
+        net.backward(delta)
+        return BatchResult(value, correct)
+
+    def update(self, lr: float) -> None:
+        """Weight decay, clipping and one optimizer update from the gradient in ``net.grads``."""
+        net = self.net
+        net.add_l2_gradient(self.weight_decay)
+        if self.clip_norm is not None:
+            norm = math.sqrt(float(np.dot(net.grads, net.grads)))
+            if norm > self.clip_norm:
+                net.grads *= net.dtype.type(self.clip_norm / norm)
+        self.optimizer.step(net.params, net.grads, lr)
+
+    def step(self, xs: np.ndarray, ys: np.ndarray, lr: float, rng: np.random.Generator | None = None) -> BatchResult:
+        """``gradient`` then ``update``: one step of the optimizer on the batch (xs, ys)."""
+        result = self.gradient(xs, ys, rng)
+        if math.isfinite(result.loss):  # a non-finite loss is the caller's to report; no update from it
+            self.update(lr)
+        return result
+
+
+class Objective:
+    """J(theta) and dJ/dtheta over a whole data set (x (n, d), y (n,)), for full-batch methods.
+
+    ``objective(theta)`` sets the network's parameters to ``theta`` (a flat vector of
+    ``net.params``' size, any float dtype) and returns (J as a Python float, a new float64 copy
+    of dJ/dtheta). Rows are processed in chunks of ``chunk``; chunk c contributes
+    (n_c / n) dJ_c/dtheta, so the sum is the mean gradient. Dropout is off: the objective
+    is a deterministic function of theta, which line searches need.
+    """
+
+    def __init__(self, net: MLP, loss: Loss, x: np.ndarray, y: np.ndarray, weight_decay: float = 0.0, chunk: int = INFERENCE_ROWS):
+        if len(y) == 0:
+            raise ValueError("the objective needs at least one row")
+        check_labels(y, loss.n_classes)
+        self.net, self.loss, self.x, self.y = net, loss, x, y
+        self.weight_decay, self.chunk = float(weight_decay), int(chunk)
+        self.evaluations = 0  # calls so far: optimizers report function evaluations per iteration
+        self._total = np.empty_like(net.grads)
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        net, n = self.net, len(self.y)
+        self.evaluations += 1
+        net.params[...] = theta
+        total = self._total
+        total[...] = 0
+        value = 0.0
+        for start in range(0, n, self.chunk):
+            stop = min(start + self.chunk, n)
+            logits = net.forward(self.x[start:stop])
+            delta = net.output_delta_buffer(stop - start)
+            value += self.loss.forward_backward(logits, self.y[start:stop], delta) * ((stop - start) / n)
+            delta *= delta.dtype.type((stop - start) / n)
+            total += net.backward(delta)
+        net.grads[...] = total
+        value += net.l2_penalty(self.weight_decay)
+        net.add_l2_gradient(self.weight_decay)
+        return value, net.grads.astype(np.float64)

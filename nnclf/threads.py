@@ -1,0 +1,174 @@
+"""BLAS threads for training steps, chosen by measuring the steps themselves.
+
+Why measured and not fixed: with two BLAS threads a wide network's matrix products run up to
+twice as fast on a quiet machine, but when another process holds a core, a GEMM split over two
+threads waits for the slower one and the same step gets several times slower than with one
+thread. No static rule knows which machine it is on, so ``BlasThreads`` times windows of steps
+at each thread count and keeps the faster, re-checking now and then because the load changes.
+
+Thread counts change only the speed: OpenBLAS divides a product among threads by blocks of the
+output, each element still summed in the same order, so the numbers are the same bits with any
+count (``tests/test_threads.py`` checks this on whole runs).
+
+Small steps never pay for the search: below ``MIN_FLOPS`` a step runs on one thread, where a
+second thread's wake-up costs more than it can save.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from functools import lru_cache
+
+# Flops of a step below which one thread is always used: a few milliseconds of work at one
+# thread, where a second thread's share cannot outweigh its wake-ups and, on a busy machine,
+# its waits (a 64-100-10 step at batch 200 is 9e6; the wide 100-256-256-10 at 128 is 7e7).
+MIN_FLOPS = 4e7
+WINDOW_STEPS = 16  # steps timed per measurement window
+ABORT_RATIO = 1.5  # a trial step this much slower than the chosen count's mean ends the trial
+FIRST_EXPLOIT_WINDOWS = 8  # windows at the chosen count before the next re-check...
+MAX_EXPLOIT_WINDOWS = 64  # ...doubling while the choice holds, so a settled choice costs <= 1/65 of the steps
+
+
+def step_flops(sizes: list[int], batch: int) -> float:
+    """Flops of one training step: 2 flops per multiply-add, one product forward and two
+    backward (deltas and weight gradients) per layer."""
+    return 6.0 * batch * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+
+
+@lru_cache(maxsize=1)
+def _blas_libraries():
+    """threadpoolctl's handles on the loaded BLAS libraries (scanning them takes milliseconds,
+    so it is done once; setting a count through a handle is one C call)."""
+    from threadpoolctl import ThreadpoolController
+
+    return [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class BlasThreads:
+    """Sets the BLAS thread count around training steps (use ``with BlasThreads(...) as t:``
+    around ``fit``; the trainer enters ``t.step()`` around each step).
+
+    ``threads``: a fixed count, or ``"auto"``: one thread for small steps, otherwise the faster
+    of the candidate counts (1 .. usable cores, at most ``max_threads``) by measurement:
+
+    - the chosen count (first: 1) runs for a number of windows of ``WINDOW_STEPS`` steps, its
+      mean step time kept fresh;
+    - then another count is tried for one window; a single step of it slower than
+      ``ABORT_RATIO`` times the chosen count's mean ends the trial at once, so on a busy
+      machine, where a two-thread product can take ten times as long, a trial costs one step;
+    - the faster becomes the chosen count; the number of windows before the next trial doubles
+      while the choice holds (up to ``MAX_EXPLOIT_WINDOWS``) and starts again when it changes.
+
+    The choice is remembered in this process for steps of the same size, so a cross-validation's
+    fits do not each start the search over. The previous counts are restored on exit.
+    """
+
+    # (log2 of flops per step) -> (chosen count, windows before the next trial)
+    _memory: dict[int, tuple[int, int]] = {}
+
+    def __init__(self, threads: int | str = "auto", flops_per_step: float = 0.0, max_threads: int = 2):
+        self.libraries = _blas_libraries()
+        self._saved = [lib.num_threads for lib in self.libraries]
+        if threads == "auto":
+            most = max(1, min(_usable_cores(), max_threads, max(self._saved, default=1)))
+            self.candidates = [1] if flops_per_step < MIN_FLOPS else list(range(1, most + 1))
+        else:
+            self.candidates = [int(threads)]
+        self._key = int(math.log2(max(flops_per_step, 1.0)))
+        chosen, exploit = self._memory.get(self._key, (self.candidates[0], 1))
+        self.chosen = chosen if chosen in self.candidates else self.candidates[0]
+        self._exploit = exploit  # windows at the chosen count between trials
+        self._left = exploit  # windows left before the next trial
+        self._trial: int | None = None  # the count on trial, if any
+        self._trials = 0
+        self._mean: dict[int, float] = {}
+        self._steps, self._elapsed = 0, 0.0
+        self._applied: int | None = None
+        self._timer = _StepTimer(self)
+
+    @property
+    def adaptive(self) -> bool:
+        return len(self.candidates) > 1
+
+    @property
+    def current(self) -> int:
+        return self._trial if self._trial is not None else self.chosen
+
+    def __enter__(self) -> "BlasThreads":
+        self._apply(self.current)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.adaptive:
+            self._memory[self._key] = (self.chosen, self._exploit)
+        for lib, n in zip(self.libraries, self._saved):
+            lib.set_num_threads(n)
+        self._applied = None
+
+    def step(self) -> "_StepTimer":
+        return self._timer
+
+    def _apply(self, n: int) -> None:
+        if n != self._applied:
+            for lib in self.libraries:
+                lib.set_num_threads(n)
+            self._applied = n
+
+    def _observe(self, seconds: float) -> None:
+        """One step took ``seconds`` at ``self.current`` threads."""
+        self._steps += 1
+        self._elapsed += seconds
+        reference = self._mean.get(self.chosen)
+        if self._trial is not None and reference is not None and seconds > ABORT_RATIO * reference:
+            self._end_trial(seconds)  # lost already: one slow step is enough
+            return
+        if self._steps < WINDOW_STEPS:
+            return
+        mean = self._elapsed / self._steps
+        if self._trial is not None:
+            self._end_trial(mean)
+            return
+        self._mean[self.chosen] = mean
+        self._steps, self._elapsed = 0, 0.0
+        self._left -= 1
+        if self._left <= 0:
+            others = [n for n in self.candidates if n != self.chosen]
+            self._trials += 1
+            self._trial = others[self._trials % len(others)]  # each other count in turn
+            self._apply(self._trial)
+
+    def _end_trial(self, mean: float) -> None:
+        trial, self._trial = self._trial, None
+        self._steps, self._elapsed = 0, 0.0
+        self._mean[trial] = mean
+        if mean < self._mean[self.chosen]:
+            self.chosen, self._exploit = trial, FIRST_EXPLOIT_WINDOWS
+        else:
+            self._exploit = min(max(self._exploit, FIRST_EXPLOIT_WINDOWS // 2) * 2, MAX_EXPLOIT_WINDOWS)
+        self._left = self._exploit
+        self._apply(self.chosen)
+
+
+class _StepTimer:
+    """The context manager around one step: times it for ``BlasThreads`` when it adapts."""
+
+    __slots__ = ("owner", "start")
+
+    def __init__(self, owner: BlasThreads):
+        self.owner, self.start = owner, 0.0
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        if self.owner.adaptive:
+            self.owner._observe(time.perf_counter() - self.start)

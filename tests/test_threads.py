@@ -1,0 +1,120 @@
+"""BLAS threads change the speed of training, never its numbers; ``threads: auto`` keeps the
+faster count by measurement."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+from nnclf import threads as threads_module
+from nnclf.threads import MIN_FLOPS, WINDOW_STEPS, BlasThreads, step_flops
+
+
+def feed(t: BlasThreads, seconds_at: dict[int, float], windows: int) -> list[int]:
+    """Report ``windows`` x WINDOW_STEPS steps, each taking seconds_at[count in force];
+    returns the count in force at each step."""
+    seen = []
+    for _ in range(windows * WINDOW_STEPS):
+        seen.append(t.current)
+        t._observe(seconds_at[t.current])
+    return seen
+
+
+def adaptive(monkeypatch) -> BlasThreads:
+    monkeypatch.setattr(BlasThreads, "_memory", {})
+    t = BlasThreads("auto", flops_per_step=10 * MIN_FLOPS)
+    t.candidates = [1, 2]  # whatever this machine's BLAS default is
+    t.__enter__()
+    return t
+
+
+def test_auto_keeps_the_faster_count_and_a_losing_trial_costs_one_step(monkeypatch):
+    t = adaptive(monkeypatch)
+    try:
+        w = WINDOW_STEPS
+        seen = feed(t, {1: 2e-3, 2: 1e-3}, 200)  # two threads twice as fast: a quiet machine
+        assert seen[:w] == [1] * w and seen[w : 2 * w] == [2] * w  # a window at each count first
+        assert seen[2 * w : 10 * w] == [2] * (8 * w)  # then the faster for 8 windows
+        assert seen[10 * w] == 1 and seen[10 * w + 1] == 2  # a trial of one thread, lost in one step
+        assert seen.count(1) <= w + 5, "trials were not rare"
+        # the machine gets busy: two threads now four times slower than one
+        seen = feed(t, {1: 2e-3, 2: 8e-3}, 200)
+        assert seen[-100 * w :].count(2) <= 3, "did not move to one thread"
+    finally:
+        t.__exit__()
+    # the choice is kept for the next fit of this size in this process
+    again = BlasThreads("auto", flops_per_step=10 * MIN_FLOPS)
+    assert again.chosen == 1
+
+
+def test_small_steps_never_try_a_second_thread():
+    t = BlasThreads("auto", flops_per_step=MIN_FLOPS / 2)
+    assert t.candidates == [1] and not t.adaptive
+    fixed = BlasThreads(3, flops_per_step=1e12)
+    assert fixed.candidates == [3]
+
+
+def test_step_flops_counts_three_products_per_layer():
+    assert step_flops([4, 3, 2], batch=10) == 6 * 10 * (4 * 3 + 3 * 2)
+
+
+CSV_ROWS = 2400
+
+
+def wide_csv(path: Path) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(CSV_ROWS, 16))
+    y = (x[:, 0] + x[:, 1] * x[:, 2] > 0).astype(int) + (x[:, 3] > 1)
+    lines = ["," .join(f"f{i}" for i in range(16)) + ",label"]
+    lines += [",".join(f"{v:.4f}" for v in row) + f",c{label}" for row, label in zip(x, y)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+CONFIG = """\
+seed: 3
+data: {train: wide.csv, target: label}
+model: {hidden: [256, 256], dropout: 0.1}
+optimizer: {name: adam, lr: 0.001}
+training: {epochs: 4, batch_size: 128}
+"""
+
+
+def checkpoint_bits(run: Path) -> bytes:
+    with np.load(run / "checkpoints" / "last.npz", allow_pickle=False) as z:
+        return b"".join(z[k].tobytes() for k in sorted(z.files) if k != "meta")
+
+
+@pytest.mark.slow
+def test_threads_one_two_auto_and_one_core_give_the_same_bits(tmp_path):
+    wide_csv(tmp_path / "wide.csv")
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    # the step is large enough for auto to measure both counts during this run
+    assert step_flops([16, 256, 256, 3], 128) > MIN_FLOPS and CSV_ROWS * 0.8 // 128 * 4 > 2 * WINDOW_STEPS
+    bits = {}
+    for threads in ("1", "2", "auto"):
+        r = run_cli(["train", "c.yaml", "--name", f"t{threads}", "--quiet", "--set", f"training.threads={threads}"], tmp_path)
+        assert r.exit_code == 0, r.stderr
+        bits[threads] = checkpoint_bits(tmp_path / "runs" / f"t{threads}")
+    # and a process held to one core (affinity), auto threads
+    code = ("import os, sys; os.sched_setaffinity(0, {0}); from nnclf.cli import main; "
+            "sys.argv = ['nnclf', 'train', 'c.yaml', '--name', 'onecore', '--quiet']; main()")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    bits["one core"] = checkpoint_bits(tmp_path / "runs" / "onecore")
+    assert len(set(bits.values())) == 1, {k: hash(v) for k, v in bits.items()}
+
+
+def test_threads_key_is_checked(tmp_path):
+    (tmp_path / "wide.csv").write_text("a,label\n1,x\n2,y\n3,x\n4,y\n5,x\n6,y\n")
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    for bad in ("0", "two", "true"):
+        r = run_cli(["train", "c.yaml", "--set", f"training.threads={bad}"], tmp_path)
+        assert r.exit_code == 1
+        assert "training.threads: must be 'auto' or an integer from 1 to 1024" in r.stderr, r.stderr
