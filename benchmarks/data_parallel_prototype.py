@@ -1,6 +1,6 @@
 """The prototypes of data-parallel training steps, kept so their numbers can be rerun: two
 Python threads (dropped) and two processes (the forked worker of nnclf 0.1, removed in the step redesign: it made busy machines several times slower; see RESULTS.md), the
-Trainer's default for batches of >= 128 rows), against the Trainer and the GEMM-only ceiling,
+against the Trainer and the GEMM-only ceiling,
 interleaved.
 
     python benchmarks/data_parallel_prototype.py --rows 100000 --batch 512 --rounds 5
