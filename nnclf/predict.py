@@ -13,6 +13,7 @@ from .errors import NnclfError
 from .data.preprocess import TransformNotes, file_line
 from .metrics import classification_report
 from .model import TrainedModel
+from .seeds import model_rng
 
 Warn = Callable[[str], None]
 
@@ -229,6 +230,6 @@ def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: 
     x, y = train.x[:samples], train.y[:samples]
     loss = build_loss(cfg, len(prepared.labels), class_weight_vector(cfg, prepared.labels.values, train.y))
     net = build_network(cfg, x.shape[1], loss)
-    net.initialize(cfg.model.init, np.random.default_rng([cfg.seed, 1]))
+    net.initialize(cfg.model.init, model_rng(cfg.seed))
     note = "dropout is off during the check (it makes the loss random)" if cfg.model.dropout > 0 else ""
     return check_gradients(net, loss, x, y, cfg.loss.weight_decay), note

@@ -32,6 +32,7 @@ from .registry import did_you_mean
 from .metrics import classification_report
 from .threads import BlasThreads, step_flops
 from .trainer import Trainer, TrainingDiverged
+from .seeds import model_rng
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "seconds"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -196,7 +197,7 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
     labels, train = prepared.labels, prepared.train
     loss = build_loss(cfg, len(labels), class_weight_vector(cfg, labels.values, train.y))
     net = build_network(cfg, train.x.shape[1], loss)
-    rng = np.random.default_rng([cfg.seed, 1])  # the model's stream (init, shuffling, dropout)
+    rng = model_rng(cfg.seed)
     net.initialize(cfg.model.init, rng)
     batch = None if cfg.training.batch_size == "full" else cfg.training.batch_size
     has_val = prepared.val is not None and len(prepared.val) > 0

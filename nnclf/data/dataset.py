@@ -14,6 +14,7 @@ from ..registry import did_you_mean
 from .labels import Labels
 from .preprocess import Preprocessor, TransformNotes
 from .reading import ChunkedTable, fingerprint, read_chunks, read_table
+from ..seeds import split_rng
 
 Warn = Callable[[str], None]
 
@@ -119,7 +120,7 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
         raise NnclfError(f"{source}: {len(frame)} labelled row(s); training needs at least 2")
     labels = Labels.fit(frame[data.target], source, data.target)
     y_all = labels.encode(frame[data.target])
-    rng = np.random.default_rng([seed, 0])  # the split's own stream, independent of the model's
+    rng = split_rng(seed)
 
     def held_out(fraction, what):
         nonlocal frame_positions

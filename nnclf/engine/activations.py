@@ -85,8 +85,8 @@ class ReLU(Activation):
 
     def forward(self, z, out):
         # max(z, 0) against an array of zeros of z's shape, not the scalar 0: the same numbers
-        # (bit for bit, NaN and -0 included), but NumPy then runs its contiguous SIMD loop,
-        # 1.6-2x faster on a (512, 256) batch than the scalar-broadcast loop
+        # (bit for bit, NaN and -0 included), but NumPy then runs its contiguous SIMD loop
+        # instead of the slower scalar-broadcast one (benchmarks/RESULTS.md)
         key = (z.shape, z.dtype)
         zeros = self._zeros.get(key)
         if zeros is None:

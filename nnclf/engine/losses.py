@@ -142,8 +142,8 @@ class _SoftmaxLoss(Loss):
             return super().forward_backward(z, y, delta)
         batch, k = z.shape
         offsets, b_ones = self._fused_constants(batch, k, z.dtype)
-        # the row max, read off the argmax (a K = 10 max-reduction along rows is ~5x slower);
-        # the argmax is kept for the training loop's accuracy count
+        # the row max, read off the argmax (a max-reduction along short rows is slower, see
+        # benchmarks/RESULTS.md); the argmax is kept for the training loop's accuracy count
         self.last_classes = classes = z.argmax(axis=1)
         top = z.take(np.add(offsets, classes))
         np.subtract(z, top[:, None], out=delta)  # s = z - max z

@@ -19,8 +19,8 @@ from .init import INITIALIZERS, resolve_init
 
 
 # Rows per forward pass when predicting or evaluating. The buffers sized for it stay with the
-# network (training reuses them), so it is kept small: 2,048 rows of a 40-256-128-7 network
-# take ~10 MB where 8,192 took ~40 MB, at the same speed (measured: 26 vs 31 ms for 40,000 rows).
+# network (training reuses them), so it is kept small: a quarter of the memory of 8,192 rows,
+# at the same speed (benchmarks/RESULTS.md).
 INFERENCE_ROWS = 2048
 
 
