@@ -145,7 +145,7 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
     data: Optional[Path] = typer.Argument(None, help="Labelled CSV (default: the run's held-out test data)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated (see nnclf calibrate)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Score a trained model on labelled data."""
@@ -166,7 +166,7 @@ def predict(
     run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
     data: Path = typer.Argument(..., help="CSV with the feature columns (extra columns are ignored)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated (see nnclf calibrate)."),
     chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="At most about this many rows read and predicted at a time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ):
@@ -182,6 +182,64 @@ def predict(
         raise typer.Exit(EXIT_BROKEN_PIPE)
     if output is not None:
         print(f"wrote {n} predictions to {output}", file=sys.stderr)
+
+
+# -- calibrate --------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def calibrate(
+    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
+    data: Optional[Path] = typer.Argument(None, help="Labelled CSV to fit on (default: the run's validation rows)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="New checkpoint file (default: RUN/checkpoints/calibrated.npz)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+):
+    """Fit a temperature (minimising NLL) into a new checkpoint file; the original is kept."""
+    from .calibration import calibrate_run
+
+    result = calibrate_run(run, data, checkpoint, output, overwrite, warn)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    print(
+        f"temperature {result['temperature']:.4g} fitted on {result['fitted_on']} ({result['rows']} rows): "
+        f"NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}, ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}"
+    )
+    print(f"wrote {result['output']} (use it with --checkpoint calibrated, or give the file as RUN)")
+
+
+# -- export -----------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def export(
+    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
+    data: Optional[Path] = typer.Argument(None, help="With --check: a CSV to compare onnxruntime and nnclf predict on."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="ONNX file (default: RUN/model.onnx; with --check only if given)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated."),
+    check: bool = typer.Option(False, "--check", help="Run the graph in onnxruntime on DATA and compare with nnclf predict."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+    as_json: bool = typer.Option(False, "--json", help="With --check: print the comparison as JSON."),
+):
+    """Write one ONNX graph from raw feature columns to label and probabilities."""
+    from . import export as exporter
+
+    if check != (data is not None):
+        raise NnclfError("--check needs DATA.csv (nnclf export --check RUN DATA.csv)" if check else f"{data}: DATA is only read with --check")
+    if not check:
+        print(f"wrote {exporter.export(run, output, checkpoint, overwrite)}")
+        return
+    result = exporter.check(run, data, checkpoint, output, overwrite, warn=warn)
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        where = f" (line {result['worst_line']})" if result["worst_line"] else ""
+        print(f"{result['rows']} rows: largest probability difference onnxruntime vs nnclf predict {result['max_abs_diff']:.3g}{where}; "
+              f"labels differing {result['label_mismatches']}")
+        if result["output"]:
+            print(f"wrote {result['output']}")
+    if not result["ok"]:
+        fail(f"the ONNX graph disagrees with nnclf predict beyond {result['tolerance']:g}")
 
 
 # -- gradcheck --------------------------------------------------------------------------------

@@ -231,6 +231,12 @@ class TrainingConfig(Section):
     threads: Union[Literal["auto"], int] = "auto"
     # accepted so configs and run folders from before 0.2 load; the worker process it chose is gone
     workers: Union[Literal["auto"], int] = "auto"
+    calibration: Literal["none", "temperature"] = "none"
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _null_is_none(cls, calibration):
+        return "none" if calibration is None else calibration
 
     @field_validator("threads", mode="before")
     @classmethod

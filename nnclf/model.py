@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .calibration import calibration_of
 from .checkpoint import load_checkpoint
 from .data.labels import Labels
 from .data.preprocess import Preprocessor
@@ -19,6 +20,7 @@ class TrainedModel:
     def __init__(self, net: MLP, loss: Loss, preprocessor: Preprocessor, labels: Labels, meta: dict[str, Any], path: Path):
         self.net, self.loss, self.preprocessor, self.labels = net, loss, preprocessor, labels
         self.meta, self.path = meta, path
+        self.temperature = 1.0  # T of temperature scaling (nnclf.calibration); 1 when uncalibrated
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainedModel":
@@ -41,7 +43,9 @@ class TrainedModel:
         except (TypeError, ValueError, AttributeError, IndexError) as e:
             raise NnclfError(f"{path}: not a valid checkpoint (malformed metadata: {e})") from None
         net.params[...] = params
-        return cls(net, loss, preprocessor, labels, meta, path)
+        model = cls(net, loss, preprocessor, labels, meta, path)
+        model.temperature = calibration_of(meta, path)
+        return model
 
     @property
     def target(self) -> str:
@@ -50,9 +54,25 @@ class TrainedModel:
     def features(self, frame, source: str, warn: Callable[[str], None], notes=None) -> np.ndarray:
         return self.preprocessor.transform(frame, source, self.net.dtype, warn, notes=notes)
 
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """(n, K_out) logits z / T for preprocessed features x (n, d), T the calibrated temperature."""
+        z = self.net.logits(x)
+        if self.temperature != 1.0:
+            z /= z.dtype.type(self.temperature)
+        return z
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(n, K) class probabilities for preprocessed features x (n, d)."""
-        return self.loss.predict_proba(self.net.logits(x))
+        """(n, K) class probabilities for preprocessed features x (n, d), temperature applied."""
+        return self.loss.predict_proba(self.logits(x))
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class indices (n,), probabilities (n, K)) for preprocessed features x (n, d). The
+        classes come from the logits before temperature scaling, so T never changes one."""
+        z = self.net.logits(x)
+        classes = self.loss.predict_classes(z)
+        if self.temperature != 1.0:
+            z /= z.dtype.type(self.temperature)
+        return classes, self.loss.predict_proba(z)
 
 
 _COLUMN_KEYS = {

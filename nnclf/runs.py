@@ -229,6 +229,8 @@ def _check_monitor(cfg: Config, prepared) -> None:
         watched.append(("training.early_stopping.monitor", cfg.training.early_stopping.monitor))
     if "monitor" in cfg.schedule.hyperparameters():
         watched.append(("schedule.monitor", cfg.schedule.hyperparameters()["monitor"]))
+    if cfg.training.calibration == "temperature" and not has_val:
+        raise NnclfError("training.calibration: temperature is fitted on validation data; set data.val_split > 0 or data.val")
     for key, metric in watched:
         if metric in logged:
             continue
@@ -324,9 +326,12 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
         raise TrainingDiverged(f"{e}{kept}") from None
     if trainer.interrupted:
         run.save("last", trainer, trainer.net.params)
+    temperature = 1.0
+    if not trainer.interrupted and cfg.training.calibration == "temperature":
+        temperature = _calibrate(run, warn)
     run.sync()
     try:
-        summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished")
+        summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished", temperature=temperature)
     except TrainingDiverged as e:  # the trained weights give NaN on the test rows
         atomic_write_text(run.folder / "summary.json", json.dumps(_summary(run, trainer, started, "diverged", str(e)), indent=2) + "\n")
         raise
@@ -334,7 +339,24 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
     return RunResult(run.folder, trainer.history, summary, trainer.interrupted)
 
 
-def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None) -> dict[str, Any]:
+def _calibrate(run: TrainingRun, warn) -> float:
+    """training.calibration: temperature: fit T on the validation rows for each checkpoint's own
+    weights and store it in that checkpoint; returns the best checkpoint's T."""
+    from .calibration import bound_warning, calibrate_checkpoint
+
+    val = run.prepared.val
+    temperatures = {}
+    for which in ("best", "last"):
+        path = run.folder / "checkpoints" / f"{which}.npz"
+        if path.is_file():
+            entry = calibrate_checkpoint(path, val.x, val.y, "validation split")
+            temperatures[which] = entry["temperature"]
+            if which == "best" and bound_warning(entry, f"{path}: training.calibration"):
+                warn(bound_warning(entry, f"{path}: training.calibration"))
+    return temperatures.get("best", temperatures.get("last", 1.0))
+
+
+def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None, temperature: float = 1.0) -> dict[str, Any]:
     cfg, prepared, history = run.cfg, run.prepared, trainer.history
     summary: dict[str, Any] = {
         "status": status,
@@ -355,6 +377,8 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         "versions": versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if temperature != 1.0 or (status == "finished" and cfg.training.calibration == "temperature"):
+        summary["temperature"] = temperature
     if error:
         summary["error"] = error
     test = prepared.test
@@ -363,15 +387,19 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         saved = trainer.net.params.copy()
         trainer.net.params[...] = params
         with np.errstate(over="ignore", invalid="ignore"):
-            proba = trainer.loss.predict_proba(trainer.net.logits(test.x))
+            logits = trainer.net.logits(test.x)
+            classes = trainer.loss.predict_classes(logits)
+            if temperature != 1.0:  # as TrainedModel.predict does
+                logits /= logits.dtype.type(temperature)
+            proba = trainer.loss.predict_proba(logits)
         trainer.net.params[...] = saved
         if not np.all(np.isfinite(proba)):  # no validation data caught it: the last steps blew up
             raise TrainingDiverged(
                 f"training diverged: the trained model's outputs on the test rows are NaN or infinite "
                 f"(lr {trainer.lr:g}); lower optimizer.lr, or set training.clip_norm"
             )
-        report = classification_report(test.y, proba, prepared.labels.values)
-        summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}
+        report = classification_report(test.y, proba, prepared.labels.values, classes)
+        summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "ece", "mce", "brier")}
         summary["test"]["checkpoint"] = "best" if trainer.best_params is not None else "last"
     return summary
 

@@ -140,9 +140,12 @@ def render_report(report: dict) -> None:
     head = Table(show_header=False)
     head.add_column("", style="bold")
     head.add_column("")
-    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "roc_auc"):
+    names = {"roc_auc_ovr": "roc_auc (one-vs-rest, macro)", "ece": "ece (15 bins, top label)", "mce": "mce (15 bins)"}
+    for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "roc_auc", "roc_auc_ovr", "ece", "mce", "brier"):
         if key in report:
-            head.add_row(key, _fmt(report[key]))
+            head.add_row(names.get(key, key), _fmt(report[key]))
+    if report.get("temperature") is not None:
+        head.add_row("temperature", f"{report['temperature']:.4g} (calibrated)")
     out.print(head)
     per = Table(title="per class", title_justify="left")
     for col in ("label", "precision", "recall", "f1", "support"):

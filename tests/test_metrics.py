@@ -172,3 +172,19 @@ def test_macro_averages_skip_classes_absent_from_data_and_predictions():
     assert report["macro_precision"] == pytest.approx((1 + 0) / 2)
     assert report["macro_f1"] == pytest.approx(f1_a / 2)
     assert macro_f1(y_true, proba.argmax(axis=1), 3) == pytest.approx(f1_a / 2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_vs_rest_auc_is_each_class_against_the_rest(seed):
+    """Per class: brute-force AUC of p_k with class k positive; the report's macro mean over
+    the classes present (a class absent from y has no AUC and is left out of the mean)."""
+    rng = np.random.default_rng(seed)
+    proba = rng.dirichlet(np.ones(4), size=60).round(2)  # rounding makes ties
+    y = rng.integers(0, 3, 60)  # class 3 never occurs
+    y[:3] = -1  # unknown labels are left out
+    report = classification_report(y, proba, ["a", "b", "c", "d"])
+    known = y >= 0
+    want = [brute_auc((y[known] == k).astype(int), proba[known, k]) for k in range(3)]
+    got = [row["roc_auc"] for row in report["per_class"]]
+    assert got[:3] == pytest.approx(want, rel=1e-13) and math.isnan(got[3])
+    assert report["roc_auc_ovr"] == pytest.approx(np.mean(want), rel=1e-13)

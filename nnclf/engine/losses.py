@@ -53,6 +53,13 @@ class Loss:
         """Class probabilities (B, K) for logits z."""
         raise NotImplementedError
 
+    def predict_classes(self, z: np.ndarray) -> np.ndarray:
+        """Predicted class indices (B,) for logits z: argmax_k z_k, the argmax of the
+        probabilities in exact arithmetic. Read off the logits because rounded probabilities
+        can tie where the logits do not (two saturated sigmoid outputs are both 1.0), and
+        dividing by a temperature would then change which tied class comes first."""
+        return z.argmax(axis=1)
+
     def forward_backward(self, z: np.ndarray, y: np.ndarray, delta: np.ndarray) -> float:
         """``forward`` then ``backward`` in one call: returns the mean loss and writes dJ/dz
         into ``delta``. The training loop calls this; losses may override it with a fused pass."""
@@ -207,6 +214,11 @@ class CrossEntropy(_SoftmaxLoss):
             return softmax(z)
         p1 = sigmoid(z[:, 0])
         return np.stack([1.0 - p1, p1], axis=1)
+
+    def predict_classes(self, z):
+        if self.n_classes != 2:
+            return super().predict_classes(z)
+        return (z[:, 0] > 0).astype(np.int64)  # s(z) > 1/2
 
 
 @LOSSES.register("nll")
