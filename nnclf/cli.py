@@ -283,15 +283,17 @@ def list_runs(
 # -- report -----------------------------------------------------------------------------------
 @app.command()
 @errors_to_exit
-def report(run: Path = typer.Argument(..., help="Run folder.")):
-    """Write report.html and PNG plots (learning curves, lr, confusion matrix) into RUN."""
+def report(
+    run: Path = typer.Argument(..., help="Run folder."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated: the checkpoint scored on the test rows."),
+):
+    """Write RUN/report.html: one self-contained page with the run, its metrics and plots."""
     from .report import make_report
 
-    result = make_report(run, warn)
+    result = make_report(run, warn, checkpoint)
     print("loss per epoch (t = train, v = validation)")
     print(result["chart"])
-    for path in [*result["images"].values(), result["html"]]:
-        print(f"wrote {path}")
+    print(f"wrote {result['html']}")
 
 
 # -- config -----------------------------------------------------------------------------------

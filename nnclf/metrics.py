@@ -79,6 +79,23 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[p].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def reliability_bins(y_true: np.ndarray, proba: np.ndarray, bins: int = 15, y_pred: np.ndarray | None = None):
+    """Per confidence bin b = ((b-1)/M, b/M]: (rows, accuracy, mean confidence), arrays (M,)
+    (NaN accuracy and confidence in an empty bin); rows with an unknown label left out."""
+    known = y_true >= 0
+    p = proba[known].astype(np.float64)
+    confidence = p.max(axis=1) if len(p) else np.zeros(0)
+    predicted = p.argmax(axis=1) if y_pred is None else y_pred[known]
+    correct = (predicted == y_true[known]).astype(np.float64)
+    # bin b (0-based) holds b/M < conf <= (b+1)/M; a confidence of exactly 0 joins the first bin
+    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(which, correct, bins) / count
+        mean_confidence = np.bincount(which, confidence, bins) / count
+    return count, accuracy, mean_confidence
+
+
 def calibration_errors(y_true: np.ndarray, proba: np.ndarray, bins: int = 15, y_pred: np.ndarray | None = None) -> tuple[float, float]:
     """Top-label expected and maximum calibration error (Guo et al. 2017) over ``bins``
     equal-width confidence bins B_b = ((b-1)/M, b/M]:
@@ -89,20 +106,13 @@ def calibration_errors(y_true: np.ndarray, proba: np.ndarray, bins: int = 15, y_
     proba (n, K), y_true (n,); rows with an unknown label (-1) are left out, as in ``log_loss``.
     ``y_pred`` (n,) replaces argmax_k p_ik when given (the model's own predictions).
     """
-    known = y_true >= 0
-    if not known.any():
+    if not (y_true >= 0).any():
         return float("nan"), float("nan")
-    p = proba[known].astype(np.float64)
-    confidence = p.max(axis=1)
-    predicted = p.argmax(axis=1) if y_pred is None else y_pred[known]
-    correct = (predicted == y_true[known]).astype(np.float64)
-    # bin b (0-based) holds b/M < conf <= (b+1)/M; a confidence of exactly 0 joins the first bin
-    which = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    count = np.bincount(which, minlength=bins)
-    gap = np.abs(np.bincount(which, correct, bins) - np.bincount(which, confidence, bins))  # |B| * |acc - conf|
+    count, accuracy, confidence = reliability_bins(y_true, proba, bins, y_pred)
     filled = count > 0
-    ece = float(gap.sum() / len(p))
-    mce = float((gap[filled] / count[filled]).max())
+    gap = np.abs(accuracy[filled] - confidence[filled])
+    ece = float(np.sum(count[filled] * gap) / count.sum())
+    mce = float(gap.max())
     return ece, mce
 
 
@@ -120,6 +130,40 @@ def brier_score(y_true: np.ndarray, proba: np.ndarray) -> float:
     onehot = np.zeros_like(p)
     onehot[np.arange(len(y)), y] = 1.0
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+
+
+def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0) to
+    (1, 1), for binary labels (1 positive, 0 negative, -1 left out). The trapezoid area under
+    it is ``roc_auc`` (ties give a diagonal step, the 1/2 of Mann-Whitney)."""
+    tps, fps = _cumulative_counts(y_true, score)
+    if not len(tps):
+        return np.zeros(1), np.zeros(1)
+    return np.r_[0.0, fps / max(fps[-1], 1.0)], np.r_[0.0, tps / max(tps[-1], 1.0)]
+
+
+def precision_recall_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(precision, recall, average precision) for predicting positive when score >= t, at every
+    distinct threshold t from the highest down. AP = sum_n (R_n - R_{n-1}) P_n (scikit-learn's
+    definition: a step function, no interpolation)."""
+    tps, fps = _cumulative_counts(y_true, score)
+    if not len(tps) or tps[-1] == 0:
+        return np.ones(1), np.zeros(1), float("nan")
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return np.r_[1.0, precision], np.r_[0.0, recall], ap
+
+
+def _cumulative_counts(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True and false positives when thresholding at each distinct score, highest first."""
+    known = y_true >= 0
+    y, s = y_true[known] == 1, score[known].astype(np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.zeros(0, np.int64)
+    tps = np.cumsum(y)[last].astype(np.float64)
+    return tps, (last + 1) - tps
 
 
 def classification_report(y_true: np.ndarray, proba: np.ndarray, labels: list, y_pred: np.ndarray | None = None) -> dict:

@@ -97,8 +97,9 @@ def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn):
 
 def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", warn: Warn = lambda m: None, details: bool = False) -> dict:
     """Scores of a checkpoint on labelled data (default: the run's held-out test rows). With
-    ``details`` the report also carries the rows' labels and probabilities (``y``, ``proba``
-    arrays, for the HTML report's plots; not JSON)."""
+    ``details`` the report also carries the rows' labels, probabilities and predictions (``y``,
+    ``proba``, ``classes`` arrays, and ``proba_uncalibrated`` for a calibrated checkpoint; for the
+    HTML report's plots, not JSON)."""
     from .data.reading import read_table
 
     path = checkpoint_path(run, which)
@@ -117,7 +118,7 @@ def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", w
     report["temperature"] = model.temperature if "calibration" in model.meta else None
     report = _undefined_as_none(report)
     if details:
-        report["y"], report["proba"] = y, proba
+        report["y"], report["proba"], report["classes"] = y, proba, classes
         if model.temperature != 1.0:  # the same rows before temperature scaling, for the reliability diagram
             with np.errstate(over="ignore", invalid="ignore"):
                 report["proba_uncalibrated"] = model.loss.predict_proba(model.net.logits(x))

@@ -1,19 +1,31 @@
-"""``nnclf report RUN``: learning curves, lr schedule and confusion matrix as PNGs, and one
-self-contained report.html (images embedded as base64). Needs matplotlib (``nnclf[plot]``)."""
+"""``nnclf report RUN``: one self-contained HTML page about a run (RUN/report.html), readable
+offline: every plot is a PNG inlined as base64, the styles are in the page, nothing is fetched.
+
+Sections: the run at a glance (task, data files and row counts, column schema, resolved config,
+training time), headline metrics on the held-out test rows, learning curves with the best epoch
+marked and the learning rate, the confusion matrix (counts and row-normalised), ROC and
+precision-recall curves, the reliability diagram (before and after temperature scaling when
+calibrated), a per-class table, and the epoch table (collapsed). Plots need matplotlib
+(``nnclf[plot]``).
+"""
 
 from __future__ import annotations
 
 import base64
 import csv
 import html
+import io
 import json
 from pathlib import Path
 from typing import Callable
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
+import numpy as np
+
+from .checkpoint import atomic_write_text
 from .errors import NnclfError
 
-INSTALL_HINT = "nnclf report needs matplotlib: pip install 'nnclf[plot]' (or pip install matplotlib)"
+INSTALL_HINT = 'nnclf report needs matplotlib: pip install ".[plot]" (from a clone) or pip install "nnclf[plot]"'
+BLUE, ORANGE, GREEN, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"
 
 
 def read_metrics(run: Path) -> list[dict[str, float]]:
@@ -46,111 +58,410 @@ def text_chart(values: dict[str, list[float]], width: int = 60, height: int = 10
     return "\n".join(lines)
 
 
-def make_report(run: str | Path, warn: Callable[[str], None] = lambda m: None) -> dict:
-    """Write the PNGs and report.html into RUN; returns their paths and the loss chart text."""
+# -- gathering -----------------------------------------------------------------------------------
+def _load(run: Path, which: str, warn):
+    """(summary, metrics, checkpoint meta, evaluation details or None, why not)."""
+    from .model import TrainedModel
+    from .predict import checkpoint_path, evaluate
+
+    metrics = read_metrics(run)
+    summary_path = run / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    model = TrainedModel.load(checkpoint_path(run, which))
+    evaluation, missing = None, ""
+    try:
+        evaluation = evaluate(run, None, which, warn, details=True)
+    except NnclfError as e:
+        missing = str(e)
+    return summary, metrics, model, evaluation, missing
+
+
+def make_report(run: str | Path, warn: Callable[[str], None] = lambda m: None, which: str = "best") -> dict:
+    """Write RUN/report.html; returns its path and a terminal chart of the loss."""
     run = Path(run)
     if not run.is_dir():
         raise NnclfError(f"{run}: no such run folder")
-    metrics = read_metrics(run)
+    read_metrics(run)  # a folder without epochs fails before matplotlib is needed
     try:
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot  # noqa: F401
     except ImportError:
         raise NnclfError(INSTALL_HINT) from None
-    epochs = [m["epoch"] for m in metrics]
-    images: dict[str, Path] = {}
-
-    def save(fig, name: str) -> None:
-        path = run / name
-        import io
-
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
-        images[name] = path
-
-    for metric in ("loss", "accuracy"):
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ax.plot(epochs, [m[f"train_{metric}"] for m in metrics], label=f"train {metric}")
-        if f"val_{metric}" in metrics[0]:
-            ax.plot(epochs, [m[f"val_{metric}"] for m in metrics], label=f"val {metric}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        save(fig, f"{metric}.png")
-    fig, ax = plt.subplots(figsize=(6, 2.8))
-    ax.plot(epochs, [m["lr"] for m in metrics])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
-    ax.grid(alpha=0.3)
-    save(fig, "lr.png")
-
-    report = None
-    try:
-        from .predict import evaluate
-
-        report = evaluate(run, None, "best", warn)
-    except NnclfError as e:
-        warn(f"no confusion matrix: {e}")
-    if report is not None:
-        labels, cm = report["labels"], report["confusion_matrix"]
-        fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(labels), 1 + 0.6 * len(labels)))
-        ax.imshow(cm, cmap="Blues")
-        ax.set_xticks(range(len(labels)), [str(v) for v in labels], rotation=45, ha="right")
-        ax.set_yticks(range(len(labels)), [str(v) for v in labels])
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        top = max(max(r) for r in cm) or 1
-        for i, row in enumerate(cm):
-            for j, v in enumerate(row):
-                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
-        save(fig, "confusion_matrix.png")
-
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    page = _html(run.name, summary, metrics, report, images)
+    summary, metrics, model, evaluation, missing = _load(run, which, warn)
+    if evaluation is None:
+        warn(f"report without test metrics: {missing}")
+    page = _page(run, summary, metrics, model, evaluation, missing)
     atomic_write_text(run / "report.html", page)
     chart = {"t": [m["train_loss"] for m in metrics]}
     if "val_loss" in metrics[0]:
         chart["v"] = [m["val_loss"] for m in metrics]
-    return {"html": run / "report.html", "images": images, "chart": text_chart(chart)}
+    return {"html": run / "report.html", "chart": text_chart(chart)}
 
 
-def _html(name, summary, metrics, report, images) -> str:
-    def img(key):
-        if key not in images:
-            return ""
-        data = base64.b64encode(images[key].read_bytes()).decode("ascii")
-        return f'<img alt="{key}" src="data:image/png;base64,{data}">'
+# -- plots -----------------------------------------------------------------------------------------
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
 
-    def row(cells, tag="td"):
-        return "<tr>" + "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
-    facts = [("status", summary.get("status", "-")), ("epochs", summary.get("epochs_run", len(metrics))),
-             ("best epoch", summary.get("best_epoch", "-")), ("monitor", summary.get("monitor", "-"))]
-    if summary.get("test"):
-        facts += [("test accuracy", f"{summary['test']['accuracy']:.4f}"), ("test macro F1", f"{summary['test']['macro_f1']:.4f}")]
-    per_class = ""
-    if report:
-        per_class = "<h2>Per class (held-out test, best checkpoint)</h2><table>" + row(
-            ["label", "precision", "recall", "f1", "support"], "th"
-        ) + "".join(row([c["label"], f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]) for c in report["per_class"]) + "</table>"
-    cols = list(metrics[0])
-    table = "<table>" + row(cols, "th") + "".join(row([f"{m.get(c, ''):.6g}" if c in m else "" for c in cols]) for m in metrics) + "</table>"
+
+def _figure(width=5.2, height=3.4):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.grid(alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig, ax
+
+
+def _curve_plot(metrics, keys, ylabel, best_epoch, log=False) -> str | None:
+    present = [(k, label, color) for k, label, color in keys if all(k in m for m in metrics)]
+    if not present:
+        return None
+    fig, ax = _figure()
+    epochs = [m["epoch"] for m in metrics]
+    for k, label, color in present:
+        ax.plot(epochs, [m[k] for m in metrics], label=label, color=color, lw=1.6)
+    if best_epoch:
+        ax.axvline(best_epoch, color=GREY, ls="--", lw=1)
+        ax.annotate(f"best epoch {best_epoch}", (best_epoch, 1), xycoords=("data", "axes fraction"), xytext=(4, -12),
+                    textcoords="offset points", fontsize=8, color=GREY)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+def _lr_plot(metrics) -> str:
+    fig, ax = _figure()
+    lr = [m["lr"] for m in metrics]
+    ax.plot([m["epoch"] for m in metrics], lr, color=GREEN, lw=1.6)
+    ax.set_ylim(0, max(lr) * 1.15 or 1)  # from 0, so a constant rate reads as one
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    return _png(fig)
+
+
+def _confusion_plot(cm: np.ndarray, labels: list, normalised: bool) -> str:
+    import matplotlib.pyplot as plt
+
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shown = cm / cm.sum(axis=1, keepdims=True) if normalised else cm.astype(np.float64)
+    shown = np.nan_to_num(shown)
+    image = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalised else max(1, shown.max()))
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    names = [_label(v) for v in labels]
+    ax.set_xticks(range(k), names, rotation=45 if k > 3 else 0, ha="right" if k > 3 else "center", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("row-normalised (recall on the diagonal)" if normalised else "counts", fontsize=9)
+    if k <= 15:
+        top = shown.max() or 1
+        for i in range(k):
+            for j in range(k):
+                text = f"{shown[i, j]:.2f}" if normalised else str(int(cm[i, j]))
+                ax.text(j, i, text, ha="center", va="center", fontsize=7 if k > 8 else 8,
+                        color="white" if shown[i, j] > top / 2 else "black")
+    return _png(fig)
+
+
+def _one_vs_rest(y, proba, labels):
+    """(name, binary labels, score) per curve: the positive class for two classes, else each class."""
+    classes = [1] if len(labels) == 2 else range(len(labels))
+    for k in classes:
+        yield _label(labels[k]), np.where(y < 0, -1, (y == k).astype(np.int64)), proba[:, k]
+
+
+def _roc_plot(y, proba, labels) -> str:
+    from .metrics import roc_auc, roc_curve
+
+    fig, ax = _figure(5.2, 4.4)
+    ax.plot([0, 1], [0, 1], color=GREY, ls=":", lw=1)
+    for name, binary, score in _one_vs_rest(y, proba, labels):
+        if (binary == 1).any() and (binary == 0).any():
+            fpr, tpr = roc_curve(binary, score)
+            ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUC {roc_auc(binary, score):.3f})")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC" + (" (one-vs-rest)" if len(labels) > 2 else f" (positive: {_label(labels[1])})"), fontsize=9)
+    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    return _png(fig)
+
+
+def _pr_plot(y, proba, labels) -> str:
+    from .metrics import precision_recall_curve
+
+    fig, ax = _figure(5.2, 4.4)
+    for name, binary, score in _one_vs_rest(y, proba, labels):
+        if (binary == 1).any():
+            precision, recall, ap = precision_recall_curve(binary, score)
+            full = int(np.argmax(recall >= 1.0)) + 1  # lower thresholds only add false positives
+            ax.step(recall[:full], precision[:full], where="post", lw=1.5, label=f"{name} (AP {ap:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("precision-recall" + (" (one-vs-rest)" if len(labels) > 2 else f" (positive: {_label(labels[1])})"), fontsize=9)
+    ax.legend(frameon=False, fontsize=8, loc="lower left")
+    return _png(fig)
+
+
+def _reliability_plot(y, curves: list[tuple[str, np.ndarray, np.ndarray, str]]) -> str:
+    """Accuracy per confidence bin against the diagonal, with the rows per bin below."""
+    import matplotlib.pyplot as plt
+
+    from .metrics import calibration_errors, reliability_bins
+
+    fig, (ax, bars) = plt.subplots(2, 1, figsize=(5.2, 4.8), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    for axis in (ax, bars):
+        for side in ("top", "right"):
+            axis.spines[side].set_visible(False)
+    edges = np.linspace(0, 1, 16)
+    ax.plot([0, 1], [0, 1], color=GREY, ls=":", lw=1, label="perfectly calibrated")
+    width = 1 / 15 / len(curves)
+    for i, (name, proba, classes, color) in enumerate(curves):
+        count, accuracy, confidence = reliability_bins(y, proba, 15, classes)
+        ece = calibration_errors(y, proba, 15, classes)[0]
+        filled = count > 0
+        ax.plot(confidence[filled], accuracy[filled], marker="o", ms=4, lw=1.5, color=color, label=f"{name} (ECE {ece:.3f})")
+        bars.bar(edges[:-1] + i * width, count, width=width, align="edge", color=color, alpha=0.7)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.05)
+    ax.legend(frameon=False, fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0))
+    ax.grid(alpha=0.3)
+    bars.set_xlabel("confidence (top-label probability), 15 bins")
+    bars.set_ylabel("rows")
+    bars.grid(alpha=0.3)
+    return _png(fig)
+
+
+# -- the page ------------------------------------------------------------------------------------
+def _label(value) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _num(value, digits=4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return "–"
+        return f"{value:.{digits}f}"
+    return _e(value)
+
+
+def _table(header, rows, cls="") -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _img(data: str | None, alt: str) -> str:
+    if data is None:
+        return ""
+    return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}"><figcaption>{_e(alt)}</figcaption></figure>'
+
+
+def _size(n) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _glance(run: Path, summary: dict, model, metrics) -> str:
+    import yaml
+
+    meta = model.meta
+    cfg = meta.get("config", {})
+    seconds = summary.get("seconds", {})
+    facts = [
+        ("task", cfg.get("task", "classification")),
+        ("status", summary.get("status", "no summary.json (training did not finish)") + (" (early stop)" if summary.get("stopped_early") else "")),
+        ("config", meta.get("config_name", "–")),
+        ("network", " → ".join(str(s) for s in meta["network"]["sizes"]) + f" ({meta['network']['activation']}, {meta['loss']['name']})"),
+        ("optimizer", f"{cfg.get('optimizer', {}).get('name', '–')}, lr {cfg.get('optimizer', {}).get('lr', '–')}"),
+        ("epochs", f"{summary.get('epochs_run', len(metrics))} (best {summary.get('best_epoch', '–')} by {summary.get('monitor', '–')})"),
+        ("training time", f"{seconds['train']:.2f} s training, {seconds['wall']:.2f} s wall" if seconds else "–"),
+        ("seed", cfg.get("seed", "–")),
+        ("finished", summary.get("finished_at", "–")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in summary.get("versions", {}).items()) or "–"),
+    ]
+    if model.temperature != 1.0 or "calibration" in meta:
+        c = meta.get("calibration", {})
+        facts.append(("calibration", f"temperature {model.temperature:.4g}, fitted on {c.get('fitted_on', '?')} ({c.get('rows', '?')} rows): "
+                                     f"NLL {c.get('nll_before', float('nan')):.4f} → {c.get('nll_after', float('nan')):.4f}"))
+    glance = _table(["", ""], [(f"<b>{_e(k)}</b>", _e(v)) for k, v in facts], "facts")
+    rows = summary.get("rows", {})
+    data_cfg = cfg.get("data", {})
+    files = []
+    for role, info in meta.get("data_files", {}).items():
+        # the training file also holds the validation and test rows unless they have their own files
+        parts = [r for r in ("train", "val", "test") if r == role or (role == "train" and not data_cfg.get(r))]
+        used = [f"{r} {rows[r]}" for r in parts if rows.get(r)]
+        count = f"{sum(rows.get(r, 0) for r in parts)} ({', '.join(used)})" if used else "–"
+        files.append((_e(role), f"<code>{_e(info.get('path', '?'))}</code>", _size(info.get("bytes", 0)), f"<code class=\"nw\">{_e(str(info.get('sha256', ''))[:12])}</code>", _e(count)))
+    data = _table(["file", "path", "size", "sha256", "labelled rows used"], files)
+    columns = []
+    for c in model.preprocessor.state["columns"]:
+        if c["kind"] == "numeric":
+            detail = f"median {c['fill']:.4g}; centre {c['center']:.4g}, scale {c['scale']:.4g}" + ("; indicator column" if c.get("indicator") else "")
+        else:
+            shown = [_label("(missing)" if k is None else k) for k in c["categories"]]
+            detail = ", ".join(shown[:10]) + (f" … (+{len(shown) - 10})" if len(shown) > 10 else "")
+        columns.append((f"<code>{_e(c['name'])}</code>", _e(c["kind"]), _e(c.get("missing_in_training", 0)), _e(detail), _e(c.get("reason", ""))))
+    schema = _table(["column", "kind", "missing in training", "categories / fitted values", "why"], columns, "schema")
+    kinds: dict[str, int] = {}
+    for c in model.preprocessor.state["columns"]:
+        kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
+    counted = ", ".join(f"{n} {k}" for k, n in kinds.items())
+    # a long schema (64 pixel columns) is folded away; a short one is shown
+    schema = f'<details{" open" if len(columns) <= 12 else ""}><summary>column schema: {_e(counted)}</summary>{schema}</details>'
+    config = f"<details><summary>resolved config</summary><pre>{_e(yaml.safe_dump(cfg, sort_keys=False))}</pre></details>"
+    return (f'<section id="glance"><h2>The run at a glance</h2><div class="pair"><div>{glance}</div><div><h3>Data</h3>{data}</div></div>'
+            f"<h3>Columns ({len(columns)} features, target <code>{_e(model.target)}</code>)</h3>{schema}{config}</section>")
+
+
+def _headline(evaluation: dict | None, missing: str) -> str:
+    if evaluation is None:
+        return f'<section id="metrics"><h2>Test metrics</h2><p class="note">No test metrics: {_e(missing)}</p></section>'
+    auc = evaluation.get("roc_auc", evaluation.get("roc_auc_ovr"))
+    cards = [
+        ("accuracy", evaluation["accuracy"]), ("macro F1", evaluation["macro_f1"]), ("log loss", evaluation["log_loss"]),
+        ("ROC AUC" + (" (one-vs-rest)" if "roc_auc_ovr" in evaluation else ""), auc), ("ECE", evaluation["ece"]),
+        ("MCE", evaluation["mce"]), ("Brier", evaluation["brier"]),
+    ]
+    html_cards = "".join(f'<div class="card"><div class="value">{_num(v)}</div><div class="name">{_e(k)}</div></div>' for k, v in cards)
+    temperature = f", temperature {evaluation['temperature']:.4g} applied" if evaluation.get("temperature") else ""
+    return (f'<section id="metrics"><h2>Test metrics</h2><p class="note">{_e(evaluation["data"])}: {evaluation["n"]} rows, '
+            f"checkpoint <code>{_e(Path(evaluation['checkpoint']).name)}</code>{_e(temperature)}</p><div class=\"cards\">{html_cards}</div></section>")
+
+
+def _curves(metrics, summary) -> str:
+    best = summary.get("best_epoch")
+    loss = _curve_plot(metrics, [("train_loss", "train", BLUE), ("val_loss", "validation", ORANGE)], "loss", best)
+    accuracy = _curve_plot(metrics, [("train_accuracy", "train accuracy", BLUE), ("val_accuracy", "validation accuracy", ORANGE),
+                                     ("val_f1", "validation macro F1", GREEN)], "accuracy / F1", best)
+    return (f'<section id="curves"><h2>Learning curves</h2><div class="grid">{_img(loss, "loss per epoch (dashed: best epoch)")}'
+            f'{_img(accuracy, "accuracy per epoch (dashed: best epoch)")}{_img(_lr_plot(metrics), "learning rate per epoch")}</div></section>')
+
+
+def _classification_plots(evaluation: dict | None) -> str:
+    if evaluation is None:
+        return ""
+    labels, y, proba = evaluation["labels"], evaluation["y"], evaluation["proba"]
+    cm = np.array(evaluation["confusion_matrix"])
+    confusion = (f'<section id="confusion"><h2>Confusion matrix</h2><div class="grid">{_img(_confusion_plot(cm, labels, False), "confusion matrix, counts (rows: true label)")}'
+                 f'{_img(_confusion_plot(cm, labels, True), "confusion matrix, each row divided by its total")}</div></section>')
+    curves = (f'<section id="roc"><h2>ROC and precision-recall curves</h2><div class="grid">{_img(_roc_plot(y, proba, labels), "ROC curves")}'
+              f'{_img(_pr_plot(y, proba, labels), "precision-recall curves")}</div></section>')
+    classes = evaluation.get("classes")
+    reliability = [("as predicted" if "proba_uncalibrated" not in evaluation else "after temperature scaling", proba, classes, BLUE)]
+    if "proba_uncalibrated" in evaluation:
+        reliability.insert(0, ("before temperature scaling", evaluation["proba_uncalibrated"], classes, ORANGE))
+    from .metrics import calibration_errors
+
+    eces = ", ".join(f"{name}: ECE {calibration_errors(y, p, 15, classes)[0]:.4f}" for name, p, _, _ in reliability)
+    caption = f"accuracy against confidence (top-label probability), 15 equal-width bins; {eces}"
+    calibration = (f'<section id="reliability"><h2>Reliability diagram</h2><div class="grid">'
+                   f'{_img(_reliability_plot(y, reliability), caption)}</div>'
+                   f'<p class="note">A well calibrated model\'s points lie on the diagonal: among rows predicted with confidence p, '
+                   f'a fraction p is right. ECE weighs each bin\'s gap by its rows; MCE is the largest gap.</p></section>')
+    return confusion + curves + calibration
+
+
+def _per_class(evaluation: dict | None) -> str:
+    if evaluation is None:
+        return ""
+    binary = len(evaluation["labels"]) == 2
+    rows = [(f"<b>{_e(_label(c['label']))}</b>", _num(c["precision"]), _num(c["recall"]), _num(c["f1"]), _e(c["support"]),
+             _num(c.get("roc_auc", evaluation.get("roc_auc") if binary else None)))
+            for c in evaluation["per_class"]]
+    note = "ROC AUC per class: that class against the rest" if not binary else "ROC AUC of the two-class problem"
+    return f'<section id="per-class"><h2>Per class</h2>{_table(["label", "precision", "recall", "F1", "support", "ROC AUC"], rows, "numbers")}<p class="note">{note}</p></section>'
+
+
+def _epochs(metrics, summary) -> str:
+    columns = [c for c in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "seconds") if c in metrics[0]]
+    best = summary.get("best_epoch")
+
+    def cell(c, v):
+        if c == "epoch":
+            return str(int(v))
+        if c == "lr":
+            return f"{v:.3g}"
+        if c == "seconds":
+            return f"{v:.3f}"
+        return f"{v:.4f}"
+
+    body = "".join(f'<tr class="{"best" if best and int(m["epoch"]) == best else ""}">' + "".join(f"<td>{cell(c, m[c]) if c in m else '–'}</td>" for c in columns) + "</tr>" for m in metrics)
+    head = "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in columns)
+    return (f'<section id="epochs"><h2>Epochs</h2><details><summary>{len(metrics)} epochs (best epoch highlighted)</summary>'
+            f'<table class="numbers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details></section>')
+
+
+STYLE = """
+:root{--ink:#1d2330;--muted:#5b6475;--line:#e3e6ec;--accent:#1f77b4;--soft:#f5f7fa}
+*{box-sizing:border-box}
+body{font:15px/1.5 -apple-system,BlinkMacSystemFont,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:var(--ink);max-width:1120px;margin:0 auto;padding:28px 28px 60px}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:34px 0 12px;padding-bottom:6px;border-bottom:2px solid var(--line)}
+h3{font-size:15px;margin:18px 0 8px;color:var(--muted)}
+.sub{color:var(--muted);margin:0 0 8px}.note{color:var(--muted);font-size:13px}
+code{font:12.5px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--soft);padding:1px 4px;border-radius:3px;word-break:break-all}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:13.5px}
+th,td{padding:5px 10px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+thead th{background:var(--soft);font-weight:600}
+table.numbers td,table.numbers th{text-align:right}table.numbers td:first-child,table.numbers th:first-child{text-align:left}
+table.numbers{font-variant-numeric:tabular-nums}
+code.nw{white-space:nowrap;word-break:normal}table.facts td:first-child{width:150px;white-space:nowrap}table.facts thead{display:none}
+tr.best td{background:#fff4d6;font-weight:600}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(140px,1fr));gap:12px}
+.card{background:var(--soft);border:1px solid var(--line);border-radius:8px;padding:12px 14px}
+.card .value{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums}.card .name{color:var(--muted);font-size:13px}
+.pair{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}.pair>div{flex:1 1 420px;min-width:0}.pair h3{margin-top:0}
+.grid{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+figure{margin:0;flex:1 1 420px;max-width:540px}figure img{width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:#fff}
+figcaption{color:var(--muted);font-size:12.5px;margin-top:4px}
+details{margin:8px 0}summary{cursor:pointer;color:var(--accent);font-weight:600}
+pre{background:var(--soft);border:1px solid var(--line);border-radius:6px;padding:12px;overflow:auto;font-size:12.5px;max-height:520px}
+nav{margin:10px 0 0;font-size:13.5px}nav a{color:var(--accent);margin-right:14px;text-decoration:none}
+@media print{details{display:block}}
+"""
+
+
+def _page(run: Path, summary, metrics, model, evaluation, missing) -> str:
+    task = model.meta.get("config", {}).get("task", "classification")
+    status = summary.get("status", "unfinished")
+    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("glance", "at a glance"), ("metrics", "metrics"), ("curves", "curves"),
+                                                          ("confusion", "confusion"), ("roc", "ROC / PR"), ("reliability", "calibration"),
+                                                          ("per-class", "per class"), ("epochs", "epochs")))
+    body = (_glance(run, summary, model, metrics) + _headline(evaluation, missing) + _curves(metrics, summary)
+            + _classification_plots(evaluation) + _per_class(evaluation) + _epochs(metrics, summary))
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>nnclf run {html.escape(name)}</title>
-<style>body{{font-family:sans-serif;max-width:960px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}img{{max-width:100%}}</style></head>
-<body><h1>nnclf run {html.escape(name)}</h1>
-<table>{''.join(row(f) for f in facts)}</table>
-<h2>Learning curves</h2>{img('loss.png')}{img('accuracy.png')}
-<h2>Learning rate</h2>{img('lr.png')}
-<h2>Confusion matrix</h2>{img('confusion_matrix.png') or '<p>no held-out test data</p>'}
-{per_class}
-<h2>Metrics per epoch</h2>{table}
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>nnclf run {_e(run.name)}</title><style>{STYLE}</style></head>
+<body><h1>nnclf run <code>{_e(run.name)}</code></h1>
+<p class="sub">{_e(task)} · {_e(status)} · {_e(summary.get("finished_at", ""))}</p><nav>{nav}</nav>
+{body}
+<p class="note">Written by nnclf report from the files in {_e(run)}; self-contained (no network needed).</p>
 </body></html>
 """

@@ -188,3 +188,33 @@ def test_one_vs_rest_auc_is_each_class_against_the_rest(seed):
     got = [row["roc_auc"] for row in report["per_class"]]
     assert got[:3] == pytest.approx(want, rel=1e-13) and math.isnan(got[3])
     assert report["roc_auc_ovr"] == pytest.approx(np.mean(want), rel=1e-13)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_roc_curve_by_brute_force_thresholds_and_its_area_is_the_auc(seed):
+    from nnclf.metrics import precision_recall_curve, roc_curve
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 50)
+    y[:2] = [0, 1]
+    s = rng.integers(0, 8, 50) / 7.0  # ties
+    fpr, tpr = roc_curve(y, s)
+    thresholds = np.unique(s)[::-1]
+    want_tpr = [np.mean(s[y == 1] >= t) for t in thresholds]
+    want_fpr = [np.mean(s[y == 0] >= t) for t in thresholds]
+    np.testing.assert_allclose(tpr, [0.0, *want_tpr], rtol=1e-15)
+    np.testing.assert_allclose(fpr, [0.0, *want_fpr], rtol=1e-15)
+    assert np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2) == pytest.approx(roc_auc(y, s), rel=1e-12)
+    precision, recall, ap = precision_recall_curve(y, s)
+    tp = np.array([np.sum((s >= t) & (y == 1)) for t in thresholds])
+    np.testing.assert_allclose(precision[1:], tp / np.array([np.sum(s >= t) for t in thresholds]), rtol=1e-15)
+    np.testing.assert_allclose(recall[1:], tp / np.sum(y == 1), rtol=1e-15)
+    assert ap == pytest.approx(np.sum(np.diff(np.r_[0, recall[1:]]) * precision[1:]), rel=1e-15)
+
+
+def test_average_precision_hand():
+    # scores 0.9 (pos), 0.8 (neg), 0.7 (pos): P@1 = 1, P@3 = 2/3; recall steps 1/2 each
+    from nnclf.metrics import precision_recall_curve
+
+    _, _, ap = precision_recall_curve(np.array([1, 0, 1]), np.array([0.9, 0.8, 0.7]))
+    assert ap == pytest.approx(0.5 * 1 + 0.5 * 2 / 3, rel=1e-15)

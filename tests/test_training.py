@@ -1,5 +1,5 @@
 """Training features through the real CLI and the trainer: schedules, early stopping,
-resume, SIGINT, kill -9, divergence, class weights, runs listing and the report."""
+resume, SIGINT, kill -9, divergence, class weights and runs listing (the report: test_report.py)."""
 
 from __future__ import annotations
 
@@ -302,30 +302,6 @@ def test_runs_lists_newest_first_with_test_accuracy(cli, tmp_path):
     assert rows[1]["test_accuracy"] == summary["test"]["accuracy"]
     table = cli(["runs"])
     assert "second" in table.stdout and "flowers" in table.stdout
-
-
-def test_report_writes_valid_png_and_self_contained_html(cli, tmp_path):
-    pytest.importorskip("matplotlib")
-    cfg = write_config(tmp_path, IRIS)
-    run = train_quiet(cli, cfg, "--name", "r")
-    result = cli(["report", run])
-    assert result.exit_code == 0, result.stderr
-    for name in ("loss.png", "accuracy.png", "lr.png", "confusion_matrix.png"):
-        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    page = (run / "report.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    assert page.count("data:image/png;base64,") == 4
-    assert "src=\"http" not in page  # nothing external
-    assert "t = train" in result.stdout
-
-
-def test_report_without_matplotlib_says_how_to_install(cli, tmp_path, monkeypatch):
-    cfg = write_config(tmp_path, IRIS)
-    run = train_quiet(cli, cfg, "--name", "r")
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    result = cli(["report", run])
-    assert result.exit_code == 1
-    assert result.stderr.strip() == "error: nnclf report needs matplotlib: pip install 'nnclf[plot]' (or pip install matplotlib)"
 
 
 def test_gd_defaults_to_full_batch_unless_batch_size_is_given(cli, tmp_path):
