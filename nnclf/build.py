@@ -58,3 +58,61 @@ def build_schedule(cfg: Config) -> Schedule:
 def build_early_stopping(cfg: Config) -> EarlyStopper | None:
     es = cfg.training.early_stopping
     return None if es is None else EarlyStopper(es.monitor, es.patience, es.min_delta, es.mode)
+
+
+def curvature_factory(cfg: Config):
+    """(net, loss, x, y, weight_decay) -> the curvature product newton_cg asks for, or None."""
+    if cfg.optimizer.name != "newton_cg":
+        return None
+    from .engine.curvature import CurvatureProduct
+
+    kind = cfg.optimizer.hyperparameters()["curvature"]
+
+    def make(net, loss, x, y, weight_decay):
+        try:
+            return CurvatureProduct(net, loss, x, y, weight_decay, kind)
+        except ValueError as e:
+            raise NnclfError(f"optimizer.curvature: {e}") from None
+
+    return make
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def full_batch_memory(optimizer, net: MLP, n_rows: int) -> int:
+    """Bytes a full-batch method needs beyond the data: its float64 state and work vectors
+    (L-BFGS: 2 m + 6 vectors of P), the objective's row-chunk buffers, and the training-set
+    evaluation each epoch (a (n, K) logits array) and, for newton_cg, the float64 curvature
+    pass over a chunk (about 6 arrays of chunk x widest layer)."""
+    from .engine.network import INFERENCE_ROWS
+
+    widest = max(net.sizes)
+    chunk = min(n_rows, INFERENCE_ROWS)
+    total = optimizer.memory_bytes() + 3 * net.params.size * net.dtype.itemsize
+    total += 4 * chunk * sum(net.sizes) * net.dtype.itemsize + n_rows * net.sizes[-1] * 8
+    if getattr(optimizer, "needs_curvature", False):
+        total += 6 * chunk * widest * 8 * len(net.sizes)
+    return total
+
+
+def check_full_batch_memory(cfg: Config, optimizer, net: MLP, n_rows: int, available: int | None = None) -> None:
+    """Refuse, before training, a full-batch run whose state would not fit in free memory."""
+    need = full_batch_memory(optimizer, net, n_rows)
+    free = available_memory() if available is None else available
+    if free is not None and need > free:
+        hint = " or a smaller optimizer.history" if "history" in cfg.optimizer.hyperparameters() else ""
+        raise NnclfError(
+            f"optimizer.name: {cfg.optimizer.name} needs about {need / 2**20:,.0f} MiB for {net.params.size:,} parameters "
+            f"and {n_rows:,} rows but only {free / 2**20:,.0f} MiB are free; use a smaller model.hidden{hint}, "
+            f"or a mini-batch optimizer such as adam"
+        )

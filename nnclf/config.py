@@ -22,6 +22,7 @@ from .errors import NnclfError
 from .registry import Registry, did_you_mean
 
 PATH_KEYS = ("train", "test", "val")
+FULL_BATCH_DTYPE = "float64"  # the default precision of lbfgs, cg, newton_cg (see Config._full_batch_methods)
 
 
 class Section(BaseModel):
@@ -190,6 +191,11 @@ def _check_rule(key: str, value: Any, rule: str) -> None:
         "metric": (isinstance(value, str) and bool(value), "a metric name such as val_loss"),
         "mode": (value in ("auto", "min", "max"), "one of auto, min, max"),
     }
+    if rule.startswith("choice:"):
+        options = rule.split(":", 1)[1].split(",")
+        if value not in options:
+            raise ValueError(f"{key}: must be one of {', '.join(options)}, got {_shown(value)}{did_you_mean(str(value), options)}")
+        return
     ok, expected = checks[rule]
     if not ok:
         raise ValueError(f"{key}: must be {expected}, got {_shown(value)}")
@@ -277,6 +283,25 @@ class Config(Section):
         """``optimizer: gd`` is batch gradient descent: unless batch_size is given, use all rows."""
         if self.optimizer.name == "gd" and "batch_size" not in self.training.model_fields_set:
             self.training.batch_size = "full"
+        return self
+
+    @model_validator(mode="after")
+    def _full_batch_methods(self):
+        """lbfgs, cg and newton_cg evaluate the loss on every training row at each step: their
+        batch_size is ``full`` (the default for them; any other value is an error), and their
+        default precision is float64 (a line search in float32 stalls where the loss is flat to
+        float32 rounding: benchmarks/RESULTS.md, "full-batch methods in float32")."""
+        if not getattr(OPTIMIZERS.get(self.optimizer.name), "full_batch", False):
+            return self
+        if "batch_size" not in self.training.model_fields_set:
+            self.training.batch_size = "full"
+        elif self.training.batch_size != "full":
+            raise ValueError(
+                f"training.batch_size: optimizer '{self.optimizer.name}' is a full-batch method (every step uses all "
+                f"training rows); batch_size must be 'full', got {self.training.batch_size}"
+            )
+        if "dtype" not in self.training.model_fields_set:
+            self.training.dtype = FULL_BATCH_DTYPE
         return self
 
     def to_dict(self) -> dict[str, Any]:

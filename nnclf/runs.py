@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import __version__
-from .build import build_early_stopping, build_loss, build_network, build_optimizer, build_schedule, class_weight_vector
+from .build import check_full_batch_memory, curvature_factory, build_early_stopping, build_loss, build_network, build_optimizer, build_schedule, class_weight_vector
 from .checkpoint import atomic_write_bytes, atomic_write_text, fsync_path, load_checkpoint, save_checkpoint
 from .config import Config, load_config, validate
 from .errors import NnclfError
@@ -34,7 +34,10 @@ from .threads import BlasThreads, step_flops
 from .trainer import Trainer, TrainingDiverged
 from .seeds import model_rng
 
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "seconds"]
+# evaluations / products: function-and-gradient evaluations and curvature products of a
+# full-batch method's iteration (empty for mini-batch optimizers)
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "evaluations", "products", "seconds"]
+INTEGER_COLUMNS = ("epoch", "evaluations", "products")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -94,7 +97,7 @@ def read_history(path: Path, epochs: int) -> list[dict[str, float]]:
     if len(rows) < epochs:
         raise NnclfError(f"{path}: has {len(rows)} epochs but the checkpoint is at epoch {epochs}; the run folder is damaged")
     try:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("", None)} for row in rows[:epochs]]
+        return [{k: (int(v) if k in INTEGER_COLUMNS else float(v)) for k, v in row.items() if v not in ("", None)} for row in rows[:epochs]]
     except (ValueError, TypeError):
         raise NnclfError(f"{path}: unreadable metrics row; the run folder is damaged") from None
 
@@ -201,10 +204,13 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
     net.initialize(cfg.model.init, rng)
     batch = None if cfg.training.batch_size == "full" else cfg.training.batch_size
     has_val = prepared.val is not None and len(prepared.val) > 0
-    return Trainer(
+    optimizer = build_optimizer(cfg, net)
+    if getattr(optimizer, "full_batch", False):
+        check_full_batch_memory(cfg, optimizer, net, len(train.y))
+    trainer = Trainer(
         net,
         loss,
-        build_optimizer(cfg, net),
+        optimizer,
         build_schedule(cfg),
         epochs=cfg.training.epochs,
         batch_size=batch,
@@ -216,6 +222,8 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
         monitor="val_loss" if has_val else "train_loss",
         callbacks=callbacks,
     )
+    trainer.curvature_factory = curvature_factory(cfg)
+    return trainer
 
 
 def _check_monitor(cfg: Config, prepared) -> None:
@@ -363,6 +371,7 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         "config_name": run.config_name,
         "epochs_run": trainer.epoch,
         "stopped_early": trainer.stopped_early,
+        **({"optimizer_stopped": trainer.optimizer.reason} if getattr(trainer.optimizer, "reason", None) else {}),
         "monitor": trainer.monitor,
         "best_epoch": trainer.best_epoch,
         "best_value": trainer.best_value,

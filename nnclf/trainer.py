@@ -19,7 +19,7 @@ from .engine.losses import Loss, predicted_classes
 from .engine.network import INFERENCE_ROWS, MLP
 from .engine.optimizers import Optimizer
 from .engine.schedules import Improvement, Schedule, resolve_mode
-from .engine.step import TrainingStep, check_labels
+from .engine.step import Objective, TrainingStep, check_labels
 from .errors import NnclfError
 from .metrics import macro_f1
 
@@ -89,6 +89,10 @@ class Trainer:
         self.best_params: np.ndarray | None = None
         self.stop_requested = False  # set from a signal handler: stop after the current batch
         self.interrupted = False
+        self.weight_decay = float(weight_decay)
+        # full-batch methods (engine/fullbatch.py): curvature(net, loss, x, y, weight_decay) ->
+        # a product (theta, v) -> B v, for the ones that need it (set by the builder)
+        self.curvature_factory = None
 
     @property
     def monitor(self) -> str:
@@ -160,6 +164,8 @@ class Trainer:
                     check_labels(labels, self.loss.n_classes)
                 except ValueError as e:
                     raise NnclfError(f"training labels: {e}") from None
+        if getattr(self.optimizer, "full_batch", False):
+            return self._fit_full_batch(x, y, x_val, y_val)
         n = len(y)
         batch = n if self.batch_size is None else min(self.batch_size, n)
         n_batches = math.ceil(n / batch)
@@ -202,27 +208,68 @@ class Trainer:
                 "train_loss": self.loss_sum / self.seen,
                 "train_accuracy": self.correct / self.seen,
             }
-            if has_val:
-                val = self.evaluate(x_val, y_val)
-                if not math.isfinite(val["loss"]):  # finite weights whose outputs overflow
-                    raise diverged(f"the validation loss became {val['loss']} at epoch {self.epoch + 1}", lr)
-                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_f1=val["f1"])
-            record["seconds"] = time.perf_counter() - epoch_start
-            self.epoch += 1
-            self.batch, self.permutation = 0, None
-            self.schedule.observe(record)
-            value = record.get(self.monitor)
-            if value is None:
-                raise NnclfError(f"training.early_stopping.monitor: metric '{self.monitor}' is not logged; logged: {', '.join(k for k in record if k not in ('epoch', 'seconds'))}")
-            improved = self.improvement.update(value, self.epoch)
-            if improved:
-                self.best_params = self.net.params.copy()
-            self.history.append(record)
-            self.stopped_early = self.early_stopping is not None and self.improvement.bad_epochs >= self.early_stopping.patience
-            self._emit("on_epoch_end", record, improved)
-            if self.stopped_early:
+            if self._end_epoch(record, epoch_start, lr, x_val, y_val if has_val else None):
                 break
         if self.stop_requested and self.epoch < self.epochs and not self.stopped_early:
+            self.interrupted = True
+        return self.history
+
+    def _end_epoch(self, record: dict, epoch_start: float, lr: float, x_val, y_val) -> bool:
+        """Validation, the improvement tracker, early stopping, the epoch event; True to stop."""
+        if y_val is not None:
+            val = self.evaluate(x_val, y_val)
+            if not math.isfinite(val["loss"]):  # finite weights whose outputs overflow
+                raise diverged(f"the validation loss became {val['loss']} at epoch {self.epoch + 1}", lr)
+            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_f1=val["f1"])
+        record["seconds"] = time.perf_counter() - epoch_start
+        self.epoch += 1
+        self.batch, self.permutation = 0, None
+        self.schedule.observe(record)
+        value = record.get(self.monitor)
+        if value is None:
+            raise NnclfError(f"training.early_stopping.monitor: metric '{self.monitor}' is not logged; logged: {', '.join(k for k in record if k not in ('epoch', 'seconds'))}")
+        improved = self.improvement.update(value, self.epoch)
+        if improved:
+            self.best_params = self.net.params.copy()
+        self.history.append(record)
+        self.stopped_early = self.early_stopping is not None and self.improvement.bad_epochs >= self.early_stopping.patience
+        self._emit("on_epoch_end", record, improved)
+        return self.stopped_early
+
+    def _fit_full_batch(self, x, y, x_val, y_val) -> list[dict[str, float]]:
+        """Epochs of a full-batch method: one outer iteration each (engine/fullbatch.py) on the
+        objective over all training rows. The record's train_loss and train_accuracy are at the
+        new point (without weight decay, as for mini-batch epochs), ``evaluations`` counts the
+        function-and-gradient evaluations the iteration used, ``products`` its curvature
+        products. A method that has converged ends training like early stopping does."""
+        opt = self.optimizer
+        objective = Objective(self.net, self.loss, x, y, self.weight_decay)
+        curvature = None
+        if opt.needs_curvature:
+            curvature = self.curvature_factory(self.net, self.loss, x, y, self.weight_decay)
+        has_val = x_val is not None and len(y_val) > 0
+        while self.epoch < self.epochs and not self.stop_requested and not opt.converged:
+            epoch_start = time.perf_counter()
+            self.lr = lr = self.schedule.lr(self.epoch)
+            with (self.speed.step if self.speed is not None else nullcontext)():
+                result = opt.iterate(objective, self.net.params, curvature)
+            if not math.isfinite(result.value):
+                raise diverged(f"the loss became {result.value} at epoch {self.epoch + 1}", lr)
+            self.net.params[...] = opt.x  # the objective's last call may have been a rejected trial point
+            self._emit("on_batch_end", self.epoch, 0, 1, result.value)
+            self._check_finite_state(lr)
+            train = self.evaluate(x, y)
+            record = {
+                "epoch": self.epoch + 1,
+                "lr": lr,
+                "train_loss": train["loss"],
+                "train_accuracy": train["accuracy"],
+                "evaluations": result.evaluations,
+                "products": result.products,
+            }
+            if self._end_epoch(record, epoch_start, lr, x_val, y_val if has_val else None):
+                break
+        if self.stop_requested and self.epoch < self.epochs and not self.stopped_early and not opt.converged:
             self.interrupted = True
         return self.history
 

@@ -84,10 +84,11 @@ def test_train_writes_a_complete_run_folder(cli, setup):
 
     # metrics.csv: the documented header, one row per epoch
     rows = list(csv.reader(io.StringIO((run / "metrics.csv").read_text())))
-    assert rows[0] == ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "seconds"]
+    assert rows[0] == ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "evaluations", "products", "seconds"]
     assert [int(row[0]) for row in rows[1:]] == list(range(1, EPOCHS + 1))
     for row in rows[1:]:
-        values = [float(v) for v in row]
+        assert row[7:9] == ["", ""]  # evaluations / products: full-batch methods only
+        values = [float(v) for v in row[:7] + row[9:]]
         assert values[1] == 0.05  # constant schedule
         assert 0 <= values[3] <= 1 and 0 <= values[5] <= 1 and 0 <= values[6] <= 1
 

@@ -190,7 +190,7 @@ def test_splits_summing_below_one_are_allowed(cli, tmp_path):
 @pytest.mark.parametrize(
     "extra, kind, name, closest, valid",
     [
-        ("optimizer:\n  name: adma\n", "optimizer", "adma", "adam", "sgd, gd, momentum, nesterov, adagrad, rmsprop, adam, adamw"),
+        ("optimizer:\n  name: adma\n", "optimizer", "adma", "adam", "sgd, gd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lbfgs, cg, newton_cg"),
         ("model:\n  activation: rellu\n", "activation", "rellu", "relu",
          "identity, linear, sigmoid, logistic, tanh, relu, leaky_relu, elu, softplus, gelu"),
         ("loss:\n  name: cross_entropi\n", "loss", "cross_entropi", "cross_entropy", "cross_entropy, ce, bce, nll, kl_div, kl, mse"),

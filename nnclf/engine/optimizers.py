@@ -209,3 +209,6 @@ class AdamW(Adam):
                 self._scratch *= self.weight_mask
             x += self._scratch
         super()._step(x, g, lr)
+
+
+from . import fullbatch  # noqa: E402,F401  (registers lbfgs, cg, newton_cg; they subclass Optimizer)

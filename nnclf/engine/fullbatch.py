@@ -1,0 +1,381 @@
+"""Full-batch methods: L-BFGS, nonlinear conjugate gradient (PR+) and truncated Newton (Newton-CG).
+
+Each works on a function ``objective(x) -> (f, g)`` of a flat float64 vector x (P,) (the whole
+training set per call: engine/step.py's ``Objective``) and, for Newton-CG, a curvature product
+``curvature(x, v) -> B v`` (engine/curvature.py). One call of ``iterate`` is one outer
+iteration (one "epoch" of the trainer): a search direction d, a strong-Wolfe line search along
+it, x <- x + alpha d.
+
+Why the outer iterations are written here rather than calling ``scipy.optimize.minimize``:
+a run must stop after any iteration (an epoch: metrics, checkpoints, early stopping, Ctrl-C)
+and resume exactly, which needs the method's state (the L-BFGS (s, y) pairs, the previous CG
+direction) as arrays in the checkpoint. scipy's minimizers keep that state inside one call and
+cannot be given it back. The fragile part, the strong-Wolfe line search (Moré-Thuente-style
+bracketing and zoom with cubic interpolation), is scipy's ``scipy.optimize.line_search``.
+
+State: ``x`` (the float64 master copy of the parameters; the network holds them rounded to its
+dtype), ``g`` = grad f(x), ``f`` = [f(x), f(previous x)] (before the first step, f(x) + ||g|| / 2), ``status`` (0 running, else the
+reason it stopped: see ``STOPPED``), and each method's own arrays.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .optimizers import OPTIMIZERS, Optimizer
+
+Function = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
+
+# status code -> why the method stopped (0: still running)
+STOPPED = {
+    1: "converged: the gradient's largest entry fell below gtol",
+    2: "converged: the relative change of the loss fell below ftol",
+    3: "stopped: the line search found no point with enough decrease (the loss is flat to rounding at this precision)",
+}
+
+
+class Iteration(NamedTuple):
+    """What one outer iteration did: the objective after it, the evaluations of f and grad it used,
+    the curvature products (Newton-CG) and the step length."""
+
+    value: float
+    evaluations: int
+    products: int
+    step: float
+
+
+class _Counted:
+    """Wraps ``objective``: counts calls and remembers the last point, so the line search's
+    separate calls for f and grad f at one point cost one evaluation."""
+
+    def __init__(self, objective: Function):
+        self.objective, self.calls = objective, 0
+        self.x: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.x is None or not np.array_equal(x, self.x):
+            self.calls += 1
+            f, g = self.objective(x)
+            self.x, self.f, self.g = np.array(x, dtype=np.float64), float(f), np.asarray(g, dtype=np.float64)
+        return self.f, self.g
+
+
+def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evaluations: int, previous_f: float | None = None):
+    """alpha > 0 with the strong Wolfe conditions along d (scipy.optimize.line_search), or None.
+
+    f(x + alpha d) <= f + c1 alpha g.d   and   |grad f(x + alpha d).d| <= c2 |g.d|.
+    scipy tries alpha = 1 first, or min(1, 2.02 (f - previous_f) / g.d) when ``previous_f`` is given
+    (the step that would repeat the last decrease: Nocedal & Wright eq. 3.60). Returns
+    (alpha, f_new, g_new) or (None, f, g).
+    """
+    from scipy.optimize import line_search
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LineSearchWarning: a failure is reported by alpha None
+        alpha, *_ = line_search(lambda z: fun(z)[0], lambda z: fun(z)[1], x, d, g, f, previous_f,
+                                c1=c1, c2=c2, maxiter=max_evaluations)
+    if alpha is None or not math.isfinite(alpha) or alpha <= 0:
+        return None, f, g
+    f_new, g_new = fun(x + alpha * d)
+    if not f_new <= f:  # strong Wolfe implies it; NaN or rounding noise must not move x
+        return None, f, g
+    return float(alpha), f_new, g_new
+
+
+class FullBatchOptimizer(Optimizer):
+    """Base: state handling, the first evaluation, tolerances. Subclasses give ``_iterate``."""
+
+    full_batch = True
+    needs_curvature = False
+    # hyperparameters shared by all three (name -> (default, rule) as in engine/optimizers.py)
+    hyper = {
+        "gtol": (1e-5, "nonneg"),
+        "ftol": (1e-9, "nonneg"),
+        "max_line_search": (20, "positive_int"),
+    }
+    arrays: tuple[str, ...] = ()  # the method's own state arrays besides x, g, f, status
+
+    def __init__(self, n_params: int, dtype="float32", weight_mask=None, **hyper):
+        unknown = set(hyper) - set(self.hyper)
+        if unknown:
+            raise TypeError(f"{self.name}: unknown hyperparameters {sorted(unknown)}")
+        for key, (default, rule) in self.hyper.items():
+            value = hyper.get(key, default)
+            setattr(self, key, int(value) if rule.endswith("_int") else value if rule.startswith("choice") else float(value))
+        self.dtype, self.weight_mask, self.n = np.dtype(dtype), weight_mask, int(n_params)
+        self.t = 0
+        self.x = np.zeros(self.n)
+        self.g = np.zeros(self.n)
+        self.f = np.zeros(2)
+        self.status = 0
+        self._allocate()
+
+    def _allocate(self) -> None:
+        """Make the method's own arrays (``arrays``)."""
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return ("x", "g", "f", "status", *self.arrays)
+
+    def memory_bytes(self) -> int:
+        """Bytes of state and work vectors, for the check before training."""
+        return (len(self.state_names) + 4) * self.n * 8
+
+    def state(self) -> dict[str, np.ndarray]:
+        out = {"t": np.array(self.t, dtype=np.int64), "status": np.array(self.status, dtype=np.int64)}
+        for name in ("x", "g", "f", *self.arrays):
+            out[name] = getattr(self, name)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.t, self.status = int(state["t"]), int(state["status"])
+        for name in ("x", "g", "f", *self.arrays):
+            value = np.asarray(state[name])
+            if value.shape != getattr(self, name).shape:
+                raise ValueError(f"optimizer state '{name}' has shape {value.shape}, expected {getattr(self, name).shape}")
+            setattr(self, name, np.array(value, dtype=getattr(self, name).dtype))
+
+    @property
+    def converged(self) -> bool:
+        return self.status != 0
+
+    @property
+    def reason(self) -> str | None:
+        return STOPPED.get(self.status)
+
+    def step(self, x, g, lr):  # the first-order interface makes no sense for these
+        raise TypeError(f"{self.name} is a full-batch method: call iterate(objective, x0)")
+
+    def iterate(self, objective: Function, x0: np.ndarray, curvature=None) -> Iteration:
+        """One outer iteration from the state (on the first call, from x0). Updates ``x`` etc."""
+        fun = _Counted(objective)
+        if self.t == 0:
+            self.x = np.array(x0, dtype=np.float64)
+            f, g = fun(self.x)
+            self.f[:] = [f, f + 0.5 * float(np.linalg.norm(g))]  # a made-up "previous" f: CG's first trial step has length ~1
+            self.g = g.copy()
+        if self.status:
+            return Iteration(float(self.f[0]), 0, 0, 0.0)
+        if np.max(np.abs(self.g), initial=0.0) <= self.gtol:
+            self.status = 1
+            self.t += 1
+            return Iteration(float(self.f[0]), fun.calls, 0, 0.0)
+        f_old = float(self.f[0])
+        products, alpha = self._iterate(fun, curvature)
+        self.t += 1
+        f_new = float(self.f[0])
+        if self.status == 0:
+            if np.max(np.abs(self.g)) <= self.gtol:
+                self.status = 1
+            elif (f_old - f_new) <= self.ftol * max(abs(f_old), abs(f_new), 1.0):
+                self.status = 2
+        return Iteration(f_new, fun.calls, products, alpha)
+
+    def _accept(self, alpha, d, f_new, g_new) -> None:
+        self.x += alpha * d
+        self.f[:] = [f_new, self.f[0]]
+        self.g = np.asarray(g_new, dtype=np.float64).copy()
+
+    def _iterate(self, fun: _Counted, curvature) -> tuple[int, float]:
+        raise NotImplementedError
+
+
+@OPTIMIZERS.register("lbfgs")
+class LBFGS(FullBatchOptimizer):
+    """Limited-memory BFGS (Nocedal 1980; Nocedal & Wright, Algorithm 7.4 and 7.5).
+
+    With the last m pairs s_i = x_{i+1} - x_i, y_i = g_{i+1} - g_i (oldest first, rows of
+    ``s`` and ``y``, (m, P); ``pairs`` of them filled), the two-loop recursion gives
+    d = -H g with H the BFGS inverse-Hessian approximation grown from H_0 = gamma I,
+    gamma = s^T y / y^T y of the newest pair. A pair is kept only if s^T y > 1e-10 ||s|| ||y||
+    (H stays positive definite). Line search: strong Wolfe (c1 = 1e-4, c2 = 0.9), alpha = 1
+    first; if it fails, the history is dropped and a scaled steepest-descent step is tried.
+    """
+
+    name = "lbfgs"
+    hyper = {"history": (10, "positive_int"), **FullBatchOptimizer.hyper}
+    arrays = ("s", "y", "pairs")
+
+    def _allocate(self):
+        self.s = np.zeros((self.history, self.n))
+        self.y = np.zeros((self.history, self.n))
+        self.pairs = np.array(0, dtype=np.int64)
+
+    def state(self):
+        out = super().state()
+        out["pairs"] = np.array(int(self.pairs), dtype=np.int64)
+        return out
+
+    def memory_bytes(self):
+        return (2 * self.history + 6) * self.n * 8
+
+    def direction(self, g: np.ndarray) -> np.ndarray:
+        k = int(self.pairs)
+        q = -g.copy()
+        if k == 0:
+            return q / max(float(np.linalg.norm(g)), 1.0)  # a first step of length <= 1
+        s, y = self.s[:k], self.y[:k]
+        rho = 1.0 / np.einsum("ij,ij->i", s, y)
+        a = np.empty(k)
+        for i in range(k - 1, -1, -1):
+            a[i] = rho[i] * (s[i] @ q)
+            q -= a[i] * y[i]
+        q *= (s[-1] @ y[-1]) / (y[-1] @ y[-1])
+        for i in range(k):
+            b = rho[i] * (y[i] @ q)
+            q += (a[i] - b) * s[i]
+        return q
+
+    def _remember(self, s_new, y_new):
+        sy = float(s_new @ y_new)
+        if not sy > 1e-10 * float(np.linalg.norm(s_new)) * float(np.linalg.norm(y_new)):
+            return
+        k = int(self.pairs)
+        if k == self.history:
+            self.s[:-1], self.y[:-1] = self.s[1:].copy(), self.y[1:].copy()
+            k -= 1
+        self.s[k], self.y[k] = s_new, y_new
+        self.pairs = np.array(k + 1, dtype=np.int64)
+
+    def _iterate(self, fun, curvature):
+        f, g = float(self.f[0]), self.g
+        for attempt in range(2):
+            d = self.direction(g)
+            if not float(g @ d) < 0:  # rounding made H lose definiteness: restart from -g
+                self.pairs = np.array(0, dtype=np.int64)
+                d = self.direction(g)
+            alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, 1e-4, 0.9, self.max_line_search)
+            if alpha is not None:
+                break
+            if int(self.pairs) == 0:
+                self.status = 3
+                return 0, 0.0
+            self.pairs = np.array(0, dtype=np.int64)
+        old_g = g.copy()
+        self._accept(alpha, d, f_new, g_new)
+        self._remember(alpha * d, self.g - old_g)
+        return 0, alpha
+
+
+@OPTIMIZERS.register("cg")
+class ConjugateGradient(FullBatchOptimizer):
+    """Nonlinear conjugate gradient, Polak-Ribiere+ (Nocedal & Wright section 5.2):
+
+        beta = max(0, g_{k+1}^T (g_{k+1} - g_k) / g_k^T g_k),   d_{k+1} = -g_{k+1} + beta d_k
+
+    restarted (beta = 0) every ``restart`` iterations (0: every P, the dimension), when
+    |g_{k+1}^T g_k| >= 0.1 ||g_{k+1}||^2 (Powell's test: the gradients are far from orthogonal),
+    and whenever d is not a descent direction. Line search: strong Wolfe with c2 = ``c2``
+    (default 0.1; PR+ needs c2 < 1/2); a smaller c2 approaches the exact line search under which
+    CG minimises a P-dimensional quadratic in at most P steps.
+    """
+
+    name = "cg"
+    hyper = {"restart": (0, "nonneg_int"), "c2": (0.1, "positive"), **FullBatchOptimizer.hyper}
+    arrays = ("d", "since_restart")
+
+    def _allocate(self):
+        self.d = np.zeros(self.n)
+        self.since_restart = np.array(0, dtype=np.int64)
+
+    def state(self):
+        out = super().state()
+        out["since_restart"] = np.array(int(self.since_restart), dtype=np.int64)
+        return out
+
+    def _iterate(self, fun, curvature):
+        f, g = float(self.f[0]), self.g
+        d = self.d if int(self.since_restart) > 0 else -g
+        if not float(g @ d) < 0:
+            d = -g
+        previous = float(self.f[1])
+        alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, min(1e-4, self.c2 / 10), self.c2, self.max_line_search, previous)
+        if alpha is None and d is not None and int(self.since_restart) > 0:
+            d = -g
+            alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, min(1e-4, self.c2 / 10), self.c2, self.max_line_search, previous)
+        if alpha is None:
+            self.status = 3
+            return 0, 0.0
+        old_g = g.copy()
+        self._accept(alpha, d, f_new, g_new)
+        g = self.g
+        period = self.restart or self.n
+        count = int(self.since_restart) + 1
+        gg_old = float(old_g @ old_g)
+        beta = max(0.0, float(g @ (g - old_g)) / gg_old) if gg_old > 0 else 0.0
+        if count >= period or abs(float(g @ old_g)) >= 0.1 * float(g @ g):
+            beta, count = 0.0, 0
+        self.d = -g + beta * d
+        self.since_restart = np.array(count, dtype=np.int64)
+        return 0, alpha
+
+
+@OPTIMIZERS.register("newton_cg")
+class NewtonCG(FullBatchOptimizer):
+    """Truncated Newton, "Hessian-free" (Nocedal & Wright Algorithm 7.1; Martens 2010).
+
+    Each iteration solves (B + damping I) d = -g approximately by linear conjugate gradient,
+    using only products B v (``curvature``: the Gauss-Newton matrix, PSD for matched losses, or
+    the exact Hessian by the R-operator), stopping when ||r|| <= min(0.5, sqrt(||g||)) ||g||
+    (superlinear convergence), after ``max_cg`` products, or when it meets a direction of
+    non-positive curvature (possible with the exact Hessian; then it keeps the last d, or -g if
+    there is none yet). Then a strong-Wolfe line search with alpha = 1 first (the Newton step).
+    """
+
+    name = "newton_cg"
+    needs_curvature = True
+    hyper = {
+        "curvature": ("gauss_newton", "choice:gauss_newton,hessian"),
+        "damping": (1e-4, "nonneg"),
+        "max_cg": (50, "positive_int"),
+        **FullBatchOptimizer.hyper,
+    }
+
+    def solve(self, curvature, x, g) -> tuple[np.ndarray, int]:
+        """d with (B + damping I) d ~ -g by linear CG from d = 0; returns (d, products used)."""
+        gnorm = float(np.linalg.norm(g))
+        tolerance = min(0.5, math.sqrt(gnorm)) * gnorm
+        d = np.zeros_like(g)
+        r = -g.copy()  # residual -g - (B + lam I) d
+        p = r.copy()
+        rr = float(r @ r)
+        used = 0
+        for _ in range(self.max_cg):
+            bp = curvature(x, p) + self.damping * p
+            used += 1
+            curv = float(p @ bp)
+            if not curv > 0:
+                if used == 1:
+                    d = -g.copy()
+                break
+            a = rr / curv
+            d += a * p
+            r -= a * bp
+            rr_new = float(r @ r)
+            if math.sqrt(rr_new) <= tolerance:
+                break
+            p *= rr_new / rr
+            p += r
+            rr = rr_new
+        return d, used
+
+    def _iterate(self, fun, curvature):
+        if curvature is None:
+            raise ValueError("newton_cg needs a curvature product")
+        f, g = float(self.f[0]), self.g
+        d, used = self.solve(curvature, self.x, g)
+        if not float(g @ d) < 0:
+            d = -g / max(float(np.linalg.norm(g)), 1.0)
+        alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, 1e-4, 0.9, self.max_line_search)
+        if alpha is None:
+            self.status = 3
+            return used, 0.0
+        self._accept(alpha, d, f_new, g_new)
+        return used, alpha
+
+
+FULL_BATCH = ("lbfgs", "cg", "newton_cg")

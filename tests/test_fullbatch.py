@@ -1,0 +1,232 @@
+"""Full-batch methods (engine/fullbatch.py): textbook functions, a convex problem against
+scikit-learn, and training through the CLI (metrics, resume, refusals)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from conftest import DATA, write_config
+from nnclf.build import check_full_batch_memory
+from nnclf.config import validate
+from nnclf.engine.curvature import CurvatureProduct
+from nnclf.engine.losses import LOSSES
+from nnclf.engine.network import MLP
+from nnclf.engine.optimizers import OPTIMIZERS
+from nnclf.engine.step import Objective
+from nnclf.errors import NnclfError
+
+
+def lecture_quadratic(x):
+    """f = 0.1 x1^2 + 2 x2^2 (condition number 20)."""
+    return 0.1 * x[0] ** 2 + 2 * x[1] ** 2, np.array([0.2 * x[0], 4 * x[1]])
+
+
+def lecture_quadratic_hessian(x, v):
+    return np.array([0.2 * v[0], 4 * v[1]])
+
+
+def rosenbrock(x):
+    a, b = x
+    return (1 - a) ** 2 + 100 * (b - a * a) ** 2, np.array([-2 * (1 - a) - 400 * a * (b - a * a), 200 * (b - a * a)])
+
+
+def rosenbrock_hessian(x, v):
+    a, b = x
+    return np.array([[2 - 400 * (b - 3 * a * a), -400 * a], [-400 * a, 200.0]]) @ v
+
+
+def run(name, fun, x0, product=None, limit=500, **hyper):
+    opt = OPTIMIZERS.get(name)(len(x0), "float64", None, **hyper)
+    evaluations = 0
+    for _ in range(limit):
+        evaluations += opt.iterate(fun, np.asarray(x0, dtype=np.float64), product).evaluations
+        if opt.converged:
+            break
+    return opt, evaluations
+
+
+@pytest.mark.parametrize("n", [2, 5, 10])
+def test_cg_with_exact_line_searches_minimises_an_n_dimensional_quadratic_in_n_steps(n):
+    """The n-step bound holds in exact arithmetic; condition number 10 keeps float64's loss of
+    conjugacy too small to cost a step (at condition 100 and n = 12 it takes 13)."""
+    rng = np.random.default_rng(n)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    a = q @ np.diag(np.geomspace(0.5, 5, n)) @ q.T
+    b = rng.normal(size=n)
+    fun = lambda x: (0.5 * x @ a @ x - b @ x, a @ x - b)  # noqa: E731
+    opt, _ = run("cg", fun, np.zeros(n), c2=1e-6, gtol=1e-10, ftol=0.0)
+    assert opt.status == 1 and opt.t <= n
+    assert np.allclose(opt.x, np.linalg.solve(a, b), atol=1e-8)
+
+
+def test_lecture_quadratic_cg_two_steps_newton_at_most_two_lbfgs_superlinear():
+    cg, _ = run("cg", lecture_quadratic, [-4.0, 2.0], c2=1e-6, gtol=1e-10, ftol=0.0)
+    assert cg.status == 1 and cg.t <= 2
+    newton, _ = run("newton_cg", lecture_quadratic, [-4.0, 2.0], lecture_quadratic_hessian, curvature="hessian", damping=0.0, gtol=1e-10, ftol=0.0)
+    assert newton.status == 1 and newton.t <= 2
+    lbfgs, _ = run("lbfgs", lecture_quadratic, [-4.0, 2.0], gtol=1e-10, ftol=0.0)
+    assert lbfgs.status == 1 and np.allclose(lbfgs.x, 0, atol=1e-9)
+    reference = minimize(lambda x: lecture_quadratic(x)[0], [-4.0, 2.0], jac=lambda x: lecture_quadratic(x)[1], method="BFGS", options={"gtol": 1e-10})
+    assert lbfgs.t <= reference.nit + 2  # the same quasi-Newton updates as scipy's BFGS in 2-D (m = 10 > n)
+
+
+def test_gradient_descent_on_the_lecture_quadratic_needs_many_more_steps():
+    opt = OPTIMIZERS.get("gd")(2, "float64")
+    x = np.array([-4.0, 2.0])
+    steps = next(t for t in range(1, 10_000) if (opt.step(x, lecture_quadratic(x)[1], 0.4) or True) and np.max(np.abs(lecture_quadratic(x)[1])) < 1e-6)
+    assert steps > 50  # linear rate 1 - 0.4 * 0.2 = 0.92 per step on the flat axis
+
+
+@pytest.mark.parametrize("name,scipy_method,curvature", [("lbfgs", "L-BFGS-B", None), ("cg", "CG", None), ("newton_cg", "Newton-CG", rosenbrock_hessian)])
+def test_rosenbrock_converges_as_fast_as_scipy(name, scipy_method, curvature):
+    hyper = {"curvature": "hessian", "damping": 0.0} if curvature else {}
+    opt, evaluations = run(name, rosenbrock, [-1.2, 1.0], curvature, gtol=1e-6, **hyper)
+    assert opt.converged and np.allclose(opt.x, [1.0, 1.0], atol=1e-4)
+    reference = minimize(lambda x: rosenbrock(x)[0], [-1.2, 1.0], jac=lambda x: rosenbrock(x)[1], hessp=curvature, method=scipy_method)
+    assert reference.success
+    assert opt.t <= 1.5 * reference.nit
+
+
+def _logistic_problem(k, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(240, 5))
+    w = rng.normal(size=(5, k))
+    y = (x @ w + rng.gumbel(size=(240, k))).argmax(axis=1)
+    return x, y
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_lbfgs_reaches_the_logistic_regression_optimum_of_scikit_learn(k):
+    """No hidden layer + cross-entropy + weight decay lam is logistic regression with C = 1 / (lam n):
+    C sum_i l_i + ||W||^2 / 2 = C n (1/n sum_i l_i + lam/2 ||W||^2), intercepts unpenalised in both."""
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    x, y = _logistic_problem(k)
+    lam, n = 0.05, len(y)
+    loss = LOSSES.get("cross_entropy")(k)
+    net = MLP([5, loss.n_outputs], "tanh", dtype="float64")
+    objective = Objective(net, loss, x, y, lam)
+    opt, _ = run("lbfgs", objective, np.zeros(net.params.size), gtol=1e-10, ftol=0.0)
+    reference = sklearn.LogisticRegression(C=1 / (lam * n), tol=1e-12, max_iter=10_000).fit(x, y)
+    coef, intercept = reference.coef_.T, reference.intercept_
+    theta = np.concatenate([coef.ravel(), intercept])  # W (5, K_out) row-major, then b: MLP's layout
+    ours, theirs = objective(opt.x)[0], objective(theta)[0]
+    assert abs(ours - theirs) < 1e-6
+    assert ours <= theirs + 1e-9
+
+
+def test_newton_cg_with_gauss_newton_curvature_reaches_the_same_optimum():
+    x, y = _logistic_problem(3, seed=1)
+    loss = LOSSES.get("cross_entropy")(3)
+    net = MLP([5, 3], "tanh", dtype="float64")
+    objective = Objective(net, loss, x, y, 0.01)
+    lbfgs, lbfgs_evaluations = run("lbfgs", objective, np.zeros(net.params.size), gtol=1e-9, ftol=0.0)
+    curvature = CurvatureProduct(net, loss, x, y, 0.01, "gauss_newton")
+    newton, newton_evaluations = run("newton_cg", objective, np.zeros(net.params.size), curvature, damping=0.0, gtol=1e-9, ftol=0.0)
+    assert abs(objective(newton.x)[0] - objective(lbfgs.x)[0]) < 1e-10
+    assert newton.t < lbfgs.t  # a (here exact) Newton method needs fewer outer iterations
+
+
+def test_state_round_trip_continues_exactly():
+    x, y = _logistic_problem(3, seed=2)
+    loss = LOSSES.get("cross_entropy")(3)
+    net = MLP([5, 4, 3], "tanh", dtype="float64")
+    net.initialize("auto", np.random.default_rng(0))
+    x0 = net.params.copy()
+    objective = Objective(net, loss, x, y, 0.01)
+    for name in ("lbfgs", "cg"):
+        straight = OPTIMIZERS.get(name)(x0.size, "float64", history=3) if name == "lbfgs" else OPTIMIZERS.get(name)(x0.size, "float64")
+        for _ in range(8):
+            straight.iterate(objective, x0)
+        first = OPTIMIZERS.get(name)(x0.size, "float64", **({"history": 3} if name == "lbfgs" else {}))
+        for _ in range(4):
+            first.iterate(objective, x0)
+        saved = {k: np.array(v) for k, v in first.state().items()}
+        second = OPTIMIZERS.get(name)(x0.size, "float64", **({"history": 3} if name == "lbfgs" else {}))
+        second.load_state(saved)
+        for _ in range(4):
+            second.iterate(objective, x0)
+        assert np.array_equal(second.x, straight.x), name
+
+
+# -- through the config and the CLI -------------------------------------------------------------
+CONFIG = f"""
+data: {{train: {DATA / 'wine.csv'}, target: class}}
+model: {{hidden: [8], activation: tanh}}
+loss: {{weight_decay: 0.001}}
+optimizer: {{name: lbfgs}}
+training: {{epochs: 12}}
+"""
+
+
+def test_full_batch_methods_default_to_full_batches_and_float64_and_refuse_mini_batches():
+    raw = {"data": {"train": "x.csv", "target": "y"}, "optimizer": {"name": "cg"}}
+    cfg = validate(raw)
+    assert cfg.training.batch_size == "full" and cfg.training.dtype == "float64"
+    with pytest.raises(NnclfError, match="training.batch_size: optimizer 'lbfgs' is a full-batch method .* must be 'full', got 32"):
+        validate({**raw, "optimizer": {"name": "lbfgs"}, "training": {"batch_size": 32}})
+    with pytest.raises(NnclfError, match=r"optimizer.curvature: must be one of gauss_newton, hessian, got 'hesian' \(did you mean 'hessian'\?\)"):
+        validate({**raw, "optimizer": {"name": "newton_cg", "curvature": "hesian"}})
+    with pytest.raises(NnclfError, match=r"optimizer.histroy: unknown key for optimizer 'lbfgs' \(did you mean 'history'\?\)"):
+        validate({**raw, "optimizer": {"name": "lbfgs", "histroy": 5}})
+
+
+def test_a_model_too_big_for_free_memory_is_refused_before_training():
+    cfg = validate({"data": {"train": "x.csv", "target": "y"}, "optimizer": {"name": "lbfgs", "history": 20}})
+    net = MLP([100, 1000, 10], "relu", dtype="float64")
+    opt = OPTIMIZERS.get("lbfgs")(net.params.size, "float64", history=20)
+    # (2 * 20 + 6) float64 vectors of P = 111,010 (40.9 MB) + 3 parameter vectors (2.7 MB) + 4 chunk
+    # buffers of 2,048 x (100 + 1000 + 10) float64 (72.7 MB) + the (5000, 10) logits (0.4 MB) = 111 MiB
+    with pytest.raises(NnclfError, match=r"lbfgs needs about 111 MiB for 111,010 parameters and 5,000 rows but only 10 MiB are free; .*optimizer.history"):
+        check_full_batch_memory(cfg, opt, net, 5000, available=10 * 2**20)
+    check_full_batch_memory(cfg, opt, net, 5000, available=120 * 2**20)
+
+
+def _metrics(run):
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "cg", "newton_cg"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cli_trains_each_method_with_evaluations_in_the_metrics(cli, tmp_path, name, dtype):
+    write_config(tmp_path, CONFIG.replace("name: lbfgs", f"name: {name}"))
+    result = cli(["train", "config.yaml", "--name", "r", "--quiet", "--set", f"training.dtype={dtype}"])
+    assert result.exit_code == 0, result.stderr
+    rows = _metrics(tmp_path / "runs" / "r")
+    assert rows and all(int(r["evaluations"]) >= 1 for r in rows)
+    assert (int(rows[-1]["products"]) > 0) == (name == "newton_cg")
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < 0.5 * losses[0]
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
+    assert summary["test"]["accuracy"] > 0.85
+
+
+def test_cli_refuses_a_mini_batch_size(cli, tmp_path):
+    write_config(tmp_path, CONFIG)
+    result = cli(["train", "config.yaml", "--set", "training.batch_size=16"])
+    assert result.exit_code == 1
+    assert "training.batch_size: optimizer 'lbfgs' is a full-batch method" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "newton_cg"])
+def test_resume_restores_the_history_and_continues_bit_for_bit(cli, tmp_path, name):
+    write_config(tmp_path, CONFIG.replace("name: lbfgs", f"name: {name}"))
+    assert cli(["train", "config.yaml", "--name", "whole", "--quiet"]).exit_code == 0
+    assert cli(["train", "config.yaml", "--name", "part", "--quiet", "--set", "training.epochs=5"]).exit_code == 0
+    resumed = cli(["train", "--resume", tmp_path / "runs" / "part", "--set", "training.epochs=12", "--quiet"])
+    assert resumed.exit_code == 0, resumed.stderr
+    whole, part = _metrics(tmp_path / "runs" / "whole"), _metrics(tmp_path / "runs" / "part")
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(part) == drop(whole)
+    a = np.load(tmp_path / "runs" / "whole" / "checkpoints" / "last.npz", allow_pickle=False)
+    b = np.load(tmp_path / "runs" / "part" / "checkpoints" / "last.npz", allow_pickle=False)
+    assert np.array_equal(a["params"], b["params"])
+    if name == "lbfgs":  # the (s, y) history came back from the checkpoint whole
+        assert int(b["optimizer.pairs"]) > 5
+        assert np.array_equal(a["optimizer.s"], b["optimizer.s"]) and np.array_equal(a["optimizer.y"], b["optimizer.y"])
