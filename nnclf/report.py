@@ -121,13 +121,13 @@ def _figure(width=5.2, height=3.4):
 
 
 def _curve_plot(metrics, keys, ylabel, best_epoch, log=False) -> str | None:
-    present = [(k, label, color) for k, label, color in keys if all(k in m for m in metrics)]
+    present = [key for key in keys if all(key[0] in m for m in metrics)]
     if not present:
         return None
     fig, ax = _figure()
     epochs = [m["epoch"] for m in metrics]
-    for k, label, color in present:
-        ax.plot(epochs, [m[k] for m in metrics], label=label, color=color, lw=1.6)
+    for k, label, color, *style in present:
+        ax.plot(epochs, [m[k] for m in metrics], label=label, color=color, lw=1.6, ls=style[0] if style else "-")
     if best_epoch:
         ax.axvline(best_epoch, color=GREY, ls="--", lw=1)
         ax.annotate(f"best epoch {best_epoch}", (best_epoch, 1), xycoords=("data", "axes fraction"), xytext=(4, -12),
@@ -141,7 +141,7 @@ def _curve_plot(metrics, keys, ylabel, best_epoch, log=False) -> str | None:
 
 
 def _lr_plot(metrics) -> str:
-    fig, ax = _figure()
+    fig, ax = _figure(5.2, 2.6)
     lr = [m["lr"] for m in metrics]
     ax.plot([m["epoch"] for m in metrics], lr, color=GREEN, lw=1.6)
     ax.set_ylim(0, max(lr) * 1.15 or 1)  # from 0, so a constant rate reads as one
@@ -171,6 +171,8 @@ def _confusion_plot(cm: np.ndarray, labels: list, normalised: bool) -> str:
         top = shown.max() or 1
         for i in range(k):
             for j in range(k):
+                if k > 5 and cm[i, j] == 0:
+                    continue  # a large matrix reads better with its empty cells empty
                 text = f"{shown[i, j]:.2f}" if normalised else str(int(cm[i, j]))
                 ax.text(j, i, text, ha="center", va="center", fontsize=7 if k > 8 else 8,
                         color="white" if shown[i, j] > top / 2 else "black")
@@ -237,7 +239,9 @@ def _reliability_plot(y, curves: list[tuple[str, np.ndarray, np.ndarray, str]]) 
         count, accuracy, confidence = reliability_bins(y, proba, 15, classes)
         ece = calibration_errors(y, proba, 15, classes)[0]
         filled = count > 0
-        ax.plot(confidence[filled], accuracy[filled], marker="o", ms=4, lw=1.5, color=color, label=f"{name} (ECE {ece:.3f})")
+        ax.plot(confidence[filled], accuracy[filled], lw=1.2, color=color, alpha=0.8, label=f"{name} (ECE {ece:.3f})")
+        # marker area grows with the bin's rows: a bin of two rows should not look like a bin of 200
+        ax.scatter(confidence[filled], accuracy[filled], s=12 + 120 * np.sqrt(count[filled] / count.sum()), color=color, zorder=3)
         bars.bar(edges[:-1] + i * width, count, width=width, align="edge", color=color, alpha=0.7)
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1.02)
@@ -360,7 +364,7 @@ def _curves(metrics, summary) -> str:
     best = summary.get("best_epoch")
     loss = _curve_plot(metrics, [("train_loss", "train", BLUE), ("val_loss", "validation", ORANGE)], "loss", best)
     accuracy = _curve_plot(metrics, [("train_accuracy", "train accuracy", BLUE), ("val_accuracy", "validation accuracy", ORANGE),
-                                     ("val_f1", "validation macro F1", GREEN)], "accuracy / F1", best)
+                                     ("val_f1", "validation macro F1", GREEN, "--")], "accuracy / F1", best)
     return (f'<section id="curves"><h2>Learning curves</h2><div class="grid">{_img(loss, "loss per epoch (dashed: best epoch)")}'
             f'{_img(accuracy, "accuracy per epoch (dashed: best epoch)")}{_img(_lr_plot(metrics), "learning rate per epoch")}</div></section>')
 
@@ -383,10 +387,20 @@ def _classification_plots(evaluation: dict | None) -> str:
     eces = ", ".join(f"{name}: ECE {calibration_errors(y, p, 15, classes)[0]:.4f}" for name, p, _, _ in reliability)
     caption = f"accuracy against confidence (top-label probability), 15 equal-width bins; {eces}"
     calibration = (f'<section id="reliability"><h2>Reliability diagram</h2><div class="grid">'
-                   f'{_img(_reliability_plot(y, reliability), caption)}</div>'
+                   f'{_img(_reliability_plot(y, reliability), caption)}{_bins_table(y, proba, classes)}</div>'
                    f'<p class="note">A well calibrated model\'s points lie on the diagonal: among rows predicted with confidence p, '
                    f'a fraction p is right. ECE weighs each bin\'s gap by its rows; MCE is the largest gap.</p></section>')
     return confusion + curves + calibration
+
+
+def _bins_table(y, proba, classes) -> str:
+    """The non-empty confidence bins of the reported probabilities: rows, accuracy, confidence, gap."""
+    from .metrics import reliability_bins
+
+    count, accuracy, confidence = reliability_bins(y, proba, 15, classes)
+    rows = [(f"({b / 15:.3f}, {(b + 1) / 15:.3f}]", _e(int(count[b])), _num(float(accuracy[b])), _num(float(confidence[b])),
+             _num(float(abs(accuracy[b] - confidence[b])))) for b in range(15) if count[b]]
+    return f'<div class="side"><h3>Bins (as reported)</h3>{_table(["confidence", "rows", "accuracy", "mean confidence", "gap"], rows, "numbers")}</div>'
 
 
 def _per_class(evaluation: dict | None) -> str:
@@ -439,7 +453,7 @@ tr.best td{background:#fff4d6;font-weight:600}
 .card .value{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums}.card .name{color:var(--muted);font-size:13px}
 .pair{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}.pair>div{flex:1 1 420px;min-width:0}.pair h3{margin-top:0}
 .grid{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-figure{margin:0;flex:1 1 420px;max-width:540px}figure img{width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:#fff}
+figure{margin:0;flex:0 1 calc(50% - 9px);min-width:360px}.side{flex:0 1 calc(50% - 9px);min-width:360px}.side h3{margin-top:0}figure img{width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:#fff}
 figcaption{color:var(--muted);font-size:12.5px;margin-top:4px}
 details{margin:8px 0}summary{cursor:pointer;color:var(--accent);font-weight:600}
 pre{background:var(--soft);border:1px solid var(--line);border-radius:6px;padding:12px;overflow:auto;font-size:12.5px;max-height:520px}

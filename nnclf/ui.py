@@ -116,6 +116,10 @@ def render_summary(result) -> None:
         table.add_row(f"test accuracy ({t['checkpoint']})", _fmt(t["accuracy"]))
         table.add_row("test macro F1", _fmt(t["macro_f1"]))
         table.add_row("test log loss", _fmt(t["log_loss"]))
+        if "ece" in t:
+            table.add_row("test ECE (15 bins)", _fmt(t["ece"]))
+    if s.get("temperature") is not None:
+        table.add_row("temperature (calibration)", f"{s['temperature']:.4g}")
     table.add_row("train time", f"{s['seconds']['train']:.2f}s")
     out.print(table)
 
