@@ -4,7 +4,8 @@ Graph inputs, one per feature column, named after it, each of shape (N,) (N dyna
 
 - numeric column: float64 (double), NaN for a missing value;
 - categorical column: string, nnclf's text key of the value (text as it is, an integral number
-  as '3', a boolean as 'true'/'false' in any case), the empty string '' for a missing value.
+  as '3' (or '3.0'), a boolean as 'true'/'false' (or 'True', 'TRUE')), the empty string '' for
+  a missing value.
 
 Then, as ``Preprocessor.transform`` does it (in float64 like nnclf, then cast to the network's
 float type):
@@ -32,6 +33,7 @@ A new task adds one head function to ``HEADS`` (the network and preprocessing ar
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -140,12 +142,8 @@ def _preprocessing(g: _Graph, state: dict) -> tuple[str, list[int]]:
         missing = g.op("Equal", keys, g.const(np.array([[""]], dtype=object), "empty"), hint="missing")
         if named:
             hits = g.op("Equal", keys, g.const(np.array([named], dtype=object), "categories"))
-            if set(named) <= {"true", "false"}:
-                # a boolean column: CSV readers parse True, TRUE and true alike, and str(True) is 'True'
-                # (StringNormalizer would lower-case, but onnxruntime's needs an installed locale)
-                for spelling in (str.capitalize, str.upper):
-                    other_case = g.const(np.array([[spelling(k) for k in named]], dtype=object), "categories")
-                    hits = g.op("Or", hits, g.op("Equal", keys, other_case))
+            for spelled in _other_spellings(named):
+                hits = g.op("Or", hits, g.op("Equal", keys, g.const(np.array([spelled], dtype=object), "categories")))
             hits = g.op("Cast", hits, to=g.float, hint="onehot")
             blocks.append(hits)
             order += [base + categories.index(k) for k in named]
@@ -163,6 +161,19 @@ def _preprocessing(g: _Graph, state: dict) -> tuple[str, list[int]]:
             order.append(base + categories.index(MISSING))
     features = g.op("Concat", *blocks, axis=1, hint="features") if len(blocks) > 1 else blocks[0]
     return features, order
+
+
+def _other_spellings(named: list[str]) -> list[list[str]]:
+    """Other texts of the same values, each list aligned with ``named``: what str() of a pandas
+    column gives where nnclf's key differs. A boolean column's 'true' arrives as 'True' (CSV
+    readers parse True, TRUE and true alike; StringNormalizer could lower-case, but onnxruntime's
+    needs an installed locale); an integer category '2007' as '2007.0' when the column has gaps
+    (pandas then reads it as floats)."""
+    if set(named) <= {"true", "false"}:
+        return [[k.capitalize() for k in named], [k.upper() for k in named]]
+    if any(re.fullmatch(r"-?\d+", k) for k in named):
+        return [[f"{k}.0" if re.fullmatch(r"-?\d+", k) else k for k in named]]
+    return []
 
 
 # -- the network ---------------------------------------------------------------------------------
@@ -243,8 +254,10 @@ HEADS: dict[str, Callable[[_Graph, TrainedModel, str], None]] = {"classification
 OUTPUTS = {"classification": ("label", "probabilities")}
 
 
-def build_onnx(model: TrainedModel):
-    """The ONNX ModelProto of ``model`` (checked with onnx.checker)."""
+def build_onnx(model: TrainedModel, features_output: bool = False):
+    """The ONNX ModelProto of ``model`` (checked with onnx.checker). With ``features_output``
+    the graph also outputs ``features``, the preprocessed matrix in ``Preprocessor.transform``'s
+    column order (for tests and debugging)."""
     onnx = _onnx()
     task = model.meta.get("config", {}).get("task", "classification")
     if task not in HEADS:
@@ -257,6 +270,10 @@ def build_onnx(model: TrainedModel):
     features, order = _preprocessing(g, state)
     if sorted(order) != list(range(model.preprocessor.n_outputs)):  # a new preprocessing step without its ONNX form
         raise NnclfError(f"{model.path}: the preprocessing has a step nnclf export cannot write yet")
+    if features_output:
+        inverse = np.argsort(np.array(order, dtype=np.int64))
+        g.op("Gather", features, g.const(inverse, "layout"), axis=1, output="features")
+        g.output("features", g.float, ["N", len(order)])
     z = _network(g, model, features, order)
     HEADS[task](g, model, z)
     doc = f"nnclf {task} model from {model.path.name}; inputs: one per feature column (double with NaN for missing, or string keys with '' for missing)"

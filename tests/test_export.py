@@ -54,6 +54,16 @@ def _export_and_compare(folder, run, csv_path, extra=()):
     assert np.abs(proba - want_proba).max() <= 1e-5
     text = np.array(["true" if v is True else "false" if v is False else str(v) for v in labels.tolist()])
     np.testing.assert_array_equal(text, want_labels)
+    # the graph's preprocessing alone equals nnclf's feature matrix (saturated probabilities
+    # could hide a wrong one-hot column)
+    from nnclf.data.reading import read_table
+    from nnclf.export import build_onnx
+    from nnclf.model import TrainedModel
+
+    model = TrainedModel.load(run / "checkpoints" / "best.npz")
+    debug = ort.InferenceSession(build_onnx(model, features_output=True).SerializeToString(), providers=["CPUExecutionProvider"])
+    (features,) = debug.run(["features"], _feeds(session, frame))
+    np.testing.assert_allclose(features, model.features(read_table(csv_path), "csv", lambda m: None), rtol=1e-6, atol=1e-7)
     return session, frame
 
 
@@ -111,16 +121,19 @@ def test_missing_values_unseen_categories_folding_indicators_and_temperature(tmp
     """Penguins with every preprocessing option and a file full of surprises: numeric cells
     missing where training had none, unseen and missing categories, '__other__'."""
     run = _train(tmp_path, CONFIGS / "penguins.yaml", "data.max_categories=2", "data.missing_indicators=true",
-                 "data.scaling=minmax", "training.calibration=temperature", "training.epochs=15")
+                 "data.scaling=minmax", "training.calibration=temperature", "training.epochs=15", "data.categorical=[year]")
     meta = run / "checkpoints" / "best.npz"
     with np.load(meta, allow_pickle=False) as f:
         state = json.loads(str(f["meta"]))
     columns = {c["name"]: c for c in state["preprocessor"]["columns"]}
     assert "__other__" in columns["island"]["categories"] and any(c.get("indicator") for c in columns.values())
+    assert columns["year"]["categories"] == ["2008", "__other__"]
     assert state["calibration"]["temperature"] != 1.0
     frame = pd.read_csv(DATA / "penguins.csv").head(40).copy()
-    frame.loc[0:4, "year"] = np.nan  # never missing in training
+    frame.loc[0:4, "year"] = np.nan  # never missing in training; the column now reads as floats ('2007.0')
     frame.loc[5:9, "bill_length_mm"] = np.nan  # missing in training: an indicator column
+    frame.loc[30:32, "flipper_length_mm"] = np.nan  # missing in training too
+    frame.loc[33:36, "year"] = 2008  # the named year category (the others are folded), read as '2008.0'
     frame.loc[10:14, "island"] = "Atlantis"  # unseen: folded into __other__
     frame.loc[15:19, "island"] = np.nan  # never missing in training: all zeros
     frame.loc[20:24, "sex"] = "unknown"  # unseen, no __other__ (two categories + missing): all zeros
