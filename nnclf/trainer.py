@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .engine.losses import Loss, predicted_classes
+from .engine.losses import Loss
 from .engine.network import INFERENCE_ROWS, MLP
 from .engine.optimizers import Optimizer
 from .engine.schedules import Improvement, Schedule, resolve_mode
@@ -149,7 +149,7 @@ class Trainer:
             stop = min(start + chunk, len(y))
             logits = self.net.forward(x[start:stop])
             total += self.loss.forward(logits, y[start:stop]) * (stop - start)
-            predictions[start:stop] = predicted_classes(logits)
+            predictions[start:stop] = self.loss.predict_classes(logits)
         return {
             "loss": total / len(y),
             "accuracy": float(np.mean(predictions == y)),

@@ -90,13 +90,6 @@ class Loss:
         return delta
 
 
-def predicted_classes(logits: np.ndarray) -> np.ndarray:
-    """argmax over classes (B,); a single output column is a sigmoid unit: class 1 when z > 0."""
-    if logits.shape[1] == 1:
-        return (logits[:, 0] > 0).astype(np.int64)
-    return logits.argmax(axis=1)
-
-
 def softmax(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """p_k = e^{z_k - max z} / sum_j e^{z_j - max z} (shifting by the max avoids overflow)."""
     out = np.subtract(z, z.max(axis=1, keepdims=True), out=out)

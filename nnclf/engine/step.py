@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .losses import Loss, predicted_classes
+from .losses import Loss
 from .network import INFERENCE_ROWS, MLP
 from .optimizers import Optimizer
 
@@ -73,7 +73,7 @@ class TrainingStep:
         value = self.loss.forward_backward(logits, ys, delta)
         classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
         if classes is None:
-            classes = predicted_classes(logits)
+            classes = self.loss.predict_classes(logits)
         correct = int(np.count_nonzero(classes == ys))
         if share != 1.0:
             delta *= delta.dtype.type(share)
