@@ -116,3 +116,20 @@ def check_full_batch_memory(cfg: Config, optimizer, net: MLP, n_rows: int, avail
             f"and {n_rows:,} rows but only {free / 2**20:,.0f} MiB are free; use a smaller model.hidden{hint}, "
             f"or a mini-batch optimizer such as adam"
         )
+
+
+def build_real_loss(cfg: Config, n_outputs: int):
+    """The regression / reconstruction loss of ``cfg`` over ``n_outputs`` identity outputs."""
+    from .engine.regression import REGRESSION_LOSSES
+
+    cls = REGRESSION_LOSSES.get(cfg.loss.name)
+    return cls(n_outputs, **{key: getattr(cfg.loss, key) for key in cls.hyper})
+
+
+def build_task_loss(cfg: Config, prepared):
+    """The loss for ``cfg.task`` sized by the prepared data: classes, targets or input columns."""
+    if cfg.task == "classification":
+        labels = prepared.labels
+        return build_loss(cfg, len(labels), class_weight_vector(cfg, labels.values, prepared.train.y))
+    n_outputs = prepared.train.y.shape[1]
+    return build_real_loss(cfg, n_outputs)

@@ -170,7 +170,7 @@ def predict(
     chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="At most about this many rows read and predicted at a time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ):
-    """Predict labels and class probabilities for every row of DATA."""
+    """Predict every row of DATA: labels and class probabilities, regression values, or reconstruction errors."""
     from .predict import predict_csv
 
     try:
@@ -240,6 +240,31 @@ def export(
             print(f"wrote {result['output']}")
     if not result["ok"]:
         fail(f"the ONNX graph disagrees with nnclf predict beyond {result['tolerance']:g}")
+
+
+# -- encode -----------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def encode(
+    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file of a reconstruction model."),
+    data: Path = typer.Argument(..., help="CSV with the feature columns (extra columns are ignored)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="At most about this many rows read and encoded at a time."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+):
+    """Write the code layer's activations (code_0 .. code_k-1) of an autoencoder for every row of DATA."""
+    from .predict import encode_csv
+
+    try:
+        n = encode_csv(run, data, output, checkpoint, chunk_rows, overwrite, warn)
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_BROKEN_PIPE)
+    if output is not None:
+        print(f"wrote {n} codes to {output}", file=sys.stderr)
 
 
 # -- gradcheck --------------------------------------------------------------------------------

@@ -17,12 +17,14 @@ from .engine.activations import ACTIVATIONS
 from .engine.init import INITIALIZERS
 from .engine.losses import LOSSES
 from .engine.optimizers import OPTIMIZERS
+from .engine.regression import REGRESSION_LOSSES
 from .engine.schedules import SCHEDULES
 from .errors import NnclfError
 from .registry import Registry, did_you_mean
 
 PATH_KEYS = ("train", "test", "val")
 FULL_BATCH_DTYPE = "float64"  # the default precision of lbfgs, cg, newton_cg (see Config._full_batch_methods)
+TASKS = ("classification", "regression", "reconstruction")
 
 
 class Section(BaseModel):
@@ -71,7 +73,10 @@ class EarlyStopping(Section):
 
 class DataConfig(Section):
     train: str
-    target: str
+    # one column (classification, regression), a list of columns (multi-output regression),
+    # or none (reconstruction); which is allowed is checked with the task (Config._task_rules)
+    target: Union[str, list[str], None] = None
+    target_scaling: Literal["standard", "none"] = "standard"
     test: Optional[str] = None
     val: Optional[str] = None
     test_split: float = Field(0.2, ge=0, lt=1)
@@ -104,6 +109,24 @@ class DataConfig(Section):
             raise ValueError(f"must be one character such as ',', ';', '\\t' or '|' (or null to detect it), got {delimiter!r}")
         return delimiter
 
+    @property
+    def targets(self) -> list[str]:
+        """``target`` as a list of column names (empty when there is none)."""
+        if self.target is None:
+            return []
+        return [self.target] if isinstance(self.target, str) else list(self.target)
+
+    @field_validator("target")
+    @classmethod
+    def _target_names(cls, target):
+        if isinstance(target, list):
+            if not target:
+                raise ValueError("an empty list names no target column")
+            repeated = sorted({n for n in target if target.count(n) > 1})
+            if repeated:
+                raise ValueError(f"column {repeated[0]!r} is listed more than once")
+        return target
+
     @field_validator("features", "ignore", "categorical")
     @classmethod
     def _no_repeats(cls, names):
@@ -124,6 +147,8 @@ class ModelConfig(Section):
     activation: str = "relu"
     init: str = "auto"
     dropout: float = Field(0.0, ge=0, lt=1)
+    # reconstruction: the index into ``hidden`` of the code layer (default: the narrowest)
+    code_layer: Optional[int] = Field(None, ge=0)
 
     _check_activation = field_validator("activation")(_registered(ACTIVATIONS))
     _check_init = field_validator("init")(_registered(INITIALIZERS, ("auto",)))
@@ -142,8 +167,16 @@ class LossConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Union[None, Literal["balanced"], dict[Union[int, str], float]] = None
+    delta: float = Field(1.0, gt=0)  # huber: the residual where the loss turns from quadratic to linear
 
-    _check_name = field_validator("name")(_registered(LOSSES))
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, name):
+        # names of both tasks' registries; Config._task_rules checks it fits the task
+        names = list(dict.fromkeys([*LOSSES.names(), *REGRESSION_LOSSES.names()]))
+        if name not in names:
+            raise ValueError(f"unknown loss {_shown(name)}{did_you_mean(name, names)}; valid: {', '.join(names)}")
+        return name
 
     @field_validator("class_weights")
     @classmethod
@@ -270,7 +303,7 @@ class TrainingConfig(Section):
 
 class Config(Section):
     seed: int = Field(0, ge=0)
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "regression", "reconstruction"] = "classification"
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -304,9 +337,56 @@ class Config(Section):
             self.training.dtype = FULL_BATCH_DTYPE
         return self
 
+    @model_validator(mode="after")
+    def _task_rules(self):
+        """What each task needs of data.target, the loss and the model (messages name the key)."""
+        task, data, loss = self.task, self.data, self.loss
+        if task != "reconstruction" and data.target is None:
+            raise ValueError("data.target: required key is missing")
+        if task == "classification":
+            if isinstance(data.target, list):
+                raise ValueError(
+                    "data.target: classification takes one target column, got a list; "
+                    "for several real-valued targets use task: regression"
+                )
+            if loss.name not in LOSSES:
+                raise ValueError(
+                    f"loss.name: '{loss.name}' is a loss for task: regression or reconstruction; "
+                    f"with task: classification use one of {', '.join(LOSSES.names())}"
+                )
+        else:
+            if "name" not in loss.model_fields_set:
+                loss.name = "mse"  # the lecture's 1/2 ||h - y||^2
+            elif loss.name not in REGRESSION_LOSSES:
+                raise ValueError(
+                    f"loss.name: '{loss.name}' is a classification loss; with task: {task} use one of "
+                    f"{', '.join(REGRESSION_LOSSES.names())}"
+                )
+            if self.training.calibration != "none":
+                raise ValueError(f"training.calibration: temperature scaling calibrates class probabilities; task: {task} has none")
+            for key in ("label_smoothing", "class_weights"):
+                if key in loss.model_fields_set and getattr(loss, key) not in (None, 0, 0.0):
+                    raise ValueError(f"loss.{key}: applies to task: classification only, not {task}")
+        if "delta" in loss.model_fields_set and loss.name != "huber":
+            raise ValueError(f"loss.delta: only the huber loss takes delta (loss.name is '{loss.name}')")
+        if task == "reconstruction":
+            if not self.model.hidden:
+                raise ValueError("model.hidden: reconstruction needs at least one hidden layer (the code), e.g. [32, 8, 32]")
+            code = self.model.code_layer
+            if code is not None and code >= len(self.model.hidden):
+                raise ValueError(
+                    f"model.code_layer: {code} is not an index of model.hidden {self.model.hidden} "
+                    f"(0 to {len(self.model.hidden) - 1})"
+                )
+        elif self.model.code_layer is not None:
+            raise ValueError(f"model.code_layer: applies to task: reconstruction only, not {task}")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Every key with its value, defaults included (optimizer/schedule keys filled in)."""
         out = self.model_dump(mode="json")
+        if self.loss.name != "huber":
+            del out["loss"]["delta"]  # only huber reads it (and _task_rules refuses it elsewhere)
         out["optimizer"] = {"name": self.optimizer.name, "lr": self.optimizer.lr, **self.optimizer.hyperparameters()}
         out["schedule"] = {
             "name": self.schedule.name,
@@ -480,7 +560,7 @@ def _describe(item: dict, loc: list[str], source: str, text: str | None, overrid
         msg = msg[len("Value error, ") :]
         if ":" in msg.split(" ")[0]:  # the message names its own sub-key (optimizer extras)
             sub = msg.split(":", 1)[0]
-            line = _line_of(text, [*loc, sub]) if text else None
+            line = _line_of(text, [*loc, *sub.split(".")]) if text else None
             where = f"{source}, line {line}" if line else source
             return f"{where}: {key + '.' if key else ''}{msg}"
         return f"{where}: {key}: {msg}" if key else f"{where}: {msg}"

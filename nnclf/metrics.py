@@ -220,3 +220,39 @@ def one_vs_rest_auc(y_true: np.ndarray, proba: np.ndarray) -> list[float]:
         binary = np.where(y_true < 0, -1, (y_true == k).astype(np.int64))
         out.append(roc_auc(binary, proba[:, k]))
     return out
+
+
+# -- regression ----------------------------------------------------------------------------------
+def regression_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.ndarray]:
+    """Per target (columns of (n, m) arrays), as scikit-learn defines them:
+
+        rmse_k = sqrt(1/n sum_i (y_ik - yhat_ik)^2),   mae_k = 1/n sum_i |y_ik - yhat_ik|,
+        r2_k = 1 - sum_i (y_ik - yhat_ik)^2 / sum_i (y_ik - mean_i y_ik)^2   (NaN for a constant target)
+    """
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
+    residual = y_true - y_pred
+    ss_res = np.square(residual).sum(axis=0)
+    ss_tot = np.square(y_true - y_true.mean(axis=0)).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
+    return {"rmse": np.sqrt(ss_res / len(y_true)), "mae": np.abs(residual).mean(axis=0), "r2": r2}
+
+
+def regression_means(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """rmse, mae and r2, each the mean over targets (scikit-learn's 'uniform_average')."""
+    return {k: float(np.mean(v)) for k, v in regression_scores(y_true, y_pred).items()}
+
+
+def regression_report(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict:
+    """n, the means over targets, ``per_target`` {name: {rmse, mae, r2}} and the quantiles of
+    the residual y - yhat (all targets pooled) at 0, 5, 25, 50, 75, 95 and 100 %."""
+    scores = regression_scores(y_true, y_pred)
+    residual = (np.asarray(y_true, np.float64) - np.asarray(y_pred, np.float64)).ravel()
+    qs = (0, 5, 25, 50, 75, 95, 100)
+    return {
+        "n": int(len(y_true)),
+        **{k: float(np.mean(v)) for k, v in scores.items()},
+        "per_target": {name: {k: float(scores[k][j]) for k in scores} for j, name in enumerate(names)},
+        "residual_quantiles": {f"q{q}": float(v) for q, v in zip(qs, np.percentile(residual, qs))},
+    }

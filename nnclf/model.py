@@ -1,4 +1,8 @@
-"""A trained model loaded from a checkpoint: network + loss + preprocessing + labels."""
+"""A trained model loaded from a checkpoint: network + loss + preprocessing + labels (or targets).
+
+``meta["task"]`` says what the network does; checkpoints written before it existed are
+classification models.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +21,43 @@ from .errors import NnclfError
 
 
 class TrainedModel:
-    def __init__(self, net: MLP, loss: Loss, preprocessor: Preprocessor, labels: Labels, meta: dict[str, Any], path: Path):
+    def __init__(self, net: MLP, loss: Loss, preprocessor: Preprocessor, labels: Labels, meta: dict[str, Any], path: Path,
+                 targets=None, pca=None):
         self.net, self.loss, self.preprocessor, self.labels = net, loss, preprocessor, labels
         self.meta, self.path = meta, path
         self.temperature = 1.0  # T of temperature scaling (nnclf.calibration); 1 when uncalibrated
+        self.task = meta.get("task", "classification")
+        self.targets = targets  # regression: nnclf.data.targets.Targets
+        self.pca = pca  # reconstruction: the PCA baseline fitted on the training rows
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainedModel":
         path = Path(path)
-        params, meta, _ = load_checkpoint(path)
+        params, meta, arrays = load_checkpoint(path)
+        targets = pca = None
         try:
             network, loss_meta = meta["network"], meta["loss"]
             labels = Labels(meta["labels"])
-            loss = LOSSES.get(loss_meta["name"])(len(labels), 0.0, None)
+            task = meta.get("task", "classification")
+            if task == "classification":
+                loss = LOSSES.get(loss_meta["name"])(len(labels), 0.0, None)
+            elif task in ("regression", "reconstruction"):
+                from .data.targets import PCABaseline, Targets
+                from .engine.regression import REGRESSION_LOSSES
+
+                cls_ = REGRESSION_LOSSES.get(loss_meta["name"])
+                loss = cls_(network["sizes"][-1], **{k: loss_meta[k] for k in cls_.hyper if k in loss_meta})
+                if task == "regression":
+                    targets = Targets(meta["targets"])
+                    if len(targets.names) != network["sizes"][-1]:
+                        raise NnclfError(f"{path}: not a valid checkpoint (targets and network sizes disagree)")
+                else:
+                    if "pca.mean" in arrays and "pca.components" in arrays:
+                        pca = PCABaseline(arrays["pca.mean"], arrays["pca.components"])
+                    if not 0 <= int(meta["code_layer"]) < len(network["sizes"]) - 2:
+                        raise NnclfError(f"{path}: not a valid checkpoint (code_layer outside the hidden layers)")
+            else:
+                raise NnclfError(f"{path}: not a valid checkpoint (unknown task {task!r})")
             net = MLP(network["sizes"], network["activation"], 0.0, params.dtype)
             preprocessor = Preprocessor(meta["preprocessor"])
             _check_preprocessor(preprocessor.state, path)
@@ -43,13 +71,35 @@ class TrainedModel:
         except (TypeError, ValueError, AttributeError, IndexError) as e:
             raise NnclfError(f"{path}: not a valid checkpoint (malformed metadata: {e})") from None
         net.params[...] = params
-        model = cls(net, loss, preprocessor, labels, meta, path)
+        model = cls(net, loss, preprocessor, labels, meta, path, targets, pca)
         model.temperature = calibration_of(meta, path)
         return model
 
     @property
     def target(self) -> str:
         return self.preprocessor.state["target"]
+
+    @property
+    def target_names(self) -> list[str]:
+        """Regression targets, or the classification target as a one-item list; [] for reconstruction."""
+        if self.targets is not None:
+            return self.targets.names
+        target = self.target
+        return [] if target is None else [target] if isinstance(target, str) else list(target)
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """Regression: predictions (n, m) in the targets' units; reconstruction: x_hat (n, d) in
+        the preprocessed space; classification: class probabilities (n, K)."""
+        z = self.net.logits(x)
+        if self.task == "regression":
+            return self.targets.decode(z)
+        if self.task == "reconstruction":
+            return z
+        return self.loss.predict_proba(z)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """The code layer's activations (n, k) for preprocessed rows x (reconstruction)."""
+        return self.net.hidden_activations(x, int(self.meta["code_layer"]))
 
     def features(self, frame, source: str, warn: Callable[[str], None], notes=None) -> np.ndarray:
         return self.preprocessor.transform(frame, source, self.net.dtype, warn, notes=notes)

@@ -109,6 +109,8 @@ def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", w
     else:
         cfg = model.meta["config"]["data"]
         frame, source = read_table(data, cfg["encoding"], cfg.get("delimiter")), str(data)
+    if model.task != "classification":
+        return _evaluate_real(model, path, frame, source, warn)
     frame, y = labelled_rows(model, frame, source, warn)
     x = model.features(frame, source, warn)
     classes, proba = _finite_predict(model, x, frame, source)
@@ -123,6 +125,55 @@ def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", w
             with np.errstate(over="ignore", invalid="ignore"):
                 report["proba_uncalibrated"] = model.loss.predict_proba(model.net.logits(x))
     return report
+
+
+def _evaluate_real(model: TrainedModel, path: Path, frame, source: str, warn: Warn) -> dict:
+    """Regression: n, rmse, mae, r2 (means over targets), per_target and residual quantiles, in
+    the targets' units. Reconstruction: n, mse (mean over rows and input columns in the
+    preprocessed space), per_feature (one-hot groups summed per original column) and pca_mse."""
+    from .data.targets import column_groups, drop_missing_targets, per_feature_error, target_values
+
+    if model.task == "regression":
+        names = model.target_names
+        missing = [n for n in names if n not in frame.columns]
+        if missing:
+            raise NnclfError(f"{source}: target column '{missing[0]}' not found; evaluate needs targets (use predict for data without them)")
+        values = target_values(frame, names, source)
+        frame, values, _ = drop_missing_targets(frame, values, names, source, warn)
+        if len(frame) == 0:
+            raise NnclfError(f"{source}: no rows with target values to evaluate")
+        from .metrics import regression_report
+
+        predicted = _finite_outputs(model, model.features(frame, source, warn), frame, source)
+        report = regression_report(values, predicted, names)
+    else:
+        if len(frame) == 0:
+            raise NnclfError(f"{source}: no rows to evaluate")
+        x = model.features(frame, source, warn)
+        squared = np.square(_finite_outputs(model, x, frame, source) - x, dtype=np.float64)
+        report = {
+            "n": int(len(frame)),
+            "mse": float(squared.mean()),
+            "per_feature": per_feature_error(squared, column_groups(model.preprocessor)),
+            "pca_mse": float(np.square(model.pca.reconstruct(x) - x).mean()) if model.pca is not None else None,
+            "code_units": int(model.net.sizes[int(model.meta["code_layer"]) + 1]),
+        }
+    report.update(task=model.task, checkpoint=str(path), data=source)
+    return _undefined_as_none(report)
+
+
+def _finite_outputs(model: TrainedModel, x: np.ndarray, frame, source: str) -> np.ndarray:
+    """``model.outputs(x)``, with an overflowing row an error naming its line (see ``_finite_predict``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = model.outputs(x)
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise NnclfError(
+            f"{source}, line {file_line(frame, row)}: the model's output for this row overflows to NaN "
+            f"(feature values far outside the training range?); fix or remove the row"
+        )
+    return out
 
 
 def _undefined_as_none(value):
@@ -146,17 +197,61 @@ def predict_csv(
     warn: Warn = lambda m: None,
     stdout=None,
 ) -> int:
-    """Write ``prediction`` and ``proba_<label>`` for each input row, in input order.
+    """Write, for each input row in input order: classification ``prediction`` and
+    ``proba_<label>``; regression ``prediction`` (one target) or ``prediction_<target>`` (several),
+    in the targets' units; reconstruction ``reconstruction_error`` (the row's mean squared
+    error over the preprocessed input columns, an anomaly score).
 
     The input is read ``chunk_rows`` at a time, so memory stays bounded whatever its size.
     With ``output`` the file appears only when complete (temporary file, then rename).
     """
+    model = TrainedModel.load(checkpoint_path(run, which))
+    if model.task == "classification":
+        header = ["prediction", *(f"proba_{_label_text(label)}" for label in model.labels.values)]
+
+        def render(text, frame, x, source):
+            classes, proba = _finite_predict(model, x, frame, source)
+            _write_rows(text, model.labels.decode(classes), proba)
+    elif model.task == "regression":
+        names = model.target_names
+        header = ["prediction"] if len(names) == 1 else [f"prediction_{n}" for n in names]
+
+        def render(text, frame, x, source):
+            _write_numbers(text, _finite_outputs(model, x, frame, source))
+    else:
+        header = ["reconstruction_error"]
+
+        def render(text, frame, x, source):
+            error = np.square(_finite_outputs(model, x, frame, source) - x, dtype=np.float64).mean(axis=1)
+            _write_numbers(text, error[:, None])
+    return stream_csv(model, data, output, header, render, chunk_rows, overwrite, warn, stdout)
+
+
+def encode_csv(run, data, output, which: str = "best", chunk_rows: int = 100_000, overwrite: bool = False,
+               warn: Warn = lambda m: None, stdout=None) -> int:
+    """Write the code layer's activations ``code_0 .. code_{k-1}`` for each row of ``data``
+    (a reconstruction model), streamed and atomic like ``predict_csv``."""
+    path = checkpoint_path(run, which)
+    model = TrainedModel.load(path)
+    if model.task != "reconstruction":
+        raise NnclfError(f"{path}: encode needs a reconstruction model (task: reconstruction); this one is task: {model.task}")
+    k = model.net.sizes[int(model.meta["code_layer"]) + 1]
+
+    def render(text, frame, x, source):
+        with np.errstate(over="ignore", invalid="ignore"):
+            codes = model.encode(x)
+        _write_numbers(text, codes)
+
+    return stream_csv(model, data, output, [f"code_{j}" for j in range(k)], render, chunk_rows, overwrite, warn, stdout)
+
+
+def stream_csv(model: TrainedModel, data, output, header: list[str], render, chunk_rows: int, overwrite: bool, warn: Warn, stdout=None) -> int:
+    """Read ``data`` in chunks, preprocess each, and let ``render(text, frame, x, source)``
+    write its rows under ``header``: to ``output`` atomically, or to stdout. Returns the rows."""
     import sys
 
     from .data.reading import iter_table
 
-    path = checkpoint_path(run, which)
-    model = TrainedModel.load(path)
     data_cfg = model.meta["config"]["data"]
     if output is not None:
         output = Path(output)
@@ -164,7 +259,6 @@ def predict_csv(
             raise NnclfError(f"{output}: already exists; pass --overwrite to replace it (nothing was written)")
         if not output.parent.is_dir():
             raise NnclfError(f"{output}: folder {output.parent} does not exist")
-    header = ["prediction", *(f"proba_{_label_text(label)}" for label in model.labels.values)]
     # one warning per column for the whole file, whatever the chunk size
     notes = TransformNotes()
 
@@ -178,11 +272,15 @@ def predict_csv(
         # the cores (measured: 1.85 s instead of 2.2 s for 200,000 x 100 rows on 2 cores)
         with threadpool_limits(limits=1, user_api="blas"):
             for frame in iter_table(data, data_cfg["encoding"], data_cfg.get("delimiter"), chunk_rows=chunk_rows):
-                classes, proba = _finite_predict(model, model.features(frame, str(data), warn, notes), frame, str(data))
-                predicted = model.labels.decode(classes)
+                x = model.features(frame, str(data), warn, notes)
                 if n == 0:  # the header only once the first chunk is known to be readable
+                    # (render writes nothing until its numbers are checked, so a bad first chunk leaves no header)
+                    block = io.StringIO()
+                    render(block, frame, x, str(data))
                     writer.writerow(header)
-                _write_rows(text, predicted, proba)
+                    text.write(block.getvalue())
+                else:
+                    render(text, frame, x, str(data))
                 n += len(frame)
         notes.emit(warn, str(data))
         text.flush()
@@ -233,6 +331,14 @@ def _write_rows(text, predicted: np.ndarray, proba: np.ndarray) -> None:
     text.write("".join([row % values for values in zip(labels, *columns)]))
 
 
+def _write_numbers(text, values: np.ndarray) -> None:
+    """CSV rows of numbers (n, m) with 8 significant digits (one ``%`` format per row, as
+    ``_write_rows``)."""
+    row = ",".join(["%.8g"] * values.shape[1]) + "\n"
+    columns = [values[:, k].tolist() for k in range(values.shape[1])]
+    text.write("".join([row % v for v in zip(*columns)]))
+
+
 def _label_text(value) -> str:
     return "true" if value is True else "false" if value is False else str(value)
 
@@ -246,16 +352,16 @@ def _csv_field(value) -> str:
 
 def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: None):
     """Backprop vs finite differences on ``samples`` training rows of the configured network."""
-    from .build import build_loss, build_network, class_weight_vector
+    from .build import build_network, build_task_loss
     from .config import load_config
     from .data.dataset import prepare
     from .engine.gradcheck import check_gradients
 
     cfg = load_config(config_path, overrides)
-    prepared = prepare(cfg.data, cfg.seed, "float64", warn)
+    prepared = prepare(cfg.data, cfg.seed, "float64", warn, cfg.task)
     train = prepared.train
     x, y = train.x[:samples], train.y[:samples]
-    loss = build_loss(cfg, len(prepared.labels), class_weight_vector(cfg, prepared.labels.values, train.y))
+    loss = build_task_loss(cfg, prepared)
     net = build_network(cfg, x.shape[1], loss)
     net.initialize(cfg.model.init, model_rng(cfg.seed))
     note = "dropout is off during the check (it makes the loss random)" if cfg.model.dropout > 0 else ""

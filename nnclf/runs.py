@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import __version__
-from .build import check_full_batch_memory, curvature_factory, build_early_stopping, build_loss, build_network, build_optimizer, build_schedule, class_weight_vector
+from .build import build_early_stopping, build_network, build_optimizer, build_schedule, build_task_loss, check_full_batch_memory, curvature_factory
 from .checkpoint import atomic_write_bytes, atomic_write_text, fsync_path, load_checkpoint, save_checkpoint
 from .config import Config, load_config, validate
 from .errors import NnclfError
@@ -38,6 +38,16 @@ from .seeds import model_rng
 # full-batch method's iteration (empty for mini-batch optimizers)
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "evaluations", "products", "seconds"]
 INTEGER_COLUMNS = ("epoch", "evaluations", "products")
+# the validation metrics each task logs (metrics.csv columns are val_<name>), and its headline test metric
+TASK_METRICS = {"classification": ["accuracy", "f1"], "regression": ["rmse", "mae", "r2"], "reconstruction": ["mse"]}
+HEADLINE = {"classification": "accuracy", "regression": "rmse", "reconstruction": "mse"}
+
+
+def metric_columns(task: str) -> list[str]:
+    """metrics.csv's columns for ``task`` (classification's are METRIC_COLUMNS)."""
+    if task == "classification":
+        return METRIC_COLUMNS
+    return ["epoch", "lr", "train_loss", "val_loss", *(f"val_{m}" for m in TASK_METRICS[task]), "evaluations", "products", "seconds"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -80,9 +90,9 @@ def create_run_folder(runs_dir: Path, name: Optional[str], stem: str) -> Path:
 METRICS_HEADER = ",".join(METRIC_COLUMNS) + "\n"
 
 
-def metrics_line(record: dict[str, float]) -> str:
+def metrics_line(record: dict[str, float], columns: list[str] = METRIC_COLUMNS) -> str:
     """One metrics.csv row; floats in repr form so they read back exactly (resume relies on it)."""
-    values = (record.get(c) for c in METRIC_COLUMNS)
+    values = (record.get(c) for c in columns)
     return ",".join("" if v is None else repr(v) if isinstance(v, float) else str(v) for v in values) + "\n"
 
 
@@ -146,6 +156,11 @@ class TrainingRun:
     def __init__(self, folder: Path, cfg: Config, prepared, config_name: str):
         self.folder, self.cfg, self.prepared, self.config_name = folder, cfg, prepared, config_name
         self._metric_lines: list[str] = []
+        self.columns = metric_columns(cfg.task)
+        if cfg.task == "reconstruction":
+            from .data.targets import code_layer
+
+            self.code_layer = code_layer(cfg.model.hidden, cfg.model.code_layer)
         (folder / "checkpoints").mkdir(exist_ok=True)
 
     def checkpoint_meta(self, trainer: Trainer, state: dict[str, Any]) -> dict[str, Any]:
@@ -153,8 +168,11 @@ class TrainingRun:
         return {
             "config_name": self.config_name,
             "network": {"sizes": trainer.net.sizes, "activation": trainer.net.activation_name, "dropout": trainer.net.dropout, "dtype": str(trainer.net.dtype)},
-            "loss": {"name": self.cfg.loss.name},
-            "labels": p.labels.values,
+            "loss": {"name": self.cfg.loss.name, **({"delta": self.cfg.loss.delta} if self.cfg.loss.name == "huber" else {})},
+            "task": self.cfg.task,
+            "labels": p.labels.values if p.labels is not None else [],
+            **({"targets": p.targets.state} if p.targets is not None else {}),
+            **({"code_layer": self.code_layer} if self.cfg.task == "reconstruction" else {}),
             "preprocessor": p.preprocessor.state,
             "data_files": p.files,
             "config": self.cfg.to_dict(),
@@ -169,13 +187,15 @@ class TrainingRun:
         arrays = {f"optimizer.{k}": v for k, v in state["optimizer"].items()}
         if state["permutation"] is not None:
             arrays["trainer.permutation"] = state["permutation"]
+        if self.prepared.pca is not None:
+            arrays["pca.mean"], arrays["pca.components"] = self.prepared.pca.mean, self.prepared.pca.components
         save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, self.checkpoint_meta(trainer, state), arrays, durable)
 
     def write_metrics(self, history, durable: bool = True) -> None:
         """Rewrite metrics.csv atomically; each row is formatted once and kept."""
         del self._metric_lines[len(history) :]
-        self._metric_lines.extend(metrics_line(r) for r in history[len(self._metric_lines) :])
-        atomic_write_text(self.folder / "metrics.csv", METRICS_HEADER + "".join(self._metric_lines), durable)
+        self._metric_lines.extend(metrics_line(r, self.columns) for r in history[len(self._metric_lines) :])
+        atomic_write_text(self.folder / "metrics.csv", ",".join(self.columns) + "\n" + "".join(self._metric_lines), durable)
 
     def sync(self) -> None:
         """Force every file of the run to disk (the end of training)."""
@@ -196,9 +216,23 @@ class TrainingRun:
         atomic_write_bytes(self.folder / "splits.npz", lambda f: np.savez(f, **splits))
 
 
+def validation_metrics(cfg: Config, prepared):
+    """The trainer's ``metrics`` for the task: None (classification's accuracy and F1), RMSE, MAE
+    and R^2 in the targets' units (means over targets), or the reconstruction's mean squared
+    error per input column in the preprocessed space."""
+    if cfg.task == "regression":
+        from .metrics import regression_means
+
+        decode = prepared.targets.decode
+        return lambda outputs, y: regression_means(decode(y), decode(outputs))
+    if cfg.task == "reconstruction":
+        return lambda outputs, y: {"mse": float(np.mean(np.square(outputs - y, dtype=np.float64)))}
+    return None
+
+
 def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
-    labels, train = prepared.labels, prepared.train
-    loss = build_loss(cfg, len(labels), class_weight_vector(cfg, labels.values, train.y))
+    train = prepared.train
+    loss = build_task_loss(cfg, prepared)
     net = build_network(cfg, train.x.shape[1], loss)
     rng = model_rng(cfg.seed)
     net.initialize(cfg.model.init, rng)
@@ -221,6 +255,7 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
         early_stopping=build_early_stopping(cfg),
         monitor="val_loss" if has_val else "train_loss",
         callbacks=callbacks,
+        metrics=validation_metrics(cfg, prepared),
     )
     trainer.curvature_factory = curvature_factory(cfg)
     return trainer
@@ -229,9 +264,10 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
 def _check_monitor(cfg: Config, prepared) -> None:
     """Early stopping and reduce_on_plateau watch a logged metric: check its name before any
     folder is made (an unknown one would fail after epoch 1, or never lower the lr, silently)."""
-    validation = ["val_loss", "val_accuracy", "val_f1"]
+    validation = ["val_loss", *(f"val_{m}" for m in TASK_METRICS[cfg.task])]
     has_val = prepared.val is not None and len(prepared.val) > 0
-    logged = ["lr", "train_loss", "train_accuracy", *(validation if has_val else [])]
+    trained = ["lr", "train_loss", *(["train_accuracy"] if cfg.task == "classification" else [])]
+    logged = [*trained, *(validation if has_val else [])]
     watched = []
     if cfg.training.early_stopping is not None:
         watched.append(("training.early_stopping.monitor", cfg.training.early_stopping.monitor))
@@ -262,8 +298,9 @@ def train(
     cfg = load_config(config_path, overrides)
     if name is not None:
         check_run_name(name)
-    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
+    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task)
     _check_monitor(cfg, prepared)
+    _fit_baseline(cfg, prepared)
     trainer = _make_trainer(cfg, prepared, [])  # before the folder: a network too big to allocate is an error
     folder = create_run_folder(Path(runs_dir), name, Path(config_path).stem)
     run = TrainingRun(folder, cfg, prepared, Path(config_path).stem)
@@ -287,10 +324,13 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     for item in overrides:
         apply_override(raw, item)
     cfg = validate(raw, f"{last} (config)")
-    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
-    if prepared.preprocessor.state != meta["preprocessor"] or prepared.labels.values != meta["labels"]:
+    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task)
+    labels = prepared.labels.values if prepared.labels is not None else []
+    targets = prepared.targets.state if prepared.targets is not None else None
+    if prepared.preprocessor.state != meta["preprocessor"] or labels != meta["labels"] or targets != meta.get("targets"):
         raise NnclfError(f"{cfg.data.train}: the training data changed since run {folder.name} started; resume needs the same data")
     _check_monitor(cfg, prepared)
+    _fit_baseline(cfg, prepared)
     run = TrainingRun(folder, cfg, prepared, meta.get("config_name", folder.name))
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
     trainer = _make_trainer(cfg, prepared, [])
@@ -306,6 +346,16 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     trainer.best_params = load_checkpoint(best)[0] if best.is_file() else None
     run.write_metrics(trainer.history)
     return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
+
+
+def _fit_baseline(cfg: Config, prepared) -> None:
+    """Reconstruction: PCA with as many components as the code layer, on the training rows
+    (saved with the checkpoint, so evaluate reports pca_mse on any data)."""
+    if cfg.task == "reconstruction":
+        from .data.targets import PCABaseline, code_layer
+
+        k = cfg.model.hidden[code_layer(cfg.model.hidden, cfg.model.code_layer)]
+        prepared.pca = PCABaseline.fit(prepared.train.x, k)
 
 
 def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, warn=lambda m: None) -> RunResult:
@@ -380,7 +430,9 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         "rows": {"train": len(prepared.train), "val": len(prepared.val) if prepared.val else 0, "test": len(prepared.test) if prepared.test else 0},
         "features": {"columns": len(prepared.preprocessor.features), "inputs": prepared.train.x.shape[1]},
         "columns": [{k: c[k] for k in ("name", "kind", "reason")} for c in prepared.preprocessor.state["columns"]],
-        "classes": prepared.labels.values,
+        "task": cfg.task,
+        **({"classes": prepared.labels.values} if prepared.labels is not None else {}),
+        **({"targets": prepared.targets.names} if prepared.targets is not None else {}),
         "seed": cfg.seed,
         "seconds": {"train": sum(r["seconds"] for r in history), "wall": time.time() - started},
         "versions": versions(),
@@ -396,21 +448,40 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         saved = trainer.net.params.copy()
         trainer.net.params[...] = params
         with np.errstate(over="ignore", invalid="ignore"):
-            logits = trainer.net.logits(test.x)
-            classes = trainer.loss.predict_classes(logits)
-            if temperature != 1.0:  # as TrainedModel.predict does
-                logits /= logits.dtype.type(temperature)
-            proba = trainer.loss.predict_proba(logits)
+            outputs = trainer.net.logits(test.x)
+            if cfg.task == "classification":
+                classes = trainer.loss.predict_classes(outputs)
+                if temperature != 1.0:  # as TrainedModel.predict does
+                    outputs /= outputs.dtype.type(temperature)
+                proba = trainer.loss.predict_proba(outputs)
+            else:
+                classes, proba = None, outputs
         trainer.net.params[...] = saved
         if not np.all(np.isfinite(proba)):  # no validation data caught it: the last steps blew up
             raise TrainingDiverged(
                 f"training diverged: the trained model's outputs on the test rows are NaN or infinite "
                 f"(lr {trainer.lr:g}); lower optimizer.lr, or set training.clip_norm"
             )
-        report = classification_report(test.y, proba, prepared.labels.values, classes)
-        summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "ece", "mce", "brier")}
+        summary["test"] = _test_metrics(cfg.task, prepared, test, proba, classes)
         summary["test"]["checkpoint"] = "best" if trainer.best_params is not None else "last"
+    summary["headline"] = {"metric": f"test_{HEADLINE[cfg.task]}", "value": (summary.get("test") or {}).get(HEADLINE[cfg.task])}
     return summary
+
+
+def _test_metrics(task: str, prepared, test, outputs: np.ndarray, classes=None) -> dict[str, Any]:
+    """summary.json's ``test``: the task's metrics on the held-out rows (targets' units)."""
+    if task == "classification":
+        report = classification_report(test.y, outputs, prepared.labels.values, classes)
+        return {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "ece", "mce", "brier")}
+    if task == "regression":
+        from .metrics import regression_report
+
+        decode = prepared.targets.decode
+        report = regression_report(test.values, decode(outputs), prepared.targets.names)
+        return {k: report[k] for k in ("n", "rmse", "mae", "r2", "per_target")}
+    squared = np.square(outputs - test.x, dtype=np.float64)
+    pca = np.square(prepared.pca.reconstruct(test.x) - test.x).mean()
+    return {"n": len(test), "mse": float(squared.mean()), "pca_mse": float(pca)}
 
 
 def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
@@ -436,6 +507,8 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
                     best=s.get("best_value"),
                     test_accuracy=(s.get("test") or {}).get("accuracy"),
                     status=s.get("status"),
+                    task=s.get("task", "classification"),
+                    headline=s.get("headline") or {"metric": "test_accuracy", "value": (s.get("test") or {}).get("accuracy")},
                 )
             else:
                 _, meta, _ = load_checkpoint(folder / "checkpoints" / "last.npz")
@@ -447,9 +520,12 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
                     best=meta["trainer"]["best_value"],
                     test_accuracy=None,
                     status="incomplete",
+                    task=meta.get("task", "classification"),
+                    headline=None,
                 )
         except (NnclfError, OSError, ValueError, KeyError) as e:
-            row.update(config=None, date=None, epochs=None, monitor=None, best=None, test_accuracy=None, status=f"unreadable ({e})")
+            row.update(config=None, date=None, epochs=None, monitor=None, best=None, test_accuracy=None, status=f"unreadable ({e})",
+                       task=None, headline=None)
         row["modified"] = folder.stat().st_mtime
         rows.append(row)
     rows.sort(key=lambda r: r["modified"], reverse=True)

@@ -65,10 +65,15 @@ class Trainer:
         monitor: str = "val_loss",
         callbacks: list = (),
         speed=None,
+        metrics=None,
     ):
         """``speed``: an object with ``step()`` returning a context manager entered around
         every batch (``nnclf.threads.BlasThreads`` picks BLAS threads there); it may change
-        how fast a step runs, never its numbers."""
+        how fast a step runs, never its numbers.
+
+        ``metrics``: ``metrics(outputs (n, K_out), y) -> {name: value}`` computed on the
+        validation data after each epoch and logged as ``val_<name>``; the default is the
+        classification pair accuracy and macro F1 (regression passes RMSE, MAE, R^2)."""
         self.net, self.loss, self.optimizer, self.schedule = net, loss, optimizer, schedule
         self.step = TrainingStep(net, loss, optimizer, weight_decay, clip_norm)
         self.epochs, self.batch_size, self.rng, self.shuffle = epochs, batch_size, rng, shuffle
@@ -78,6 +83,8 @@ class Trainer:
                                        early_stopping.min_delta if early_stopping else 0.0)
         self.callbacks = list(callbacks)
         self.speed = speed
+        self.metrics = metrics
+        self.classifies = getattr(loss, "classifies", True)  # False: real-valued targets, no accuracy
         # progress (see state_dict)
         self.epoch = 0  # completed epochs
         self.batch = 0  # completed batches of the current epoch (non-zero only after a stop)
@@ -143,22 +150,26 @@ class Trainer:
                 method(self, *args)
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, chunk: int = INFERENCE_ROWS) -> dict[str, float]:
-        """Mean loss (without weight decay), accuracy and macro F1 on (x, y)."""
-        total, predictions = 0.0, np.empty(len(y), dtype=np.int64)
+        """Mean loss (without weight decay) and the ``metrics`` (by default accuracy and macro
+        F1) on (x, y)."""
+        total = 0.0
+        outputs = np.empty((len(y), self.net.sizes[-1]), dtype=self.net.dtype)
         for start in range(0, len(y), chunk):
             stop = min(start + chunk, len(y))
             logits = self.net.forward(x[start:stop])
             total += self.loss.forward(logits, y[start:stop]) * (stop - start)
-            predictions[start:stop] = self.loss.predict_classes(logits)
-        return {
-            "loss": total / len(y),
-            "accuracy": float(np.mean(predictions == y)),
-            "f1": macro_f1(y, predictions, self.loss.n_classes),
-        }
+            outputs[start:stop] = logits
+        result = {"loss": total / len(y)}
+        if self.metrics is not None:
+            result.update(self.metrics(outputs, y))
+        else:
+            predictions = self.loss.predict_classes(outputs)
+            result.update(accuracy=float(np.mean(predictions == y)), f1=macro_f1(y, predictions, self.loss.n_classes))
+        return result
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self, x: np.ndarray, y: np.ndarray, x_val=None, y_val=None) -> list[dict[str, float]]:
-        for labels in (y, y_val):
+        for labels in (y, y_val) if self.classifies else ():
             if labels is not None:
                 try:
                     check_labels(labels, self.loss.n_classes)
@@ -170,7 +181,7 @@ class Trainer:
         batch = n if self.batch_size is None else min(self.batch_size, n)
         n_batches = math.ceil(n / batch)
         xb = np.empty((batch, x.shape[1]), dtype=x.dtype)
-        yb = np.empty(batch, dtype=y.dtype)
+        yb = np.empty((batch, *y.shape[1:]), dtype=y.dtype)  # (B,) class indices or (B, m) targets
         has_val = x_val is not None and len(y_val) > 0
         pace = self.speed.step if self.speed is not None else nullcontext
         while self.epoch < self.epochs and not self.stop_requested:
@@ -186,7 +197,7 @@ class Trainer:
                     # mode="clip" (indices are always valid here) lets take write straight
                     # into the buffer; mode="raise" gathers into a hidden temporary first
                     xs = x.take(idx, axis=0, out=xb[: hi - lo], mode="clip")
-                    ys = y.take(idx, out=yb[: hi - lo], mode="clip")
+                    ys = y.take(idx, axis=0, out=yb[: hi - lo], mode="clip")
                 else:
                     xs, ys = x[lo:hi], y[lo:hi]
                 with pace():
@@ -206,8 +217,9 @@ class Trainer:
                 "epoch": self.epoch + 1,
                 "lr": lr,
                 "train_loss": self.loss_sum / self.seen,
-                "train_accuracy": self.correct / self.seen,
             }
+            if self.classifies:
+                record["train_accuracy"] = self.correct / self.seen
             if self._end_epoch(record, epoch_start, lr, x_val, y_val if has_val else None):
                 break
         if self.stop_requested and self.epoch < self.epochs and not self.stopped_early:
@@ -220,7 +232,7 @@ class Trainer:
             val = self.evaluate(x_val, y_val)
             if not math.isfinite(val["loss"]):  # finite weights whose outputs overflow
                 raise diverged(f"the validation loss became {val['loss']} at epoch {self.epoch + 1}", lr)
-            record.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_f1=val["f1"])
+            record.update({f"val_{name}": value for name, value in val.items()})
         record["seconds"] = time.perf_counter() - epoch_start
         self.epoch += 1
         self.batch, self.permutation = 0, None
@@ -263,7 +275,7 @@ class Trainer:
                 "epoch": self.epoch + 1,
                 "lr": lr,
                 "train_loss": train["loss"],
-                "train_accuracy": train["accuracy"],
+                **({"train_accuracy": train["accuracy"]} if self.classifies else {}),
                 "evaluations": result.evaluations,
                 "products": result.products,
             }

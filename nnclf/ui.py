@@ -72,11 +72,10 @@ class TrainingDisplay:
     @staticmethod
     def _info(trainer, epoch: int, loss: float) -> str:
         parts = [f"lr {trainer.lr:.3g}", f"loss {loss:.4f}"]
-        if trainer.seen:
+        if trainer.seen and getattr(trainer.loss, "classifies", True):
             parts.append(f"acc {trainer.correct / trainer.seen:.3f}")
         if trainer.history and "val_loss" in trainer.history[-1]:
-            last = trainer.history[-1]
-            parts.append(f"val_loss {last['val_loss']:.4f} val_acc {last['val_accuracy']:.3f}")
+            parts.append(_val_text(trainer.history[-1], 3))
         if trainer.history:
             parts.append(f"{trainer.history[-1]['seconds']:.2f}s/epoch")
         return "  ".join(parts)
@@ -85,15 +84,22 @@ class TrainingDisplay:
         if self.quiet:
             return
         parts = [f"epoch {record['epoch']:>4}/{trainer.epochs}", f"lr {record['lr']:.3g}"]
-        parts.append(f"loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f}")
+        parts.append(f"loss {record['train_loss']:.4f}" + (f" acc {record['train_accuracy']:.4f}" if "train_accuracy" in record else ""))
         if "val_loss" in record:
-            parts.append(f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f}")
+            parts.append(_val_text(record, 4))
         parts.append(f"{record['seconds']:.2f}s" + (" *" if improved else ""))
         line = "  ".join(parts)
         if self.progress is not None:
             self.progress.console.print(line)
         else:
             print(line, file=sys.stderr, flush=True)
+
+
+def _val_text(record: dict, digits: int) -> str:
+    """'val_loss 0.1234 val_acc 0.950' (classification) or every val_ metric of the task."""
+    if "val_accuracy" in record:
+        return f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.{digits}f}"
+    return " ".join(f"{k} {v:.4g}" for k, v in record.items() if k.startswith("val_"))
 
 
 def render_summary(result) -> None:
@@ -106,12 +112,26 @@ def render_summary(result) -> None:
     table.add_row("columns", describe_columns(s.get("columns", [])))
     table.add_row("rows train/val/test", f"{s['rows']['train']}/{s['rows']['val']}/{s['rows']['test']}")
     table.add_row(f"best epoch (by {s['monitor']})", f"{s['best_epoch']}  ({_fmt(s['best_value'])})")
-    if s["final"]:
+    task = s.get("task", "classification")
+    if task != "classification":
+        table.add_row("task", task + (f" ({', '.join(s['targets'])})" if s.get("targets") else ""))
+    if s["final"] and task != "classification":
+        final = s["final"]
+        table.add_row("final train loss", _fmt(final["train_loss"]))
+        for key in ("val_loss", "val_rmse", "val_mae", "val_r2", "val_mse"):
+            if key in final:
+                table.add_row(f"final {key.replace('_', ' ')}", _fmt(final[key]))
+    elif s["final"]:
         final = s["final"]
         table.add_row("final train loss / acc", f"{_fmt(final['train_loss'])} / {_fmt(final['train_accuracy'])}")
         if "val_loss" in final:
             table.add_row("final val loss / acc", f"{_fmt(final['val_loss'])} / {_fmt(final['val_accuracy'])}")
-    if "test" in s:
+    if "test" in s and task != "classification":
+        t = s["test"]
+        for key in ("rmse", "mae", "r2", "mse", "pca_mse"):
+            if key in t:
+                table.add_row(f"test {key} ({t['checkpoint']})", _fmt(t[key]))
+    elif "test" in s:
         t = s["test"]
         table.add_row(f"test accuracy ({t['checkpoint']})", _fmt(t["accuracy"]))
         table.add_row("test macro F1", _fmt(t["macro_f1"]))
@@ -139,7 +159,42 @@ def describe_columns(columns: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def render_real_report(report: dict) -> None:
+    """evaluate for regression (means, per target, residual quantiles) and reconstruction."""
+    out.print(f"[bold]{report['data']}[/]  ({report['n']} rows, {report['task']}, checkpoint {report['checkpoint']})")
+    head = Table(show_header=False)
+    head.add_column("", style="bold")
+    head.add_column("")
+    for key in ("rmse", "mae", "r2", "mse", "pca_mse"):
+        if key in report:
+            label = f"pca_mse ({report['code_units']} components)" if key == "pca_mse" else key
+            head.add_row(label, _fmt(report[key]))
+    out.print(head)
+    if "per_target" in report:
+        per = Table(title="per target", title_justify="left")
+        for col in ("target", "rmse", "mae", "r2"):
+            per.add_column(col, justify="right")
+        for name, row in report["per_target"].items():
+            per.add_row(name, _fmt(row["rmse"]), _fmt(row["mae"]), _fmt(row["r2"]))
+        out.print(per)
+        q = report["residual_quantiles"]
+        res = Table(title="residuals (true - predicted), quantiles", title_justify="left")
+        for key in q:
+            res.add_column(key.replace("q", "") + "%", justify="right")
+        res.add_row(*(_fmt(v) for v in q.values()))
+        out.print(res)
+    if "per_feature" in report:
+        per = Table(title="squared error per input column (largest first)", title_justify="left")
+        per.add_column("column")
+        per.add_column("mse", justify="right")
+        for name, value in sorted(report["per_feature"].items(), key=lambda kv: -kv[1])[:20]:
+            per.add_row(name, _fmt(value))
+        out.print(per)
+
+
 def render_report(report: dict) -> None:
+    if report.get("task", "classification") != "classification":
+        return render_real_report(report)
     out.print(f"[bold]{report['data']}[/]  ({report['n']} rows, checkpoint {report['checkpoint']})")
     head = Table(show_header=False)
     head.add_column("", style="bold")
@@ -183,12 +238,14 @@ def render_runs(rows: list[dict], runs_dir) -> None:
         out.print(f"no runs in {runs_dir}")
         return
     table = Table(title=f"runs in {runs_dir} (newest first)", title_justify="left")
-    for col in ("run", "config", "date", "epochs", "best", "test acc", "status"):
-        table.add_column(col, justify="right" if col in ("epochs", "best", "test acc") else "left")
+    for col in ("run", "config", "task", "date", "epochs", "best", "test", "status"):
+        table.add_column(col, justify="right" if col in ("epochs", "best", "test") else "left")
     for r in rows:
         best = "-" if r["best"] is None else f"{r['best']:.4f}" + (f" ({r['monitor']})" if r.get("monitor") else "")
+        headline = r.get("headline") or {}
+        test = "-" if headline.get("value") is None else f"{_fmt(headline['value'])} ({headline['metric'].removeprefix('test_')})"
         table.add_row(
-            r["run"], r["config"] or "-", (r["date"] or "-")[:19].replace("T", " "), _fmt(r["epochs"]), best,
-            _fmt(r["test_accuracy"]), r["status"],
+            r["run"], r["config"] or "-", r.get("task") or "-", (r["date"] or "-")[:19].replace("T", " "), _fmt(r["epochs"]), best,
+            test, r["status"],
         )
     out.print(table)

@@ -105,7 +105,7 @@ def test_unknown_top_level_key_suggests_the_closest(cli, tmp_path):
 
 def test_unknown_nested_key(cli, tmp_path):
     _fails(cli, tmp_path, DATA + "model:\n  hiden: [8]\n",
-           "c.yaml, line 5: model.hiden: unknown key (did you mean 'hidden'?); valid keys: hidden, activation, init, dropout")
+           "c.yaml, line 5: model.hiden: unknown key (did you mean 'hidden'?); valid keys: hidden, activation, init, dropout, code_layer")
 
 
 def test_unknown_deeply_nested_key(cli, tmp_path):
@@ -193,7 +193,7 @@ def test_splits_summing_below_one_are_allowed(cli, tmp_path):
         ("optimizer:\n  name: adma\n", "optimizer", "adma", "adam", "sgd, gd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lbfgs, cg, newton_cg"),
         ("model:\n  activation: rellu\n", "activation", "rellu", "relu",
          "identity, linear, sigmoid, logistic, tanh, relu, leaky_relu, elu, softplus, gelu"),
-        ("loss:\n  name: cross_entropi\n", "loss", "cross_entropi", "cross_entropy", "cross_entropy, ce, bce, nll, kl_div, kl, mse"),
+        ("loss:\n  name: cross_entropi\n", "loss", "cross_entropi", "cross_entropy", "cross_entropy, ce, bce, nll, kl_div, kl, mse, mae, huber"),
         ("schedule:\n  name: cosin\n", "schedule", "cosin", "cosine", "constant, step, exponential, cosine, reduce_on_plateau, plateau"),
         ("model:\n  init: he_norml\n", "init", "he_norml", "he_normal",
          "auto, xavier_uniform, glorot_uniform, xavier, glorot, xavier_normal, glorot_normal, he_normal, he, "
@@ -269,9 +269,9 @@ def test_config_prints_every_key_with_defaults(cli, tmp_path):
     assert list(cfg) == ["seed", "task", "data", "model", "loss", "optimizer", "schedule", "training"]
     assert set(cfg["data"]) == {
         "train", "target", "test", "val", "test_split", "val_split", "features", "ignore", "categorical",
-        "max_categories", "missing_indicators", "scaling", "encoding", "delimiter",
+        "max_categories", "missing_indicators", "scaling", "encoding", "delimiter", "target_scaling",
     }
-    assert cfg["model"] == {"hidden": [64, 64], "activation": "relu", "init": "auto", "dropout": 0.0}
+    assert cfg["model"] == {"hidden": [64, 64], "activation": "relu", "init": "auto", "dropout": 0.0, "code_layer": None}
     # the chosen optimizer's own keys appear with their defaults
     assert cfg["optimizer"] == {"name": "momentum", "lr": 0.001, "momentum": 0.9}
     assert cfg["schedule"] == {"name": "constant", "warmup_epochs": 0}

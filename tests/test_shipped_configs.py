@@ -44,6 +44,9 @@ DEMOS = {
 }
 DEMO_FLOOR = 0.85
 
+# regression and reconstruction configs (checked by their own tests below)
+REAL_TASKS = {"diabetes": "regression", "digits_autoencoder": "reconstruction"}
+
 ALL_CONFIGS = sorted(CONFIGS.glob("*.y*ml"))
 
 
@@ -79,7 +82,7 @@ def resolved(cli, path: Path) -> dict:
 def test_every_config_is_covered_here():
     """A new file in configs/ must get a floor in this module (so it is trained by the tests)."""
     names = {p.stem for p in ALL_CONFIGS}
-    assert names == set(DATASET_FLOORS) | set(DEMOS)
+    assert names == set(DATASET_FLOORS) | set(DEMOS) | set(REAL_TASKS)
     assert not set(DATASET_FLOORS) & set(DEMOS)
 
 
@@ -135,3 +138,27 @@ def test_demo_config_trains(cli, tmp_path, name):
         patience = cfg["training"]["early_stopping"]["patience"]
         assert summary["epochs_run"] == summary["best_epoch"] + patience
         assert summary["test"]["checkpoint"] == "best"
+
+
+# -- regression and reconstruction -----------------------------------------------------------
+@pytest.mark.slow
+def test_diabetes_beats_mlpregressor_and_ridge(cli, tmp_path):
+    """configs/diabetes.yaml (one hidden layer of 100, Adam, early stopping) against scikit-learn
+    on the same rows (benchmarks/regression_baselines.py does this over several seeds)."""
+    import sys
+
+    sys.path.insert(0, str(CONFIGS.parent / "benchmarks"))
+    from regression_baselines import one_seed
+
+    scores = one_seed(CONFIGS / "diabetes.yaml", 0, tmp_path / "runs")
+    print(scores)
+    assert scores["nnclf"] <= scores["MLPRegressor"] and scores["nnclf"] <= scores["Ridge"], scores
+
+
+@pytest.mark.slow
+def test_digits_autoencoder_beats_pca(cli, tmp_path):
+    folder, summary = train(cli, tmp_path, "digits_autoencoder")
+    assert summary["task"] == "reconstruction"
+    report = evaluate_json(cli, folder)
+    assert report["code_units"] == 8
+    assert report["mse"] < report["pca_mse"], report

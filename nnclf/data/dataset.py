@@ -22,9 +22,10 @@ Warn = Callable[[str], None]
 @dataclass
 class Split:
     x: np.ndarray  # (n, d) float features
-    y: np.ndarray  # (n,) int class indices
+    y: np.ndarray  # (n,) int class indices; (n, m) scaled targets (regression); x itself (reconstruction)
     rows: np.ndarray  # (n,) 0-based data-row numbers in the source file
     source: str
+    values: Optional[np.ndarray] = None  # regression: the targets (n, m) as read, float64, unscaled
 
     def __len__(self) -> int:
         return len(self.y)
@@ -33,12 +34,15 @@ class Split:
 @dataclass
 class Prepared:
     preprocessor: Preprocessor
-    labels: Labels
+    labels: Optional[Labels]  # classification; None for the real-valued tasks
     train: Split
     val: Optional[Split]
     test: Optional[Split]
     dropped: dict[str, int] = field(default_factory=dict)
     files: dict[str, dict] = field(default_factory=dict)  # role -> fingerprint (path, bytes, sha256)
+    task: str = "classification"
+    targets: Any = None  # regression: the fitted ``nnclf.data.targets.Targets``
+    pca: Any = None  # reconstruction: the linear baseline ``nnclf.data.targets.PCABaseline``
 
 
 def stratified_holdout(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -65,9 +69,11 @@ def stratified_holdout(y: np.ndarray, fraction: float, rng: np.random.Generator)
 
 
 def select_features(columns: list[str], data, source: str) -> list[str]:
-    """``data.features`` or every column but the target and ``data.ignore``; names checked."""
-    if data.target not in columns:
-        raise NnclfError(f"{source}: target column '{data.target}' not found{did_you_mean(data.target, columns)}{_delimiter_hint(columns)}; columns: {_list(columns)}")
+    """``data.features`` or every column but the target(s) and ``data.ignore``; names checked."""
+    targets = data.targets
+    for target in targets:
+        if target not in columns:
+            raise NnclfError(f"{source}: target column '{target}' not found{did_you_mean(target, columns)}{_delimiter_hint(columns)}; columns: {_list(columns)}")
     for key in ("features", "ignore", "categorical"):
         for name in getattr(data, key) or []:
             if name not in columns:
@@ -75,9 +81,10 @@ def select_features(columns: list[str], data, source: str) -> list[str]:
     if data.features is not None:
         features = [c for c in data.features if c not in data.ignore]
     else:
-        features = [c for c in columns if c != data.target and c not in data.ignore]
-    if data.target in features:
-        raise NnclfError(f"{source}: data.features: the target column '{data.target}' cannot also be a feature")
+        features = [c for c in columns if c not in targets and c not in data.ignore]
+    for target in targets:
+        if target in features:
+            raise NnclfError(f"{source}: data.features: the target column '{target}' cannot also be a feature")
     if not features:
         raise NnclfError(f"{source}: no feature columns left after removing the target and data.ignore")
     return features
@@ -108,8 +115,44 @@ def _drop_missing_labels(frame, target: str, source: str, warn: Warn) -> tuple[A
     return frame, int(missing.sum())
 
 
-def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None) -> Prepared:
-    """Read the training (and optional val/test) CSVs, split, fit on train, transform all."""
+MANY_CLASSES = 50  # more distinct integer labels than this (or than half the rows) look like a quantity
+
+
+def check_class_target(series, source: str, target: str, warn: Warn) -> None:
+    """A numeric target with fractions is a quantity, not a class: an error suggesting
+    ``task: regression``; integers with very many distinct values get a warning saying so."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        return
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    present = ~np.isnan(values)
+    fractional = present & (np.mod(np.where(present, values, 0.0), 1) != 0)
+    if fractional.any():
+        from .preprocess import file_line
+
+        row = int(np.flatnonzero(fractional)[0])
+        raise NnclfError(
+            f"{source}, line {file_line(series, row)}: target '{target}' has the non-integer value {float(values[row])!r}; "
+            f"a class label cannot be a fraction: to predict a number set task: regression"
+        )
+    n, distinct = int(present.sum()), len(np.unique(values[present]))
+    if distinct > MANY_CLASSES or distinct > n / 2:
+        warn(
+            f"{source}: target '{target}' has {distinct} distinct integer values in {n} rows, many for classes; "
+            f"if it is a quantity, set task: regression"
+        )
+
+
+def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None, task: str = "classification") -> Prepared:
+    """Read the training (and optional val/test) CSVs, split, fit on train, transform all.
+
+    Regression and reconstruction have real-valued targets and plain shuffled splits: see
+    ``nnclf.data.targets.prepare_real``."""
+    if task != "classification":
+        from .targets import prepare_real
+
+        return prepare_real(data, seed, dtype, warn, task)
     source = data.train
     # the training file stays in the chunks it was read in (ChunkedTable): fitting and
     # transforming take one joined column at a time, so the parsed data is held once
@@ -118,6 +161,7 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
     frame, dropped = _drop_missing_labels(frame, data.target, source, warn)
     if len(frame) < 2:
         raise NnclfError(f"{source}: {len(frame)} labelled row(s); training needs at least 2")
+    check_class_target(frame[data.target], source, data.target, warn)
     labels = Labels.fit(frame[data.target], source, data.target)
     y_all = labels.encode(frame[data.target])
     rng = split_rng(seed)

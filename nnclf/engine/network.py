@@ -206,6 +206,19 @@ class MLP:
         return out
 
 
+    def hidden_activations(self, x: np.ndarray, layer: int, chunk: int = INFERENCE_ROWS) -> np.ndarray:
+        """A_{layer+1} = f(Z_{layer+1}) (n, n_{layer+1}), hidden layer ``layer`` (0-based over the
+        hidden layers) for any number of rows, in chunks: an autoencoder's code."""
+        if not 0 <= layer < self.n_layers - 1:
+            raise ValueError(f"hidden layer {layer} does not exist (the network has {self.n_layers - 1})")
+        out = np.empty((x.shape[0], self.sizes[layer + 1]), dtype=self.dtype)
+        for start in range(0, x.shape[0], chunk):
+            stop = min(start + chunk, x.shape[0])
+            self.forward(x[start:stop])  # no dropout: rng is None
+            out[start:stop] = self._batch_views(stop - start).acts[layer]
+        return out
+
+
 def parameter_count(sizes: list[int]) -> int:
     """sum_l (n_{l-1} n_l + n_l): the weights and biases of an MLP with layer widths ``sizes``."""
     return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))

@@ -174,8 +174,8 @@ class Improvement:
 
 
 def resolve_mode(mode: str, monitor: str) -> str:
-    """``auto``: maximise accuracy, f1, precision, recall and auc; minimise everything else."""
+    """``auto``: maximise accuracy, f1, precision, recall, auc and r2; minimise everything else."""
     if mode != "auto":
         return mode
-    maximised = ("accuracy", "f1", "precision", "recall", "auc")
+    maximised = ("accuracy", "f1", "precision", "recall", "auc", "r2")
     return "max" if any(monitor.endswith(m) for m in maximised) else "min"

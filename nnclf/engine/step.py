@@ -32,7 +32,8 @@ from .optimizers import Optimizer
 
 class BatchResult(NamedTuple):
     """What a step saw: the batch's mean loss before the update (no weight decay) and how many
-    of its rows the network classified correctly before the update."""
+    of its rows the network classified correctly before the update (0 for a loss with real-valued
+    targets, which classifies nothing)."""
 
     loss: float
     correct: int
@@ -62,7 +63,8 @@ class TrainingStep:
         self.weight_decay, self.clip_norm = float(weight_decay), clip_norm
 
     def gradient(self, xs: np.ndarray, ys: np.ndarray, rng: np.random.Generator | None = None, share: float = 1.0) -> BatchResult:
-        """Set ``net.grads`` to ``share`` times the gradient of the mean loss over (xs (B, d), ys (B,)).
+        """Set ``net.grads`` to ``share`` times the gradient of the mean loss over (xs (B, d), ys (B,)
+        class indices or (B, m) real targets).
 
         ``share`` = B / B_total lets the parts of one batch of B_total rows be computed apart:
         the sum of their gradients is the whole batch's mean gradient. ``rng`` turns dropout on.
@@ -71,10 +73,12 @@ class TrainingStep:
         logits = net.forward(xs, rng)
         delta = net.output_delta_buffer(len(ys))
         value = self.loss.forward_backward(logits, ys, delta)
-        classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
-        if classes is None:
-            classes = self.loss.predict_classes(logits)
-        correct = int(np.count_nonzero(classes == ys))
+        correct = 0
+        if getattr(self.loss, "classifies", True):  # regression and reconstruction count nothing
+            classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
+            if classes is None:
+                classes = self.loss.predict_classes(logits)
+            correct = int(np.count_nonzero(classes == ys))
         if share != 1.0:
             delta *= delta.dtype.type(share)
         net.backward(delta)
@@ -99,7 +103,8 @@ class TrainingStep:
 
 
 class Objective:
-    """J(theta) and dJ/dtheta over a whole data set (x (n, d), y (n,)), for full-batch methods.
+    """J(theta) and dJ/dtheta over a whole data set (x (n, d), y (n,) class indices, or (n, m)
+    real targets for a regression loss), for full-batch methods.
 
     ``objective(theta)`` sets the network's parameters to ``theta`` (a flat vector of
     ``net.params``' size, any float dtype) and returns (J as a Python float, a new float64 copy
@@ -111,7 +116,8 @@ class Objective:
     def __init__(self, net: MLP, loss: Loss, x: np.ndarray, y: np.ndarray, weight_decay: float = 0.0, chunk: int = INFERENCE_ROWS):
         if len(y) == 0:
             raise ValueError("the objective needs at least one row")
-        check_labels(y, loss.n_classes)
+        if getattr(loss, "classifies", True):
+            check_labels(y, loss.n_classes)
         self.net, self.loss, self.x, self.y = net, loss, x, y
         self.weight_decay, self.chunk = float(weight_decay), int(chunk)
         self.evaluations = 0  # calls so far: optimizers report function evaluations per iteration

@@ -1,0 +1,214 @@
+"""Real-valued targets (regression) and inputs as targets (reconstruction): parsing, scaling,
+plain shuffled splits, and the PCA baseline a reconstruction is measured against.
+
+Regression targets y (n, m) are standardised with the training rows' statistics by default,
+t = (y - mu) / sigma per target, so the loss sees targets of unit scale whatever their units;
+``Targets.decode`` maps network outputs back, so every prediction and metric is in the target's
+own units. The fitted state is plain data saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import NnclfError
+from .preprocess import Preprocessor, _parse_numbers, _width, file_line
+
+Warn = Callable[[str], None]
+
+
+class Targets:
+    """Names and scaling of the regression targets: state {"names", "scaling", "center", "scale"}."""
+
+    def __init__(self, state: dict[str, Any]):
+        self.state = state
+        self.center = np.asarray(state["center"], dtype=np.float64)
+        self.scale = np.asarray(state["scale"], dtype=np.float64)
+
+    @classmethod
+    def fit(cls, values: np.ndarray, names: list[str], scaling: str) -> "Targets":
+        """mu and sigma per column of the training targets ``values`` (n, m); sigma = 1 for a
+        constant target (it stays constant instead of dividing by zero) or ``scaling: none``."""
+        if scaling == "standard":
+            center, scale = values.mean(axis=0), values.std(axis=0)
+            scale = np.where(scale > 0, scale, 1.0)
+        else:
+            center, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
+        return cls({"names": list(names), "scaling": scaling, "center": center.tolist(), "scale": scale.tolist()})
+
+    @property
+    def names(self) -> list[str]:
+        return self.state["names"]
+
+    def encode(self, values: np.ndarray, dtype="float32") -> np.ndarray:
+        """t = (y - mu) / sigma, (n, m)."""
+        return ((values - self.center) / self.scale).astype(dtype)
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        """y = t sigma + mu in float64, (n, m): network outputs in the targets' units."""
+        return outputs.astype(np.float64) * self.scale + self.center
+
+
+def target_values(frame, names: list[str], source: str) -> np.ndarray:
+    """The target columns as float64 (n, m), NaN where a cell is missing; a cell that is not a
+    number (or is infinite) is an error naming its line."""
+    import pandas as pd
+
+    out = np.empty((len(frame), len(names)), dtype=np.float64)
+    for k, name in enumerate(names):
+        series = frame[name]
+        if pd.api.types.is_bool_dtype(series):
+            raise NnclfError(f"{source}: target column '{name}' holds true/false values; task: regression needs numbers (use task: classification)")
+        if pd.api.types.is_numeric_dtype(series):
+            values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            values = _parse_numbers(series)
+            bad = np.isnan(values) & series.notna().to_numpy()
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise NnclfError(
+                    f"{source}, line {file_line(series, row)}: target '{name}': non-numeric value {series.iloc[row]!r}; "
+                    f"task: regression needs numbers"
+                )
+        infinite = np.isinf(values)
+        if infinite.any():
+            row = int(np.flatnonzero(infinite)[0])
+            raise NnclfError(f"{source}, line {file_line(series, row)}: target '{name}': infinite value; fix or remove the row")
+        out[:, k] = values
+    return out
+
+
+def drop_missing_targets(frame, values: np.ndarray, names: list[str], source: str, warn: Warn):
+    """(frame, values) without the rows where any target is missing, with a warning counting them."""
+    missing = np.isnan(values).any(axis=1)
+    if missing.any():
+        which = f"'{names[0]}'" if len(names) == 1 else "target"
+        warn(f"{source}: {int(missing.sum())} row(s) with a missing {which} value dropped")
+        return frame[~missing], values[~missing], int(missing.sum())
+    return frame, values, 0
+
+
+def shuffled_holdout(positions: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) positions, both sorted: round(fraction * n) rows picked by a seeded
+    shuffle (no classes to stratify by), at most n - 1 so a row is kept."""
+    n = len(positions)
+    n_held = min(int(np.floor(fraction * n + 0.5)), n - 1)
+    order = rng.permutation(n)
+    return np.sort(positions[order[n_held:]]), np.sort(positions[order[:n_held]])
+
+
+def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str):
+    """``prepare`` for task: regression (y = scaled targets (n, m)) and reconstruction (y = x)."""
+    from .dataset import Prepared, Split, select_features
+    from .reading import fingerprint, read_table
+
+    source = data.train
+    frame = read_table(source, encoding=data.encoding, delimiter=data.delimiter)
+    features = select_features(list(frame.columns), data, source)
+    names = data.targets
+    dropped = 0
+    values = None
+    if task == "regression":
+        values = target_values(frame, names, source)
+        frame, values, dropped = drop_missing_targets(frame, values, names, source, warn)
+    if len(frame) < 2:
+        what = "row(s) with target values" if task == "regression" else "row(s)"
+        raise NnclfError(f"{source}: {len(frame)} {what}; training needs at least 2")
+    rng = np.random.default_rng([seed, 0])  # the split's own stream, independent of the model's
+    positions = np.arange(len(frame))
+
+    def held_out(fraction, what):
+        nonlocal positions
+        kept, held = shuffled_holdout(positions, fraction, rng)
+        if len(held) == 0:
+            raise NnclfError(f"{source}: {len(positions)} rows are too few for data.{what}={fraction}: the split would be empty")
+        positions = kept
+        return held
+
+    test_pos = held_out(data.test_split, "test_split") if data.test is None and data.test_split > 0 else None
+    val_pos = held_out(data.val_split, "val_split") if data.val is None and data.val_split > 0 else None
+    target_key = None if not names else names[0] if len(names) == 1 else list(names)
+    pre = Preprocessor.fit(
+        frame, features, target_key, source, categorical=data.categorical, max_categories=data.max_categories,
+        missing_indicators=data.missing_indicators, scaling=data.scaling, warn=warn, rows=positions,
+    )
+    x_all = pre.transform(frame, source, dtype, warn)
+    rows_all = frame.index.to_numpy()
+    targets = None
+    if task == "regression":
+        targets = Targets.fit(values[positions], names, data.target_scaling)
+        y_all = targets.encode(values, dtype)
+    else:
+        y_all = x_all
+
+    def split_of(pos) -> Split:
+        x = x_all[pos]
+        if task == "regression":
+            return Split(x, y_all[pos], rows_all[pos], source, values[pos])
+        return Split(x, x, rows_all[pos], source)
+
+    def separate(path) -> Optional[Split]:
+        if path is None:
+            return None
+        other = read_table(path, encoding=data.encoding, delimiter=data.delimiter)
+        missing = [n for n in names if n not in other.columns] if task == "regression" else []
+        if missing:
+            raise NnclfError(f"{path}: target column '{missing[0]}' not found")
+        x = None
+        if task == "regression":
+            vals = target_values(other, names, path)
+            other, vals, _ = drop_missing_targets(other, vals, names, path, warn)
+            x = pre.transform(other, path, dtype, warn)
+            return Split(x, targets.encode(vals, dtype), other.index.to_numpy(), path, vals)
+        x = pre.transform(other, path, dtype, warn)
+        return Split(x, x, other.index.to_numpy(), path)
+
+    val = split_of(val_pos) if val_pos is not None else separate(data.val)
+    test = split_of(test_pos) if test_pos is not None else separate(data.test)
+    train = split_of(positions)
+    files = {role: fingerprint(path) for role, path in (("train", data.train), ("val", data.val), ("test", data.test)) if path}
+    return Prepared(pre, None, train, val, test, {"missing_target_rows": dropped}, files, task=task, targets=targets)
+
+
+# -- reconstruction ------------------------------------------------------------------------------
+def code_layer(hidden: list[int], code: Optional[int]) -> int:
+    """The index into ``hidden`` of the code layer: ``code`` or the first narrowest layer."""
+    return int(np.argmin(hidden)) if code is None else int(code)
+
+
+class PCABaseline:
+    """PCA with k components fitted on training rows x (n, d): x_hat = mu + (x - mu) V_k^T V_k,
+    with V_k (k, d) the top right-singular vectors of the centred rows. The best linear
+    k-dimensional code in squared error: the baseline a k-unit autoencoder should beat."""
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray):
+        self.mean, self.components = np.asarray(mean, np.float64), np.asarray(components, np.float64)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, k: int) -> "PCABaseline":
+        x = np.asarray(x, dtype=np.float64)
+        mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+        return cls(mean, vt[:k])
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        centred = np.asarray(x, dtype=np.float64) - self.mean
+        return centred @ self.components.T @ self.components + self.mean
+
+
+def column_groups(pre: Preprocessor) -> list[tuple[str, int]]:
+    """(original column name, number of input columns it became) in feature-matrix order."""
+    return [(c["name"], _width(c)) for c in pre.state["columns"]]
+
+
+def per_feature_error(squared: np.ndarray, groups: list[tuple[str, int]]) -> dict[str, float]:
+    """Mean over rows of the squared error of each input column, summed over the columns one
+    original column became (a categorical's one-hot block, a missing-value indicator)."""
+    per_column = squared.mean(axis=0)
+    out, j = {}, 0
+    for name, width in groups:
+        out[name] = float(per_column[j : j + width].sum())
+        j += width
+    return out
