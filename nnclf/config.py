@@ -362,6 +362,11 @@ class Config(Section):
                     f"loss.name: '{loss.name}' is a classification loss; with task: {task} use one of "
                     f"{', '.join(REGRESSION_LOSSES.names())}"
                 )
+            if self.optimizer.name == "newton_cg":
+                raise ValueError(
+                    f"optimizer.name: newton_cg has curvature products for the classification losses only; "
+                    f"with task: {task} use lbfgs or cg (or a mini-batch optimizer)"
+                )
             if self.training.calibration != "none":
                 raise ValueError(f"training.calibration: temperature scaling calibrates class probabilities; task: {task} has none")
             for key in ("label_smoothing", "class_weights"):

@@ -56,7 +56,7 @@ def test_regression_train_evaluate_predict(cli, tmp_path):
     regression_csv(tmp_path / "data.csv")
     run = trained(cli, tmp_path, REGRESSION.format(target="y1", epochs=60))
     header = (run / "metrics.csv").read_text().splitlines()[0]
-    assert header == "epoch,lr,train_loss,val_loss,val_rmse,val_mae,val_r2,seconds"
+    assert header == "epoch,lr,train_loss,val_loss,val_rmse,val_mae,val_r2,evaluations,products,seconds"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "regression" and summary["targets"] == ["y1"]
     assert summary["headline"] == {"metric": "test_rmse", "value": summary["test"]["rmse"]}
@@ -214,11 +214,14 @@ def test_classification_warns_on_many_integer_values(cli, tmp_path):
          "c.yaml, line 5: model.hidden: reconstruction needs at least one hidden layer (the code), e.g. [32, 8, 32]"),
         ("task: regression\ndata:\n  train: data.csv\n  target: y1\nmodel:\n  code_layer: 0\n",
          "c.yaml, line 6: model.code_layer: applies to task: reconstruction only, not regression"),
+        ("task: regression\ndata:\n  train: data.csv\n  target: y1\noptimizer:\n  name: newton_cg\n",
+         "c.yaml, line 6: optimizer.name: newton_cg has curvature products for the classification losses only; "
+         "with task: regression use lbfgs or cg (or a mini-batch optimizer)"),
         ("task: clustering\ndata:\n  train: data.csv\n  target: y1\n",
          "c.yaml, line 1: task: input should be 'classification', 'regression' or 'reconstruction', got 'clustering'"),
     ],
     ids=["list-for-classification", "no-target", "ce-for-regression", "huber-for-classification", "delta-without-huber",
-         "smoothing", "code-layer-range", "no-hidden", "code-layer-regression", "unknown-task"],
+         "smoothing", "code-layer-range", "no-hidden", "code-layer-regression", "newton-cg", "unknown-task"],
 )
 def test_config_errors(cli, tmp_path, body, message):
     regression_csv(tmp_path / "data.csv", targets=2)
@@ -248,7 +251,7 @@ training:
 def test_reconstruction_train_evaluate_predict_encode(cli, tmp_path):
     run = trained(cli, tmp_path, AUTOENCODER.format(train=DATA / "digits.csv", epochs=3), "ae")
     header = (run / "metrics.csv").read_text().splitlines()[0]
-    assert header == "epoch,lr,train_loss,val_loss,val_mse,seconds"
+    assert header == "epoch,lr,train_loss,val_loss,val_mse,evaluations,products,seconds"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "reconstruction" and summary["headline"]["metric"] == "test_mse"
     assert "digit" not in [c["name"] for c in summary["columns"]]  # the target is left out
@@ -339,3 +342,12 @@ def test_old_checkpoint_without_task_loads_as_classification(cli, tmp_path):
     r = cli(f"evaluate {path} {DATA / 'iris.csv'} --json")
     assert r.exit_code == 0, r.stderr
     assert "accuracy" in json.loads(r.stdout)
+
+
+def test_full_batch_lbfgs_fits_a_regression(cli, tmp_path):
+    """lbfgs runs on the full-data Objective, which takes (n, m) real targets."""
+    regression_csv(tmp_path / "data.csv")
+    text = REGRESSION.format(target="y1", epochs=30).replace("  batch_size: 16\n", "").replace("  lr: 0.01\n", "  name: lbfgs\n  lr: 1.0\n")
+    run = trained(cli, tmp_path, text, "lbfgs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test"]["r2"] > 0.95
