@@ -275,16 +275,38 @@ def gradcheck(
     samples: int = typer.Option(16, "--samples", min=1, help="Training rows to check on."),
     tolerance: float = typer.Option(1e-6, "--tolerance", help="Largest relative error that passes."),
     set_: List[str] = typer.Option([], "--set", help="Override a key, as in train."),
+    curvature: bool = typer.Option(False, "--curvature", help="Also check the Hessian- and Gauss-Newton-vector products (newton_cg) against differences of the gradient, along 3 random directions."),
 ):
     """Compare backprop gradients with central finite differences (float64) on real rows."""
     from .predict import gradient_check
     from .ui import render_gradcheck
 
-    checks, note = gradient_check(config, set_, samples, warn)
+    checks, note = gradient_check(config, set_, samples, warn, curvature)
     worst = max(c.relative_error for c in checks)
     render_gradcheck(checks, tolerance, note)
     if worst > tolerance:
         fail(f"gradient check failed: worst relative error {worst:.3g} > tolerance {tolerance:g}")
+
+
+# -- optimizers -------------------------------------------------------------------------------
+@app.command("optimizers")
+@errors_to_exit
+def optimizers(
+    function: str = typer.Option("quadratic", "--function", help="quadratic (0.1 x1^2 + 2 x2^2) or rosenbrock."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the first-order methods (default: 0.4 quadratic, 0.001 rosenbrock)."),
+    steps: int = typer.Option(200, "--steps", help="Most steps (outer iterations for lbfgs, cg, newton_cg)."),
+    tol: float = typer.Option(1e-6, "--tol", help="Converged when f(x) - f* <= TOL."),
+    plot_file: Optional[Path] = typer.Option(None, "--plot", help="Draw the paths over the contours into this .png/.svg/.pdf (needs the plot extra)."),
+):
+    """Run every optimizer from the same start on a 2-D function: steps to converge, or diverged."""
+    from .landscape import plot, run_all
+    from .ui import render_landscape
+
+    fn, used_lr, traces = run_all(function, lr, steps, tol)
+    render_landscape(fn, used_lr, steps, tol, traces)
+    if plot_file is not None:
+        plot(fn, traces, plot_file)
+        print(f"wrote {plot_file}")
 
 
 # -- runs -------------------------------------------------------------------------------------

@@ -350,8 +350,9 @@ def _csv_field(value) -> str:
     return s
 
 
-def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: None):
-    """Backprop vs finite differences on ``samples`` training rows of the configured network."""
+def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: None, curvature: bool = False):
+    """Backprop vs finite differences on ``samples`` training rows of the configured network;
+    with ``curvature``, also the Hessian- and Gauss-Newton-vector products newton_cg uses."""
     from .build import build_network, build_task_loss
     from .config import load_config
     from .data.dataset import prepare
@@ -365,4 +366,12 @@ def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: 
     net = build_network(cfg, x.shape[1], loss)
     net.initialize(cfg.model.init, model_rng(cfg.seed))
     note = "dropout is off during the check (it makes the loss random)" if cfg.model.dropout > 0 else ""
-    return check_gradients(net, loss, x, y, cfg.loss.weight_decay), note
+    checks = check_gradients(net, loss, x, y, cfg.loss.weight_decay)
+    if curvature:
+        from .engine.gradcheck import check_curvature
+
+        try:
+            checks += check_curvature(net, loss, x, y, cfg.loss.weight_decay, seed=cfg.seed)
+        except ValueError as e:
+            raise NnclfError(f"--curvature: {e}") from None
+    return checks, note

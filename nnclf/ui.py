@@ -233,6 +233,21 @@ def render_gradcheck(checks, tolerance: float, note: str) -> None:
         out.print(f"note: {note}")
 
 
+def render_landscape(fn, lr: float, steps: int, tol: float, traces) -> None:
+    table = Table(title=f"{fn.formula} from {fn.start}: steps to f - f* <= {tol:g} (first-order lr {lr:g})", title_justify="left")
+    for col in ("optimizer", "steps", "evaluations", "final x"):
+        table.add_column(col, justify="left" if col == "optimizer" else "right")
+    for t in traces:
+        if t.diverged_at:
+            result = f"[red]diverged[/] (step {t.diverged_at})"
+        elif t.converged_at:
+            result = str(t.converged_at)
+        else:
+            result = f"not in {len(t.path) - 1}" if len(t.path) - 1 < steps else f"> {steps}"
+        table.add_row(t.optimizer, result, str(t.evaluations), f"({t.final[0]:.4g}, {t.final[1]:.4g})")
+    out.print(table)
+
+
 def render_runs(rows: list[dict], runs_dir) -> None:
     if not rows:
         out.print(f"no runs in {runs_dir}")

@@ -41,6 +41,9 @@ DEMOS = {
     "adamw": "adamw",
     "cosine_warmup": "momentum",
     "early_stopping": "adam",
+    "lbfgs": "lbfgs",
+    "cg": "cg",
+    "newton_cg": "newton_cg",
 }
 DEMO_FLOOR = 0.85
 
@@ -121,8 +124,10 @@ def test_demo_config_trains(cli, tmp_path, name):
     assert len(rows) == summary["epochs_run"]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) / 3, "training loss should fall"
 
-    if name == "full_batch_gd":
+    if name in ("full_batch_gd", "lbfgs", "cg", "newton_cg"):
         assert cfg["training"]["batch_size"] == "full"
+    if name in ("lbfgs", "cg", "newton_cg"):  # one outer iteration per epoch, its evaluations counted
+        assert all(int(r["evaluations"]) >= 1 for r in rows)
     if name == "cosine_warmup":
         sched = cfg["schedule"]
         assert sched["name"] == "cosine" and sched["warmup_epochs"] > 0
