@@ -267,15 +267,20 @@ class Trainer:
                 result = opt.iterate(objective, self.net.params, curvature)
             if not math.isfinite(result.value):
                 raise diverged(f"the loss became {result.value} at epoch {self.epoch + 1}", lr)
-            self.net.params[...] = opt.x  # the objective's last call may have been a rejected trial point
+            accepted = opt.x.astype(self.net.dtype)
+            if np.array_equal(self.net.params, accepted) and result.evaluations:
+                train_loss, train_accuracy = objective.last_loss, objective.last_correct / len(y)  # its last call was here
+            else:  # the last call was a rejected trial point (or there was none): one more pass
+                self.net.params[...] = accepted
+                train = self.evaluate(x, y)
+                train_loss, train_accuracy = train["loss"], train["accuracy"]
             self._emit("on_batch_end", self.epoch, 0, 1, result.value)
             self._check_finite_state(lr)
-            train = self.evaluate(x, y)
             record = {
                 "epoch": self.epoch + 1,
                 "lr": lr,
-                "train_loss": train["loss"],
-                **({"train_accuracy": train["accuracy"]} if self.classifies else {}),
+                "train_loss": train_loss,
+                **({"train_accuracy": train_accuracy} if self.classifies else {}),
                 "evaluations": result.evaluations,
                 "products": result.products,
             }

@@ -122,6 +122,9 @@ class Objective:
         self.weight_decay, self.chunk = float(weight_decay), int(chunk)
         self.evaluations = 0  # calls so far: optimizers report function evaluations per iteration
         self._total = np.empty_like(net.grads)
+        # the last call's mean loss without weight decay and correctly classified rows: a
+        # full-batch epoch reports them when that call was at the accepted point (no extra pass)
+        self.last_loss, self.last_correct = math.nan, 0
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         net, n = self.net, len(self.y)
@@ -129,15 +132,18 @@ class Objective:
         net.params[...] = theta
         total = self._total
         total[...] = 0
-        value = 0.0
+        value, correct = 0.0, 0
         for start in range(0, n, self.chunk):
             stop = min(start + self.chunk, n)
             logits = net.forward(self.x[start:stop])
+            classes = self.loss.predict_classes(logits)  # taken before the loss sees z (a loss may reuse its buffer)
             delta = net.output_delta_buffer(stop - start)
             value += self.loss.forward_backward(logits, self.y[start:stop], delta) * ((stop - start) / n)
+            correct += int(np.count_nonzero(classes == self.y[start:stop]))
             delta *= delta.dtype.type((stop - start) / n)
             total += net.backward(delta)
         net.grads[...] = total
+        self.last_loss, self.last_correct = value, correct
         value += net.l2_penalty(self.weight_decay)
         net.add_l2_gradient(self.weight_decay)
         return value, net.grads.astype(np.float64)

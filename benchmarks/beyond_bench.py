@@ -1,0 +1,219 @@
+"""Full-batch methods measured side by side (issue 14). Three parts, all in one process:
+
+A. L-BFGS against scikit-learn's MLPClassifier(solver="lbfgs") on iris, wine, breast cancer and
+   digits: hidden (100,), relu, the same L2 (sklearn's alpha = nnclf's weight_decay * n_train),
+   the same standardised splits, at most 200 iterations each; test accuracy and wall time,
+   interleaved over several splits (ratios of medians).
+B. Time and "function evaluations" (full passes over the training set: one per evaluation for
+   lbfgs/cg/newton_cg, where a newton_cg curvature product counts as 2; one per epoch for
+   gd/sgd/adam) to first reach a fixed training objective, for gd, sgd, adam, lbfgs, cg, newton_cg
+   on wine and digits.
+C. float32 against float64 for lbfgs, cg and newton_cg: the objective reached, iterations, and how
+   each run stopped (line-search failures are the float32 risk).
+D. The same on a convex problem run to the end (no tolerances): the gap to the best objective
+   found, which shows where each precision's line search stalls.
+
+    PYTHONPATH=. python benchmarks/beyond_bench.py [--quick]
+
+Prints markdown tables (pasted into benchmarks/RESULTS.md with the machine's load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nnclf.engine.curvature import CurvatureProduct  # noqa: E402
+from nnclf.engine.losses import LOSSES  # noqa: E402
+from nnclf.engine.network import MLP  # noqa: E402
+from nnclf.engine.optimizers import OPTIMIZERS  # noqa: E402
+from nnclf.engine.schedules import SCHEDULES  # noqa: E402
+from nnclf.engine.step import Objective  # noqa: E402
+from nnclf.trainer import Trainer  # noqa: E402
+
+TIME_CAP = 60.0  # seconds per run in part B: a method that has not reached the target by then is "no"
+DATASETS = {"iris": "species", "wine": "class", "breast_cancer": "diagnosis", "digits": "target"}
+
+
+def load(name: str, seed: int):
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    frame = pd.read_csv(ROOT / "data" / f"{name}.csv")
+    target = DATASETS[name] if DATASETS[name] in frame else frame.columns[-1]
+    y_raw = frame.pop(target)
+    classes = sorted(y_raw.unique().tolist(), key=str)
+    y = y_raw.map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    x = frame.to_numpy(np.float64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+    scaler = StandardScaler().fit(x_tr)
+    return scaler.transform(x_tr), scaler.transform(x_te), y_tr, y_te, len(classes)
+
+
+def nnclf_fit(name, x, y, k, hidden=(100,), weight_decay=1e-4, epochs=200, seed=0, dtype="float64", **hyper):
+    loss = LOSSES.get("cross_entropy")(k)
+    net = MLP([x.shape[1], *hidden, loss.n_outputs], "relu", dtype=dtype)
+    rng = np.random.default_rng(seed)
+    net.initialize("auto", rng)
+    opt = OPTIMIZERS.get(name)(net.params.size, dtype, net.weight_mask(), **hyper)
+    trainer = Trainer(net, loss, opt, SCHEDULES.get("constant")(1e-3, epochs), epochs=epochs, batch_size=None, rng=rng,
+                      weight_decay=weight_decay, monitor="train_loss")
+    if opt.needs_curvature:
+        trainer.curvature_factory = lambda *a: CurvatureProduct(*a, kind=opt.curvature)
+    trainer.fit(x.astype(dtype), y)
+    return trainer
+
+
+def accuracy(trainer, x, y):
+    logits = trainer.net.logits(x.astype(trainer.net.dtype))
+    pred = (logits[:, 0] > 0).astype(int) if logits.shape[1] == 1 else logits.argmax(1)
+    return float(np.mean(pred == y))
+
+
+def part_a(seeds):
+    from sklearn.neural_network import MLPClassifier
+
+    print("\n### A. L-BFGS vs scikit-learn MLPClassifier(solver='lbfgs'), hidden (100,), relu\n")
+    print("| data | rows (train) | alpha = wd * n | nnclf test acc | sklearn test acc | nnclf s (median) | sklearn s (median) | time ratio nnclf/sklearn | nnclf iters | sklearn iters |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in DATASETS:
+        acc_n, acc_s, t_n, t_s, it_n, it_s = [], [], [], [], [], []
+        for seed in seeds:
+            x_tr, x_te, y_tr, y_te, k = load(name, seed)
+            wd = 1e-4
+            alpha = wd * len(y_tr)
+            for order in ((0, 1) if seed % 2 == 0 else (1, 0)):  # interleaved, alternating who goes first
+                if order == 0:
+                    start = time.perf_counter()
+                    tr = nnclf_fit("lbfgs", x_tr, y_tr, k, weight_decay=wd, epochs=200, seed=seed, gtol=1e-4)
+                    t_n.append(time.perf_counter() - start)
+                    acc_n.append(accuracy(tr, x_te, y_te))
+                    it_n.append(tr.epoch)
+                else:
+                    start = time.perf_counter()
+                    clf = MLPClassifier(hidden_layer_sizes=(100,), solver="lbfgs", alpha=alpha, max_iter=200, random_state=seed).fit(x_tr, y_tr)
+                    t_s.append(time.perf_counter() - start)
+                    acc_s.append(clf.score(x_te, y_te))
+                    it_s.append(clf.n_iter_)
+        mn, ms = statistics.median(t_n), statistics.median(t_s)
+        print(f"| {name} | {len(y_tr)} | {alpha:.4g} | {np.mean(acc_n):.4f} | {np.mean(acc_s):.4f} | {mn:.3f} | {ms:.3f} | {mn / ms:.2f} | "
+              f"{statistics.median(it_n):.0f} | {statistics.median(it_s):.0f} |")
+
+
+def objective_value(net, loss, x, y, wd):
+    return Objective(net, loss, x, y, wd)(net.params.astype(np.float64))[0]
+
+
+def part_b(targets):
+    print("\n### B. Time and full-data passes to reach a fixed training objective J (hidden (100,), relu, wd 1e-4, float64)\n")
+    print("| data | target J | method | reached | epochs / iterations | full passes | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    runs = {
+        "gd": dict(lr=0.5, batch=None), "sgd": dict(lr=0.05, batch=32), "adam": dict(lr=1e-3, batch=32),
+        "lbfgs": {}, "cg": {}, "newton_cg": {},
+    }
+    for name, target in targets.items():
+        x, _, y, _, k = load(name, 0)
+        for method, spec in runs.items():
+            loss = LOSSES.get("cross_entropy")(k)
+            net = MLP([x.shape[1], 100, loss.n_outputs], "relu", dtype="float64")
+            rng = np.random.default_rng(0)
+            net.initialize("auto", rng)
+            full = method in ("lbfgs", "cg", "newton_cg")
+            opt = OPTIMIZERS.get(method)(net.params.size, "float64", net.weight_mask(), **({"gtol": 0.0, "ftol": 0.0} if full else {}))
+            limit = 300 if full else 2000
+            trainer = Trainer(net, loss, opt, SCHEDULES.get("constant")(spec.get("lr", 1e-3), limit), epochs=limit,
+                              batch_size=spec.get("batch"), rng=rng, weight_decay=1e-4, monitor="train_loss", shuffle=True)
+            if full and opt.needs_curvature:
+                trainer.curvature_factory = lambda *a: CurvatureProduct(*a, kind="gauss_newton")
+            passes, elapsed, reached, epochs = 0.0, 0.0, False, 0
+            for epoch in range(limit):
+                trainer.epochs = epoch + 1
+                start = time.perf_counter()
+                trainer.fit(x, y)
+                elapsed += time.perf_counter() - start
+                record = trainer.history[-1] if trainer.history else {}
+                passes += record.get("evaluations", 1) + 2 * record.get("products", 0)
+                epochs = trainer.epoch
+                if objective_value(net, loss, x, y, 1e-4) <= target:
+                    reached = True
+                    break
+                if (full and opt.converged) or elapsed > TIME_CAP:
+                    break
+            print(f"| {name} | {target} | {method} | {'yes' if reached else 'no'} | {epochs} | {passes:.0f} | {elapsed:.2f} |")
+
+
+def part_c(seeds):
+    print("\n### C. float32 vs float64 for the full-batch methods (hidden (100,), relu, wd 1e-4, at most 200 iterations)\n")
+    print("| data | method | dtype | final J (float64 eval) | iterations | stopped by | test acc |")
+    print("|---|---|---|---|---|---|---|")
+    from nnclf.engine.fullbatch import STOPPED
+
+    for name in DATASETS:
+        for seed in seeds[:1]:
+            x_tr, x_te, y_tr, y_te, k = load(name, seed)
+            for method in ("lbfgs", "cg", "newton_cg"):
+                for dtype in ("float32", "float64"):
+                    tr = nnclf_fit(method, x_tr, y_tr, k, epochs=200, seed=seed, dtype=dtype)
+                    net64 = MLP(tr.net.sizes, "relu", dtype="float64")
+                    net64.params[...] = tr.net.params
+                    j = objective_value(net64, tr.loss, x_tr, y_tr, 1e-4)
+                    why = {1: "gtol", 2: "ftol", 3: "line search failed"}.get(tr.optimizer.status, "200 iterations")
+                    assert tr.optimizer.status in (0, *STOPPED)
+                    print(f"| {name} | {method} | {dtype} | {j:.3e} | {tr.epoch} | {why} | {accuracy(tr, x_te, y_te):.4f} |")
+
+
+def part_d():
+    print("\n### D. How close to the optimum each precision gets: convex logistic regression (no hidden layer, wd 1e-3), gtol = ftol = 0, at most 500 iterations\n")
+    print("| data | method | dtype | J - J* | iterations until it stopped | stopped by |")
+    print("|---|---|---|---|---|---|")
+    for name in DATASETS:
+        x, _, y, _, k = load(name, 0)
+        best = {}
+        for method in ("lbfgs", "cg", "newton_cg"):
+            for dtype in ("float64", "float32"):
+                tr = nnclf_fit(method, x, y, k, hidden=(), weight_decay=1e-3, epochs=500, dtype=dtype, gtol=0.0, ftol=0.0)
+                net64 = MLP(tr.net.sizes, "relu", dtype="float64")
+                net64.params[...] = tr.optimizer.x
+                best[(method, dtype)] = (objective_value(net64, tr.loss, x, y, 1e-3), tr.epoch, tr.optimizer.status)
+        j_star = min(v[0] for v in best.values())
+        for (method, dtype), (j, epochs, status) in best.items():
+            why = {1: "gradient exactly 0", 2: "no decrease (ftol 0)", 3: "line search failed"}.get(status, "500 iterations")
+            print(f"| {name} | {method} | {dtype} | {j - j_star:.2e} | {epochs} | {why} |")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", default="abcd")
+    args = parser.parse_args()
+    seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread for both sides: on a shared 2-core machine spinning BLAS threads make
+    # timings meaningless, and these problems are far too small to gain from two
+    threadpool_limits(1)
+    print(f"load average at start: {os.getloadavg()}; BLAS threads: 1")
+    if "a" in args.parts:
+        part_a(seeds)
+    if "b" in args.parts:
+        part_b({"wine": 0.02, "digits": 0.05})
+    if "c" in args.parts:
+        part_c(seeds)
+    if "d" in args.parts:
+        part_d()
+    print(f"\nload average at end: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
