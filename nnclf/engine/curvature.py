@@ -44,7 +44,7 @@ from typing import Callable
 import numpy as np
 
 from .activations import sigmoid
-from .losses import Loss, softmax
+from .losses import CrossEntropy, KLDivergence, Loss, MeanSquaredError, NegativeLogLikelihood, softmax
 from .network import INFERENCE_ROWS, MLP
 
 KINDS = ("gauss_newton", "hessian")
@@ -116,13 +116,15 @@ def _mse_gauss_newton(loss: Loss, z, y, u):
     return d * d * u
 
 
-# loss name -> {kind: (loss, z (B, K), y (B,), u (B, K)) -> (B, K)}
+# loss class -> {kind: (loss, z (B, K), y (B,), u (B, K)) -> (B, K)}. Keyed by class, not by
+# config name: a name can mean different losses in different tasks (mse of regression has an
+# identity output, this mse a sigmoid one). Subclasses inherit their parent's entry.
 _SOFTMAX = {"hessian": _softmax_hessian, "gauss_newton": _softmax_hessian}  # matched: G = H at the output
 OUTPUT_CURVATURE = {
-    "cross_entropy": _SOFTMAX,
-    "nll": _SOFTMAX,
-    "kl_div": _SOFTMAX,
-    "mse": {"hessian": _mse_hessian, "gauss_newton": _mse_gauss_newton},
+    CrossEntropy: _SOFTMAX,
+    NegativeLogLikelihood: _SOFTMAX,
+    KLDivergence: _SOFTMAX,
+    MeanSquaredError: {"hessian": _mse_hessian, "gauss_newton": _mse_gauss_newton},
 }
 
 
@@ -133,9 +135,11 @@ def curvature_for(loss: Loss, kind: str):
     method = getattr(loss, "output_hessian_vector" if kind == "hessian" else "output_gauss_newton_vector", None)
     if method is not None:
         return lambda _loss, z, y, u: method(z, y, u)
-    if loss.name not in OUTPUT_CURVATURE:
-        raise ValueError(f"loss '{loss.name}' has no {kind.replace('_', '-')} curvature product; supported: {', '.join(OUTPUT_CURVATURE)}")
-    return OUTPUT_CURVATURE[loss.name][kind]
+    for cls in type(loss).__mro__:
+        if cls in OUTPUT_CURVATURE:
+            return OUTPUT_CURVATURE[cls][kind]
+    supported = ", ".join(c.name for c in OUTPUT_CURVATURE)
+    raise ValueError(f"loss '{loss.name}' has no {kind.replace('_', '-')} curvature product; supported: {supported}")
 
 
 class CurvatureProduct:
@@ -196,7 +200,8 @@ class CurvatureProduct:
             a.append(act(z, np.empty_like(z)))
             ra.append(first * rz)
         z_out, rz_out = zs[-1], rzs[-1]
-        rows = (np.ones(len(y)) if self.loss.class_weights is None else self.loss.class_weights[y]) / n
+        class_weights = getattr(self.loss, "class_weights", None)
+        rows = (np.ones(len(y)) if class_weights is None else class_weights[y]) / n
         rdelta = self.output(self.loss, z_out, y, rz_out) * rows[:, None]
         delta = None
         if exact:  # dJ/dZ_L for this chunk's share of the mean: the loss's delta (1/B) times B / n
