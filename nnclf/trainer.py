@@ -273,7 +273,7 @@ class Trainer:
             else:  # the last call was a rejected trial point (or there was none): one more pass
                 self.net.params[...] = accepted
                 train = self.evaluate(x, y)
-                train_loss, train_accuracy = train["loss"], train["accuracy"]
+                train_loss, train_accuracy = train["loss"], train.get("accuracy")
             self._emit("on_batch_end", self.epoch, 0, 1, result.value)
             self._check_finite_state(lr)
             record = {

@@ -133,13 +133,17 @@ class Objective:
         total = self._total
         total[...] = 0
         value, correct = 0.0, 0
+        counts = getattr(self.loss, "classifies", True)
         for start in range(0, n, self.chunk):
             stop = min(start + self.chunk, n)
             logits = net.forward(self.x[start:stop])
-            classes = self.loss.predict_classes(logits)  # taken before the loss sees z (a loss may reuse its buffer)
+            # classes taken before the loss sees z (a loss may reuse its buffer); a loss with real-valued
+            # targets (classifies = False) has none to count
+            classes = self.loss.predict_classes(logits) if counts else None
             delta = net.output_delta_buffer(stop - start)
             value += self.loss.forward_backward(logits, self.y[start:stop], delta) * ((stop - start) / n)
-            correct += int(np.count_nonzero(classes == self.y[start:stop]))
+            if counts:
+                correct += int(np.count_nonzero(classes == self.y[start:stop]))
             delta *= delta.dtype.type((stop - start) / n)
             total += net.backward(delta)
         net.grads[...] = total
