@@ -343,6 +343,56 @@ def report(
     print(f"wrote {result['html']}")
 
 
+# -- tune -------------------------------------------------------------------------------------
+@app.command()
+@errors_to_exit
+def tune(
+    config: Path = typer.Argument(..., help="YAML config with a tune: section."),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="Trials the study should hold in all (default: tune.trials)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=0.001, help="Start no trial after this many seconds."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=256, help="Worker processes on this machine."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name, the folder under --runs-dir (default: config stem)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: sqlite in the study folder); postgresql://... to share a study between machines."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder that holds the study folder."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key, as in train. Repeatable."),
+    heartbeat: float = typer.Option(10.0, "--heartbeat", min=1.0, help="Seconds between a running trial's heartbeats; silent for 3 of them, it is failed and retried once."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No live table; print only the best config's path."),
+):
+    """Search the tune.space of CONFIG: each trial a run folder in RUNS_DIR/STUDY/; continues an existing study."""
+    import signal
+    import threading
+
+    from .tune.study import prepare_study, tune as run_study
+    from .tune.display import StudyDisplay, render_result
+
+    setup = prepare_study(config, set_, runs_dir, study, storage, trials, timeout, heartbeat)
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with StudyDisplay(setup, quiet) as display:
+            result = run_study(setup, jobs, stop, warn, display.update)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    for message in result.errors:
+        warn(message)
+    if quiet:
+        if result.best_yaml is not None:
+            print(result.best_yaml)
+    else:
+        render_result(result)
+    if result.interrupted:
+        print(f"interrupted; finished trials are kept. Continue with the same command (study {setup.name})", file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if result.errors:
+        raise typer.Exit(EXIT_ERROR)
+
+
 # -- config -----------------------------------------------------------------------------------
 @app.command("config")
 @errors_to_exit

@@ -89,6 +89,8 @@ class DataConfig(Section):
     scaling: Literal["standard", "minmax", "none"] = "standard"
     encoding: str = "utf-8"
     delimiter: Optional[str] = None
+    # the split's seed when it must stay put while ``seed`` varies (nnclf tune's trials); null: seed
+    split_seed: Optional[int] = Field(None, ge=0)
 
     @field_validator("encoding")
     @classmethod
@@ -310,6 +312,9 @@ class Config(Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    # the search of ``nnclf tune`` (nnclf/tune/space.py checks it); ``nnclf train`` ignores it,
+    # so one file serves both commands
+    tune: Optional[dict[str, Any]] = None
 
     @model_validator(mode="after")
     def _gd_means_full_batch(self):
@@ -392,6 +397,8 @@ class Config(Section):
         out = self.model_dump(mode="json")
         if self.loss.name != "huber":
             del out["loss"]["delta"]  # only huber reads it (and _task_rules refuses it elsewhere)
+        if out.get("tune") is None:
+            out.pop("tune", None)
         out["optimizer"] = {"name": self.optimizer.name, "lr": self.optimizer.lr, **self.optimizer.hyperparameters()}
         out["schedule"] = {
             "name": self.schedule.name,

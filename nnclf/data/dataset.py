@@ -164,6 +164,8 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
     check_class_target(frame[data.target], source, data.target, warn)
     labels = Labels.fit(frame[data.target], source, data.target)
     y_all = labels.encode(frame[data.target])
+    if getattr(data, "split_seed", None) is not None:  # nnclf tune varies seed, not the split
+        seed = data.split_seed
     rng = split_rng(seed)
 
     def held_out(fraction, what):

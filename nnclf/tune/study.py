@@ -1,0 +1,658 @@
+"""A study: trials of ordinary training runs, sampled and pruned by Optuna, kept in a storage.
+
+    DIR/STUDY/study.yaml        the config the study searches around (paths resolved, --set applied)
+    DIR/STUDY/study.json        name, storage URL (password hidden), metric, direction, space
+    DIR/STUDY/study.db          the Optuna storage (SQLite) unless --storage names another
+    DIR/STUDY/trial-0007/       one run folder per trial, plus trial.json (state, params, value)
+    DIR/STUDY/trials.csv        every trial of the study (all workers and machines), rewritten
+    DIR/STUDY/best.yaml         the best trial's complete config (no tune: section)
+
+A trial is ``nnclf.runs.train`` on study.yaml with overrides: its parameters, ``seed`` derived
+from the config's seed and the trial number, ``data.split_seed`` fixed at the config's seed (so
+every trial is scored on the same validation rows) and ``tune: null``. The trial's value is
+the metric at the epoch whose weights the run keeps (checkpoints/best.npz, the trainer's
+monitored best), so the number in the table is the one ``nnclf evaluate`` reproduces.
+
+Optuna is imported here only: ``pip install "nnclf[tune]"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import yaml
+
+from ..checkpoint import atomic_write_text
+from ..config import _resolve_paths, apply_override, load_config, parse_yaml, validate
+from ..errors import NnclfError
+from .space import TuneSpec, parse_tune
+
+INSTALL_HINT = 'nnclf tune needs Optuna: pip install ".[tune]" in a clone, or pip install "nnclf[tune]"'
+STATES = ("complete", "pruned", "failed", "running", "waiting")
+
+
+def import_optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise NnclfError(INSTALL_HINT) from None
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # heartbeats are "experimental" in Optuna's words; the warning would print on every start
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number``: a 32-bit word of NumPy's SeedSequence([seed, number]), so
+    trials draw independent initialisations, shuffles and dropout masks, and a study run again
+    from scratch repeats them."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def hidden_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+# -- the study's config ---------------------------------------------------------------------------
+@dataclass
+class StudySetup:
+    """Everything a worker needs, plain data (handed to forked worker processes)."""
+
+    config_path: str  # the user's config
+    folder: str  # DIR/STUDY
+    name: str
+    storage_url: str
+    spec: TuneSpec
+    base_seed: int
+    split_seed: int
+    raw: dict  # study.yaml's content
+    heartbeat: float = 10.0
+    timeout: Optional[float] = None
+    trials: int = 20
+
+    @property
+    def study_yaml(self) -> Path:
+        return Path(self.folder) / "study.yaml"
+
+    def trial_folder(self, number: int) -> Path:
+        return Path(self.folder) / f"trial-{number:04d}"
+
+
+def load_study_config(config_path: str | Path, overrides: list[str]) -> tuple[dict, TuneSpec, Any]:
+    """The config as ``nnclf train`` would read it (errors named the same way), its raw mapping
+    (paths resolved, overrides applied) and the checked tune section."""
+    cfg = load_config(config_path, overrides)
+    path = Path(config_path)
+    text = path.read_text(encoding="utf-8")
+    raw = parse_yaml(text, str(path))
+    _resolve_paths(raw, path.resolve().parent)
+    for item in overrides:
+        apply_override(raw, item)
+    spec = parse_tune(raw, cfg, str(path), text)
+    return raw, spec, cfg
+
+
+def prepare_study(
+    config_path: str | Path,
+    overrides: list[str] = (),
+    runs_dir: str | Path = "runs",
+    study: Optional[str] = None,
+    storage: Optional[str] = None,
+    trials: Optional[int] = None,
+    timeout: Optional[float] = None,
+    heartbeat: float = 10.0,
+) -> StudySetup:
+    """Check everything, create (or find) the study folder and the Optuna study."""
+    from ..runs import check_run_name
+
+    raw, spec, cfg = load_study_config(config_path, overrides)
+    name = check_run_name(study) if study is not None else check_run_name(Path(config_path).stem or "study")
+    folder = Path(runs_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
+    setup = StudySetup(
+        config_path=str(config_path), folder=str(folder), name=name, storage_url=url, spec=spec,
+        base_seed=cfg.seed, split_seed=cfg.data.split_seed if cfg.data.split_seed is not None else cfg.seed,
+        raw=raw, heartbeat=heartbeat, timeout=timeout if timeout is not None else spec.timeout,
+        trials=trials if trials is not None else spec.trials,
+    )
+    _write_or_check_study_yaml(setup)
+    optuna = import_optuna()
+    storage_obj = open_storage(setup)
+    try:
+        optuna.create_study(study_name=name, storage=storage_obj, direction=spec.direction, load_if_exists=True)
+        existing = optuna.load_study(study_name=name, storage=storage_obj)
+        if existing.direction.name.lower() != spec.direction:
+            raise NnclfError(f"study '{name}' in {hidden_password(url)} is to {existing.direction.name.lower()}, the config says {spec.direction}; use another --study")
+    finally:
+        dispose(storage_obj)
+    meta = {
+        "name": name, "storage": hidden_password(url), "config": str(Path(config_path).resolve()),
+        "metric": spec.metric, "direction": spec.direction, "sampler": spec.sampler, "pruner": spec.pruner,
+        "space": {k: {kk: vv for kk, vv in p.__dict__.items() if vv not in (None, ())} for k, p in spec.space.items()},
+    }
+    atomic_write_text(folder / "study.json", json.dumps(meta, indent=2, default=list) + "\n")
+    return setup
+
+
+def _comparable(raw: dict) -> dict:
+    """study.yaml without the keys that may change between runs of one study."""
+    out = copy.deepcopy(raw)
+    tune = out.get("tune")
+    if isinstance(tune, dict):
+        tune.pop("trials", None)
+        tune.pop("timeout", None)
+    return out
+
+
+def _write_or_check_study_yaml(setup: StudySetup) -> None:
+    path = setup.study_yaml
+    if path.is_file():
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if _comparable(old) != _comparable(setup.raw):
+            changed = sorted(_differences(_comparable(old), _comparable(setup.raw)))
+            raise NnclfError(
+                f"{path}: the study was started with another config ({', '.join(changed[:3])} changed); "
+                f"continue it with the same config and --set values, or start another with --study NAME"
+            )
+    header = f"# the config study '{setup.name}' searches around (from {setup.config_path}); trials override tune.space and seed\n"
+    atomic_write_text(path, header + yaml.safe_dump(setup.raw, sort_keys=False, allow_unicode=True))
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            out.extend(_differences(a.get(key), b.get(key), f"{prefix}{key}."))
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "the config"]
+
+
+# -- storage --------------------------------------------------------------------------------------
+def open_storage(setup: StudySetup):
+    """An RDB storage with heartbeats: a trial whose worker stops beating for 3 intervals is
+    marked failed by the next worker to start a trial, and queued again once."""
+    optuna = import_optuna()
+    url = setup.storage_url
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 120}}  # workers wait for each other's writes
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    interval = max(1, int(round(setup.heartbeat)))
+    retry = _StaleTrials(setup)
+    kwargs = dict(heartbeat_interval=interval, grace_period=3 * interval)
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        kwargs["heartbeat_stale_trial_callback"] = retry
+    else:  # optuna < 5
+        kwargs["failed_trial_callback"] = retry
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except ImportError as e:
+        raise NnclfError(f"--storage {hidden_password(url)}: the database driver is missing ({e}); e.g. pip install psycopg2-binary") from None
+    except Exception as e:  # sqlalchemy's errors: a wrong URL, a refused connection
+        raise NnclfError(f"--storage {hidden_password(url)}: cannot open the study storage ({str(e).splitlines()[0]})") from None
+
+
+def dispose(storage) -> None:
+    """Close the storage's connections (before a fork, and when done)."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
+
+
+class _StaleTrials:
+    """Heartbeat callback: queue a stale trial again (once) and mark its run folder failed."""
+
+    def __init__(self, setup: StudySetup):
+        self.setup = setup
+
+    def __call__(self, study, trial) -> None:
+        optuna = import_optuna()
+        cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+        cls(max_retry=1)(study, trial)
+        folder = self.setup.trial_folder(trial.number)
+        if folder.is_dir():
+            _write_trial_json(folder, {**_trial_json(self.setup, trial.number, trial.params, {}),
+                                       "state": "failed", "error": "its worker stopped (no heartbeat); the trial was queued again once"})
+
+
+def _trial_json(setup: StudySetup, number: int, params: dict, extra: dict) -> dict:
+    return {
+        "study": setup.name, "number": number, "metric": setup.spec.metric, "direction": setup.spec.direction,
+        "params": params, "seed": trial_seed(setup.base_seed, number), "worker": f"{socket.gethostname()}:{os.getpid()}", **extra,
+    }
+
+
+def _write_trial_json(folder: Path, data: dict) -> None:
+    atomic_write_text(folder / "trial.json", json.dumps(data, indent=2, default=str) + "\n")
+
+
+# -- one worker -----------------------------------------------------------------------------------
+class TrialInterrupted(Exception):
+    """Ctrl-C during a trial: the trial is marked failed (interrupted), the worker stops."""
+
+
+class TrialSkipped(Exception):
+    """Another worker took the last trial of the budget between our count and our ask."""
+
+
+class _Reporter:
+    """Trainer callback: the metric to Optuna after every epoch; stops training when pruned."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric, self.pruned = trial, metric, False
+
+    def on_epoch_end(self, trainer, record: dict, improved: bool) -> None:
+        value = record.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        self.trial.report(float(value), int(record["epoch"]))
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.stop_requested = True
+
+
+def _yaml_value(value: Any) -> str:
+    return json.dumps(value)  # JSON is YAML; floats in repr form read back exactly
+
+
+def trial_overrides(setup: StudySetup, number: int, params: dict[str, Any]) -> list[str]:
+    out = ["tune=null", f"seed={trial_seed(setup.base_seed, number)}", f"data.split_seed={setup.split_seed}"]
+    out.extend(f"{key}={_yaml_value(value)}" for key, value in params.items())
+    return out
+
+
+def suggest(trial, spec: TuneSpec) -> dict[str, Any]:
+    """Values for every dimension. Optuna's categorical values must be scalars: a choice
+    among lists (model.hidden) is suggested as the JSON text of each value."""
+    params: dict[str, Any] = {}
+    for key, p in spec.space.items():
+        if p.type == "uniform":
+            params[key] = trial.suggest_float(key, p.low, p.high)
+        elif p.type == "loguniform":
+            params[key] = trial.suggest_float(key, p.low, p.high, log=True)
+        elif p.type == "int":
+            params[key] = trial.suggest_int(key, p.low, p.high, step=p.step or 1)
+        else:
+            params[key] = decode_choice(trial.suggest_categorical(key, encode_choices(p.values)))
+    return params
+
+
+def encode_choices(values) -> list:
+    if all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
+        return list(values)
+    return [json.dumps(v) for v in values]
+
+
+def decode_choice(value):
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def decoded_params(trial) -> dict[str, Any]:
+    return {k: decode_choice(v) if isinstance(v, str) else v for k, v in trial.params.items()}
+
+
+def make_sampler(setup: StudySetup, seed: Optional[int]):
+    optuna = import_optuna()
+    spec = setup.spec
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "grid":
+        space = {k: encode_choices(v) for k, v in spec.grid_space().items()}
+        return optuna.samplers.GridSampler(space, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, setup.trials // 3)))
+
+
+def make_pruner(setup: StudySetup, epochs: int):
+    optuna = import_optuna()
+    if setup.spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(1, setup.trials // 4)), n_warmup_steps=min(5, max(1, epochs // 5)))
+    if setup.spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
+    return optuna.pruners.NopPruner()
+
+
+@dataclass
+class WorkerResult:
+    ran: int = 0
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+def _counts(study) -> dict[str, int]:
+    optuna = import_optuna()
+    S = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "done": sum(t.state in (S.COMPLETE, S.PRUNED) for t in trials),
+        "running": sum(t.state == S.RUNNING for t in trials),
+        "waiting": sum(t.state == S.WAITING for t in trials),
+    }
+
+
+def run_worker(
+    setup: StudySetup,
+    stop: threading.Event,
+    warn: Callable[[str], None] = lambda m: None,
+    on_trial: Callable[[Any], None] = lambda study: None,
+    worker: int = 0,
+    callbacks: list = (),
+) -> WorkerResult:
+    """Run trials until the study holds ``setup.trials`` complete or pruned trials, the
+    timeout passes, or ``stop`` is set. Many workers (processes, machines) may share a study."""
+    from .. import runs
+    from ..trainer import TrainingDiverged
+
+    optuna = import_optuna()
+    storage = open_storage(setup)
+    # one process alone draws from the config's seed (a study is then reproducible); several
+    # workers must not draw the same sequence, so each mixes in its index and process id
+    counts0 = None
+    result = WorkerResult()
+    seen_warnings: set[str] = set()
+
+    def once(message: str) -> None:  # the same data warning for every trial: say it once
+        if message not in seen_warnings:
+            seen_warnings.add(message)
+            result.warnings.append(message)
+            warn(message)
+
+    try:
+        study = optuna.load_study(study_name=setup.name, storage=storage)
+        counts0 = _counts(study)
+        solo = worker < 0
+        done_before = sum(counts0.values())
+        seed = int(np.random.SeedSequence([setup.base_seed, done_before] + ([] if solo else [worker, os.getpid()])).generate_state(1)[0])
+        epochs = int(load_config(setup.study_yaml).training.epochs)
+        study = optuna.load_study(study_name=setup.name, storage=storage, sampler=make_sampler(setup, seed), pruner=make_pruner(setup, epochs))
+        started = time.monotonic()
+
+        def objective(trial):
+            S = optuna.trial.TrialState
+            earlier = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.RUNNING, S.WAITING)) if t.number < trial.number]
+            if len(earlier) >= setup.trials:
+                trial.set_user_attr("skipped", "the study had its trials when this one started")
+                raise TrialSkipped()
+            params = suggest(trial, setup.spec)
+            overrides = trial_overrides(setup, trial.number, params)
+            trial.set_user_attr("overrides", overrides)
+            folder = setup.trial_folder(trial.number)
+            trial.set_user_attr("folder", str(folder))
+            reporter = _Reporter(trial, setup.spec.metric)
+            t0 = time.time()
+            try:
+                run = runs.train(setup.study_yaml, overrides, setup.folder, folder.name, [reporter, *callbacks], once, stop)
+            except TrainingDiverged as e:
+                trial.set_user_attr("error", str(e))
+                if folder.is_dir():
+                    _write_trial_json(folder, _trial_json(setup, trial.number, params, {"state": "failed", "error": str(e)}))
+                raise
+            seconds = time.time() - t0
+            if run.interrupted and not reporter.pruned:
+                trial.set_user_attr("error", "interrupted (Ctrl-C)")
+                _write_trial_json(folder, _trial_json(setup, trial.number, params, {"state": "interrupted", "seconds": seconds}))
+                raise TrialInterrupted()
+            summary = run.summary
+            record = summary.get("best") or summary.get("final") or {}
+            if reporter.pruned:
+                _mark_summary(folder, "pruned")
+                last = run.history[-1].get(setup.spec.metric) if run.history else None
+                _write_trial_json(folder, _trial_json(setup, trial.number, params, {"state": "pruned", "epochs": summary["epochs_run"], "last_value": last, "seconds": seconds}))
+                raise optuna.TrialPruned()
+            value = record.get(setup.spec.metric)
+            if value is None or not math.isfinite(value):
+                raise NnclfError(f"trial {trial.number}: metric '{setup.spec.metric}' was not logged")
+            test = (summary.get("test") or {}).get("accuracy")
+            trial.set_user_attr("epochs", summary["epochs_run"])
+            if test is not None:
+                trial.set_user_attr("test_accuracy", test)
+            _write_trial_json(folder, _trial_json(setup, trial.number, params, {
+                "state": "complete", "value": value, "best_epoch": summary["best_epoch"], "epochs": summary["epochs_run"],
+                "test_accuracy": test, "seconds": seconds}))
+            return float(value)
+
+        while not stop.is_set():
+            if setup.timeout is not None and time.monotonic() - started >= setup.timeout:
+                break
+            counts = _counts(study)
+            if counts["done"] >= setup.trials:
+                break
+            if counts["done"] + counts["running"] >= setup.trials and not counts["waiting"]:
+                # the last trials are running elsewhere; wait: a killed worker's trial comes back
+                optuna.storages.fail_stale_trials(study)
+                stop.wait(min(1.0, setup.heartbeat / 2))
+                continue
+            try:
+                study.optimize(objective, n_trials=1, catch=(TrainingDiverged, TrialSkipped, TrialInterrupted), gc_after_trial=False)
+            finally:
+                on_trial(study)
+            result.ran += 1
+        result.interrupted = stop.is_set()
+        return result
+    finally:
+        dispose(storage)
+
+
+def _mark_summary(folder: Path, status: str) -> None:
+    path = folder / "summary.json"
+    if path.is_file():
+        summary = json.loads(path.read_text())
+        summary["status"] = status
+        atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+
+
+# -- many workers ---------------------------------------------------------------------------------
+def _worker_main(setup: StudySetup, index: int, threads: Optional[int]) -> None:
+    """A forked worker process: its own storage connection, Ctrl-C stops it after its trial."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    code = 0
+    try:
+        from contextlib import nullcontext
+
+        limiter = nullcontext()
+        if threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            limiter = threadpool_limits(limits=threads, user_api="blas")
+        with limiter:
+            run_worker(setup, stop, worker=index)
+    except NnclfError as e:
+        import sys
+
+        print(f"error: worker {index}: {e}", file=sys.stderr)
+        code = 1
+    os._exit(code)  # no atexit handlers of the parent (rich, the CLI) in a forked child
+
+
+def start_workers(setup: StudySetup, jobs: int) -> list:
+    """``jobs`` worker processes (fork where available: no second import of nnclf and Optuna)."""
+    import multiprocessing as mp
+
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    procs = []
+    for index in range(jobs):
+        p = ctx.Process(target=_worker_main, args=(setup, index, threads), name=f"nnclf-tune-{index}")
+        p.start()
+        procs.append(p)
+    return procs
+
+
+# -- results --------------------------------------------------------------------------------------
+def state_name(trial) -> str:
+    name = trial.state.name.lower()
+    if name == "fail":
+        if trial.user_attrs.get("skipped"):
+            return "skipped"
+        return "interrupted" if trial.user_attrs.get("error", "").startswith("interrupted") else "failed"
+    return name
+
+
+def trial_rows(study) -> list[dict[str, Any]]:
+    """One row per trial: number, state, value, params, epochs, test accuracy, seconds."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+        value = t.value if t.values else None
+        if value is None and t.intermediate_values:
+            last = max(t.intermediate_values)
+            value_last = t.intermediate_values[last]
+        else:
+            value_last = None
+        rows.append({
+            "number": t.number, "state": state_name(t), "value": value, "last_value": value_last,
+            "params": decoded_params(t), "epochs": t.user_attrs.get("epochs", max(t.intermediate_values) if t.intermediate_values else None),
+            "test_accuracy": t.user_attrs.get("test_accuracy"), "seconds": seconds, "folder": t.user_attrs.get("folder"),
+            "error": t.user_attrs.get("error"),
+        })
+    return rows
+
+
+def best_row(rows: list[dict], direction: str) -> Optional[dict]:
+    complete = [r for r in rows if r["state"] == "complete" and r["value"] is not None]
+    if not complete:
+        return None
+    pick = max if direction == "maximize" else min
+    return pick(complete, key=lambda r: (r["value"], -r["number"]) if direction == "maximize" else (r["value"], r["number"]))
+
+
+def write_trials_csv(setup: StudySetup, rows: list[dict]) -> None:
+    keys = list(setup.spec.space)
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["number", "state", setup.spec.metric, "epochs", "test_accuracy", "seconds", *keys])
+    for r in rows:
+        w.writerow([r["number"], r["state"], "" if r["value"] is None else repr(r["value"]), r["epochs"] if r["epochs"] is not None else "",
+                    "" if r["test_accuracy"] is None else repr(r["test_accuracy"]), "" if r["seconds"] is None else f"{r['seconds']:.3f}",
+                    *(json.dumps(r["params"][k]) if k in r["params"] else "" for k in keys)])
+    atomic_write_text(Path(setup.folder) / "trials.csv", out.getvalue())
+
+
+def write_best_yaml(setup: StudySetup, best: dict) -> Path:
+    """The best trial's complete config: study.yaml with the trial's overrides, validated,
+    every default written out and no tune: section; ``nnclf train`` on it repeats the trial."""
+    from ..config import load_config
+
+    overrides = trial_overrides(setup, best["number"], best["params"])
+    cfg = load_config(setup.study_yaml, overrides)
+    path = Path(setup.folder) / "best.yaml"
+    header = (
+        f"# best trial {best['number']} of study '{setup.name}': {setup.spec.metric} {best['value']!r}\n"
+        f"# run folder {setup.trial_folder(best['number'])}; `nnclf train {path}` repeats it bit for bit\n"
+    )
+    atomic_write_text(path, header + cfg.to_yaml())
+    return path
+
+
+@dataclass
+class StudyResult:
+    setup: StudySetup
+    rows: list[dict]
+    best: Optional[dict]
+    best_yaml: Optional[Path]
+    interrupted: bool
+    ran: int  # trials that ended during this command (any worker, any machine)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def read_rows(setup: StudySetup) -> list[dict]:
+    optuna = import_optuna()
+    storage = open_storage(setup)
+    try:
+        return trial_rows(optuna.load_study(study_name=setup.name, storage=storage))
+    finally:
+        dispose(storage)
+
+
+def tune(
+    setup: StudySetup,
+    jobs: int = 1,
+    stop: Optional[threading.Event] = None,
+    warn: Callable[[str], None] = lambda m: None,
+    on_update: Callable[[list[dict]], None] = lambda rows: None,
+    callbacks: list = (),
+    poll: float = 0.5,
+) -> StudyResult:
+    """Run the study with ``jobs`` workers (1: in this process) and finish it: trials.csv,
+    best.yaml. ``on_update(rows)`` is called whenever a trial ends (and while workers run)."""
+    stop = stop or threading.Event()
+    errors: list[str] = []
+    before = {r["number"] for r in read_rows(setup) if r["state"] not in ("running", "waiting")}
+    if jobs <= 1:
+        def on_trial(study):
+            rows = trial_rows(study)
+            write_trials_csv(setup, rows)
+            on_update(rows)
+
+        worker = run_worker(setup, stop, warn, on_trial, worker=-1 if setup.storage_url.startswith("sqlite") else 0, callbacks=callbacks)
+        warnings = worker.warnings
+    else:
+        procs = start_workers(setup, jobs)
+        warnings = []
+        forwarded = False
+        last_rows = None
+        try:
+            while any(p.is_alive() for p in procs):
+                if stop.is_set() and not forwarded:
+                    import signal
+
+                    for p in procs:
+                        if p.is_alive():
+                            os.kill(p.pid, signal.SIGINT)
+                    forwarded = True
+                time.sleep(poll)
+                rows = read_rows(setup)
+                if rows != last_rows:
+                    last_rows = rows
+                    on_update(rows)
+        except KeyboardInterrupt:  # a second Ctrl-C: the workers stop now, their trials fail
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            raise
+        finally:
+            for p in procs:
+                p.join()
+        for i, p in enumerate(procs):
+            if p.exitcode not in (0, None):
+                errors.append(f"worker {i} exited with code {p.exitcode}")
+    rows = read_rows(setup)
+    write_trials_csv(setup, rows)
+    on_update(rows)
+    ran = sum(r["number"] not in before and r["state"] not in ("running", "waiting", "skipped") for r in rows)
+    best = best_row(rows, setup.spec.direction)
+    best_yaml = write_best_yaml(setup, best) if best is not None else None
+    return StudyResult(setup, rows, best, best_yaml, stop.is_set(), ran, warnings, errors)
