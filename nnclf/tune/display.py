@@ -88,11 +88,13 @@ class StudyDisplay:
 
 def render_result(result) -> None:
     s = result.setup
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     done = sum(r["state"] in ("complete", "pruned") for r in result.rows)
     pruned = sum(r["state"] == "pruned" for r in result.rows)
     failed = sum(r["state"] in ("failed", "interrupted") for r in result.rows)
     out.print(f"study {s.name}: {done} trials done ({pruned} pruned), {failed} failed or interrupted, {result.ran} run by this command")
+    if result.ran == 0 and done >= s.trials:
+        out.print(f"the study already holds {s.trials} trials; raise --trials to run more")
     if result.best is None:
         out.print("no trial completed yet")
         return

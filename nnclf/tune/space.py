@@ -77,7 +77,8 @@ class Param:
             return [(f"low {values[0]}", values[0]), (f"high {values[-1]}", values[-1])]
         # a non-round interior point catches a real range on an integer key
         inner = self.low + (self.high - self.low) * 0.381966 if self.type == "uniform" else math.sqrt(self.low * self.high) * 1.0317
-        return [(f"low {self.low!r}", self.low), (f"high {self.high!r}", self.high), (f"the value {inner:.6g} inside the range", inner)]
+        inner = float(f"{inner:.6g}")
+        return [(f"low {self.low!r}", self.low), (f"high {self.high!r}", self.high), (f"the value {inner!r} inside the range", inner)]
 
 
 @dataclass

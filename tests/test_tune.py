@@ -1,0 +1,363 @@
+"""nnclf tune: the search space checked against the schema, tiny studies with every sampler and
+pruner, continuing, Ctrl-C, worker processes sharing a study, and best.yaml repeating a trial."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import DATA, ROOT, merged, write_config
+
+pytest.importorskip("optuna")
+
+BASE = f"""
+seed: 3
+data:
+  train: {DATA / 'iris.csv'}
+  target: species
+model:
+  hidden: [8]
+training:
+  epochs: 6
+  batch_size: 16
+"""
+
+TUNE = """
+tune:
+  metric: val_accuracy
+  trials: 4
+  sampler: random
+  space:
+    optimizer.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
+    model.hidden: {type: choice, values: [[8], [16, 8]]}
+"""
+
+
+def config(tmp_path: Path, *extra: str, name: str = "study.yaml") -> Path:
+    return write_config(tmp_path, merged(BASE, TUNE, *extra), name)
+
+
+def rows(folder: Path) -> list[dict]:
+    with (folder / "trials.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# -- the search space -----------------------------------------------------------------------------
+SPACE_ERRORS = [
+    (
+        "    optimizer.lrr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}\n",
+        "line 5: tune.space.optimizer.lrr: unknown config key (did you mean 'optimizer.lr'?); "
+        "a dimension is a dotted key such as optimizer.lr or model.hidden",
+    ),
+    (
+        "    optimizer.lr: {type: logunifrom, low: 1.0e-3, high: 1.0e-1}\n",
+        "line 5: tune.space.optimizer.lr.type: unknown type 'logunifrom' (did you mean 'loguniform'?); "
+        "valid: uniform, loguniform, int, choice",
+    ),
+    (
+        "    model.dropout: {type: uniform, low: 0.0, high: 1.5}\n",
+        "line 5: tune.space.model.dropout: high 1.5 would be refused by the config schema: "
+        "model.dropout: input should be less than 1, got 1.5",
+    ),
+    (
+        "    training.epochs: {type: uniform, low: 5, high: 20}\n",
+        "line 5: tune.space.training.epochs: the value 10.7295 inside the range would be refused by the config schema: "
+        "training.epochs: input should be a valid integer, got a number with a fractional part, got 10.7295",
+    ),
+    (
+        "    model.activation: {type: choice, values: [relu, tanhh]}\n",
+        "line 5: tune.space.model.activation: value 'tanhh' would be refused by the config schema: "
+        "model.activation: unknown activation 'tanhh' (did you mean 'tanh'?); valid:",
+    ),
+    (
+        "    optimizer.momentum: {type: uniform, low: 0.5, high: 0.9}\n",
+        "line 5: tune.space.optimizer.momentum: low 0.5 would be refused by the config schema: "
+        "optimizer.momentum: unknown key for optimizer 'adam'",
+    ),
+    (
+        "    optimizer.lr: {type: loguniform, low: 0.0, high: 1.0e-1}\n",
+        "line 5: tune.space.optimizer.lr.low: a loguniform range needs low > 0, got 0.0",
+    ),
+    (
+        "    optimizer.lr: {type: uniform, low: 1.0e-3, hihg: 1.0e-1}\n",
+        "line 5: tune.space.optimizer.lr.hihg: unknown key for type uniform (did you mean 'high'?); valid keys: type, low, high",
+    ),
+    (
+        "    training.batch_size: {type: int, low: 8, high: 30, step: 8}\n",
+        "line 5: tune.space.training.batch_size.step: high - low (22) must be a multiple of step 8",
+    ),
+    (
+        "    seed: {type: int, low: 0, high: 9}\n",
+        "line 5: tune.space.seed: cannot be searched: each trial's seed is derived from the config's seed and the trial number",
+    ),
+]
+
+
+@pytest.mark.parametrize("line, message", SPACE_ERRORS)
+def test_search_space_errors_name_file_line_and_key(cli, tmp_path, line, message):
+    text = "tune:\n  metric: val_loss\n  trials: 2\n  space:\n" + line
+    path = write_config(tmp_path, BASE + text.replace("tune:", "tune:", 1))
+    # the tune section starts after BASE's lines
+    offset = BASE.count("\n")
+    result = cli(f"tune {path}")
+    assert result.exit_code == 1
+    expected_line = int(message.split(":")[0].split()[1]) + offset
+    expected = f"error: {path}, line {expected_line}:{message.split(':', 1)[1]}"
+    assert result.stderr.startswith(expected), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("trial-*"))
+
+
+def test_tune_section_errors(cli, tmp_path):
+    path = config(tmp_path, "tune: {sampler: tpee}")
+    result = cli(f"tune {path}")
+    assert result.exit_code == 1
+    assert f"{path}, line " in result.stderr
+    assert "tune.sampler: unknown sampler 'tpee' (did you mean 'tpe'?); valid: tpe, random, grid" in result.stderr
+    path = config(tmp_path, "tune: {metrc: val_loss}")
+    assert "tune.metrc: unknown key (did you mean 'metric'?)" in cli(f"tune {path}").stderr
+    path = config(tmp_path, "tune: {metric: val_acc}")
+    assert "tune.metric: unknown metric 'val_acc' (did you mean 'val_accuracy'?)" in cli(f"tune {path}").stderr
+    path = config(tmp_path, "data: {val_split: 0}")
+    assert "tune.metric: 'val_accuracy' needs validation data" in cli(f"tune {path}").stderr
+    path = config(tmp_path, "tune: {sampler: grid, space: {optimizer.lr: {type: uniform, low: 0.001, high: 0.1}}}")
+    assert "the grid sampler needs choice or int dimensions, got uniform" in cli(f"tune {path}").stderr
+    path = write_config(tmp_path, BASE, "plain.yaml")
+    assert "no tune: section" in cli(f"tune {path}").stderr
+
+
+def test_train_ignores_the_tune_section(cli, tmp_path):
+    path = config(tmp_path)
+    result = cli(f"train {path} --name plain -q")
+    assert result.exit_code == 0, result.stderr
+    saved = yaml.safe_load((tmp_path / "runs" / "plain" / "config.yaml").read_text())
+    assert saved["tune"]["sampler"] == "random"  # kept as written, not used
+
+
+def test_missing_optuna_gives_the_install_command(monkeypatch):
+    from nnclf.errors import NnclfError
+    from nnclf.tune.study import import_optuna
+
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    with pytest.raises(NnclfError, match=r'pip install "\.\[tune\]" in a clone, or pip install "nnclf\[tune\]"'):
+        import_optuna()
+
+
+def test_trial_seeds_differ_and_are_reproducible():
+    from nnclf.tune.study import trial_seed
+
+    seeds = [trial_seed(3, n) for n in range(50)]
+    assert len(set(seeds)) == 50
+    assert seeds == [trial_seed(3, n) for n in range(50)]
+    assert trial_seed(4, 0) != trial_seed(3, 0)
+
+
+# -- studies --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampler, pruner", [("tpe", "median"), ("random", "hyperband"), ("random", "none"), ("tpe", "none")])
+def test_tiny_study_with_each_sampler_and_pruner(cli, tmp_path, sampler, pruner):
+    path = config(tmp_path, f"tune: {{sampler: {sampler}, pruner: {pruner}, trials: 5}}", "training: {epochs: 8}")
+    result = cli(f"tune {path} --study s")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "runs" / "s"
+    table = rows(folder)
+    assert [int(r["number"]) for r in table] == [0, 1, 2, 3, 4]
+    assert {r["state"] for r in table} <= {"complete", "pruned"}
+    for r in table:
+        trial = json.loads((folder / f"trial-{int(r['number']):04d}" / "trial.json").read_text())
+        assert trial["state"] == r["state"]
+        summary = json.loads((folder / f"trial-{int(r['number']):04d}" / "summary.json").read_text())
+        assert summary["status"] == ("pruned" if r["state"] == "pruned" else "finished")
+        if r["state"] == "pruned":
+            assert summary["epochs_run"] < 8
+        else:
+            assert float(r["val_accuracy"]) == summary["best"]["val_accuracy"]
+    complete = [r for r in table if r["state"] == "complete"]
+    best = max(complete, key=lambda r: (float(r["val_accuracy"]), -int(r["number"])))
+    assert f"best trial {best['number']}: val_accuracy" in result.stdout
+    assert (folder / "best.yaml").is_file()
+
+
+def test_grid_sampler_visits_every_point_once(cli, tmp_path):
+    grid = ("tune: {sampler: grid, metric: val_loss, space: {optimizer.lr: {type: choice, values: [0.01, 0.05]}, "
+            "training.batch_size: {type: int, low: 8, high: 24, step: 8}}}")
+    path = write_config(tmp_path, merged(BASE, grid))
+    result = cli(f"tune {path} --study g")
+    assert result.exit_code == 0, result.stderr
+    table = rows(tmp_path / "runs" / "g")
+    points = sorted((float(r["optimizer.lr"]), int(r["training.batch_size"])) for r in table)
+    assert points == sorted((lr, b) for lr in (0.01, 0.05) for b in (8, 16, 24))
+
+
+def test_best_yaml_repeats_the_best_trial_bit_for_bit(cli, tmp_path):
+    path = config(tmp_path, "tune: {trials: 3}")
+    assert cli(f"tune {path} --study s -q").exit_code == 0
+    folder = tmp_path / "runs" / "s"
+    best_yaml = folder / "best.yaml"
+    best = yaml.safe_load(best_yaml.read_text())
+    assert "tune" not in best
+    number = int(best_yaml.read_text().split("best trial ")[1].split()[0])
+    result = cli(f"train {best_yaml} --name again -q")
+    assert result.exit_code == 0, result.stderr
+    for which in ("best", "last"):
+        a = np.load(folder / f"trial-{number:04d}" / "checkpoints" / f"{which}.npz", allow_pickle=False)
+        b = np.load(tmp_path / "runs" / "again" / "checkpoints" / f"{which}.npz", allow_pickle=False)
+        assert a["params"].tobytes() == b["params"].tobytes()
+    trial_metrics = (folder / f"trial-{number:04d}" / "metrics.csv").read_text().splitlines()
+    again = (tmp_path / "runs" / "again" / "metrics.csv").read_text().splitlines()
+    assert [line.rsplit(",", 1)[0] for line in trial_metrics] == [line.rsplit(",", 1)[0] for line in again]  # all but seconds
+
+
+def test_rerunning_continues_the_study(cli, tmp_path):
+    path = config(tmp_path, "tune: {trials: 2}")
+    assert cli(f"tune {path} --study s").exit_code == 0
+    folder = tmp_path / "runs" / "s"
+    first = (folder / "trial-0000" / "metrics.csv").read_text()
+    result = cli(f"tune {path} --study s")
+    assert result.exit_code == 0
+    assert "2 trials done" in result.stdout and "0 run by this command" in result.stdout
+    result = cli(f"tune {path} --study s --trials 4")
+    assert result.exit_code == 0, result.stderr
+    assert "4 trials done" in result.stdout and "2 run by this command" in result.stdout
+    assert [int(r["number"]) for r in rows(folder)] == [0, 1, 2, 3]
+    assert (folder / "trial-0000" / "metrics.csv").read_text() == first
+    # another config under the same study name is refused, not mixed in
+    other = config(tmp_path, "tune: {trials: 4}", "model: {activation: tanh}", name="other.yaml")
+    result = cli(f"tune {other} --study s")
+    assert result.exit_code == 1
+    assert "the study was started with another config (model.activation changed)" in result.stderr
+
+
+def test_same_study_from_scratch_is_reproducible(cli, tmp_path):
+    path = config(tmp_path, "tune: {trials: 3, sampler: tpe}")
+    assert cli(f"tune {path} --study a").exit_code == 0
+    assert cli(f"tune {path} --study b").exit_code == 0
+    a, b = rows(tmp_path / "runs" / "a"), rows(tmp_path / "runs" / "b")
+    keep = ["number", "state", "val_accuracy", "optimizer.lr", "model.hidden"]
+    assert [{k: r[k] for k in keep} for r in a] == [{k: r[k] for k in keep} for r in b]
+
+
+def _tune_process(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "nnclf", "tune", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, seconds: float = 60.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_trials_and_marks_the_running_one(tmp_path):
+    path = config(tmp_path, "tune: {trials: 40}", "training: {epochs: 400, batch_size: 4}")
+    folder = tmp_path / "runs" / "s"
+    proc = _tune_process([str(path), "--study", "s"], tmp_path)
+    assert _wait_for(lambda: (folder / "trial-0001" / "metrics.csv").exists()), proc.communicate(timeout=5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished trials are kept" in err
+    table = rows(folder)
+    assert table[-1]["state"] == "interrupted"
+    assert all(r["state"] == "complete" for r in table[:-1])
+    last = folder / f"trial-{int(table[-1]['number']):04d}"
+    assert json.loads((last / "trial.json").read_text())["state"] == "interrupted"
+    assert json.loads((last / "summary.json").read_text())["status"] == "interrupted"
+    # the same command continues: the interrupted trial does not count, finished ones stay
+    done = len(table) - 1
+    result = subprocess.run([sys.executable, "-m", "nnclf", "tune", str(path), "--study", "s", "--trials", str(done + 1),
+                             "--set", "training.epochs=400"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    states = [r["state"] for r in rows(folder)]
+    assert states.count("complete") == done + 1 and states.count("interrupted") == 1
+
+
+def _check_shared_study(folder: Path, total: int) -> None:
+    table = rows(folder)
+    numbers = [int(r["number"]) for r in table]
+    assert len(numbers) == len(set(numbers))
+    done = [r for r in table if r["state"] in ("complete", "pruned")]
+    assert len(done) == total, table
+    # each trial ran once: one run folder per trial that ran, named by its number, and its
+    # trial.json says that number and the state the study has
+    folders = sorted(p.name for p in folder.glob("trial-*"))
+    assert folders == sorted(f"trial-{int(r['number']):04d}" for r in table if r["state"] != "skipped")
+    workers = set()
+    for r in done:
+        trial = json.loads((folder / f"trial-{int(r['number']):04d}" / "trial.json").read_text())
+        assert trial["number"] == int(r["number"]) and trial["state"] == r["state"]
+        workers.add(trial["worker"])
+        assert json.loads((folder / f"trial-{int(r['number']):04d}" / "summary.json").read_text())["epochs_run"] >= 1
+    return workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs, total", [(2, 8), (4, 12)])
+def test_worker_processes_share_one_study(cli, tmp_path, jobs, total):
+    path = config(tmp_path, f"tune: {{trials: {total}}}")
+    result = cli(f"tune {path} --study s --jobs {jobs}")
+    assert result.exit_code == 0, result.stderr
+    workers = _check_shared_study(tmp_path / "runs" / "s", total)
+    assert len(workers) >= 2  # the work was shared
+
+
+@pytest.mark.slow
+def test_a_killed_workers_trial_is_failed_and_retried(tmp_path):
+    path = config(tmp_path, "tune: {trials: 6}", "training: {epochs: 150, batch_size: 4}")
+    folder = tmp_path / "runs" / "s"
+    proc = _tune_process([str(path), "--study", "s", "--jobs", "2", "--heartbeat", "1"], tmp_path)
+    # kill one worker in the middle of its trial (a child of the tune process)
+    assert _wait_for(lambda: (folder / "trial-0001" / "metrics.csv").exists()), proc.communicate(timeout=5)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 2
+    os.kill(int(children[0]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    table = rows(folder)
+    failed = [r for r in table if r["state"] == "failed"]
+    assert len(failed) == 1, table
+    assert len([r for r in table if r["state"] in ("complete", "pruned")]) == 6
+    retried = [r for r in table if r["number"] != failed[0]["number"] and r["optimizer.lr"] == failed[0]["optimizer.lr"]]
+    assert len(retried) == 1  # queued again with the same parameters, once
+    stale = folder / f"trial-{int(failed[0]['number']):04d}" / "trial.json"
+    assert json.loads(stale.read_text())["state"] == "failed"
+    assert "worker 0 exited" in err or "worker 1 exited" in err
+    assert proc.returncode == 1
+
+
+POSTGRES = os.environ.get("NNCLF_TEST_POSTGRES_URL")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not POSTGRES, reason="no PostgreSQL: set NNCLF_TEST_POSTGRES_URL=postgresql://user@host/db "
+                    "(bash .ci/run starts a local server and sets it) and pip install psycopg2-binary")
+def test_two_machines_share_a_postgresql_study(tmp_path):
+    """Two independent commands (as on two machines: separate run folders) join one study."""
+    pytest.importorskip("psycopg2")
+    path = config(tmp_path, "tune: {trials: 8}")
+    name = f"pg{os.getpid()}x{time.time_ns() % 10**9}"
+    procs = [_tune_process([str(path), "--study", name, "--storage", POSTGRES, "--runs-dir", f"m{i}"], tmp_path) for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    folders = [tmp_path / f"m{i}" / name for i in range(2)]
+    numbers = [{int(p.name.split("-")[1]) for p in f.glob("trial-*")} for f in folders]
+    assert numbers[0] and numbers[1] and not numbers[0] & numbers[1]  # each machine its own trials
+    table = rows(folders[0])  # from the shared storage: every trial of both machines
+    assert len([r for r in table if r["state"] in ("complete", "pruned")]) == 8
+    ran = {int(r["number"]) for r in table if r["state"] != "skipped"}
+    assert ran == numbers[0] | numbers[1]
