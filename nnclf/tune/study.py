@@ -208,9 +208,22 @@ def open_storage(setup: StudySetup):
     else:  # optuna < 5
         kwargs["failed_trial_callback"] = retry
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            except ImportError:
+                raise
+            except Exception:
+                # machines that start together on a new database race to create its tables;
+                # the loser finds them made a moment later
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except ImportError as e:
-        raise NnclfError(f"--storage {hidden_password(url)}: the database driver is missing ({e}); e.g. pip install psycopg2-binary") from None
+        raise NnclfError(
+            f"--storage {hidden_password(url)}: the database driver is missing ({e}); install it, e.g. "
+            f"pip install psycopg2-binary and a postgresql+psycopg2:// URL, or pip install \"psycopg[binary]\" for postgresql://"
+        ) from None
     except Exception as e:  # sqlalchemy's errors: a wrong URL, a refused connection
         raise NnclfError(f"--storage {hidden_password(url)}: cannot open the study storage ({str(e).splitlines()[0]})") from None
 
