@@ -331,10 +331,19 @@ def list_runs(
 @app.command()
 @errors_to_exit
 def report(
-    run: Path = typer.Argument(..., help="Run folder."),
+    run: Path = typer.Argument(..., help="Run folder, or a study folder of nnclf tune."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated: the checkpoint scored on the test rows."),
 ):
-    """Write RUN/report.html: one self-contained page with the run, its metrics and plots."""
+    """Write RUN/report.html: one self-contained page with the run, its metrics and plots (for a
+    study folder: optimisation history, parameter importances, the metric against each parameter)."""
+    from .tune.report import is_study_folder
+
+    if is_study_folder(run):
+        from .tune.report import make_study_report
+
+        result = make_study_report(run, warn)
+        print(f"wrote {result['html']}")
+        return
     from .report import make_report
 
     result = make_report(run, warn, checkpoint)

@@ -361,3 +361,25 @@ def test_two_machines_share_a_postgresql_study(tmp_path):
     assert len([r for r in table if r["state"] in ("complete", "pruned")]) == 8
     ran = {int(r["number"]) for r in table if r["state"] != "skipped"}
     assert ran == numbers[0] | numbers[1]
+
+
+def test_study_report(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = config(tmp_path, "tune: {trials: 4}")
+    assert cli(f"tune {path} --study s -q").exit_code == 0
+    folder = tmp_path / "runs" / "s"
+    result = cli(f"report {folder}")
+    assert result.exit_code == 0, result.stderr
+    for name in ("history.png", "param_optimizer.lr.png", "param_model.hidden.png", "report.html"):
+        assert f"wrote {folder / name}" in result.stdout
+        assert (folder / name).stat().st_size > 0
+    assert (folder / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (folder / "report.html").read_text()
+    assert "Optimisation history" in page and "Parameter importances" in page
+    from nnclf.tune.report import importances, read_study
+
+    meta, table = read_study(folder)
+    assert [r["number"] for r in table] == [0, 1, 2, 3]
+    imp = importances(meta, table)
+    if imp is not None:  # None only when every complete trial scored the same
+        assert set(imp) == {"optimizer.lr", "model.hidden"} and abs(sum(imp.values()) - 1) < 1e-9
