@@ -402,6 +402,41 @@ def tune(
         raise typer.Exit(EXIT_ERROR)
 
 
+# -- lr-find ----------------------------------------------------------------------------------
+@app.command("lr-find")
+@errors_to_exit
+def lr_find(
+    config: Path = typer.Argument(..., help="YAML config file."),
+    steps: int = typer.Option(200, "--steps", min=10, help="Optimizer steps (one mini-batch each)."),
+    min_lr: float = typer.Option(1e-7, "--min-lr", help="Learning rate of the first step."),
+    max_lr: float = typer.Option(10.0, "--max-lr", help="Learning rate of the last step."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write loss against lr as a PNG here (needs nnclf[plot])."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (lrs, losses, suggestion) on stdout."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key, as in train."),
+):
+    """The learning-rate range test: train with an exponentially growing lr and suggest one."""
+    from .lrfind import lr_find as run, plot as draw
+    from .report import text_chart
+
+    result = run(config, set_, steps, min_lr, max_lr, warn)
+    if plot is not None:
+        draw(result, plot)
+    if as_json:
+        print(json.dumps(result.__dict__, indent=2))
+        return
+    print(f"loss against lr ({result.lrs[0]:.2g} .. {result.lrs[-1]:.2g}, log scale, {len(result.lrs)} steps; s = smoothed)")
+    print(text_chart({"s": result.smoothed}))
+    if result.diverged_at is not None:
+        print(f"the loss diverged at lr {result.diverged_at:.3g}; the test stopped there")
+    if result.suggestion is None:
+        print("no suggestion: the loss did not fall; widen the range (--min-lr, --max-lr) or take more --steps")
+    else:
+        print(f"lowest smoothed loss at lr {result.min_loss_lr:.3g}")
+        print(f"suggested lr (steepest descent): {result.suggestion:.3g}   e.g. nnclf train {config} --set optimizer.lr={result.suggestion:.3g}")
+    if plot is not None:
+        print(f"wrote {plot}")
+
+
 # -- config -----------------------------------------------------------------------------------
 @app.command("config")
 @errors_to_exit
