@@ -145,7 +145,7 @@ def train(
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
     data: Optional[Path] = typer.Argument(None, help="Labelled CSV (default: the run's held-out test data)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated (see nnclf calibrate)."),
+    checkpoint: str = typer.Option("auto", "--checkpoint", help="auto (refit.npz if training.refit made one, else best), best, last, calibrated (see nnclf calibrate) or refit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Score a trained model on labelled data."""
@@ -166,7 +166,7 @@ def predict(
     run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
     data: Path = typer.Argument(..., help="CSV with the feature columns (extra columns are ignored)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated (see nnclf calibrate)."),
+    checkpoint: str = typer.Option("auto", "--checkpoint", help="auto (refit.npz if training.refit made one, else best), best, last, calibrated (see nnclf calibrate) or refit."),
     chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="At most about this many rows read and predicted at a time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ):

@@ -278,6 +278,9 @@ class TrainingConfig(Section):
     @classmethod
     def _null_is_none(cls, calibration):
         return "none" if calibration is None else calibration
+    # after training, train again on training + validation rows for the best epoch's count
+    # (checkpoints/refit.npz, the model predict and evaluate use by default)
+    refit: bool = False
 
     @field_validator("threads", mode="before")
     @classmethod

@@ -18,18 +18,21 @@ from .seeds import model_rng
 Warn = Callable[[str], None]
 
 
-CHECKPOINTS = ("best", "last", "calibrated")
+CHECKPOINTS = ("auto", "best", "last", "calibrated", "refit")
 
 
 def checkpoint_path(run: str | Path, which: str) -> Path:
-    """A checkpoint file as given, or RUN/checkpoints/{best,last,calibrated}.npz."""
+    """A checkpoint file as given, or RUN/checkpoints/{best,last,calibrated,refit}.npz; ``auto``
+    is refit.npz when training.refit made one, else best.npz."""
     run = Path(run)
     if which not in CHECKPOINTS:
-        raise NnclfError(f"--checkpoint: expected best, last or calibrated, got {which!r}")
+        raise NnclfError(f"--checkpoint: expected auto, best, last, calibrated or refit, got {which!r}")
     if run.is_file():
         return run
     if not run.exists():
         raise NnclfError(f"{run}: no such run folder or checkpoint file")
+    if which == "auto":
+        which = "refit" if (run / "checkpoints" / "refit.npz").is_file() else "best"
     path = run / "checkpoints" / f"{which}.npz"
     if not path.is_file():
         if which == "best" and (run / "checkpoints" / "last.npz").is_file():
@@ -95,7 +98,7 @@ def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn):
     return frame, y
 
 
-def evaluate(run: str | Path, data: Optional[str | Path], which: str = "best", warn: Warn = lambda m: None, details: bool = False) -> dict:
+def evaluate(run: str | Path, data: Optional[str | Path], which: str = "auto", warn: Warn = lambda m: None, details: bool = False) -> dict:
     """Scores of a checkpoint on labelled data (default: the run's held-out test rows). With
     ``details`` the report also carries the rows' labels, probabilities and predictions (``y``,
     ``proba``, ``classes`` arrays, and ``proba_uncalibrated`` for a calibrated checkpoint; for the
@@ -191,7 +194,7 @@ def predict_csv(
     run: str | Path,
     data: str | Path,
     output: Optional[str | Path],
-    which: str = "best",
+    which: str = "auto",
     chunk_rows: int = 100_000,
     overwrite: bool = False,
     warn: Warn = lambda m: None,

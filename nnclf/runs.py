@@ -393,6 +393,8 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
     except TrainingDiverged as e:  # the trained weights give NaN on the test rows
         atomic_write_text(run.folder / "summary.json", json.dumps(_summary(run, trainer, started, "diverged", str(e)), indent=2) + "\n")
         raise
+    if cfg.training.refit and summary["status"] == "finished":
+        _refit(run, trainer, summary, stop, warn)
     atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     return RunResult(run.folder, trainer.history, summary, trainer.interrupted)
 
@@ -412,6 +414,63 @@ def _calibrate(run: TrainingRun, warn) -> float:
             if which == "best" and bound_warning(entry, f"{path}: training.calibration"):
                 warn(bound_warning(entry, f"{path}: training.calibration"))
     return temperatures.get("best", temperatures.get("last", 1.0))
+
+
+def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> None:
+    """``training.refit``: train a fresh network (the same initialisation, optimizer and
+    schedule) on training + validation rows for the best epoch's count, no early stopping,
+    into checkpoints/refit.npz; the summary's test metrics become the refit model's (those of
+    best.npz move to ``test_before_refit``)."""
+    from types import SimpleNamespace
+
+    cfg, p = run.cfg, run.prepared
+    epochs = trainer.state.best_epoch or trainer.state.epoch
+    if p.val is None or len(p.val) == 0:
+        warn("training.refit: no validation rows, so nothing to add; the run keeps best.npz only")
+        return
+    if epochs < 1:
+        return
+    start = time.perf_counter()
+    x = np.concatenate([p.train.x, p.val.x])
+    y = np.concatenate([p.train.y, p.val.y])
+    refit_cfg = cfg.model_copy(deep=True)
+    refit_cfg.training.epochs = epochs
+    refit_cfg.training.early_stopping = None
+    both = SimpleNamespace(labels=p.labels, train=SimpleNamespace(x=x, y=y), val=None)
+    refitter = _make_trainer(refit_cfg, both, [])
+
+    class StopWatcher:
+        def on_batch_end(self, tr, *args):
+            if stop is not None and stop.is_set():
+                tr.stop_requested = True
+
+    refitter.callbacks = [StopWatcher()]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        try:
+            refitter.fit(x, y)
+        except TrainingDiverged as e:
+            warn(f"training.refit: {e}; the run keeps best.npz")
+            summary["refit"] = {"status": "diverged", "epochs": epochs, "error": str(e)}
+            return
+    if refitter.interrupted:
+        warn("training.refit: interrupted; the run keeps best.npz only")
+        summary["refit"] = {"status": "interrupted", "epochs": epochs}
+        return
+    run.save("refit", refitter, refitter.net.params)
+    summary["refit"] = {"status": "finished", "epochs": epochs, "rows": int(len(y)), "train_loss": refitter.history[-1]["train_loss"],
+                        "seconds": time.perf_counter() - start}
+    test = p.test
+    if test is not None and len(test) > 0 and "test" in summary:
+        with np.errstate(over="ignore", invalid="ignore"):
+            proba = refitter.loss.predict_proba(refitter.net.logits(test.x))
+        if np.all(np.isfinite(proba)):
+            report = classification_report(test.y, proba, p.labels.values)
+            summary["test_before_refit"] = summary["test"]
+            summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}
+            summary["test"]["checkpoint"] = "refit"
+
+
+def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None) -> dict[str, Any]:
 
 
 def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None, temperature: float = 1.0) -> dict[str, Any]:

@@ -370,7 +370,7 @@ def test_evaluate_and_predict_name_bad_runs(cli, three, tmp_path):
         r = cli([command, "nope", data])
         assert (r.exit_code, r.stderr) == (1, "error: nope: no such run folder or checkpoint file\n")
         r = cli([command, run, data, "--checkpoint", "middle"])
-        assert (r.exit_code, r.stderr) == (1, "error: --checkpoint: expected best, last or calibrated, got 'middle'\n")
+        assert (r.exit_code, r.stderr) == (1, "error: --checkpoint: expected auto, best, last, calibrated or refit, got 'middle'\n")
         (tmp_path / "empty").mkdir(exist_ok=True)
         r = cli([command, "empty", data])
         assert (r.exit_code, r.stderr) == (1, "error: empty: no checkpoints/best.npz (is it a run folder?)\n")
