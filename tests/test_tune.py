@@ -263,7 +263,7 @@ def _wait_for(predicate, seconds: float = 60.0):
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_marks_the_running_one(tmp_path):
-    path = config(tmp_path, "tune: {trials: 40}", "training: {epochs: 400, batch_size: 4}")
+    path = config(tmp_path, "tune: {trials: 40}", "training: {epochs: 300, batch_size: 8}")
     folder = tmp_path / "runs" / "s"
     proc = _tune_process([str(path), "--study", "s"], tmp_path)
     assert _wait_for(lambda: (folder / "trial-0001" / "metrics.csv").exists()), proc.communicate(timeout=5)
@@ -279,9 +279,8 @@ def test_ctrl_c_keeps_finished_trials_and_marks_the_running_one(tmp_path):
     assert json.loads((last / "summary.json").read_text())["status"] == "interrupted"
     # the same command continues: the interrupted trial does not count, finished ones stay
     done = len(table) - 1
-    result = subprocess.run([sys.executable, "-m", "nnclf", "tune", str(path), "--study", "s", "--trials", str(done + 1),
-                             "--set", "training.epochs=400"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "nnclf", "tune", str(path), "--study", "s", "--trials", str(done + 1)],
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     states = [r["state"] for r in rows(folder)]
     assert states.count("complete") == done + 1 and states.count("interrupted") == 1
