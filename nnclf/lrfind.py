@@ -114,6 +114,7 @@ def lr_find(config_path: str | Path, overrides: list[str] = (), steps: int = 200
     from .build import build_loss, build_network, build_optimizer, class_weight_vector
     from .config import load_config
     from .data.dataset import prepare
+    from .seeds import model_rng
 
     if not (0 < lr_min < lr_max) or not math.isfinite(lr_max):
         raise NnclfError(f"--min-lr {lr_min:g} and --max-lr {lr_max:g}: need 0 < min < max")
@@ -124,7 +125,7 @@ def lr_find(config_path: str | Path, overrides: list[str] = (), steps: int = 200
     train = prepared.train
     loss = build_loss(cfg, len(prepared.labels), class_weight_vector(cfg, prepared.labels.values, train.y))
     net = build_network(cfg, train.x.shape[1], loss)
-    rng = np.random.default_rng([cfg.seed, 1])  # the model's stream, as in training
+    rng = model_rng(cfg.seed)  # the model stream, as in training
     net.initialize(cfg.model.init, rng)
     optimizer = build_optimizer(cfg, net)
     step = _step_function(net, loss, optimizer, cfg.loss.weight_decay, cfg.training.clip_norm, rng)
@@ -137,24 +138,8 @@ def lr_find(config_path: str | Path, overrides: list[str] = (), steps: int = 200
 
 def _step_function(net, loss, optimizer, weight_decay: float, clip_norm, rng):
     """``(xs, ys, lr) -> loss``: one training step as the trainer takes it."""
-    try:
-        from .engine.step import TrainingStep
-    except ImportError:  # before the step redesign lands
-        from .engine.parallel import batch_gradient
+    from .engine.step import TrainingStep
 
-        def step(xs, ys, lr):
-            value, _ = batch_gradient(net, loss, xs, ys, 1.0, rng)
-            if not math.isfinite(value):
-                return value
-            net.add_l2_gradient(weight_decay)
-            if clip_norm is not None:
-                norm = math.sqrt(float(np.dot(net.grads, net.grads)))
-                if norm > clip_norm:
-                    net.grads *= net.dtype.type(clip_norm / norm)
-            optimizer.step(net.params, net.grads, lr)
-            return value
-
-        return step
     training_step = TrainingStep(net, loss, optimizer, weight_decay, clip_norm)
 
     def step(xs, ys, lr):

@@ -424,7 +424,7 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
     from types import SimpleNamespace
 
     cfg, p = run.cfg, run.prepared
-    epochs = trainer.state.best_epoch or trainer.state.epoch
+    epochs = trainer.best_epoch or trainer.epoch
     if p.val is None or len(p.val) == 0:
         warn("training.refit: no validation rows, so nothing to add; the run keeps best.npz only")
         return
@@ -445,7 +445,10 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
                 tr.stop_requested = True
 
     refitter.callbacks = [StopWatcher()]
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    batch = len(y) if refitter.batch_size is None else min(refitter.batch_size, len(y))
+    threads = BlasThreads(cfg.training.threads, step_flops(refitter.net.sizes, batch))
+    refitter.speed = threads
+    with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
             refitter.fit(x, y)
         except TrainingDiverged as e:
