@@ -34,7 +34,7 @@ def study_table(rows: list[dict], metric: str, direction: str, keys: list[str], 
         value = r["value"] if r["value"] is not None else r.get("last_value")
         mark = r is best or (best is not None and r["number"] == best["number"])
         cells = [str(r["number"]), r["state"] + (" (best)" if mark else ""), _value(value) + (" (last)" if r["value"] is None and value is not None else ""),
-                 _value(r["epochs"]), *(_value(r["params"].get(k)) for k in keys), _value(r["seconds"])]
+                 _value(r["epochs"]), *(_value(r["params"].get(k)) for k in keys), "-" if r["seconds"] is None else f"{r['seconds']:.2f}"]
         table.add_row(*cells, style="bold green" if mark else None)
     done = sum(r["state"] in ("complete", "pruned") for r in rows)
     if best is not None:

@@ -564,12 +564,9 @@ def trial_rows(study) -> list[dict[str, Any]]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        value = t.value if t.values else None
-        if value is None and t.intermediate_values:
-            last = max(t.intermediate_values)
-            value_last = t.intermediate_values[last]
-        else:
-            value_last = None
+        # Optuna stores a pruned trial's last reported value as its value: shown as such
+        value = t.value if t.values and t.state.name == "COMPLETE" else None
+        value_last = t.intermediate_values[max(t.intermediate_values)] if value is None and t.intermediate_values else None
         rows.append({
             "number": t.number, "state": state_name(t), "value": value, "last_value": value_last,
             "params": decoded_params(t), "epochs": t.user_attrs.get("epochs", max(t.intermediate_values) if t.intermediate_values else None),
@@ -593,7 +590,8 @@ def write_trials_csv(setup: StudySetup, rows: list[dict]) -> None:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["number", "state", setup.spec.metric, "epochs", "test_accuracy", "seconds", *keys])
     for r in rows:
-        w.writerow([r["number"], r["state"], "" if r["value"] is None else repr(r["value"]), r["epochs"] if r["epochs"] is not None else "",
+        value = r["value"] if r["value"] is not None else r["last_value"]  # pruned: the last reported
+        w.writerow([r["number"], r["state"], "" if value is None else repr(value), r["epochs"] if r["epochs"] is not None else "",
                     "" if r["test_accuracy"] is None else repr(r["test_accuracy"]), "" if r["seconds"] is None else f"{r['seconds']:.3f}",
                     *(json.dumps(r["params"][k]) if k in r["params"] else "" for k in keys)])
     atomic_write_text(Path(setup.folder) / "trials.csv", out.getvalue(), durable=False)
