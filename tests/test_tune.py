@@ -382,3 +382,17 @@ def test_study_report(cli, tmp_path):
     imp = importances(meta, table)
     if imp is not None:  # None only when every complete trial scored the same
         assert set(imp) == {"optimizer.lr", "model.hidden"} and abs(sum(imp.values()) - 1) < 1e-9
+
+
+def test_diverging_trials_count_and_the_study_ends(cli, tmp_path):
+    path = config(tmp_path, "optimizer: {name: sgd}", "tune: {trials: 3, space: {optimizer.lr: {type: loguniform, low: 1.0e+4, high: 1.0e+6}}}")
+    spec = yaml.safe_load(path.read_text())
+    del spec["tune"]["space"]["model.hidden"]
+    path.write_text(yaml.safe_dump(spec))
+    result = cli(f"tune {path} --study d")
+    assert result.exit_code == 0, result.stderr
+    assert "0 trials done (0 pruned), 3 diverged" in result.stdout and "no trial completed yet" in result.stdout
+    folder = tmp_path / "runs" / "d"
+    assert [r["state"] for r in rows(folder)] == ["diverged"] * 3
+    assert json.loads((folder / "trial-0000" / "trial.json").read_text())["error"].startswith("training diverged")
+    assert not (folder / "best.yaml").exists()

@@ -92,8 +92,9 @@ def render_result(result) -> None:
     done = sum(r["state"] in ("complete", "pruned") for r in result.rows)
     pruned = sum(r["state"] == "pruned" for r in result.rows)
     failed = sum(r["state"] in ("failed", "interrupted") for r in result.rows)
-    out.print(f"study {s.name}: {done} trials done ({pruned} pruned), {failed} failed or interrupted, {result.ran} run by this command")
-    if result.ran == 0 and done >= s.trials:
+    diverged = sum(r["state"] == "diverged" for r in result.rows)
+    out.print(f"study {s.name}: {done} trials done ({pruned} pruned), {diverged} diverged, {failed} failed or interrupted, {result.ran} run by this command")
+    if result.ran == 0 and done + diverged >= s.trials:
         out.print(f"the study already holds {s.trials} trials; raise --trials to run more")
     if result.best is None:
         out.print("no trial completed yet")

@@ -386,12 +386,19 @@ class WorkerResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def _counted(trial) -> bool:
+    """Trials that use up the budget: complete, pruned and diverged ones (a study whose every
+    trial diverges must end); interrupted, killed and skipped ones do not."""
+    name = trial.state.name
+    return name in ("COMPLETE", "PRUNED") or (name == "FAIL" and bool(trial.user_attrs.get("diverged")))
+
+
 def _counts(study) -> dict[str, int]:
     optuna = import_optuna()
     S = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     return {
-        "done": sum(t.state in (S.COMPLETE, S.PRUNED) for t in trials),
+        "done": sum(_counted(t) for t in trials),
         "running": sum(t.state == S.RUNNING for t in trials),
         "waiting": sum(t.state == S.WAITING for t in trials),
     }
@@ -435,7 +442,7 @@ def run_worker(
 
     def objective(trial):
         S = optuna.trial.TrialState
-        earlier = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED, S.RUNNING, S.WAITING)) if t.number < trial.number]
+        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and (_counted(t) or t.state in (S.RUNNING, S.WAITING))]
         if len(earlier) >= setup.trials:
             trial.set_user_attr("skipped", "the study had its trials when this one started")
             raise TrialSkipped()
@@ -450,8 +457,9 @@ def run_worker(
             run = runs.train(setup.study_yaml, overrides, setup.folder, folder.name, [reporter, *callbacks], once, stop)
         except TrainingDiverged as e:
             trial.set_user_attr("error", str(e))
+            trial.set_user_attr("diverged", True)
             if folder.is_dir():
-                _write_trial_json(folder, _trial_json(setup, trial.number, params, {"state": "failed", "error": str(e)}))
+                _write_trial_json(folder, _trial_json(setup, trial.number, params, {"state": "diverged", "error": str(e)}))
             raise
         seconds = time.time() - t0
         if run.interrupted and not reporter.pruned:
@@ -555,6 +563,8 @@ def state_name(trial) -> str:
     if name == "fail":
         if trial.user_attrs.get("skipped"):
             return "skipped"
+        if trial.user_attrs.get("diverged"):
+            return "diverged"
         return "interrupted" if trial.user_attrs.get("error", "").startswith("interrupted") else "failed"
     return name
 
