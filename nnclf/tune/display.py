@@ -50,12 +50,15 @@ class StudyDisplay:
         self.keys = list(setup.spec.space)
 
     def __enter__(self):
-        if not self.quiet and sys.stderr.isatty():
-            from rich.live import Live
-
-            self.live = Live(self._table([]), console=err, refresh_per_second=4, transient=False)
-            self.live.start()
         return self
+
+    def _start(self, rows) -> None:
+        """The live display starts with the first update, so its refresh thread does not exist
+        yet when --jobs forks the workers (a fork copies no threads, but their locks)."""
+        from rich.live import Live
+
+        self.live = Live(self._table(rows), console=err, refresh_per_second=4, transient=False)
+        self.live.start()
 
     def __exit__(self, *exc):
         if self.live is not None:
@@ -69,6 +72,8 @@ class StudyDisplay:
     def update(self, rows: list[dict]) -> None:
         if self.quiet:
             return
+        if self.live is None and sys.stderr.isatty():
+            self._start(rows)
         if self.live is not None:
             self.live.update(self._table(rows))
             return
