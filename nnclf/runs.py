@@ -465,15 +465,14 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
     test = p.test
     if test is not None and len(test) > 0 and "test" in summary:
         with np.errstate(over="ignore", invalid="ignore"):
-            proba = refitter.loss.predict_proba(refitter.net.logits(test.x))
+            logits = refitter.net.logits(test.x)
+            classes = refitter.loss.predict_classes(logits)
+            proba = refitter.loss.predict_proba(logits)
         if np.all(np.isfinite(proba)):
-            report = classification_report(test.y, proba, p.labels.values)
+            report = classification_report(test.y, proba, p.labels.values, classes)
             summary["test_before_refit"] = summary["test"]
-            summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}
+            summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "ece", "mce", "brier")}
             summary["test"]["checkpoint"] = "refit"
-
-
-def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None) -> dict[str, Any]:
 
 
 def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None, temperature: float = 1.0) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""``nnclf report DIR/STUDY``: the study's report.html and PNGs in the study folder.
+"""``nnclf report DIR/STUDY``: the study's report.html, one self-contained page in the study folder:
 
-- ``history.png``: the metric of every trial by trial number (pruned trials at their last
+- history: the metric of every trial by trial number (pruned trials at their last
   reported value), with the best so far as a step line;
-- ``importances.png``: Optuna's fANOVA parameter importances over the complete trials (the
+- importances: Optuna's fANOVA parameter importances over the complete trials (the
   share of the metric's variance each parameter explains, summing to 1);
-- ``param_<key>.png``: the metric against each parameter (log axis for loguniform ranges).
+- one plot per parameter: the metric against each parameter (log axis for loguniform ranges).
 
 Reads study.json and trials.csv only, so the report works on any machine that has the study
 folder, without the storage. Needs matplotlib (``nnclf[plot]``); the importances need Optuna.
@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import atomic_write_bytes, atomic_write_text
+from ..checkpoint import atomic_write_text
 from ..errors import NnclfError
 
 PLOT_HINT = 'nnclf report needs matplotlib: pip install ".[plot]" in a clone, or pip install "nnclf[plot]"'
@@ -96,14 +96,13 @@ def make_study_report(folder: str | Path, warn: Callable[[str], None] = lambda m
     except ImportError:
         raise NnclfError(PLOT_HINT) from None
     metric, maximize = meta["metric"], meta["direction"] == "maximize"
-    images: dict[str, Path] = {}
+    images: dict[str, bytes] = {}  # embedded in the page, as the run report does
 
     def save(fig, name: str) -> None:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        atomic_write_bytes(folder / name, lambda f: f.write(buffer.getvalue()))
-        images[name] = folder / name
+        images[name] = buffer.getvalue()
 
     scored = [r for r in rows if r["value"] is not None and r["state"] in ("complete", "pruned")]
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -157,7 +156,7 @@ def make_study_report(folder: str | Path, warn: Callable[[str], None] = lambda m
 
 def _html(meta, rows, imp, images) -> str:
     def img(name):
-        data = base64.b64encode(images[name].read_bytes()).decode("ascii")
+        data = base64.b64encode(images[name]).decode("ascii")
         return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
 
     def row(cells, tag="td"):
