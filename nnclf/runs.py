@@ -425,6 +425,9 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
 
     cfg, p = run.cfg, run.prepared
     epochs = trainer.best_epoch or trainer.epoch
+    if cfg.task != "classification":
+        warn(f"training.refit: classification only so far (this run is {cfg.task}); the run keeps best.npz only")
+        return
     if p.val is None or len(p.val) == 0:
         warn("training.refit: no validation rows, so nothing to add; the run keeps best.npz only")
         return
@@ -469,10 +472,10 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
             classes = refitter.loss.predict_classes(logits)
             proba = refitter.loss.predict_proba(logits)
         if np.all(np.isfinite(proba)):
-            report = classification_report(test.y, proba, p.labels.values, classes)
             summary["test_before_refit"] = summary["test"]
-            summary["test"] = {k: report[k] for k in ("n", "accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "ece", "mce", "brier")}
+            summary["test"] = _test_metrics(cfg.task, p, test, proba, classes)
             summary["test"]["checkpoint"] = "refit"
+            summary["headline"]["value"] = summary["test"].get(HEADLINE[cfg.task])
 
 
 def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, error: str | None = None, temperature: float = 1.0) -> dict[str, Any]:

@@ -398,3 +398,27 @@ def test_diverging_trials_count_and_the_study_ends(cli, tmp_path):
     assert [r["state"] for r in rows(folder)] == ["diverged"] * 3
     assert json.loads((folder / "trial-0000" / "trial.json").read_text())["error"].startswith("training diverged")
     assert not (folder / "best.yaml").exists()
+
+
+def test_a_regression_study_minimises_val_rmse(cli, tmp_path):
+    text = f"""
+task: regression
+data: {{train: {DATA / 'diabetes.csv'}, target: progression}}
+loss: {{name: mse}}
+model: {{hidden: [8]}}
+training: {{epochs: 4}}
+tune:
+  metric: val_rmse
+  trials: 2
+  space:
+    optimizer.lr: {{type: loguniform, low: 1.0e-3, high: 1.0e-1}}
+"""
+    path = write_config(tmp_path, text)
+    result = cli(f"tune {path} --study r")
+    assert result.exit_code == 0, result.stderr
+    table = rows(tmp_path / "runs" / "r")
+    assert [r["state"] for r in table] == ["complete", "complete"]
+    best = min(table, key=lambda r: float(r["val_rmse"]))
+    assert f"best trial {best['number']}: val_rmse" in result.stdout
+    bad = write_config(tmp_path, text.replace("metric: val_rmse", "metric: val_accuracy"), "bad.yaml")
+    assert "tune.metric: unknown metric 'val_accuracy'" in cli(f"tune {bad}").stderr

@@ -2,7 +2,7 @@
 
 ```yaml
 tune:
-  metric: val_loss        # a logged metric; mode auto (accuracy/f1 maximised, losses minimised)
+  metric: val_loss        # a logged metric (val_accuracy, val_f1, val_rmse, val_r2, ...); mode auto
   mode: auto              # auto, min, max
   trials: 20              # trials the study should hold (complete + pruned), across all workers
   timeout: null           # seconds; stop starting trials after this long (per command)
@@ -44,7 +44,12 @@ TYPES = {
 REQUIRED = {"uniform": ("low", "high"), "loguniform": ("low", "high"), "int": ("low", "high"), "choice": ("values",)}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband")
-METRICS = ("val_loss", "val_accuracy", "val_f1", "train_loss", "train_accuracy")
+def task_metrics(task: str) -> list[str]:
+    """The per-epoch metrics a run of ``task`` logs (metrics.csv), any of which a study may optimise."""
+    from ..runs import TASK_METRICS
+
+    extra = ["train_accuracy"] if task == "classification" else []
+    return ["val_loss", *(f"val_{m}" for m in TASK_METRICS[task]), "train_loss", *extra]
 SECTION_KEYS = ("metric", "mode", "trials", "timeout", "sampler", "pruner", "space")
 NOT_TUNABLE = {"seed": "each trial's seed is derived from the config's seed and the trial number"}
 
@@ -159,8 +164,9 @@ def parse_tune(raw: dict[str, Any], cfg: Config, source: str = "config", text: O
     spec = TuneSpec()
     has_val = cfg.data.val is not None or cfg.data.val_split > 0
     metric = section.get("metric", "val_loss")
-    if not isinstance(metric, str) or metric not in METRICS:
-        raise where.error(["metric"], f"unknown metric {_shown(metric)}{did_you_mean(str(metric), list(METRICS))}; logged: {', '.join(METRICS)}")
+    logged = task_metrics(cfg.task)
+    if not isinstance(metric, str) or metric not in logged:
+        raise where.error(["metric"], f"unknown metric {_shown(metric)}{did_you_mean(str(metric), logged)}; logged: {', '.join(logged)}")
     if metric.startswith("val_") and not has_val:
         raise where.error(["metric"], f"'{metric}' needs validation data; set data.val_split > 0 or data.val, or use train_loss")
     spec.metric = metric
