@@ -442,7 +442,9 @@ def run_worker(
 
     def objective(trial):
         S = optuna.trial.TrialState
-        earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and (_counted(t) or t.state in (S.RUNNING, S.WAITING))]
+        # another worker may have taken the budget's last trial between our count and our ask
+        # (one process alone cannot race itself: the check would only cost a query)
+        earlier = [] if solo else [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and (_counted(t) or t.state in (S.RUNNING, S.WAITING))]
         if len(earlier) >= setup.trials:
             trial.set_user_attr("skipped", "the study had its trials when this one started")
             raise TrialSkipped()
