@@ -140,7 +140,7 @@ class _Checkpointer:
         # forcing them to disk, which only matters on power loss, happens every SYNC_SECONDS
         # and at the end of training, so small models are not slowed down by the disk.
         now = time.monotonic()
-        durable = now - self.last_sync >= self.SYNC_SECONDS
+        durable = self.run.durable and now - self.last_sync >= self.SYNC_SECONDS
         if durable:
             self.last_sync = now
         self.run.write_metrics(trainer.history, durable)
@@ -155,6 +155,9 @@ class TrainingRun:
 
     def __init__(self, folder: Path, cfg: Config, prepared, config_name: str):
         self.folder, self.cfg, self.prepared, self.config_name = folder, cfg, prepared, config_name
+        # False: writes stay atomic but are not forced to disk (nnclf tune's trials: the study's
+        # storage is their record, and ~13 fsyncs were most of a small trial's cost)
+        self.durable = True
         self._metric_lines: list[str] = []
         self.columns = metric_columns(cfg.task)
         if cfg.task == "reconstruction":
@@ -199,6 +202,8 @@ class TrainingRun:
 
     def sync(self) -> None:
         """Force every file of the run to disk (the end of training)."""
+        if not self.durable:
+            return
         for path in [self.folder / "metrics.csv", *(self.folder / "checkpoints").glob("*.npz")]:
             fsync_path(path)
         fsync_path(self.folder / "checkpoints")
@@ -206,14 +211,14 @@ class TrainingRun:
 
     def write_static_files(self) -> None:
         p = self.prepared
-        atomic_write_text(self.folder / "config.yaml", self.cfg.to_yaml())
-        atomic_write_text(self.folder / "schema.json", json.dumps(p.preprocessor.state, indent=2) + "\n")
+        atomic_write_text(self.folder / "config.yaml", self.cfg.to_yaml(), self.durable)
+        atomic_write_text(self.folder / "schema.json", json.dumps(p.preprocessor.state, indent=2) + "\n", self.durable)
         splits = {"train": p.train.rows}
         if p.val is not None:
             splits["val"] = p.val.rows
         if p.test is not None:
             splits["test"] = p.test.rows
-        atomic_write_bytes(self.folder / "splits.npz", lambda f: np.savez(f, **splits))
+        atomic_write_bytes(self.folder / "splits.npz", lambda f: np.savez(f, **splits), self.durable)
 
 
 def validation_metrics(cfg: Config, prepared):
@@ -291,8 +296,10 @@ def train(
     callbacks: list = (),
     warn: Callable[[str], None] = lambda m: None,
     stop=None,
+    durable: bool = True,
 ) -> RunResult:
-    """Validate, read data, make the run folder, train, test, summarise."""
+    """Validate, read data, make the run folder, train, test, summarise. ``durable=False``: the
+    run's files are written atomically but not forced to disk (for many small runs)."""
     from .data.dataset import prepare
 
     cfg = load_config(config_path, overrides)
@@ -304,6 +311,7 @@ def train(
     trainer = _make_trainer(cfg, prepared, [])  # before the folder: a network too big to allocate is an error
     folder = create_run_folder(Path(runs_dir), name, Path(config_path).stem)
     run = TrainingRun(folder, cfg, prepared, Path(config_path).stem)
+    run.durable = durable
     run.write_static_files()
     return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
 
@@ -395,7 +403,7 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
         raise
     if cfg.training.refit and summary["status"] == "finished":
         _refit(run, trainer, summary, stop, warn)
-    atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n", run.durable)
     return RunResult(run.folder, trainer.history, summary, trainer.interrupted)
 
 

@@ -456,7 +456,7 @@ def run_worker(
         reporter = _Reporter(trial, setup.spec.metric)
         t0 = time.time()
         try:
-            run = runs.train(setup.study_yaml, overrides, setup.folder, folder.name, [reporter, *callbacks], once, stop)
+            run = runs.train(setup.study_yaml, overrides, setup.folder, folder.name, [reporter, *callbacks], once, stop, durable=False)
         except TrainingDiverged as e:
             trial.set_user_attr("error", str(e))
             trial.set_user_attr("diverged", True)
