@@ -415,8 +415,24 @@ class Config(Section):
 
 
 # -- loading ---------------------------------------------------------------------------------
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read ``path`` (safe YAML only), apply ``KEY=VALUE`` overrides, validate, resolve paths."""
+def load_config(path: str | Path | dict, overrides: list[str] = (), values: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (safe YAML only), apply ``KEY=VALUE`` overrides, then ``values`` (dotted
+    key -> Python value), validate, resolve paths.
+
+    ``path`` may also be a mapping (the YAML document already read): its relative data paths
+    resolve against the current folder.
+    """
+    values = values or {}
+    if isinstance(path, dict):
+        import copy
+
+        raw = copy.deepcopy(path)
+        _resolve_paths(raw, Path.cwd())
+        for item in overrides:
+            apply_override(raw, item)
+        for key, value in values.items():
+            set_key(raw, key, value, "override")
+        return validate(raw, "config", None, [*(item.partition("=")[0].strip() for item in overrides), *values])
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -433,7 +449,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     _resolve_paths(raw, base)
     for item in overrides:
         apply_override(raw, item)
-    return validate(raw, str(path), text, [item.partition("=")[0].strip() for item in overrides])
+    for key, value in values.items():
+        set_key(raw, key, value, "override")
+    return validate(raw, str(path), text, [*(item.partition("=")[0].strip() for item in overrides), *values])
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -510,6 +528,12 @@ def apply_override(raw: dict, item: str) -> None:
         value = yaml.load(text, Loader=_StrictLoader) if text.strip() else None  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError, ValueError):
         raise NnclfError(f"--set {_shown(key)[1:-1]}: cannot parse value {_shown(text)} as YAML") from None
+    set_key(raw, key, value)
+
+
+def set_key(raw: dict, key: str, value: Any, origin: str = "--set") -> None:
+    """Set the dotted ``key`` of the raw config to a Python value (sections made as needed);
+    a data path resolves against the current folder."""
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):
@@ -517,7 +541,7 @@ def apply_override(raw: dict, item: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise NnclfError(f"--set {_shown(key)[1:-1]}: {_shown('.'.join(parts[: depth + 1]))[1:-1]} is not a section")
+            raise NnclfError(f"{origin} {_shown(key)[1:-1]}: {_shown('.'.join(parts[: depth + 1]))[1:-1]} is not a section")
         node = child
     if parts[:-1] == ["data"] and parts[-1] in PATH_KEYS and isinstance(value, str):
         value = str(Path(value).resolve())

@@ -112,6 +112,12 @@ def evaluate(run: str | Path, data: Optional[str | Path], which: str = "auto", w
     else:
         cfg = model.meta["config"]["data"]
         frame, source = read_table(data, cfg["encoding"], cfg.get("delimiter")), str(data)
+    return evaluate_frame(model, frame, source, path, warn, details)
+
+
+def evaluate_frame(model: TrainedModel, frame, source: str, path, warn: Warn = lambda m: None, details: bool = False) -> dict:
+    """The ``evaluate --json`` report of ``model`` (loaded from ``path``) on the labelled
+    DataFrame ``frame`` (``details``: see ``evaluate``)."""
     if model.task != "classification":
         return _evaluate_real(model, path, frame, source, warn)
     frame, y = labelled_rows(model, frame, source, warn)

@@ -289,7 +289,7 @@ def _check_monitor(cfg: Config, prepared) -> None:
 
 
 def train(
-    config_path: str | Path,
+    config_path: str | Path | dict,
     overrides: list[str] = (),
     runs_dir: str | Path = "runs",
     name: Optional[str] = None,
@@ -297,20 +297,25 @@ def train(
     warn: Callable[[str], None] = lambda m: None,
     stop=None,
     durable: bool = True,
+    values: dict[str, Any] | None = None,
 ) -> RunResult:
     """Validate, read data, make the run folder, train, test, summarise. ``durable=False``: the
-    run's files are written atomically but not forced to disk (for many small runs)."""
+    run's files are written atomically but not forced to disk (for many small runs).
+
+    ``config_path``: a YAML file or an already-read mapping; ``values``: dotted key -> Python
+    value applied after the ``KEY=VALUE`` ``overrides``."""
     from .data.dataset import prepare
 
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(config_path, overrides, values)
+    stem = "config" if isinstance(config_path, dict) else Path(config_path).stem
     if name is not None:
         check_run_name(name)
     prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task)
     _check_monitor(cfg, prepared)
     _fit_baseline(cfg, prepared)
     trainer = _make_trainer(cfg, prepared, [])  # before the folder: a network too big to allocate is an error
-    folder = create_run_folder(Path(runs_dir), name, Path(config_path).stem)
-    run = TrainingRun(folder, cfg, prepared, Path(config_path).stem)
+    folder = create_run_folder(Path(runs_dir), name, stem)
+    run = TrainingRun(folder, cfg, prepared, stem)
     run.durable = durable
     run.write_static_files()
     return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)

@@ -168,7 +168,12 @@ class Trainer:
         return result
 
     # -- the loop ------------------------------------------------------------------------------
-    def fit(self, x: np.ndarray, y: np.ndarray, x_val=None, y_val=None) -> list[dict[str, float]]:
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val=None, y_val=None, w: np.ndarray | None = None) -> list[dict[str, float]]:
+        """Train until ``epochs`` epochs are done (or early stopping, or a stop request).
+
+        ``w`` (n,): optional per-row weights of the training rows (scaled by the caller to
+        mean 1, so the logged train_loss is the weighted mean loss); validation is unweighted.
+        """
         for labels in (y, y_val) if self.classifies else ():
             if labels is not None:
                 try:
@@ -182,6 +187,7 @@ class Trainer:
         n_batches = math.ceil(n / batch)
         xb = np.empty((batch, x.shape[1]), dtype=x.dtype)
         yb = np.empty((batch, *y.shape[1:]), dtype=y.dtype)  # (B,) class indices or (B, m) targets
+        wb = None if w is None else np.empty(batch, dtype=w.dtype)
         has_val = x_val is not None and len(y_val) > 0
         pace = self.speed.step if self.speed is not None else nullcontext
         while self.epoch < self.epochs and not self.stop_requested:
@@ -198,10 +204,12 @@ class Trainer:
                     # into the buffer; mode="raise" gathers into a hidden temporary first
                     xs = x.take(idx, axis=0, out=xb[: hi - lo], mode="clip")
                     ys = y.take(idx, axis=0, out=yb[: hi - lo], mode="clip")
+                    ws = None if w is None else w.take(idx, out=wb[: hi - lo], mode="clip")
                 else:
                     xs, ys = x[lo:hi], y[lo:hi]
+                    ws = None if w is None else w[lo:hi]
                 with pace():
-                    result = self.step.step(xs, ys, lr, self.rng)
+                    result = self.step.step(xs, ys, lr, self.rng, ws)
                 if not math.isfinite(result.loss):
                     raise diverged(f"the loss became {result.loss} at epoch {self.epoch + 1}, batch {b + 1}", lr)
                 self.loss_sum += result.loss * (hi - lo)

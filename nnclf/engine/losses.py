@@ -2,10 +2,12 @@
 
 Shapes: z is (B, K_out) logits, y is (B,) integer class indices in [0, K). Every loss
 works on the target distribution T = (1 - eps) onehot(y) + eps / K (eps = label smoothing,
-0 by default) and an optional per-class weight w_k; the batch loss is
+0 by default), an optional per-class weight c_k and optional per-row weights r_i
+(scikit-learn's ``sample_weight``, set in ``row_weights`` for one batch); the batch loss is
 
-    J = 1/B * sum_i w_{y_i} * l_i        (weights default to 1)
+    J = 1/B * sum_i c_{y_i} r_i l_i        (weights default to 1)
 
+(the caller scales r to mean 1 over the training set, so an epoch's J is the weighted mean)
 and ``backward`` writes dJ/dz, the output-layer delta, already divided by B.
 
 Matched pairs give the simple delta p - T: for softmax + cross-entropy the Jacobian of the
@@ -30,6 +32,10 @@ class Loss:
     # the argmax of the logits, when the last ``forward_backward`` computed it anyway (the fused
     # softmax path does); the training loop counts correct predictions with it. None otherwise.
     last_classes: np.ndarray | None = None
+    # per-row weights r_i (B,) of the batch being processed, or None: set by the training step
+    # around one ``forward_backward`` (an attribute, so every loss's forward/backward honours
+    # it through ``_weighted_mean`` and ``_scale_rows`` without a change of signature)
+    row_weights: np.ndarray | None = None
 
     def __init__(self, n_classes: int, label_smoothing: float = 0.0, class_weights: np.ndarray | None = None):
         self.n_classes = n_classes
@@ -76,15 +82,25 @@ class Loss:
         t[np.arange(len(y)), y] += 1.0 - eps
         return t
 
+    def row_factors(self, y: np.ndarray) -> np.ndarray | None:
+        """c_{y_i} r_i (B,) in float64, or None when every row weighs 1."""
+        w = None if self.class_weights is None else self.class_weights[y]
+        if self.row_weights is not None:
+            r = np.asarray(self.row_weights, dtype=np.float64)
+            w = r if w is None else w * r
+        return w
+
     def _weighted_mean(self, per_sample: np.ndarray, y: np.ndarray) -> float:
-        if self.class_weights is not None:
-            return float(np.dot(per_sample.astype(np.float64), self.class_weights[y]) / len(y))
+        w = self.row_factors(y)
+        if w is not None:
+            return float(np.dot(per_sample.astype(np.float64), w) / len(y))
         return float(per_sample.mean(dtype=np.float64))
 
     def _scale_rows(self, delta: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """delta <- delta * w_{y_i} / B."""
-        if self.class_weights is not None:
-            delta *= (self.class_weights[y] / len(y)).astype(delta.dtype)[:, None]
+        """delta <- delta * c_{y_i} r_i / B."""
+        w = self.row_factors(y)
+        if w is not None:
+            delta *= (w / len(y)).astype(delta.dtype)[:, None]
         else:
             delta *= delta.dtype.type(1.0 / len(y))
         return delta
@@ -138,7 +154,7 @@ class _SoftmaxLoss(Loss):
 
         the same numbers as ``forward`` + ``backward`` up to float rounding.
         """
-        if self.label_smoothing != 0.0 or self.class_weights is not None or z.shape[1] != self.n_classes:
+        if self.label_smoothing != 0.0 or self.class_weights is not None or self.row_weights is not None or z.shape[1] != self.n_classes:
             return super().forward_backward(z, y, delta)
         batch, k = z.shape
         offsets, b_ones = self._fused_constants(batch, k, z.dtype)
@@ -240,7 +256,8 @@ class KLDivergence(_SoftmaxLoss):
         t = self.targets(y[:1], np.float64)[0]
         # every row's T is the same up to a permutation, so H(T) is one number
         entropy = -float(np.sum(t[t > 0] * np.log(t[t > 0])))
-        weights = 1.0 if self.class_weights is None else float(self.class_weights[y].mean())
+        w = self.row_factors(y)
+        weights = 1.0 if w is None else float(w.mean())
         return cross - entropy * weights
 
 

@@ -62,17 +62,23 @@ class TrainingStep:
         self.net, self.loss, self.optimizer = net, loss, optimizer
         self.weight_decay, self.clip_norm = float(weight_decay), clip_norm
 
-    def gradient(self, xs: np.ndarray, ys: np.ndarray, rng: np.random.Generator | None = None, share: float = 1.0) -> BatchResult:
+    def gradient(self, xs: np.ndarray, ys: np.ndarray, rng: np.random.Generator | None = None, share: float = 1.0,
+                 ws: np.ndarray | None = None) -> BatchResult:
         """Set ``net.grads`` to ``share`` times the gradient of the mean loss over (xs (B, d), ys (B,)
         class indices or (B, m) real targets).
 
         ``share`` = B / B_total lets the parts of one batch of B_total rows be computed apart:
         the sum of their gradients is the whole batch's mean gradient. ``rng`` turns dropout on.
+        ``ws`` (B,): per-row weights r_i, so the loss is 1/B sum_i r_i l_i (see ``losses``).
         """
         net = self.net
         logits = net.forward(xs, rng)
         delta = net.output_delta_buffer(len(ys))
-        value = self.loss.forward_backward(logits, ys, delta)
+        self.loss.row_weights = ws
+        try:
+            value = self.loss.forward_backward(logits, ys, delta)
+        finally:
+            self.loss.row_weights = None
         correct = 0
         if getattr(self.loss, "classifies", True):  # regression and reconstruction count nothing
             classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
@@ -94,9 +100,10 @@ class TrainingStep:
                 net.grads *= net.dtype.type(self.clip_norm / norm)
         self.optimizer.step(net.params, net.grads, lr)
 
-    def step(self, xs: np.ndarray, ys: np.ndarray, lr: float, rng: np.random.Generator | None = None) -> BatchResult:
-        """``gradient`` then ``update``: one step of the optimizer on the batch (xs, ys)."""
-        result = self.gradient(xs, ys, rng)
+    def step(self, xs: np.ndarray, ys: np.ndarray, lr: float, rng: np.random.Generator | None = None,
+             ws: np.ndarray | None = None) -> BatchResult:
+        """``gradient`` then ``update``: one step of the optimizer on the batch (xs, ys[, ws])."""
+        result = self.gradient(xs, ys, rng, ws=ws)
         if math.isfinite(result.loss):  # a non-finite loss is the caller's to report; no update from it
             self.update(lr)
         return result

@@ -1,0 +1,775 @@
+"""scikit-learn compatible estimators over nnclf's engine: ``Classifier``.
+
+They are a thin face over the same pieces as the CLI: the constructor's parameters are mapped
+onto the config schema (``nnclf.config.Config``, so a wrong key or value gives the same one-line,
+did-you-mean error), and ``fit`` builds the network, loss, optimizer, schedule and early stopping
+with ``nnclf.build`` and trains with ``nnclf.trainer.Trainer``, exactly as ``nnclf train`` does.
+
+scikit-learn is optional. Without it the estimators work on their own (``get_params`` /
+``set_params`` are duck-typed, as scikit-learn's ``clone`` expects); with it installed, inputs are
+checked by scikit-learn's own ``validate_data`` (so messages and warnings are those of every
+scikit-learn estimator) and ``__sklearn_tags__`` describes them to pipelines and searches.
+
+Inputs:
+
+- a NumPy array (or anything array-like) is used as given, by scikit-learn's convention: no
+  scaling, no imputation; put a ``StandardScaler`` in a pipeline in front;
+- a pandas DataFrame goes through nnclf's own preprocessing (``nnclf.data.preprocess``: median
+  imputation, one-hot encoding of text columns, ``scaling``), fitted on the rows given to
+  ``fit``, unless ``preprocess=False``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import NnclfError
+
+__all__ = ["Classifier", "NotFittedError"]
+
+
+class NotFittedError(NnclfError, ValueError, AttributeError):
+    """The estimator is used before ``fit`` (a ValueError and an AttributeError, like
+    scikit-learn's own ``NotFittedError``)."""
+
+
+_NOT_FITTED = []
+
+
+def _not_fitted_type() -> type:
+    """``NotFittedError``, also a subclass of scikit-learn's when that is installed (its checks
+    and ``except NotFittedError`` clauses in user code expect exactly that class)."""
+    if not _NOT_FITTED:
+        try:
+            from sklearn.exceptions import NotFittedError as SkNotFitted
+        except ImportError:
+            _NOT_FITTED.append(NotFittedError)
+        else:
+            _NOT_FITTED.append(type("NotFittedError", (NotFittedError, SkNotFitted), {"__module__": __name__}))
+    return _NOT_FITTED[0]
+
+
+def _sklearn_available() -> bool:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _Base:
+    """get_params / set_params / repr the scikit-learn way, without depending on it: the
+    parameters are the keyword arguments of ``__init__``, stored under their own names."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return sorted(p.name for p in signature.parameters.values() if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of this estimator, by name (``deep`` is accepted for scikit-learn)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params) -> "_Base":
+        """Set parameters by name; an unknown name is an error naming the closest valid one."""
+        from .registry import did_you_mean
+
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"{type(self).__name__}: unknown parameter {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}"
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = []
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            default = defaults.get(name)
+            same = value is default
+            if not same:
+                try:
+                    same = bool(value == default) and type(value) is type(default)
+                except Exception:  # arrays and the like: shown
+                    same = False
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "net_")
+
+    def _check_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise _not_fitted_type()(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments before using this estimator."
+            )
+
+
+# parameter -> (config section, key): the rest of the config schema is reached through
+# ``optimizer`` / ``schedule`` / ``early_stopping`` given as mappings of their section's keys
+_CONFIG_KEYS = {
+    "hidden": ("model", "hidden"),
+    "activation": ("model", "activation"),
+    "init": ("model", "init"),
+    "dropout": ("model", "dropout"),
+    "loss": ("loss", "name"),
+    "weight_decay": ("loss", "weight_decay"),
+    "label_smoothing": ("loss", "label_smoothing"),
+    "class_weight": ("loss", "class_weights"),
+    "lr": ("optimizer", "lr"),
+    "warmup_epochs": ("schedule", "warmup_epochs"),
+    "epochs": ("training", "epochs"),
+    "batch_size": ("training", "batch_size"),
+    "shuffle": ("training", "shuffle"),
+    "dtype": ("training", "dtype"),
+    "clip_norm": ("training", "clip_norm"),
+    "threads": ("training", "threads"),
+    "categorical": ("data", "categorical"),
+    "max_categories": ("data", "max_categories"),
+    "missing_indicators": ("data", "missing_indicators"),
+    "scaling": ("data", "scaling"),
+    "validation_fraction": ("data", "val_split"),
+}
+
+
+def _plain(value):
+    """Tuples and NumPy scalars as the YAML-like values the schema takes."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {(k.item() if isinstance(k, np.generic) else k): _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _section(value, name: str) -> dict:
+    """``optimizer="adam"`` or ``optimizer={"name": "momentum", "momentum": 0.95}``."""
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict):
+        return dict(_plain(value))
+    raise NnclfError(f"{name}: expected a name or a mapping of the config's {name} keys, got {value!r}")
+
+
+def _seed(random_state) -> int:
+    """scikit-learn's random_state: an int seeds; None draws a fresh seed; a RandomState draws from it."""
+    if random_state is None:
+        return int(np.random.SeedSequence().entropy % (2**63))
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise NnclfError(f"random_state: must be >= 0, got {random_state}")
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**63 - 1))
+    raise NnclfError(f"random_state: expected None, an integer or a numpy RandomState, got {random_state!r}")
+
+
+class _Network(_Base):
+    """What every nnclf estimator shares: the parameters, the config they make, fitting."""
+
+    _task = "classification"
+    _source = "estimator"
+
+    def _config(self, target: str = "target"):
+        """The validated ``Config`` these parameters describe (errors name the parameter's key)."""
+        from .config import validate
+
+        raw: dict[str, Any] = {
+            "seed": _seed(self.random_state),
+            "data": {"train": f"({type(self).__name__}.fit)", "target": target, "test_split": 0.0},
+        }
+        for param, (section, key) in _CONFIG_KEYS.items():
+            value = getattr(self, param)
+            if param == "validation_fraction" and value is None:
+                value = 0.1 if self.early_stopping not in (None, False) else 0.0
+            if param == "class_weight" and value is not None and not isinstance(value, (str, dict)):
+                raise NnclfError(f"class_weight: expected None, 'balanced' or a mapping of class to weight, got {value!r}")
+            if param == "batch_size" and value is None:
+                value = "full"
+            raw.setdefault(section, {})[key] = _plain(value)
+        raw["optimizer"] = {**_section(self.optimizer, "optimizer"), **raw["optimizer"]}
+        if self.schedule is not None:
+            raw["schedule"] = {**_section(self.schedule, "schedule"), **raw.get("schedule", {})}
+        if self.early_stopping not in (None, False):
+            raw["training"]["early_stopping"] = {} if self.early_stopping is True else _section(self.early_stopping, "early_stopping")
+        return validate(raw, type(self).__name__)
+
+    # -- input handling ------------------------------------------------------------------
+    def _uses_preprocessing(self, X) -> bool:
+        """``preprocess``: True, every DataFrame; "auto", a DataFrame with a column that is not
+        numbers (text, categories, dates); False, none. Decided by dtypes, never by values, so
+        every fold of one DataFrame is treated alike."""
+        if self.preprocess is False or not _is_frame(X):
+            return False
+        if self.preprocess is True:
+            return True
+        if self.preprocess != "auto":
+            raise NnclfError(f"preprocess: expected True, False or 'auto', got {self.preprocess!r}")
+        import pandas as pd
+
+        return not all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes)
+
+    def _validate_X(self, X, reset: bool, y=None):
+        """(features as float array or DataFrame, y or None); scikit-learn's checks when installed."""
+        frame = self._uses_preprocessing(X) if reset else getattr(self, "preprocessor_", None) is not None
+        if _sklearn_available():
+            from sklearn.utils.validation import validate_data
+
+            if frame:
+                X_checked = X
+                if y is not None:
+                    from sklearn.utils.validation import column_or_1d
+
+                    y = column_or_1d(np.asarray(y), warn=True)
+                validate_data(self, X, skip_check_array=True, reset=reset)
+            else:
+                dtype = self.dtype if self.dtype in ("float32", "float64") else "float32"
+                if y is None:
+                    X_checked = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], order="C")
+                else:
+                    X_checked, y = validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32], order="C", y_numeric=False)
+                X_checked = np.ascontiguousarray(X_checked, dtype=dtype)
+            return X_checked, y
+        return _minimal_validate(self, X, y, reset, frame)
+
+    def _features(self, X, dtype=None, warn=lambda m: None) -> np.ndarray:
+        """The float matrix the network reads: preprocessed DataFrame rows, or the array itself."""
+        if getattr(self, "preprocessor_", None) is None:
+            return X
+        import pandas as pd
+
+        if not _is_frame(X):  # an array after fitting on a DataFrame: columns in the fitted order
+            X = pd.DataFrame(np.asarray(X), columns=self.preprocessor_.features)
+        return self.preprocessor_.transform(X, "X", dtype or self.net_.dtype, warn)
+
+    # -- fitting --------------------------------------------------------------------------
+    def _fit(self, X, y, sample_weight=None, classes=None, incremental: bool = False):
+        from .build import class_weight_vector
+        from .threads import BlasThreads, step_flops
+
+        first = not (incremental or self.warm_start) or not self.__sklearn_is_fitted__()
+        target = str(getattr(y, "name", None) or "target")  # a Series' name, as the CLI's data.target
+        X, y = self._validate_X(X, reset=first, y=y)
+        cfg = self._config(target)
+        y_idx = self._encode_targets(y, classes if first else None, first)
+        w = self._row_weights(sample_weight, len(y_idx))
+        if first:
+            self._fit_preprocessing(X, cfg)
+        x = self._features(X, cfg.training.dtype)
+        x_val = y_val = None
+        if not incremental and cfg.data.val_split > 0:
+            x, y_idx, w, x_val, y_val = self._split_validation(x, y_idx, w, cfg)
+        if first:
+            trainer = self._new_trainer(cfg, x, y_idx, x_val is not None)
+            if incremental:
+                trainer.epochs = 1
+        else:
+            trainer = self._continue_trainer(cfg, x, y_idx, x_val is not None, incremental)
+        if self.verbose:
+            trainer.callbacks.append(_Printer())
+        batch = len(y_idx) if trainer.batch_size is None else min(trainer.batch_size, len(y_idx))
+        threads = BlasThreads(cfg.training.threads, step_flops(trainer.net.sizes, batch))
+        trainer.speed = threads
+        try:
+            with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                trainer.fit(x, y_idx, x_val, y_val, w)
+        finally:
+            trainer.speed = None  # BLAS handles do not pickle; the estimator must
+            trainer.callbacks = []
+        use_best = x_val is not None and trainer.best_params is not None and cfg.training.early_stopping is not None
+        if use_best:
+            trainer.net.params[...] = trainer.best_params
+        self.config_ = cfg
+        self.trainer_ = trainer
+        self.net_ = trainer.net
+        self.loss_ = trainer.loss
+        self.history_ = list(trainer.history)
+        self.n_iter_ = trainer.epoch
+        self.loss_curve_ = [r["train_loss"] for r in trainer.history]
+        self.validation_scores_ = [r["val_accuracy"] for r in trainer.history] if x_val is not None else None
+        self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
+        self.stopped_early_ = trainer.stopped_early
+        return self
+
+    def _row_weights(self, sample_weight, n: int):
+        """sample_weight scaled to mean 1, so a batch's loss 1/B sum r_i l_i averages to the
+        weighted mean sum w_i l_i / sum w_i over the training set."""
+        if sample_weight is None:
+            return None
+        if _sklearn_available():
+            from sklearn.utils.validation import _check_sample_weight
+
+            w = _check_sample_weight(sample_weight, np.empty((n, 0)), dtype=np.float64)
+        else:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            if w.ndim == 0:
+                w = np.full(n, float(w))
+            if w.shape != (n,):
+                raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
+        if not np.all(np.isfinite(w)) or (w < 0).any():
+            raise ValueError("sample_weight: weights must be finite and non-negative")
+        total = float(w.sum())
+        if total <= 0:
+            raise ValueError("sample_weight: the weights sum to zero; at least one row must weigh something")
+        return w * (n / total)
+
+    def _fit_preprocessing(self, X, cfg) -> None:
+        self.preprocessor_ = None
+        if self._uses_preprocessing(X):
+            from .data.preprocess import Preprocessor
+
+            d = cfg.data
+            self.preprocessor_ = Preprocessor.fit(X, list(X.columns), cfg.data.target, "X", d.categorical, d.max_categories,
+                                                  d.missing_indicators, d.scaling)
+
+    def _split_validation(self, x, y, w, cfg):
+        from .data.dataset import stratified_holdout
+
+        rng = np.random.default_rng([cfg.seed, 0])  # the CLI's split stream
+        kept, held = stratified_holdout(self._stratify(y), cfg.data.val_split, rng)
+        if len(held) == 0:
+            raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(y)} rows are too few for a validation split")
+        return x[kept], y[kept], (None if w is None else w[kept] * (len(kept) / w[kept].sum())), x[held], y[held]
+
+    def _stratify(self, y):
+        return y
+
+    def _new_trainer(self, cfg, x, y, has_val: bool):
+        from types import SimpleNamespace
+
+        from .runs import _make_trainer
+
+        prepared = SimpleNamespace(labels=self._labels(), train=SimpleNamespace(x=x, y=y), val=_Rows(1) if has_val else None)
+        return _make_trainer(cfg, prepared, [])
+
+    def _continue_trainer(self, cfg, x, y, has_val: bool, incremental: bool):
+        """partial_fit: the same trainer, one more epoch; warm_start: a new trainer for this
+        call's settings that starts from the fitted weights, optimizer state and RNG."""
+        old = self.trainer_
+        if incremental:
+            old.epochs = old.epoch + 1
+            return old
+        trainer = self._new_trainer(cfg, x, y, has_val)
+        if trainer.net.sizes != old.net.sizes:
+            raise ValueError(f"warm_start: the network {old.net.sizes} cannot continue as {trainer.net.sizes}; set warm_start=False")
+        trainer.net.params[...] = old.net.params
+        if trainer.optimizer.name == old.optimizer.name:
+            trainer.optimizer.load_state(old.optimizer.state())
+        trainer.rng.bit_generator.state = old.rng.bit_generator.state
+        trainer.history = list(old.history)
+        trainer.epoch = old.epoch
+        trainer.epochs = old.epoch + cfg.training.epochs
+        return trainer
+
+    # -- saving -----------------------------------------------------------------------------
+    def save(self, path) -> Path:
+        """Write the fitted model as an nnclf checkpoint (``.npz`` + JSON, no pickle).
+
+        ``nnclf predict CHECKPOINT data.csv`` and ``nnclf.load(path)`` use it: a model fitted on
+        a DataFrame keeps its preprocessing; one fitted on an array expects a CSV with columns
+        named like ``feature_names_in_`` (``x0``, ``x1``, ... when the array had no names),
+        used unscaled.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write (atomically).
+
+        Returns
+        -------
+        Path
+            ``path``.
+        """
+        from datetime import datetime, timezone
+
+        from .checkpoint import save_checkpoint
+
+        self._check_fitted()
+        path = Path(path)
+        trainer = self.trainer_
+        state = trainer.state_dict()
+        arrays = {f"optimizer.{k}": v for k, v in state["optimizer"].items()}
+        net = self.net_
+        meta = {
+            "config_name": type(self).__name__,
+            "network": {"sizes": net.sizes, "activation": net.activation_name, "dropout": net.dropout, "dtype": str(net.dtype)},
+            "loss": {"name": self.config_.loss.name},
+            "labels": self._label_values(),
+            "preprocessor": self._preprocessor_state(),
+            "data_files": {},
+            "config": self.config_.to_dict(),
+            "trainer": state["progress"],
+            "schedule": state["schedule"],
+            "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        save_checkpoint(path, net.params, meta, arrays)
+        return path
+
+    def _preprocessor_state(self) -> dict:
+        if self.preprocessor_ is not None:
+            return self.preprocessor_.state
+        names = [str(n) for n in getattr(self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)])]
+        columns = [{"name": n, "kind": "numeric", "reason": "numbers (an array: used as given)", "fill": 0.0, "center": 0.0,
+                    "scale": 1.0, "missing_in_training": 0, "indicator": False} for n in names]
+        return {"target": self.config_.data.target, "features": names, "columns": columns}
+
+
+class _Rows:
+    """Stands in for a validation split in ``runs._make_trainer`` (it only asks its length)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _Printer:
+    """verbose=True: one line per epoch on stdout (the only output an estimator makes)."""
+
+    def on_epoch_end(self, trainer, record, improved):
+        extra = f", validation score = {record['val_accuracy']:.6f}" if "val_accuracy" in record else ""
+        print(f"Iteration {record['epoch']}, loss = {record['train_loss']:.8f}{extra}", flush=True)
+
+
+def _is_frame(X) -> bool:
+    return type(X).__module__.startswith("pandas") and hasattr(X, "columns")
+
+
+def _minimal_validate(est, X, y, reset: bool, frame: bool):
+    """Input checks when scikit-learn is not installed: 2-D, finite, consistent width."""
+    name = type(est).__name__
+    if frame:
+        n_features = X.shape[1]
+        names = np.asarray([str(c) for c in X.columns], dtype=object)
+    else:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}; reshape your data")
+        if X.dtype.kind == "c":
+            raise ValueError(f"{name}: complex data not supported")
+        X = np.ascontiguousarray(X, dtype=est.dtype if est.dtype in ("float32", "float64") else "float32")
+        if not np.all(np.isfinite(X)):
+            raise ValueError(f"{name}: input X contains NaN or infinity")
+        n_features, names = X.shape[1], None
+    if len(X) == 0:
+        raise ValueError(f"{name}: found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required")
+    if reset:
+        est.n_features_in_ = n_features
+        if names is not None:
+            est.feature_names_in_ = names
+        elif hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    elif n_features != est.n_features_in_:
+        raise ValueError(f"X has {n_features} features, but {name} is expecting {est.n_features_in_} features as input.")
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(f"{name}: y must be 1-D with one value per row of X; got shape {y.shape} for {len(X)} rows")
+    return X, y
+
+
+class Classifier(_Network):
+    """A multilayer-perceptron classifier trained by nnclf's engine, usable wherever a
+    scikit-learn classifier is (pipelines, ``cross_val_score``, ``GridSearchCV``).
+
+    The network is ``n_features -> hidden[0] -> ... -> hidden[-1] -> K`` with softmax
+    cross-entropy (one sigmoid output for two classes); the objective is
+
+        J(theta) = sum_i c_{y_i} w_i l_i / sum_i w_i + weight_decay / 2 * sum_l ||W_l||^2
+
+    (``w`` = ``sample_weight``, ``c`` = ``class_weight``), minimised by ``optimizer`` in
+    mini-batches of ``batch_size`` rows for ``epochs`` epochs.
+
+    Parameters mirror the config keys of ``nnclf train`` (README, "Config reference") and are
+    validated by the same schema when ``fit`` is called; ``__init__`` only stores them.
+
+    Parameters
+    ----------
+    hidden : tuple of int, default=(100,)
+        Widths of the hidden layers (``model.hidden``).
+    activation : str, default="relu"
+        Hidden-layer activation (``model.activation``: relu, tanh, sigmoid, ...).
+    optimizer : str or dict, default="adam"
+        ``optimizer.name``, or a mapping of the optimizer section's keys, e.g.
+        ``{"name": "momentum", "momentum": 0.9}`` (unknown keys are a did-you-mean error).
+    lr : float, default=0.001
+        Learning rate (``optimizer.lr``).
+    batch_size : int or None, default=64
+        Rows per mini-batch (``training.batch_size``); None is full-batch (all rows).
+    epochs : int, default=100
+        Passes over the training rows (``training.epochs``).
+    weight_decay : float, default=0.0
+        L2 penalty lambda on the weights, not the biases (``loss.weight_decay``).
+    early_stopping : bool or dict or None, default=None
+        Stop when the validation loss stops improving: True for the defaults (patience 10 on
+        val_loss), or a mapping of ``training.early_stopping`` keys. The weights of the best
+        epoch are kept. A ``validation_fraction`` of the rows is held out for it.
+    validation_fraction : float or None, default=None
+        Rows held out (stratified) to compute ``validation_scores_``; None is 0.1 with early
+        stopping and 0 otherwise (``data.val_split``).
+    dtype : {"float32", "float64"}, default="float32"
+        Floating type of the weights and the arithmetic (``training.dtype``).
+    random_state : int, RandomState or None, default=None
+        Seed of initialisation, shuffling and dropout (``seed``); None draws a fresh one.
+    schedule : str or dict or None, default=None
+        Learning-rate schedule (``schedule``): a name or a mapping of its keys; None is constant.
+    warmup_epochs : int, default=0
+        Linear warm-up epochs of the schedule (``schedule.warmup_epochs``).
+    init : str, default="auto"
+        Weight initialiser (``model.init``).
+    dropout : float, default=0.0
+        Dropout rate on hidden activations while training (``model.dropout``).
+    loss : str, default="cross_entropy"
+        ``loss.name``: cross_entropy, nll, kl_div, mse.
+    label_smoothing : float, default=0.0
+        ``loss.label_smoothing``.
+    class_weight : "balanced" or dict or None, default=None
+        Per-class loss weights (``loss.class_weights``): "balanced" is n / (K n_c).
+    clip_norm : float or None, default=None
+        Gradient norm clipping (``training.clip_norm``).
+    shuffle : bool, default=True
+        Shuffle rows every epoch (``training.shuffle``).
+    threads : "auto" or int, default="auto"
+        BLAS threads inside ``fit`` (restored afterwards), ``training.threads``.
+    preprocess : {"auto", True, False}, default="auto"
+        Which pandas DataFrames go through nnclf's preprocessing (median imputation, one-hot
+        encoding, ``scaling``), fitted in ``fit``: "auto", those with a column that is not
+        numbers (text, categories); True, every DataFrame; False, none. Arrays and all-number
+        DataFrames under "auto" are used as given (scikit-learn's convention: scale them in a
+        pipeline).
+    categorical, max_categories, missing_indicators, scaling :
+        The ``data`` keys of that preprocessing (DataFrames only).
+    warm_start : bool, default=False
+        A second ``fit`` continues from the fitted weights and optimizer state for ``epochs``
+        more epochs instead of starting over.
+    verbose : bool, default=False
+        Print one line per epoch; otherwise nothing is printed.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (K,)
+        The class labels, sorted.
+    n_features_in_ : int
+        Number of input columns seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` had string column names.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Training loss (weighted mean) after each epoch.
+    validation_scores_ : list of float or None
+        Validation accuracy after each epoch, when rows were held out.
+    history_ : list of dict
+        The per-epoch records of ``metrics.csv`` (lr, losses, accuracies, seconds).
+    config_ : nnclf.config.Config
+        The validated config the parameters made.
+    net_ : nnclf.engine.network.MLP
+        The trained network.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> import nnclf
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = nnclf.Classifier(hidden=(32,), epochs=50, random_state=0).fit(X, y)
+    >>> clf.predict(X[:2]).tolist()
+    [0, 0]
+    """
+
+    _estimator_type = "classifier"
+
+    def __init__(
+        self,
+        hidden=(100,),
+        activation="relu",
+        optimizer="adam",
+        lr=0.001,
+        batch_size=64,
+        epochs=100,
+        weight_decay=0.0,
+        early_stopping=None,
+        validation_fraction=None,
+        dtype="float32",
+        random_state=None,
+        schedule=None,
+        warmup_epochs=0,
+        init="auto",
+        dropout=0.0,
+        loss="cross_entropy",
+        label_smoothing=0.0,
+        class_weight=None,
+        clip_norm=None,
+        shuffle=True,
+        threads="auto",
+        preprocess="auto",
+        categorical=(),
+        max_categories=None,
+        missing_indicators=False,
+        scaling="standard",
+        warm_start=False,
+        verbose=False,
+    ):
+        self.hidden = hidden
+        self.activation = activation
+        self.optimizer = optimizer
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.dtype = dtype
+        self.random_state = random_state
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.init = init
+        self.dropout = dropout
+        self.loss = loss
+        self.label_smoothing = label_smoothing
+        self.class_weight = class_weight
+        self.clip_norm = clip_norm
+        self.shuffle = shuffle
+        self.threads = threads
+        self.preprocess = preprocess
+        self.categorical = categorical
+        self.max_categories = max_categories
+        self.missing_indicators = missing_indicators
+        self.scaling = scaling
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # -- labels ------------------------------------------------------------------------------
+    def _encode_targets(self, y, classes, first: bool) -> np.ndarray:
+        if _sklearn_available():
+            from sklearn.utils.multiclass import check_classification_targets
+
+            check_classification_targets(y)
+        y = np.asarray(y)
+        if first:
+            found = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+            if len(found) < 2:
+                raise ValueError(f"{type(self).__name__}: y has {len(found)} class; classification needs at least 2 classes")
+            self.classes_ = found
+        idx = np.searchsorted(self.classes_, y)
+        idx = np.clip(idx, 0, len(self.classes_) - 1)
+        bad = self.classes_[idx] != y
+        if np.any(bad):
+            raise ValueError(f"y holds labels not in classes_ {self.classes_.tolist()}: {np.unique(y[bad])[:5].tolist()}")
+        return idx.astype(np.int64)
+
+    def _labels(self):
+        from .data.labels import Labels
+
+        return Labels(self._label_values())
+
+    def _label_values(self) -> list:
+        return [v.item() if isinstance(v, np.generic) else v for v in self.classes_.tolist()]
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or DataFrame
+            Training rows: an array is used as given; a DataFrame is preprocessed (see the
+            class docstring).
+        y : array-like of shape (n_samples,)
+            Class labels (any sortable values: ints, strings, booleans).
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights w_i >= 0: the loss becomes the weighted mean sum w_i l_i / sum w_i.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over (X, y), continuing the weights and optimizer state of earlier calls.
+
+        Parameters
+        ----------
+        X, y, sample_weight : as in ``fit``.
+        classes : array-like of shape (K,), optional
+            Every class label; required on the first call if (X, y) may miss some.
+
+        Returns
+        -------
+        self
+        """
+        if not self.__sklearn_is_fitted__():
+            if self.early_stopping not in (None, False):
+                raise ValueError("partial_fit does not hold out validation rows: set early_stopping=None")
+        return self._fit(X, y, sample_weight, classes=classes, incremental=True)
+
+    # -- predicting --------------------------------------------------------------------------
+    def _logits(self, X) -> np.ndarray:
+        self._check_fitted()
+        X, _ = self._validate_X(X, reset=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.net_.logits(self._features(X))
+
+    def decision_function(self, X) -> np.ndarray:
+        """Logits: (n_samples,) for two classes (the positive class's score), else (n_samples, K)."""
+        z = self._logits(X)
+        if z.shape[1] == 1:
+            return z[:, 0].copy()
+        if len(self.classes_) == 2:
+            return z[:, 1] - z[:, 0]
+        return z
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities (n_samples, K), columns in ``classes_`` order."""
+        z = self._logits(X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.loss_.predict_proba(z)
+
+    def predict_log_proba(self, X) -> np.ndarray:
+        """log of ``predict_proba`` (n_samples, K)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row (n_samples,), as values of ``classes_``."""
+        from .engine.losses import predicted_classes
+
+        z = self._logits(X)
+        if z.shape[1] == 1:
+            return self.classes_[predicted_classes(z)]
+        return self.classes_[self.loss_.predict_proba(z).argmax(axis=1) if self.loss_.name == "mse" else z.argmax(axis=1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of ``predict(X)`` against y (weighted by ``sample_weight``)."""
+        hits = (self.predict(X) == np.asarray(y)).astype(np.float64)
+        return float(np.average(hits, weights=sample_weight))
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+            input_tags=InputTags(),
+        )

@@ -1,0 +1,52 @@
+"""Per-row weights in the losses (sample_weight): J = 1/B sum_i c_{y_i} r_i l_i, checked against
+each row's own unweighted loss and delta computed alone (B = 1)."""
+
+import numpy as np
+import pytest
+
+from nnclf.engine.losses import LOSSES
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "nll", "kl_div", "mse"])
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("class_weights", [None, [0.5, 2.0, 1.5]])
+def test_row_weights_scale_each_rows_loss_and_delta(name, k, smoothing, class_weights):
+    rng = np.random.default_rng(0)
+    cw = None if class_weights is None else np.array(class_weights[:k])
+    loss = LOSSES.get(name)(k, smoothing, cw)
+    b = 7
+    z = rng.normal(size=(b, loss.n_outputs))
+    y = rng.integers(0, k, size=b)
+    r = rng.uniform(0.0, 3.0, size=b)
+    # reference: each row alone, unweighted by rows (its class weight still applies)
+    singles, deltas = [], []
+    for i in range(b):
+        d = np.empty((1, loss.n_outputs))
+        singles.append(loss.forward_backward(z[i : i + 1], y[i : i + 1], d))
+        deltas.append(d[0])
+    loss.row_weights = r
+    delta = np.empty_like(z)
+    value = loss.forward_backward(z, y, delta)
+    loss.row_weights = None
+    np.testing.assert_allclose(value, np.mean(r * np.array(singles)), rtol=1e-12)
+    np.testing.assert_allclose(delta, r[:, None] * np.array(deltas) / b, rtol=1e-12, atol=1e-15)
+
+
+def test_the_step_sets_and_clears_the_row_weights():
+    from nnclf.engine.network import MLP
+    from nnclf.engine.optimizers import OPTIMIZERS
+    from nnclf.engine.step import TrainingStep
+
+    rng = np.random.default_rng(1)
+    net = MLP([3, 4, 3], "tanh", 0.0, "float64")
+    net.initialize("auto", rng)
+    loss = LOSSES.get("cross_entropy")(3)
+    step = TrainingStep(net, loss, OPTIMIZERS.get("sgd")(net.params.size, "float64"))
+    x, y = rng.normal(size=(5, 3)), rng.integers(0, 3, size=5)
+    twice = step.gradient(x, y, ws=np.full(5, 2.0))
+    g2 = net.grads.copy()
+    once = step.gradient(x, y)
+    assert loss.row_weights is None
+    np.testing.assert_allclose(g2, 2 * net.grads, rtol=1e-12)
+    assert twice.loss == pytest.approx(2 * once.loss, rel=1e-12)
