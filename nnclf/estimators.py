@@ -340,8 +340,9 @@ class _Network(_Base):
 
     def _split_validation(self, x, y, w, cfg):
         from .data.dataset import stratified_holdout
+        from .seeds import split_rng
 
-        rng = np.random.default_rng([cfg.seed, 0])  # the CLI's split stream
+        rng = split_rng(cfg.seed)  # the CLI's split stream
         kept, held = stratified_holdout(self._stratify(y), cfg.data.val_split, rng)
         if len(held) == 0:
             raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(y)} rows are too few for a validation split")
