@@ -74,6 +74,8 @@ class TrainingStep:
         net = self.net
         logits = net.forward(xs, rng)
         delta = net.output_delta_buffer(len(ys))
+        if ws is not None and not hasattr(self.loss, "row_factors"):  # it would ignore them silently
+            raise ValueError(f"the {self.loss.name} loss does not take per-row weights")
         self.loss.row_weights = ws
         try:
             value = self.loss.forward_backward(logits, ys, delta)
