@@ -143,15 +143,18 @@ class Model:
         warn : callable, optional
             Receives warnings about the data (unseen categories, missing values) as lines.
         """
-        from .predict import _finite_proba
+        return self._predict(X, warn)[1]
+
+    def _predict(self, X, warn):
+        from .predict import _finite_predict
 
         frame = self._frame(X)
-        return _finite_proba(self._model, self._model.features(frame, "X", warn or _warn), frame, "X")
+        return _finite_predict(self._model, self._model.features(frame, "X", warn or _warn), frame, "X")
 
     def predict(self, X, warn: Callable[[str], None] | None = None) -> np.ndarray:
-        """The most probable label of each row (n,), as ``nnclf predict``'s ``prediction``."""
-        proba = self.predict_proba(X, warn)
-        return np.asarray(self._model.labels.decode(proba.argmax(axis=1)).tolist())
+        """The label of each row (n,), as ``nnclf predict``'s ``prediction`` column."""
+        classes, _ = self._predict(X, warn)
+        return np.asarray(self._model.labels.decode(classes).tolist())
 
     def evaluate(self, frame, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
         """The report of ``nnclf evaluate --json`` on a labelled DataFrame (target column included)."""

@@ -753,12 +753,8 @@ class Classifier(_Network):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row (n_samples,), as values of ``classes_``."""
-        from .engine.losses import predicted_classes
-
-        z = self._logits(X)
-        if z.shape[1] == 1:
-            return self.classes_[predicted_classes(z)]
-        return self.classes_[self.loss_.predict_proba(z).argmax(axis=1) if self.loss_.name == "mse" else z.argmax(axis=1)]
+        z = self._logits(X)  # first: it checks the estimator is fitted
+        return self.classes_[self.loss_.predict_classes(z)]  # the CLI's rule
 
     def score(self, X, y, sample_weight=None) -> float:
         """Mean accuracy of ``predict(X)`` against y (weighted by ``sample_weight``)."""
