@@ -181,6 +181,8 @@ class Trainer:
                 except ValueError as e:
                     raise NnclfError(f"training labels: {e}") from None
         if getattr(self.optimizer, "full_batch", False):
+            if w is not None:  # the Objective and curvature products have no row weights yet
+                raise NnclfError(f"optimizer.name: {self.optimizer.name} does not take sample weights yet; use gd, sgd, momentum or adam")
             return self._fit_full_batch(x, y, x_val, y_val)
         n = len(y)
         batch = n if self.batch_size is None else min(self.batch_size, n)

@@ -50,3 +50,13 @@ def test_the_step_sets_and_clears_the_row_weights():
     assert loss.row_weights is None
     np.testing.assert_allclose(g2, 2 * net.grads, rtol=1e-12)
     assert twice.loss == pytest.approx(2 * once.loss, rel=1e-12)
+
+
+def test_full_batch_methods_refuse_sample_weights():
+    import nnclf
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(nnclf.NnclfError, match="lbfgs does not take sample weights"):
+        nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2).fit(X, y, sample_weight=np.ones(20))
+    nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2).fit(X, y)  # unweighted: fine
