@@ -57,7 +57,7 @@ def train(config, *, runs_dir="runs", name=None, callbacks=(), warn: Callable[[s
     return train_run(config, (), runs_dir, name, list(callbacks), warn, None, values=values)
 
 
-def load(run, checkpoint: str = "best") -> "Model":
+def load(run, checkpoint: str = "auto") -> "Model":
     """A trained model from a run folder, a checkpoint file, or a ``RunResult``.
 
     Parameters
@@ -65,8 +65,9 @@ def load(run, checkpoint: str = "best") -> "Model":
     run : str, Path or RunResult
         A run folder (``RUN/checkpoints/{checkpoint}.npz`` is read), a checkpoint ``.npz``
         (also one written by ``Classifier.save``), or what ``nnclf.train`` returned.
-    checkpoint : {"best", "last"}, default="best"
-        Which checkpoint of a run folder (the CLI's ``--checkpoint``).
+    checkpoint : {"auto", "best", "last", "calibrated", "refit"}, default="auto"
+        Which checkpoint of a run folder, as the CLI's ``--checkpoint`` (auto: refit.npz when
+        training.refit made one, else best.npz).
 
     Returns
     -------

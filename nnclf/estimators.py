@@ -411,6 +411,7 @@ class _Network(_Base):
             "config_name": type(self).__name__,
             "network": {"sizes": net.sizes, "activation": net.activation_name, "dropout": net.dropout, "dtype": str(net.dtype)},
             "loss": {"name": self.config_.loss.name},
+            "task": self.config_.task,
             "labels": self._label_values(),
             "preprocessor": self._preprocessor_state(),
             "data_files": {},
