@@ -334,8 +334,12 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path):
     assert len([r for r in table if r["state"] in ("complete", "pruned")]) == 6
     retried = [r for r in table if r["number"] != failed[0]["number"] and r["optimizer.lr"] == failed[0]["optimizer.lr"]]
     assert len(retried) == 1  # queued again with the same parameters, once
-    stale = folder / f"trial-{int(failed[0]['number']):04d}" / "trial.json"
-    assert json.loads(stale.read_text())["state"] == "failed"
+    stale = folder / f"trial-{int(failed[0]['number']):04d}"
+    # the worker may die between taking a trial and making its run folder; a folder it made is marked
+    if stale.is_dir():
+        assert json.loads((stale / "trial.json").read_text())["state"] == "failed"
+    else:
+        assert not list(folder.glob(f"trial-{int(failed[0]['number']):04d}*"))
     assert "worker 0 exited" in err or "worker 1 exited" in err
     assert proc.returncode == 1
 
