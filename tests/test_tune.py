@@ -338,8 +338,6 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path):
     # the worker may die between taking a trial and making its run folder; a folder it made is marked
     if stale.is_dir():
         assert json.loads((stale / "trial.json").read_text())["state"] == "failed"
-    else:
-        assert not list(folder.glob(f"trial-{int(failed[0]['number']):04d}*"))
     assert "worker 0 exited" in err or "worker 1 exited" in err
     assert proc.returncode == 1
 
