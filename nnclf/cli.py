@@ -5,21 +5,94 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import NnclfError
 
+try:  # typer >= 0.22 carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer depends on click
+    from click import exceptions as click_exceptions
+
+class _Group(TyperGroup):
+    """Usage errors (an unknown option, a bad choice, a missing argument) as one line on stderr
+    with exit code 2, like every other nnclf error, instead of a framed box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exceptions.NoArgsIsHelpError as e:
+            print(e.format_message())
+            code = 0
+        except click_exceptions.ClickException as e:
+            command = f" {e.ctx.info_name}" if getattr(e, "ctx", None) is not None and e.ctx.parent is not None else ""
+            message = one_line(e.format_message()).replace("Value error, ", "")
+            print(f"error: {message} (see: nnclf{command} --help)", file=sys.stderr)
+            code = e.exit_code
+        except click_exceptions.Abort:
+            print("aborted", file=sys.stderr)
+            code = EXIT_ERROR
+        if not standalone_mode:
+            return code
+        sys.exit(code or 0)
+
+
+def _plain_help_types() -> None:
+    """typer prints a type after each argument and option (``run <path>``, ``--overwrite
+    <bool>``, ``--set <list[str]>``); nnclf's help shows only the metavars it names."""
+    from typer import core
+
+    if hasattr(core.TyperArgument, "display_type_rich"):
+        core.TyperArgument.display_type_rich = lambda self, ctx: None
+    if hasattr(core.TyperOption, "display_type_rich"):
+        original = core.TyperOption.display_type_rich
+        core.TyperOption.display_type_rich = lambda self, ctx: (
+            None if getattr(self, "is_flag", False) and self.metavar is None else original(self, ctx)
+        )
+
+
+_plain_help_types()
+
 app = typer.Typer(
-    add_completion=False,
+    cls=_Group,
+    add_completion=True,
     no_args_is_help=True,
     help="Train, evaluate and use neural-network classifiers from YAML configs and CSV files.",
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+
+
+def _choice(*choices: str):
+    """An option callback: a value outside ``choices`` is a usage error (exit 2)."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+
+    return check
+
+
+CHECKPOINTS = dict(metavar="auto|best|last|calibrated|refit", callback=_choice("auto", "best", "last", "calibrated", "refit"))
+
+
+def _example(*lines: str) -> str:
+    """A help epilog of example commands, printed as written (``\\b``: no rewrapping)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _tolerance(value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):  # nan would pass every comparison
+        raise typer.BadParameter(f"expected a finite number >= 0, got {value}")
+    return value
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -90,11 +163,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # -- train ------------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog=_example('nnclf train configs/iris.yaml', "nnclf train my.yaml --set 'model.hidden=[128,64]' --set optimizer.lr=0.01 --name wide", 'nnclf train --resume runs/iris-20261126-101500 --set training.epochs=200'))
 @errors_to_exit
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML config file (not needed with --resume)."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML). Repeatable."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key: --set optimizer.lr=0.01 (value parsed as YAML; quote lists for the shell: --set 'model.hidden=[128,64]'). Repeatable."),
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name (default: config stem + UTC time)."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder that holds run folders."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
@@ -140,12 +213,12 @@ def train(
 
 
 # -- evaluate ---------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog=_example("nnclf evaluate runs/iris-20261126-101500            # the run's held-out test rows", 'nnclf evaluate runs/iris-20261126-101500 new.csv --json', 'zcat new.csv.gz | nnclf evaluate runs/iris-20261126-101500 -'))
 @errors_to_exit
 def evaluate(
-    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
-    data: Optional[Path] = typer.Argument(None, help="Labelled CSV (default: the run's held-out test data)."),
-    checkpoint: str = typer.Option("auto", "--checkpoint", help="auto (refit.npz if training.refit made one, else best), best, last, calibrated (see nnclf calibrate) or refit."),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
+    data: Optional[Path] = typer.Argument(None, metavar="DATA", help="Labelled CSV, or - for standard input (default: the run's held-out test data)."),
+    checkpoint: str = typer.Option("auto", "--checkpoint", **CHECKPOINTS, help="Which checkpoint of RUN: auto (refit.npz if training.refit made one, else best), best, last, calibrated (see nnclf calibrate) or refit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ):
     """Score a trained model on labelled data."""
@@ -160,13 +233,13 @@ def evaluate(
 
 
 # -- predict ----------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog=_example('nnclf predict runs/iris-20261126-101500 data/iris.csv -o predictions.csv', 'nnclf predict runs/iris-20261126-101500 new.csv | head', 'cat new.csv | nnclf predict runs/iris-20261126-101500 - --checkpoint last'))
 @errors_to_exit
 def predict(
-    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
-    data: Path = typer.Argument(..., help="CSV with the feature columns (extra columns are ignored)."),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
+    data: Path = typer.Argument(..., metavar="DATA", help="CSV with the feature columns (extra columns are ignored), or - for standard input."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
-    checkpoint: str = typer.Option("auto", "--checkpoint", help="auto (refit.npz if training.refit made one, else best), best, last, calibrated (see nnclf calibrate) or refit."),
+    checkpoint: str = typer.Option("auto", "--checkpoint", **CHECKPOINTS, help="Which checkpoint of RUN: auto (refit.npz if training.refit made one, else best), best, last, calibrated (see nnclf calibrate) or refit."),
     chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="At most about this many rows read and predicted at a time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ):
@@ -188,9 +261,9 @@ def predict(
 @app.command()
 @errors_to_exit
 def calibrate(
-    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
     data: Optional[Path] = typer.Argument(None, help="Labelled CSV to fit on (default: the run's validation rows)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated."),
+    checkpoint: str = typer.Option("best", "--checkpoint", **CHECKPOINTS, help="Which checkpoint of RUN."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="New checkpoint file (default: RUN/checkpoints/calibrated.npz)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
@@ -213,10 +286,10 @@ def calibrate(
 @app.command()
 @errors_to_exit
 def export(
-    run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file."),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
     data: Optional[Path] = typer.Argument(None, help="With --check: a CSV to compare onnxruntime and nnclf predict on."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="ONNX file (default: RUN/model.onnx; with --check only if given)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated."),
+    checkpoint: str = typer.Option("best", "--checkpoint", **CHECKPOINTS, help="Which checkpoint of RUN."),
     check: bool = typer.Option(False, "--check", help="Run the graph in onnxruntime on DATA and compare with nnclf predict."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
     as_json: bool = typer.Option(False, "--json", help="With --check: print the comparison as JSON."),
@@ -247,9 +320,9 @@ def export(
 @errors_to_exit
 def encode(
     run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file of a reconstruction model."),
-    data: Path = typer.Argument(..., help="CSV with the feature columns (extra columns are ignored)."),
+    data: Path = typer.Argument(..., metavar="DATA", help="CSV with the feature columns (extra columns are ignored), or - for standard input."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    checkpoint: str = typer.Option("best", "--checkpoint", metavar="best|last", callback=_choice("best", "last"), help="Which checkpoint of RUN."),
     chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="At most about this many rows read and encoded at a time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
 ):
@@ -268,13 +341,13 @@ def encode(
 
 
 # -- gradcheck --------------------------------------------------------------------------------
-@app.command()
+@app.command(epilog=_example('nnclf gradcheck configs/iris.yaml', 'nnclf gradcheck my.yaml --samples 4 --set model.activation=tanh'))
 @errors_to_exit
 def gradcheck(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="YAML config file."),
     samples: int = typer.Option(16, "--samples", min=1, help="Training rows to check on."),
-    tolerance: float = typer.Option(1e-6, "--tolerance", help="Largest relative error that passes."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key, as in train."),
+    tolerance: float = typer.Option(1e-6, "--tolerance", metavar="T", callback=_tolerance, help="Largest relative error that passes (finite, >= 0)."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key, as in train."),
     curvature: bool = typer.Option(False, "--curvature", help="Also check the Hessian- and Gauss-Newton-vector products (newton_cg) against differences of the gradient, along 3 random directions."),
 ):
     """Compare backprop gradients with central finite differences (float64) on real rows."""
@@ -331,8 +404,8 @@ def list_runs(
 @app.command()
 @errors_to_exit
 def report(
-    run: Path = typer.Argument(..., help="Run folder, or a study folder of nnclf tune."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or calibrated: the checkpoint scored on the test rows."),
+    run: Path = typer.Argument(..., metavar="RUN", help="Run folder, or a study folder of nnclf tune."),
+    checkpoint: str = typer.Option("best", "--checkpoint", **CHECKPOINTS, help="Which checkpoint is scored on the test rows."),
 ):
     """Write RUN/report.html: one self-contained page with the run, its metrics and plots (for a
     study folder: optimisation history, parameter importances, the metric against each parameter)."""
@@ -441,8 +514,8 @@ def lr_find(
 @app.command("config")
 @errors_to_exit
 def show_config(
-    config: Path = typer.Argument(..., help="YAML config file."),
-    set_: List[str] = typer.Option([], "--set", help="Override a key, as in train."),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="YAML config file."),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a key, as in train."),
 ):
     """Print the fully resolved config, defaults included."""
     from .config import load_config

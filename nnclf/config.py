@@ -19,6 +19,7 @@ from .engine.losses import LOSSES
 from .engine.optimizers import OPTIMIZERS
 from .engine.regression import REGRESSION_LOSSES
 from .engine.schedules import SCHEDULES
+from .data.reading import DEFAULT_NA_VALUES
 from .errors import NnclfError
 from .registry import Registry, did_you_mean
 
@@ -91,6 +92,20 @@ class DataConfig(Section):
     delimiter: Optional[str] = None
     # the split's seed when it must stay put while ``seed`` varies (nnclf tune's trials); null: seed
     split_seed: Optional[int] = Field(None, ge=0)
+    na_values: list[str] = Field(default_factory=lambda: list(DEFAULT_NA_VALUES))
+
+    @field_validator("na_values", mode="before")
+    @classmethod
+    def _tokens_as_text(cls, tokens):
+        """Cells are compared as text: ``-999`` in YAML means the cell text "-999"."""
+        if isinstance(tokens, (str, int, float)) and not isinstance(tokens, bool):
+            tokens = [tokens]
+        if isinstance(tokens, list):
+            for token in tokens:
+                if isinstance(token, bool) or not isinstance(token, (str, int, float)):
+                    raise ValueError(f"expected a list of cell texts such as ['', NA, '?', '-999'], got {_shown(token)}")
+            return [t if isinstance(t, str) else repr(t) if isinstance(t, float) else str(t) for t in tokens]
+        return tokens
 
     @field_validator("encoding")
     @classmethod

@@ -43,16 +43,34 @@ def checkpoint_path(run: str | Path, which: str) -> Path:
     return path
 
 
+def read_options(model: TrainedModel):
+    """How the run read its files: encoding, delimiter, ``data.na_values``, the target as text."""
+    from .data.reading import ReadOptions
+
+    target = model.target if isinstance(model.target, str) else None
+    return ReadOptions.of(model.meta["config"]["data"], target=target)
+
+
+def _source(data) -> str:
+    return "stdin" if str(data) == "-" else str(data)
+
+
 def held_out_rows(model: TrainedModel, run: Path, split: str = "test"):
     """The run's test (or validation) rows: data.test (data.val) if given, else the rows listed
-    in splits.npz. Returns (frame, source description)."""
-    from .data.reading import read_table
+    in splits.npz of the training file, which must hold the bytes the run was trained on: the
+    SHA-256 of what is read is compared with the recorded one, so a file replaced meanwhile is
+    refused. Returns (frame, source description)."""
+    from .data.reading import read_table_hashed
 
     data = model.meta["config"]["data"]
+    options = read_options(model)
     name = {"test": "test", "val": "validation"}[split]
     give = f"give a labelled CSV to {'evaluate' if split == 'test' else 'calibrate'} on"
+    recorded = model.meta.get("data_files", {})
     if data.get(split):
-        return read_table(data[split], data["encoding"], data["delimiter"]), data[split]
+        frame, seen = read_table_hashed(data[split], options=options)
+        _same_file(data[split], recorded.get(split), seen, {"test": "test", "val": "validation"}[split], name, give)
+        return frame, data[split]
     splits = (run if run.is_dir() else run.parent.parent) / "splits.npz"
     if not splits.is_file():
         raise NnclfError(f"{run}: no splits.npz; {give}")
@@ -60,22 +78,24 @@ def held_out_rows(model: TrainedModel, run: Path, split: str = "test"):
         if split not in s.files:
             raise NnclfError(f"{run}: the run held out no {name} rows (data.{split}_split = 0); {give}")
         rows = s[split]
-    recorded = model.meta.get("data_files", {}).get("train")
-    if recorded is not None:
-        from .data.reading import fingerprint
-
-        if not Path(data["train"]).is_file() or fingerprint(data["train"])["sha256"] != recorded["sha256"]:
-            raise NnclfError(
-                f"{data['train']}: the training file changed since the run (or is gone), so its held-out "
-                f"{name} rows cannot be recovered; {give}"
-            )
-    frame = read_table(data["train"], data["encoding"], data["delimiter"])
+    if not Path(data["train"]).is_file():
+        raise NnclfError(f"{data['train']}: the training file is gone, so the run's held-out {name} rows cannot be recovered; {give}")
+    frame, seen = read_table_hashed(data["train"], options=options)
+    _same_file(data["train"], recorded.get("train"), seen, "training", name, give)
     if len(rows) and (rows.max() >= len(frame) or rows.min() < 0):
         raise NnclfError(
             f"{data['train']}: has {len(frame)} data rows but the run's {name} split lists row {int(rows.max()) + 1}; "
             f"the file changed since training ({give})"
         )
     return frame.loc[rows], f"{data['train']} ({name} split)"
+
+
+def _same_file(path, recorded, seen, role: str, name: str, give: str) -> None:
+    if recorded is not None and seen is not None and recorded.get("sha256") != seen["sha256"]:
+        raise NnclfError(
+            f"{path}: the {role} file changed since the run (its SHA-256 differs), so the run's held-out "
+            f"{name} rows cannot be recovered; {give}"
+        )
 
 
 def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn):
@@ -93,7 +113,9 @@ def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn):
     unknown = y < 0
     if unknown.any():
         values = frame[target][unknown].astype(str).value_counts()
-        shown = ", ".join(f"{v!r} ({c})" for v, c in values.head(5).items())
+        from .data.reading import quote_cell
+
+        shown = ", ".join(f"{quote_cell(v)} ({c})" for v, c in values.head(5).items())
         warn(f"{source}: {int(unknown.sum())} row(s) have labels never seen in training: {shown}; scored as wrong")
     return frame, y
 
@@ -110,8 +132,7 @@ def evaluate(run: str | Path, data: Optional[str | Path], which: str = "auto", w
     if data is None:
         frame, source = held_out_rows(model, Path(run), "test")
     else:
-        cfg = model.meta["config"]["data"]
-        frame, source = read_table(data, cfg["encoding"], cfg.get("delimiter")), str(data)
+        frame, source = read_table(data, options=read_options(model)), _source(data)
     return evaluate_frame(model, frame, source, path, warn, details)
 
 
@@ -261,7 +282,7 @@ def stream_csv(model: TrainedModel, data, output, header: list[str], render, chu
 
     from .data.reading import iter_table
 
-    data_cfg = model.meta["config"]["data"]
+    options, source = read_options(model), _source(data)
     if output is not None:
         output = Path(output)
         if output.exists() and not overwrite:
@@ -280,18 +301,18 @@ def stream_csv(model: TrainedModel, data, output, header: list[str], render, chu
         # the reader parses in threads on every core: a one-thread BLAS does not fight them for
         # the cores (measured: 1.85 s instead of 2.2 s for 200,000 x 100 rows on 2 cores)
         with threadpool_limits(limits=1, user_api="blas"):
-            for frame in iter_table(data, data_cfg["encoding"], data_cfg.get("delimiter"), chunk_rows=chunk_rows):
-                x = model.features(frame, str(data), warn, notes)
+            for frame in iter_table(data, chunk_rows=chunk_rows, options=options):
+                x = model.features(frame, source, warn, notes)
                 if n == 0:  # the header only once the first chunk is known to be readable
                     # (render writes nothing until its numbers are checked, so a bad first chunk leaves no header)
                     block = io.StringIO()
-                    render(block, frame, x, str(data))
+                    render(block, frame, x, source)
                     writer.writerow(header)
                     text.write(block.getvalue())
                 else:
-                    render(text, frame, x, str(data))
+                    render(text, frame, x, source)
                 n += len(frame)
-        notes.emit(warn, str(data))
+        notes.emit(warn, source)
         text.flush()
         if text is not f:
             text.detach()
@@ -354,7 +375,7 @@ def _label_text(value) -> str:
 
 def _csv_field(value) -> str:
     s = _label_text(value)
-    if any(ch in s for ch in ',"\n\r'):
+    if any(ch in s for ch in ',"\n\r') or s != s.strip():  # quoted, a reader keeps the spaces
         s = '"' + s.replace('"', '""') + '"'
     return s
 

@@ -12,8 +12,15 @@ T = TypeVar("T")
 
 def did_you_mean(name: str, choices: list[str]) -> str:
     """`` (did you mean 'adam'?)`` for the closest choice, or an empty string."""
-    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    choices = [str(c) for c in choices]
+    exact = [c for c in choices if c.lower() == str(name).lower()]  # case alone: 'Relu' is 'relu'
+    if exact:
+        return f" (did you mean '{exact[0]}'?)"
+    lowered: dict[str, str] = {}
+    for c in choices:
+        lowered.setdefault(c.lower(), c)
+    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean '{lowered[close[0]]}'?)" if close else ""
 
 
 class Registry(Generic[T]):

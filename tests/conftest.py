@@ -24,8 +24,9 @@ class CliResult:
     stderr: str
 
 
-def run_cli(args, cwd: Path | None = None) -> CliResult:
-    """Invoke ``nnclf ARGS`` in-process (a list or a shell-like string); never raises."""
+def run_cli(args, cwd: Path | None = None, input: str | bytes | None = None) -> CliResult:
+    """Invoke ``nnclf ARGS`` in-process (a list or a shell-like string), ``input`` on its
+    standard input; never raises."""
     if isinstance(args, str):
         args = shlex.split(args)
     runner = CliRunner()
@@ -33,7 +34,7 @@ def run_cli(args, cwd: Path | None = None) -> CliResult:
     try:
         if cwd is not None:
             os.chdir(cwd)
-        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+        result = runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=True)
     finally:
         os.chdir(old)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -44,7 +45,7 @@ def run_cli(args, cwd: Path | None = None) -> CliResult:
 @pytest.fixture
 def cli(tmp_path):
     """``cli("train cfg.yaml")`` runs in tmp_path, so run folders land in tmp_path/runs."""
-    return lambda args, cwd=None: run_cli(args, cwd or tmp_path)
+    return lambda args, cwd=None, input=None: run_cli(args, cwd or tmp_path, input)
 
 
 def write_config(folder: Path, text: str, name: str = "config.yaml") -> Path:

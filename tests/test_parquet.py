@@ -41,5 +41,5 @@ def test_parquet_without_pyarrow_says_how_to_install(cli, tmp_path, monkeypatch)
         monkeypatch.setitem(sys.modules, name, None)
     result = cli(["train", cfg])
     assert result.exit_code == 1
-    assert result.stderr == f"error: {tmp_path / 'iris.parquet'}: reading Parquet needs pyarrow: pip install 'nnclf[parquet]'\n"
+    assert result.stderr == f'error: {tmp_path / "iris.parquet"}: reading Parquet needs pyarrow: pip install ".[parquet]" (from a clone) or pip install "nnclf[parquet]"\n'
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

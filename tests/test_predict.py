@@ -370,7 +370,7 @@ def test_evaluate_and_predict_name_bad_runs(cli, three, tmp_path):
         r = cli([command, "nope", data])
         assert (r.exit_code, r.stderr) == (1, "error: nope: no such run folder or checkpoint file\n")
         r = cli([command, run, data, "--checkpoint", "middle"])
-        assert (r.exit_code, r.stderr) == (1, "error: --checkpoint: expected auto, best, last, calibrated or refit, got 'middle'\n")
+        assert (r.exit_code, r.stderr) == (2, f"error: Invalid value for '--checkpoint': 'middle' is not one of 'auto', 'best', 'last', 'calibrated', 'refit' (see: nnclf {command} --help)\n")
         (tmp_path / "empty").mkdir(exist_ok=True)
         r = cli([command, "empty", data])
         assert (r.exit_code, r.stderr) == (1, "error: empty: no checkpoints/best.npz (is it a run folder?)\n")
@@ -430,11 +430,11 @@ def test_boolean_target_with_blank_labels(cli, tmp_path):
     assert cli("train c.yaml --name r --quiet").exit_code == 0
     report, r = evaluate_json(cli, "runs/r", "clean.csv")
     assert r.stderr == ""  # the labels of a blank-free file are the same labels
-    assert report["labels"] == [False, True]
+    assert report["labels"] == ["False", "True"]  # as the file writes them
     assert report["n"] == 40 and report["unknown_labels"] == 0
     out, _ = predict_rows(cli, "runs/r", "clean.csv")
-    assert out[0] == ["prediction", "proba_false", "proba_true"]
-    assert {line[0] for line in out[1:]} <= {"true", "false"}
+    assert out[0] == ["prediction", "proba_False", "proba_True"]
+    assert {line[0] for line in out[1:]} <= {"True", "False"}
 
 
 def test_evaluate_and_predict_read_with_the_configured_delimiter(cli, tmp_path):

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nnclf.data.reading import _record_blocks, _record_end, iter_table, read_table
+from nnclf.data.blocks import record_blocks, record_end
+from nnclf.data.reading import iter_table, read_table
 from nnclf.errors import NnclfError
 
 
@@ -39,7 +40,7 @@ def test_blocks_end_at_record_boundaries_outside_quotes():
     text = _tricky_csv(3000).encode()
     for size in (7, 64, 1000, 1 << 16):
         f = io.BytesIO(text)
-        blocks = list(_record_blocks(f, size))
+        blocks = list(record_blocks(f, size, ","))
         assert b"".join(block for _, block in blocks) == text
         assert [offset for offset, _ in blocks] == list(np.cumsum([0] + [len(b) for _, b in blocks[:-1]]))
         for _, block in blocks[:-1]:
@@ -48,10 +49,9 @@ def test_blocks_end_at_record_boundaries_outside_quotes():
 
 def test_record_end_is_the_last_newline_outside_quotes():
     data = b'a,"x\ny"\nb,""""\nd,"e\nf\ng'
-    last = data.rfind(b"\n")
-    assert _record_end(data, last) == data.index(b"\nd")  # the two newlines after it are quoted
-    assert _record_end(b"1,2\n3,4\n", 7) == 7
-    assert _record_end(b'"a\nb\nc', 4) == -1  # no record ends in a block inside one field
+    assert record_end(data, ",") == data.index(b"\nd")  # the two newlines after it are quoted
+    assert record_end(b"1,2\n3,4\n", ",") == 7
+    assert record_end(b'"a\nb\nc', ",") == -1  # no record ends in a block inside one field
 
 
 def test_block_reader_matches_one_piece_read_with_quotes_and_blank_lines(tmp_path):
@@ -163,7 +163,7 @@ def test_a_long_first_record_of_a_later_block_is_an_error(tmp_path):
     rows = _big_rows(50_000)
     path = tmp_path / "b.csv"
     path.write_text("a,b,label\n" + "\n".join(rows) + "\n")
-    starts = [offset for offset, _ in _record_blocks(open(path, "rb"), 1 << 16)]
+    starts = [offset for offset, _ in record_blocks(open(path, "rb"), 1 << 16, ",")]
     assert len(starts) > 5
     text = path.read_bytes()
     line = text.count(b"\n", 0, starts[3]) + 1  # the first line of the fourth block

@@ -5,18 +5,16 @@ from __future__ import annotations
 import functools
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import NnclfError
 from ..registry import did_you_mean
 from .labels import Labels
-from .preprocess import Preprocessor, TransformNotes
-from .reading import ChunkedTable, fingerprint, read_chunks, read_table
+from .preprocess import Preprocessor, TransformNotes, Warn
+from .reading import ChunkedTable, ReadOptions, quote_cell, read_chunks, read_table_hashed
 from ..seeds import split_rng
-
-Warn = Callable[[str], None]
 
 
 @dataclass
@@ -38,7 +36,6 @@ class Prepared:
     train: Split
     val: Optional[Split]
     test: Optional[Split]
-    dropped: dict[str, int] = field(default_factory=dict)
     files: dict[str, dict] = field(default_factory=dict)  # role -> fingerprint (path, bytes, sha256)
     task: str = "classification"
     targets: Any = None  # regression: the fitted ``nnclf.data.targets.Targets``
@@ -102,17 +99,25 @@ def _list(columns: list[str]) -> str:
     return ", ".join(columns[:12]) + (f", ... ({len(columns)} in all)" if len(columns) > 12 else "")
 
 
-def _read(path: str, data):
-    return read_table(path, encoding=data.encoding, delimiter=data.delimiter)
-
-
-def _drop_missing_labels(frame, target: str, source: str, warn: Warn) -> tuple[Any, int]:
-    """``frame`` (a DataFrame or a ChunkedTable) without the rows whose label is missing."""
-    missing = frame[target].isna().to_numpy()
+def _drop_missing_labels(frame, target: str, source: str, warn: Warn, na_values=()) -> Any:
+    """``frame`` (a DataFrame or a ChunkedTable) without the rows whose label is missing (an
+    empty cell). A label that ``data.na_values`` lists is a class, and said so once."""
+    column = frame[target]
+    missing = column.isna().to_numpy()
     if missing.any():
         warn(f"{source}: {int(missing.sum())} row(s) with a missing '{target}' label dropped")
         frame = frame.rows(~missing) if isinstance(frame, ChunkedTable) else frame[~missing]
-    return frame, int(missing.sum())
+    tokens = sorted(set(na_values) - {""})
+    if tokens:
+        listed = column[~missing].isin(tokens)
+        if listed.any():
+            counts = column[~missing][listed.to_numpy()].value_counts()
+            shown = ", ".join(f"{quote_cell(v)} ({n})" for v, n in counts.head(3).items())
+            warn(
+                f"{source}: target '{target}': {int(listed.sum())} label(s) {shown} are in data.na_values, "
+                f"which applies to feature columns only; kept as classes (an empty cell is a missing label)"
+            )
+    return frame
 
 
 MANY_CLASSES = 50  # more distinct integer labels than this (or than half the rows) look like a quantity
@@ -123,8 +128,13 @@ def check_class_target(series, source: str, target: str, warn: Warn) -> None:
     ``task: regression``; integers with very many distinct values get a warning saying so."""
     import pandas as pd
 
-    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+    if pd.api.types.is_bool_dtype(series):
         return
+    if not pd.api.types.is_numeric_dtype(series):  # the target is read as text: is every label a number?
+        numbers = pd.to_numeric(series, errors="coerce")
+        if bool((numbers.isna() & series.notna()).any()):
+            return
+        series = numbers
     values = series.to_numpy(dtype=np.float64, na_value=np.nan)
     present = ~np.isnan(values)
     fractional = present & (np.mod(np.where(present, values, 0.0), 1) != 0)
@@ -156,9 +166,11 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
     source = data.train
     # the training file stays in the chunks it was read in (ChunkedTable): fitting and
     # transforming take one joined column at a time, so the parsed data is held once
-    frame = read_chunks(source, encoding=data.encoding, delimiter=data.delimiter)
+    options = ReadOptions.of(data)
+    frame = read_chunks(source, options=options)
+    files = {"train": frame.fingerprint}
     features = select_features(list(frame.columns), data, source)
-    frame, dropped = _drop_missing_labels(frame, data.target, source, warn)
+    frame = _drop_missing_labels(frame, data.target, source, warn, options.na_values)
     if len(frame) < 2:
         raise NnclfError(f"{source}: {len(frame)} labelled row(s); training needs at least 2")
     check_class_target(frame[data.target], source, data.target, warn)
@@ -203,14 +215,13 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
     def split_of(positions) -> Split:
         return Split(x_all[positions], y_all[positions], rows_all[positions], source)
 
-    val = split_of(val_pos) if val_pos is not None else _separate(data.val, data, pre, labels, dtype, warn)
-    test = split_of(test_pos) if test_pos is not None else _separate(data.test, data, pre, labels, dtype, warn)
+    val = split_of(val_pos) if val_pos is not None else _separate(data.val, "val", options, pre, labels, dtype, warn, files)
+    test = split_of(test_pos) if test_pos is not None else _separate(data.test, "test", options, pre, labels, dtype, warn, files)
     # the held-out rows are copied out; the training rows are moved up inside x_all itself
     train = Split(_keep_rows(x_all, frame_positions), y_all[frame_positions], rows_all[frame_positions], source)
     x_all = None
     release_freed_memory()
-    files = {role: fingerprint(path) for role, path in (("train", data.train), ("val", data.val), ("test", data.test)) if path}
-    return Prepared(pre, labels, train, val, test, {"missing_label_rows": dropped}, files)
+    return Prepared(pre, labels, train, val, test, files)
 
 
 def _transform_releasing(pre: Preprocessor, frame, source: str, dtype, warn: Warn) -> np.ndarray:
@@ -266,16 +277,19 @@ def _malloc_trim():
         return None
 
 
-def _separate(path: Optional[str], data, pre: Preprocessor, labels: Labels, dtype, warn) -> Optional[Split]:
-    """A validation or test CSV given by path, encoded with the training state."""
+def _separate(path: Optional[str], role: str, options: ReadOptions, pre: Preprocessor, labels: Labels, dtype, warn,
+              files: dict) -> Optional[Split]:
+    """A validation or test CSV given by path, encoded with the training state; its
+    fingerprint goes into ``files[role]``."""
     if path is None:
         return None
-    frame = _read(path, data)
-    if data.target not in frame.columns:
-        raise NnclfError(f"{path}: target column '{data.target}' not found{did_you_mean(data.target, list(frame.columns))}")
-    frame, _ = _drop_missing_labels(frame, data.target, path, warn)
-    y = labels.encode(frame[data.target])
+    frame, files[role] = read_table_hashed(path, options=options)
+    target = options.target
+    if target not in frame.columns:
+        raise NnclfError(f"{path}: target column '{target}' not found{did_you_mean(target, list(frame.columns))}")
+    frame = _drop_missing_labels(frame, target, path, warn, options.na_values)
+    y = labels.encode(frame[target])
     unknown = y < 0
     if unknown.any():
-        raise NnclfError(f"{path}: {int(unknown.sum())} row(s) have labels never seen in training, e.g. {frame[data.target][unknown].iloc[0]!r}")
+        raise NnclfError(f"{path}: {int(unknown.sum())} row(s) have labels never seen in training, e.g. {quote_cell(frame[target][unknown].iloc[0])}")
     return Split(pre.transform(frame, path, dtype, warn), y, frame.index.to_numpy(), path)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import NnclfError
+from .reading import quote_cell
 
 MISSING = None  # the category of a missing cell in a categorical column (JSON null)
 OTHER = "__other__"
@@ -48,15 +49,27 @@ class Preprocessor:
     ) -> "Preprocessor":
         """Type and fit every feature column on the training rows: ``frame``, or its rows at
         positions ``rows`` (taken one column at a time, so the frame is never copied whole)."""
-        columns = []
+        columns, kept, dropped = [], [], []
         for name in features:
             series = frame[name] if rows is None else frame[name].iloc[rows]
+            if not series.notna().any():
+                dropped.append(name)
+                continue
+            kept.append(name)
             if name in categorical or not _numeric_kind(series):
                 kind_reason = "listed in data.categorical" if name in categorical else _categorical_reason(series)
                 columns.append(_fit_categorical(series, name, kind_reason, max_categories, missing_indicators, warn))
             else:
                 columns.append(_fit_numeric(series, name, source, scaling, missing_indicators))
-        return cls({"target": target, "features": features, "columns": columns})
+        if dropped:
+            listed = ", ".join(f"'{n}'" for n in dropped[:5]) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+            warn(f"{source}: column{'s' if len(dropped) > 1 else ''} {listed} dropped: no values in the training rows")
+        if not kept:
+            raise NnclfError(f"{source}: every feature column is empty in the training rows; nothing to train on")
+        state = {"target": target, "features": kept, "columns": columns}
+        if dropped:
+            state["dropped"] = [{"name": n, "reason": "no values in the training rows"} for n in dropped]
+        return cls(state)
 
     # -- transforming ----------------------------------------------------------------------
     @property
@@ -74,7 +87,8 @@ class Preprocessor:
         per column. To transform a file in chunks, pass one ``TransformNotes`` for all chunks and
         call its ``emit`` at the end, so each warning counts the whole file.
         """
-        missing = [name for name in self.features if name not in frame.columns]
+        present = set(frame.columns)  # (a ChunkedTable builds its column list on each call)
+        missing = [name for name in self.features if name not in present]
         if missing:
             listed = ", ".join(f"'{m}'" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise NnclfError(f"{source}: missing feature column{'s' if len(missing) > 1 else ''} {listed} (the model was trained with it)")
@@ -182,7 +196,7 @@ class TransformNotes:
     def emit(self, warn: Warn, source: str) -> None:
         for name, (total, seen) in self.unseen.items():
             ranked = sorted(seen, key=lambda v: -seen[v])  # stable: ties keep first-seen order
-            examples = ", ".join(repr(k) for k in ranked[:3])
+            examples = ", ".join(quote_cell(k) for k in ranked[:3])
             distinct = f"{len(seen)}{'+' if name in self.capped else ''}"
             warn(
                 f"{source}: column '{name}': {total} value(s) never seen in training "
@@ -260,7 +274,7 @@ def _as_float(series, name: str, source: str) -> np.ndarray:
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise NnclfError(
-                f"{source}, line {file_line(series, row)}: column '{name}': non-numeric value {series.iloc[row]!r} "
+                f"{source}, line {file_line(series, row)}: column '{name}': non-numeric value {quote_cell(series.iloc[row])} "
                 f"in a numeric column (fix it, or list '{name}' in data.categorical)"
             )
     infinite = np.isinf(values)
@@ -276,9 +290,7 @@ def _as_float(series, name: str, source: str) -> np.ndarray:
 def _fit_numeric(series, name, source, scaling, missing_indicators):
     values = _as_float(series, name, source)
     present = values[~np.isnan(values)]
-    n_missing = int(values.size - present.size)
-    if present.size == 0:
-        raise NnclfError(f"{source}: column '{name}': every value is missing; remove it or list it in data.ignore")
+    n_missing = int(values.size - present.size)  # (a column with no values was dropped before)
     fill = float(np.median(present))
     filled = np.where(np.isnan(values), fill, values)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below

@@ -6,27 +6,69 @@ import codecs
 import csv
 import io
 import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ..errors import NnclfError
 
 DELIMITERS = ",;\t|"
 
 
-def _open_text_head(path: Path, encoding: str, size: int = 65536) -> str:
-    """The first ``size`` characters of the (possibly compressed) file, for sniffing."""
-    import pandas as pd  # noqa: F401  (pandas brings the compression readers)
-    from pandas.io.common import get_handle
+DEFAULT_NA_VALUES = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)  # pandas' default list, written out so a pandas release cannot change what a file means
+HEAD_BYTES = 1 << 18  # read for sniffing, after the header record
+MAX_HEADER_BYTES = 64 << 20  # a header record longer than this is refused, not read forever
+CELL_QUOTE_CHARS = 40  # at most this much of a cell is quoted in a message
 
-    with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
-        raw = handles.handle.read(size * 4)
-    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not wide:
-        # read as utf-8 it would fail later with a misleading "expected N fields" on some line
-        raise NnclfError(f"{path}: the file is UTF-16 text (it starts with a UTF-16 byte-order mark); set data.encoding: utf-16")
-    text = raw.decode(encoding, errors="replace")
-    return text[:size].lstrip("\ufeff")
+
+def quote_cell(value) -> str:
+    """``repr`` of a cell for a message, cut to ``CELL_QUOTE_CHARS`` characters: a 200 MB cell
+    must not make a 200 MB warning."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= CELL_QUOTE_CHARS:
+        return repr(value)
+    return f"{text[:CELL_QUOTE_CHARS]!r}... ({len(text):,} characters)"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read a table: ``data.encoding``, ``data.delimiter`` (None: detected),
+    ``data.na_values`` (cells that mean "missing" in feature columns) and the target column,
+    which is read as text exactly as written: only an empty cell is a missing label."""
+
+    encoding: str = "utf-8"
+    delimiter: Optional[str] = None
+    na_values: tuple = DEFAULT_NA_VALUES
+    target: Optional[str] = None
+
+    @classmethod
+    def of(cls, data, target: Optional[str] = None) -> "ReadOptions":
+        """From a DataConfig or the ``data`` mapping saved in a checkpoint (which may predate
+        ``na_values``)."""
+        get = data.get if isinstance(data, dict) else lambda key, default=None: getattr(data, key, default)
+        na = get("na_values", None)
+        return cls(get("encoding", "utf-8") or "utf-8", get("delimiter", None),
+                   DEFAULT_NA_VALUES if na is None else tuple(na), target if target is not None else get("target", None))
+
+    def pandas(self, names: list[str]) -> dict:
+        """read_csv arguments: na_values in every column but the target, which is text."""
+        kwargs = dict(keep_default_na=False)
+        if self.target is not None and self.target in names:
+            kwargs["na_values"] = {name: ([""] if name == self.target else list(self.na_values)) for name in names}
+            kwargs["dtype"] = {self.target: str}
+        else:
+            kwargs["na_values"] = list(self.na_values)
+        return kwargs
+
+
+def _options(encoding, delimiter, options: Optional[ReadOptions]) -> ReadOptions:
+    if options is not None:
+        return options
+    return ReadOptions(encoding=encoding, delimiter=delimiter)
 
 
 def fingerprint(path: str | Path) -> dict:
@@ -34,64 +76,103 @@ def fingerprint(path: str | Path) -> dict:
     import hashlib
 
     digest = hashlib.sha256()
+    size = 0
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {"path": str(path), "bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+            size += len(block)
+    return {"path": str(path), "bytes": size, "sha256": digest.hexdigest()}
+
+
+class _HashingReader(io.RawIOBase):
+    """A binary stream that hashes (SHA-256) every byte read through it: the fingerprint of
+    what was parsed, not of whatever the path holds afterwards."""
+
+    def __init__(self, raw, prefix: bytes = b""):
+        import hashlib
+
+        self.raw, self.prefix = raw, prefix
+        self.digest, self.size = hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.prefix:
+            n = min(len(buffer), len(self.prefix))
+            buffer[:n], self.prefix = self.prefix[:n], self.prefix[n:]
+        else:
+            data = self.raw.read(len(buffer))
+            n = len(data)
+            buffer[:n] = data
+            self.digest.update(data)
+            self.size += n
+        return n
+
+    def drain(self) -> None:
+        self.prefix = b""
+        for block in iter(lambda: self.raw.read(1 << 20), b""):
+            self.digest.update(block)
+            self.size += len(block)
 
 
 def check_file(path: Path, what: str = "data file") -> None:
+    if str(path) == "-":
+        return
     if not path.exists():
-        raise NnclfError(f"{path}: {what} not found")
+        raise NnclfError(f"{path}: {what} not found{_similar_file(path)}")
     if path.is_dir():
         raise NnclfError(f"{path}: is a folder, expected a {what}")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)")
 
 
-def sniff_delimiter(path: Path, encoding: str) -> str:
-    """Comma unless the header line clearly uses ';', tab or '|' instead."""
-    head = _open_text_head(path, encoding)
-    first = head.splitlines()[0] if head else ""
-    counts = {d: first.count(d) for d in DELIMITERS}
-    best = max(counts, key=counts.get)
-    return best if counts[best] > 0 else ","
+def _similar_file(path: Path) -> str:
+    """`` (did you mean 'iris.csv'?)`` for a file of the same folder with a close name."""
+    import difflib
+
+    try:
+        names = [p.name for p in path.parent.iterdir() if p.is_file()] if path.parent.is_dir() else []
+    except OSError:
+        return ""
+    lower = {name.lower(): name for name in names}
+    close = difflib.get_close_matches(path.name.lower(), list(lower), n=1, cutoff=0.6)
+    return f" (did you mean '{path.parent / lower[close[0]]}'?)" if close else ""
 
 
-_COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
-_POINT_DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?")
+@dataclass
+class Sniffed:
+    """What one look at a file's head decides: the delimiter, the decimal mark, the header's
+    column names, and where the data starts (for cutting a plain file into blocks)."""
+
+    sep: str
+    decimal: str
+    names: list
+    head: str  # the decoded head: the header record and about HEAD_BYTES after it
+    complete: bool  # the head is the whole file
+    data_start: Optional[int]  # byte offset of the first data record, when blocks can be cut
+    line_bytes: int  # mean bytes per line of the head
 
 
-def sniff_decimal(path: Path, encoding: str, delimiter: str) -> str:
-    """',' for a file whose delimiter is not a comma and whose numbers are written like 3,14
-    (spreadsheets in many European locales export that), and never like 3.14; else '.'.
-
-    Without this, every such number would read as text and the column would be one-hot encoded.
-    """
-    if delimiter == ",":
-        return "."
-    head = _open_text_head(path, encoding)
-    lines = head.splitlines()[1:]
-    if lines and not head.endswith(("\n", "\r")):
-        lines = lines[:-1]  # the last line may be cut off mid-number
-    comma = point = 0
-    for row in csv.reader(lines, delimiter=delimiter):
-        for field in row:
-            field = field.strip()
-            if _COMMA_DECIMAL.fullmatch(field):
-                comma += 1
-            elif _POINT_DECIMAL.fullmatch(field):
-                point += 1
-    return "," if comma and not point else "."
-
-
-def header_columns(path: Path, encoding: str, delimiter: str) -> list[str]:
-    """Column names from the header row; duplicate names are an error naming both positions."""
-    head = _open_text_head(path, encoding)
-    if not head.strip():
+def sniff(path: Path, head: bytes, complete: bool, encoding: str, delimiter: Optional[str], cuttable: bool) -> Sniffed:
+    """Decide everything from ``head`` (the first bytes of the decompressed file, through the
+    header record)."""
+    wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not wide:
+        # read as utf-8 it would fail later with a misleading "expected N fields" on some line
+        raise NnclfError(f"{path}: the file is UTF-16 text (it starts with a UTF-16 byte-order mark); set data.encoding: utf-16")
+    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
+    if not complete and not wide:
+        text = text[: len(text) - 1]  # the last character may be cut mid-sequence
+    if not text.strip():
         raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)")
-    try:  # newline=None: a file with old-Mac '\r' line ends has a header line too
-        row = next(csv.reader(io.StringIO(head, newline=None), delimiter=delimiter))
+    # newline="": '\r' (old Mac) line ends are line ends too, and a quoted '\r' stays one
+    lines = io.StringIO(text, newline="")
+    first = next((line for line in lines if line.strip()), "")
+    sep = delimiter or _sniff_delimiter(first)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+        row = next((r for r in reader if r), [])
     except csv.Error as e:
         raise NnclfError(f"{path}, line 1: cannot parse the header row as CSV ({e})") from None
     # an empty name (a pandas index column written with to_csv, say) gets the name pandas'
@@ -100,11 +181,82 @@ def header_columns(path: Path, encoding: str, delimiter: str) -> list[str]:
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
-            raise NnclfError(
-                f"{path}, line 1: duplicate column name '{name}' (columns {seen[name] + 1} and {i + 1})"
-            )
+            raise NnclfError(f"{path}, line 1: duplicate column name {quote_cell(name)} (columns {seen[name] + 1} and {i + 1})")
         seen[name] = i
-    return names
+    data_start = _data_start(head, sep) if cuttable else None
+    newlines = head.count(b"\n")
+    return Sniffed(sep, _sniff_decimal(text, sep, complete), names, text, complete, data_start,
+                   max(1, len(head) // max(newlines, 1)))
+
+
+def _sniff_delimiter(first_line: str) -> str:
+    """Comma unless the header line clearly uses ';', tab or '|' instead."""
+    counts = {d: first_line.count(d) for d in DELIMITERS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else ","
+
+
+def _header_complete(head: bytes, encoding: str) -> bool:
+    """Whether ``head`` holds the whole header record (and a line end after it)."""
+    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            if row:
+                break
+    except csv.Error:
+        return True  # the header parse reports it
+    translated = text.replace("\r\n", "\n").replace("\r", "\n")
+    return translated.count("\n") >= reader.line_num
+
+
+_COMMA_DECIMAL = re.compile(r"[+-]?\d+,\d+")
+_POINT_DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _sniff_decimal(text: str, delimiter: str, complete: bool) -> str:
+    """',' for a file whose delimiter is not a comma and whose numbers are written like 3,14
+    (spreadsheets in many European locales export that), and never like 3.14; else '.'.
+
+    Without this, every such number would read as text and the column would be one-hot encoded.
+    """
+    if delimiter == ",":
+        return "."
+    lines = text.splitlines()[1:]
+    if lines and not complete:
+        lines = lines[:-1]  # the last line may be cut off mid-number
+    comma = point = 0
+    try:
+        for row in csv.reader(lines, delimiter=delimiter):
+            for field in row:
+                field = field.strip()
+                if _COMMA_DECIMAL.fullmatch(field):
+                    comma += 1
+                elif _POINT_DECIMAL.fullmatch(field):
+                    point += 1
+    except csv.Error:
+        pass
+    return "," if comma and not point else "."
+
+
+def _data_start(head: bytes, sep: str) -> Optional[int]:
+    """Byte offset of the first data record when the header is the file's first line, ends
+    with a newline outside quotes, and the file uses LF or CRLF line ends; else None (the file
+    is then parsed as one stream)."""
+    from .blocks import scan_records
+
+    start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    if head[start : start + 1] in (b"\n", b"\r", b""):
+        return None  # blank first line: pandas looks further for the header
+    line = head.find(b"\n", start)
+    if line < 0:
+        return None  # no newline: old-Mac '\r' line ends
+    if b'"' in head[start:line]:  # a quoted header name may hold a newline
+        records = scan_records(head[start : head.rfind(b"\n") + 1], sep)
+        if records is None or not records.ends.size:
+            return None
+        return start + int(records.ends[0]) + 1
+    return line + 1
 
 
 def is_parquet(path: Path) -> bool:
@@ -112,48 +264,42 @@ def is_parquet(path: Path) -> bool:
 
 
 READ_CHUNK_ROWS = 65_536  # when the file's head cannot tell how long its lines are
-# the most text parsed at a time (by one parse thread, or per chunk of the single reader): on 2
-# cores, 8 MB blocks predicted 200,000 x 100 rows in 1.7 s and 280 MB, 2 MB blocks in 2.2 s and
-# 165 MB, 32 MB blocks in 1.7 s and 485 MB
+# the most text parsed at a time (by one parse thread, or per chunk of the single reader):
+# the trade between time and peak memory is measured in benchmarks/RESULTS.md
 MAX_BLOCK_BYTES = 8 << 20
 
 
-def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None):
+def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None, options: ReadOptions | None = None):
     """The whole table as a pandas DataFrame with the header's column names.
 
     A CSV is parsed in chunks of about ``MAX_BLOCK_BYTES`` of text and concatenated: pandas'
     tokenizer holds a few times the text it parses in buffers, so one-piece parsing peaks near
-    2.5x the file size (measured: 391 MB vs 245 MB in 65,536-row chunks for a 155 MB CSV).
-    It is parsed in this thread: parse threads cut the time (0.73 -> 0.48 s for that file)
-    but raised the peak by ~40 MB, which their malloc arenas keep after parsing; joining the
-    chunks column by column instead of ``pd.concat`` raised it by ~20 MB (heap fragments).
-    Training data is not joined at all (``read_chunks``).
+    2.5x the file size. It is parsed in this thread (parse threads keep their malloc arenas
+    after parsing). Training data is not joined at all (``read_chunks``).
     """
+    return read_table_hashed(path, options=_options(encoding, delimiter, options))[0]
+
+
+def read_table_hashed(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None,
+                      options: ReadOptions | None = None):
+    """(DataFrame, fingerprint of the bytes parsed): see ``read_table``."""
     import pandas as pd
 
-    frames = read_chunks(path, encoding, delimiter).chunks
-    if len(frames) == 1:
-        return frames[0]
-    frame = pd.concat(frames)
+    table = read_chunks(path, options=_options(encoding, delimiter, options))
+    frames = table.chunks
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames)
     frames.clear()
-    return frame
+    return frame, table.fingerprint
 
 
-def read_chunks(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None) -> "ChunkedTable":
+def read_chunks(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None,
+                options: ReadOptions | None = None) -> "ChunkedTable":
     """The whole table as chunks of about ``MAX_BLOCK_BYTES`` of text, not joined (see
-    ``ChunkedTable``)."""
-    return ChunkedTable(list(iter_table(path, encoding, delimiter, chunk_rows=_chunk_rows(path, encoding), threads=False)))
-
-
-def _chunk_rows(path: str | Path, encoding: str) -> int:
-    """Rows in about ``MAX_BLOCK_BYTES`` of the file's text, by the mean line length of its head:
-    the tokenizer's buffers while parsing a chunk are a few times the chunk's text."""
-    try:
-        head = _open_text_head(Path(path), encoding)
-    except (OSError, UnicodeError, NnclfError):
-        return READ_CHUNK_ROWS  # the reader reports the problem
-    line = max(1, len(head) // max(1, head.count("\n")))
-    return max(1024, MAX_BLOCK_BYTES // line)
+    ``ChunkedTable``); ``.fingerprint`` is the path, size and SHA-256 of the bytes parsed."""
+    reader = TableReader(path, _options(encoding, delimiter, options), chunk_rows=None, threads=False)
+    table = ChunkedTable(list(reader.frames()))
+    table.fingerprint = reader.fingerprint
+    return table
 
 
 class ChunkedTable:
@@ -169,6 +315,7 @@ class ChunkedTable:
     def __init__(self, chunks: list):
         self.chunks = chunks
         self._index = None
+        self.fingerprint: Optional[dict] = None
 
     @property
     def columns(self) -> list[str]:
@@ -203,7 +350,9 @@ class ChunkedTable:
             part = keep[start : start + len(chunk)]
             start += len(chunk)
             kept.append(chunk if part.all() else chunk[part])
-        return ChunkedTable(kept)
+        table = ChunkedTable(kept)
+        table.fingerprint = self.fingerprint
+        return table
 
 
 def iter_table(
@@ -212,294 +361,250 @@ def iter_table(
     delimiter: str | None = None,
     chunk_rows: int = READ_CHUNK_ROWS,
     threads: bool = True,
+    options: ReadOptions | None = None,
 ) -> Iterator:
     """DataFrames of at most about ``chunk_rows`` rows, in file order, each indexed by its rows'
-    positions in the file.
-
-    With ``threads``, a plain CSV is cut into blocks of whole records and the blocks are parsed
-    by a small pool of threads (pandas' tokenizer releases the GIL), so parsing uses every core
-    while the caller works on the previous chunk. Otherwise, and for compressed files and
-    encodings whose bytes cannot be cut at newlines (UTF-16/32), one reader parses the file in
-    this thread, chunk after chunk.
-    """
-
-    path = Path(path)
-    check_file(path)
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise NnclfError(f"{path}: unknown text encoding '{encoding}' (data.encoding)") from None
-    if is_parquet(path):
-        yield from _iter_parquet(path, chunk_rows)
-        return
-    try:
-        sep = delimiter or sniff_delimiter(path, encoding)
-        names = header_columns(path, encoding, sep)
-        decimal = sniff_decimal(path, encoding, sep)
-    except UnicodeDecodeError as e:  # pragma: no cover - decode errors are replaced while sniffing
-        raise _decode_error(path, encoding, e) from None
-    kwargs = dict(sep=sep, decimal=decimal, skipinitialspace=True, low_memory=False)
-    split = _data_start(path, encoding) if threads else None
-    if split is not None:
-        frames = _iter_blocks(path, encoding, names, kwargs, split, chunk_rows, _parse_workers())
-    else:
-        frames = _iter_stream(path, encoding, names, kwargs, chunk_rows)
-    empty = True
-    for frame in frames:
-        if len(frame):
-            empty = False
-            yield frame
-    if empty:
-        raise NnclfError(f"{path}: has a header row ({len(names)} columns) but no data rows")
-
-
-def _iter_stream(path: Path, encoding: str, names: list[str], kwargs: dict, chunk_rows: int) -> Iterator:
-    """One pandas reader over the whole (possibly compressed) file, ``chunk_rows`` at a time."""
-    import pandas as pd
-
-    kwargs = {**kwargs, "encoding": "utf-8-sig" if _is_utf8(encoding) else encoding, "chunksize": chunk_rows}
-    frames = _read(pd, path, encoding, kwargs)
-    scanned, first = False, True
-    try:
-        for frame in frames:
-            if first:
-                _reject_long_first_record(path, _open_text_head(path, encoding), kwargs["sep"], len(names), 0, skip=1)
-                first = False
-            frame.columns = [str(c).strip() for c in frame.columns]
-            # pandas pads a short row with missing values, so only a gap in the last column can
-            # mean one; then (once per file) the raw lines are scanned to tell it from an empty cell
-            if not scanned and _last_column_has_gaps(frame):
-                _reject_short_row(path, find_short_row(path, kwargs["sep"], len(names), encoding), len(names))
-                scanned = True
-            yield frame
-    except UnicodeDecodeError as e:
-        raise _decode_error(path, encoding, e) from None
-    except pd.errors.ParserError as e:
-        raise _parser_error(path, e) from None
-
-
-def _iter_blocks(path: Path, encoding: str, names: list[str], kwargs: dict, split: tuple[int, int],
-                 chunk_rows: int, workers: int) -> Iterator:
-    """Parse blocks of whole records in ``workers`` threads; yield their frames in file order.
-
-    A block holds about ``chunk_rows`` lines (by the mean line length of the file's head) and
-    at most ``MAX_BLOCK_BYTES``; at most ``workers + 1`` blocks are in flight, so memory stays
-    bounded whatever the file's size.
-    """
-    import io
-    from concurrent.futures import ThreadPoolExecutor
-
-    import pandas as pd
-
-    data_start, line_bytes = split
-    block_bytes = min(max(1 << 16, chunk_rows * line_bytes), MAX_BLOCK_BYTES)
-    n_fields, sep = len(names), kwargs["sep"]
-    options = {**kwargs, "encoding": encoding, "header": None, "names": names}
-    plain = {**options, "skipinitialspace": False}
-
-    def parse(block: bytes):
-        """(frame, None) or (None, error). Parsing without skipinitialspace is ~20% faster and
-        reads numbers the same; a block whose text cells start with a space (or that fails:
-        a space before a quote) is parsed again with it, so the result never differs."""
-        try:
-            try:
-                frame = pd.read_csv(io.BytesIO(block), **plain)
-                if not _text_starts_with_space(frame):
-                    return frame, None
-            except pd.errors.ParserError:
-                pass
-            return pd.read_csv(io.BytesIO(block), **options), None
-        except pd.errors.EmptyDataError:  # a block of blank lines
-            return pd.DataFrame(columns=names), None
-        except (UnicodeDecodeError, pd.errors.ParserError) as e:
-            return None, e
-
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nnclf-csv")
-    pending: list = []
-    try:
-        with open(path, "rb") as f:
-            f.seek(data_start)
-            blocks = _record_blocks(f, block_bytes)
-            rows = 0  # rows yielded so far
-            while True:
-                while len(pending) <= workers:
-                    item = next(blocks, None)
-                    if item is None:
-                        break
-                    pending.append((*item, pool.submit(parse, item[1])))
-                if not pending:
-                    return
-                offset, block, future = pending.pop(0)
-                frame, error = future.result()
-                if isinstance(error, UnicodeDecodeError):
-                    raise _decode_error(path, encoding, error)
-                if error is not None:
-                    raise _parser_error(path, error, line_offset=_newlines_before(path, offset))
-                _reject_long_first_record(path, block[: 1 << 16].decode(encoding, errors="replace"), sep, n_fields,
-                                          lambda: _newlines_before(path, offset))
-                if _last_column_has_gaps(frame):
-                    short = _short_row_in(block, sep, n_fields)
-                    if short is not None:
-                        _reject_short_row(path, (_newlines_before(path, offset) + short[0], short[1]), n_fields)
-                del block
-                frame.index = pd.RangeIndex(rows, rows + len(frame))
-                rows += len(frame)
-                yield frame
-    finally:
-        for *_, future in pending:
-            future.cancel()
-        pool.shutdown(wait=True)
-
-
-def _reject_long_first_record(path: Path, text: str, sep: str, n_fields: int, lines_before, skip: int = 0) -> None:
-    """An error when the first record of ``text`` (after ``skip`` records) has more fields than the
-    header: pandas would quietly take the extra leading fields as an index and shift every column
-    of the chunk (a trailing delimiter does that too). ``lines_before``: file lines before
-    ``text``, or a function giving them (called only for the error)."""
-    line, fields = _first_record(text, sep, skip)
-    if fields > n_fields:
-        line += lines_before() if callable(lines_before) else lines_before
-        hint = "; is the first line a title or a comment instead of the header?" if n_fields == 1 else ""
-        raise NnclfError(f"{path}, line {line}: expected {n_fields} fields like the header, saw {fields}{hint}")
-
-
-def _first_record(text: str, sep: str, skip: int = 0) -> tuple[int, int]:
-    """(line where it starts, 1-based; fields) of the first non-blank record of ``text`` after
-    ``skip`` non-blank records."""
-    # NUL bytes: no delimiter, so they change no count; Python 3.10's csv module refuses them
-    reader = csv.reader(io.StringIO(text.replace("\x00", ""), newline=None), delimiter=sep, skipinitialspace=True)
-    start = 1
-    for row in reader:
-        if row and skip == 0:
-            return start, len(row)
-        if row:
-            skip -= 1
-        start = reader.line_num + 1
-    return start, 0
-
-
-def _text_starts_with_space(frame) -> bool:
-    """Whether a cell of a non-numeric column starts with a space or tab."""
-    import pandas as pd
-
-    for name, dtype in frame.dtypes.items():
-        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)):
-            column = frame[name]
-            try:
-                starts = column.str.startswith((" ", "\t"))
-            except AttributeError:  # an object column of Python bools and blanks has no .str
-                starts = column.astype(str).str.startswith((" ", "\t"))
-            if starts.any():
-                return True
-    return False
-
-
-def _parse_workers() -> int:
-    """Threads for parsing: the CPUs this process may use, at most 4."""
-    import os
-
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cpus = os.cpu_count() or 1
-    return min(cpus, 4)
-
-
-def _is_utf8(encoding: str) -> bool:
-    return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    positions in the file (see ``TableReader``). ``path`` "-" reads standard input."""
+    yield from TableReader(path, _options(encoding, delimiter, options), chunk_rows, threads).frames()
 
 
 # codec names (codecs.lookup(...).name) of encodings in which byte 10 only ever means a newline
 _CUTTABLE = {"utf-8", "utf-8-sig", "ascii", "iso8859-1", "iso8859-15", "cp1250", "cp1251", "cp1252"}
 
 
-def _data_start(path: Path, encoding: str) -> tuple[int, int] | None:
-    """(byte offset of the first data record, mean bytes per line) when the file can be cut
-    into blocks at newlines: uncompressed, in an encoding where a newline byte is always a
-    newline, with LF or CRLF line ends and the header on its first line. None otherwise (the
-    caller then parses it as one stream)."""
-    from pandas.io.common import infer_compression
+class TableReader:
+    """One read of a table: the file is opened once, its head sniffed once (``Sniffed``), and
+    every byte parsed is read through that one open file, so the fingerprint is of what was read.
 
-    if codecs.lookup(encoding).name not in _CUTTABLE or infer_compression(str(path), "infer") is not None:
-        return None
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    head_start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
-    if head[head_start:head_start + 1] in (b"\n", b"\r", b""):
-        return None  # blank first line: pandas looks further for the header
-    end = _record_end(head, head.find(b"\n"))
-    if end < 0:
-        return None  # no newline in the head: one huge header, or old-Mac '\r' line ends
-    newlines = head.count(b"\n")
-    line_bytes = max(1, len(head) // max(newlines, 1))
-    return end + 1, line_bytes
+    With ``threads``, a plain CSV is cut into blocks of whole records parsed by a small pool of
+    threads (``blocks.iter_blocks``), so parsing uses every core while the caller works on the
+    previous chunk. Otherwise, and for compressed files, standard input and encodings whose
+    bytes cannot be cut at newlines (UTF-16/32), one pandas reader parses the stream in this
+    thread, chunk after chunk. Either way records are cut and checked by ``blocks`` rules.
+    """
 
+    def __init__(self, path, options: ReadOptions, chunk_rows: Optional[int] = READ_CHUNK_ROWS, threads: bool = True):
+        self.path = Path(path)
+        self.stdin = str(path) == "-"
+        self.options, self.chunk_rows, self.threads = options, chunk_rows, threads
+        self.fingerprint: Optional[dict] = None
 
-def _record_end(data: bytes, cut: int) -> int:
-    """The last newline at or before ``cut`` that is outside quotes (quotes before it come in
-    pairs: an escaped quote is written twice), or -1. ``data`` starts outside quotes."""
-    if b'"' not in data:
-        return cut
-    quotes = data.count(b'"', 0, cut)
-    while cut >= 0 and quotes % 2:  # inside a quoted field: step back a line, uncounting its quotes
-        previous = data.rfind(b"\n", 0, cut)
-        quotes -= data.count(b'"', max(previous, 0), cut)
-        cut = previous
-    return cut
-
-
-def _record_blocks(f, block_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """(file offset, block) pairs of about ``block_bytes`` from the file's position on, each
-    block ending after a whole record (a newline outside quotes); the last takes what is left."""
-    while True:
-        offset = f.tell()
-        data = f.read(block_bytes)
-        if not data:
+    def frames(self) -> Iterator:
+        path, options = self.path, self.options
+        check_file(path)
+        try:
+            codecs.lookup(options.encoding)
+        except LookupError:
+            raise NnclfError(f"{path}: unknown text encoding '{options.encoding}' (data.encoding)") from None
+        if is_parquet(path) and not self.stdin:
+            yield from self._parquet()
             return
-        cut = _record_end(data, data.rfind(b"\n"))
-        while cut < 0:  # no whole record yet: read on
-            more = f.read(block_bytes)
-            if not more:
-                break
-            data += more
-            cut = _record_end(data, data.rfind(b"\n"))
-        if 0 <= cut < len(data) - 1:
-            f.seek(offset + cut + 1)  # the partial record starts the next block
-            data = data[: cut + 1]
-        yield offset, data
+        try:
+            raw = sys.stdin.buffer if self.stdin else open(path, "rb")
+        except OSError as e:
+            raise NnclfError(f"{path}: cannot read the data file ({e.strerror})") from None
+        try:
+            yield from self._csv(raw)
+        finally:
+            if not self.stdin:
+                raw.close()
+
+    def _csv(self, raw) -> Iterator:
+        from pandas.io.common import infer_compression
+
+        path, options = self.path, self.options
+        compression = None if self.stdin else infer_compression(str(path), "infer")
+        codec = codecs.lookup(options.encoding).name
+        seekable_only = compression in ("zip", "tar")
+        digest = None
+        if seekable_only:  # zip and tar read their directory first: hash the file, then read it
+            digest = fingerprint(path)
+            source = raw
+        else:
+            source = hashing = _HashingReader(raw)
+        stream = _decompress(path, source, compression)
+        head, complete = _read_head(path, stream, options.encoding)
+        cuttable = self.threads and compression is None and not self.stdin and codec in _CUTTABLE
+        sniffed = sniff(path, head, complete, options.encoding, options.delimiter, cuttable)
+        kwargs = dict(sep=sniffed.sep, decimal=sniffed.decimal, skipinitialspace=True, low_memory=False,
+                      **options.pandas(sniffed.names))
+        chunk_rows = self.chunk_rows or max(1024, MAX_BLOCK_BYTES // sniffed.line_bytes)
+        if sniffed.data_start is not None:
+            from .blocks import iter_blocks, parse_workers
+
+            block_bytes = min(max(1 << 16, chunk_rows * sniffed.line_bytes), MAX_BLOCK_BYTES)
+            frames = iter_blocks(path, raw, sniffed.data_start, sniffed.names,
+                                 {**kwargs, "encoding": options.encoding, "header": None, "names": sniffed.names},
+                                 block_bytes, parse_workers(), _Errors(path, options.encoding, len(sniffed.names)))
+        else:
+            frames = self._stream(_Prefixed(head, stream), sniffed, kwargs, chunk_rows)
+        empty = True
+        for frame in frames:
+            if len(frame):
+                empty = False
+                yield frame
+        if empty:
+            raise NnclfError(f"{path}: has a header row ({len(sniffed.names)} columns) but no data rows")
+        if digest is None and sniffed.data_start is None:
+            hashing.drain()
+            digest = {"path": str(path), "bytes": hashing.size, "sha256": hashing.digest.hexdigest()}
+        self.fingerprint = digest
+
+    def _stream(self, stream, sniffed: Sniffed, kwargs: dict, chunk_rows: int) -> Iterator:
+        """One pandas reader over the (decompressed) stream, ``chunk_rows`` at a time."""
+        import pandas as pd
+
+        from .blocks import last_column_has_gaps
+
+        path, names = self.path, sniffed.names
+        encoding = "utf-8-sig" if codecs.lookup(self.options.encoding).name in ("utf-8", "utf-8-sig") else self.options.encoding
+        kwargs = {**kwargs, "encoding": encoding, "chunksize": chunk_rows, "header": 0, "names": names}
+        errors = _Errors(path, self.options.encoding, len(names))
+        scanned, first = False, True
+        try:
+            for frame in pd.read_csv(stream, **kwargs):
+                if first:
+                    _reject_long_first_record(path, sniffed.head, sniffed.sep, len(names))
+                    first = False
+                # pandas pads a short row with missing values, so only a gap in the last column can
+                # mean one; then (once per file) the raw lines are scanned to tell it from an empty cell
+                if not scanned and last_column_has_gaps(frame):
+                    short = None if self.stdin else find_short_row(path, sniffed.sep, len(names), self.options.encoding)
+                    if short is not None:
+                        raise errors.row(*short)
+                    scanned = True
+                yield frame
+        except UnicodeDecodeError as e:
+            raise errors.decode(e) from None
+        except pd.errors.EmptyDataError:
+            raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)") from None
+        except pd.errors.ParserError as e:
+            raise errors.parser(e) from None
+
+    def _parquet(self) -> Iterator:
+        path = self.path
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise NnclfError(f"{path}: reading Parquet needs pyarrow: pip install \".[parquet]\" (from a clone) or pip install \"nnclf[parquet]\"") from None
+        try:
+            with open(path, "rb") as f:  # one open file: hashed, then read
+                import hashlib
+
+                digest, size = hashlib.sha256(), 0
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+                    size += len(block)
+                f.seek(0)
+                table = pq.ParquetFile(f)
+                start = 0
+                for batch in table.iter_batches(batch_size=self.chunk_rows or READ_CHUNK_ROWS):
+                    frame = batch.to_pandas()
+                    frame.index += start  # keep file row numbers as the index, like the CSV reader
+                    start += len(frame)
+                    yield frame
+            self.fingerprint = {"path": str(path), "bytes": size, "sha256": digest.hexdigest()}
+        except NnclfError:
+            raise
+        except Exception as e:  # pyarrow raises many types for corrupt files
+            raise NnclfError(f"{path}: cannot read Parquet file: {e}") from None
 
 
-def _newlines_before(path: Path, offset: int) -> int:
-    """Newline bytes in the file before ``offset``: the line number of the line before it."""
-    count = 0
-    with open(path, "rb") as f:
-        while offset > 0:
-            data = f.read(min(offset, 1 << 24))
-            if not data:
-                break
-            count += data.count(b"\n")
-            offset -= len(data)
-    return count
+class _Prefixed(io.RawIOBase):
+    """The bytes already read for sniffing, then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest):
+        self.head, self.rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.head:
+            n = min(len(buffer), len(self.head))
+            buffer[:n], self.head = self.head[:n], self.head[n:]
+            return n
+        data = self.rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
-def _last_column_has_gaps(frame) -> bool:
-    return len(frame.columns) > 0 and bool(frame.iloc[:, -1].isna().any())
+def _decompress(path: Path, source, compression: Optional[str]):
+    """A binary stream of the decompressed bytes of ``source`` (itself when not compressed)."""
+    if compression is None:
+        return source
+    from pandas.io.common import get_handle
+
+    try:
+        return get_handle(source, "rb", compression=compression, is_text=False).handle
+    except ImportError as e:
+        raise NnclfError(f"{path}: reading {compression} files needs a module that is not installed ({e})") from None
 
 
-def _reject_short_row(path: Path, short: tuple[int, int] | None, n_fields: int) -> None:
-    if short is not None:
-        line, fields = short
-        raise NnclfError(f"{path}, line {line}: expected {n_fields} fields like the header, saw {fields}")
+def _read_head(path: Path, stream, encoding: str) -> tuple[bytes, bool]:
+    """(the first bytes of ``stream``: the whole header record and ``HEAD_BYTES`` more,
+    whether that is the whole stream)."""
+    head = b""
+    size = HEAD_BYTES
+    while True:
+        more = stream.read(size - len(head))
+        head += more
+        if len(head) < size and more:
+            continue  # a short read (a pipe): read on
+        if not more or len(head) < size:
+            return head, True
+        if _header_complete(head, encoding):
+            return head + stream.read(HEAD_BYTES), False
+        if size >= MAX_HEADER_BYTES:
+            raise NnclfError(f"{path}: the header record is longer than {MAX_HEADER_BYTES >> 20} MB; is this a CSV file?")
+        size *= 4
+
+
+class _Errors:
+    """One-line errors naming the file and line, for both readers."""
+
+    def __init__(self, path: Path, encoding: str, n_fields: int):
+        self.path, self.encoding, self.n_fields = path, encoding, n_fields
+
+    def row(self, line: int, fields: int) -> NnclfError:
+        hint = "; is the first line a title or a comment instead of the header?" if self.n_fields == 1 and fields > 1 else ""
+        return NnclfError(f"{self.path}, line {line}: expected {self.n_fields} fields like the header, saw {fields}{hint}")
+
+    def parser(self, error: Exception, line_offset: int = 0) -> NnclfError:
+        return _parser_error(self.path, error, line_offset)
+
+    def decode(self, error: UnicodeDecodeError) -> NnclfError:
+        return _decode_error(self.path, self.encoding, error)
+
+
+def _reject_long_first_record(path: Path, head: str, sep: str, n_fields: int) -> None:
+    """An error when the first data record of the head has more fields than the header: pandas
+    would quietly take the extra leading fields as an index and shift every column."""
+    reader = csv.reader(io.StringIO(head.replace("\x00", ""), newline=None), delimiter=sep, skipinitialspace=True)
+    seen, start = 0, 1
+    try:
+        for row in reader:
+            if row:
+                seen += 1
+                if seen == 2:
+                    if len(row) > n_fields:
+                        raise _Errors(path, "", n_fields).row(start, len(row))
+                    return
+            start = reader.line_num + 1
+    except csv.Error:
+        return
 
 
 def find_short_row(path: Path, sep: str, n_fields: int, encoding: str, block_size: int = 1 << 20):
-    """(line, fields) of the first non-blank line with fewer fields than the header, or None.
+    """(line, fields) of the first non-blank record with fewer fields than the header, or None.
 
     pandas pads short rows with missing values silently (it only rejects long ones), so this
-    counts delimiters per line on the raw bytes, one block at a time (see ``_short_row_in``).
-    Multi-byte encodings and multi-character delimiters are not scanned.
+    counts fields per record on the raw bytes, one block of whole records at a time, by the
+    rules of ``blocks.scan_records``. Multi-byte encodings are not scanned.
     """
     from pandas.io.common import get_handle
+
+    from .blocks import record_blocks, short_or_long_row
 
     codec = codecs.lookup(encoding).name.replace("utf-8-sig", "utf-8")  # ("utf-8-sig" encodes a BOM first)
     try:
@@ -508,64 +613,13 @@ def find_short_row(path: Path, sep: str, n_fields: int, encoding: str, block_siz
     except UnicodeError:
         return None
     lines_done = 0
-    carry = b""
     with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
-        while True:
-            block = handles.handle.read(block_size)
-            data = carry + block
-            if not block:
-                if not data:
-                    return None
-                data += b"\n"
-            end = data.rfind(b"\n")
-            if end < 0:
-                carry = data
-                continue
-            chunk, carry = data[: end + 1], data[end + 1 :]
-            short = _short_row_in(chunk, sep, n_fields)
+        for _, block in record_blocks(handles.handle, block_size, sep):
+            short = short_or_long_row(block, sep, n_fields, long=False)
             if short is not None:
                 return lines_done + short[0], short[1]
-            lines_done += chunk.count(b"\n")
-            if not block:
-                return None
-
-
-def _short_row_in(chunk: bytes, sep: str, n_fields: int) -> tuple[int, int] | None:
-    """(line within ``chunk``, 1-based; fields) of its first non-blank line with fewer than
-    ``n_fields`` fields, or None. ``chunk`` holds whole lines in an ASCII-compatible encoding;
-    one with a quote character is not scanned (a quoted field may hold the delimiter or a
-    newline), nor is a multi-character delimiter."""
-    import numpy as np
-
-    if n_fields < 2 or len(sep) != 1 or ord(sep) > 127 or b'"' in chunk:
-        return None
-    if not chunk.endswith(b"\n"):
-        chunk += b"\n"
-    raw = np.frombuffer(chunk, dtype=np.uint8)
-    newlines = np.flatnonzero(raw == 10)
-    starts = np.r_[0, newlines[:-1] + 1]
-    # delimiters per line: one pass over the bytes, no index arrays
-    counts = np.add.reduceat((raw == ord(sep)).view(np.uint8), starts, dtype=np.int64)
-    lengths = np.diff(newlines, prepend=-1) - 1
-    ends_cr = raw[np.maximum(newlines - 1, 0)] == 13
-    blank = (lengths == 0) | ((lengths == 1) & ends_cr)
-    short = np.flatnonzero((counts < n_fields - 1) & ~blank)
-    if short.size:
-        return int(short[0]) + 1, int(counts[short[0]]) + 1
+            lines_done += block.count(b"\n")
     return None
-
-
-def _read(pd, path, encoding, kwargs):
-    try:
-        return pd.read_csv(path, **kwargs)
-    except UnicodeDecodeError as e:
-        raise _decode_error(path, encoding, e) from None
-    except LookupError:
-        raise NnclfError(f"{path}: unknown text encoding '{encoding}' (data.encoding)") from None
-    except pd.errors.EmptyDataError:
-        raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)") from None
-    except pd.errors.ParserError as e:
-        raise _parser_error(path, e) from None
 
 
 def _parser_error(path: Path, error: Exception, line_offset: int = 0) -> NnclfError:
@@ -575,11 +629,11 @@ def _parser_error(path: Path, error: Exception, line_offset: int = 0) -> NnclfEr
     if match:
         expected, line, saw = match.groups()
         return NnclfError(f"{path}, line {int(line) + line_offset}: expected {expected} fields like the header, saw {saw}")
-    return NnclfError(f"{path}: cannot parse as CSV: {text.strip().splitlines()[-1]}")
+    return NnclfError(f"{path}: cannot parse as CSV: {text.strip().splitlines()[-1][:200]}")
 
 
 def _decode_error(path: Path, encoding: str, error: UnicodeDecodeError) -> NnclfError:
-    line = _first_undecodable_line(path, encoding)
+    line = _first_undecodable_line(path, encoding) if Path(path).is_file() else None
     where = f", line {line}" if line else ""
     return NnclfError(
         f"{path}{where}: bytes that are not valid {encoding}; set data.encoding to the file's encoding (e.g. latin-1 or cp1252)"
@@ -596,23 +650,3 @@ def _first_undecodable_line(path: Path, encoding: str) -> int | None:
             except UnicodeDecodeError:
                 return number
     return None
-
-
-def _iter_parquet(path: Path, chunk_rows):
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise NnclfError(f"{path}: reading Parquet needs pyarrow: pip install 'nnclf[parquet]'") from None
-    try:
-        table = pq.ParquetFile(path)
-        batches = table.iter_batches(batch_size=chunk_rows)
-        start = 0
-        for batch in batches:
-            frame = batch.to_pandas()
-            frame.index += start  # keep file row numbers as the index, like the CSV reader
-            start += len(frame)
-            yield frame
-    except NnclfError:
-        raise
-    except Exception as e:  # pyarrow raises many types for corrupt files
-        raise NnclfError(f"{path}: cannot read Parquet file: {e}") from None

@@ -169,7 +169,7 @@ def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str):
     test = split_of(test_pos) if test_pos is not None else separate(data.test)
     train = split_of(positions)
     files = {role: fingerprint(path) for role, path in (("train", data.train), ("val", data.val), ("test", data.test)) if path}
-    return Prepared(pre, None, train, val, test, {"missing_target_rows": dropped}, files, task=task, targets=targets)
+    return Prepared(pre, None, train, val, test, files, task=task, targets=targets)
 
 
 # -- reconstruction ------------------------------------------------------------------------------
