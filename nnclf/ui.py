@@ -144,18 +144,29 @@ def render_summary(result) -> None:
     out.print(table)
 
 
+SUMMARY_NAMES = 4  # column names shown per line of the training summary; schema.json has them all
+
+
 def describe_columns(columns: list[dict]) -> str:
-    """'4 numeric, 2 categorical' plus every column whose treatment is not plain: categorical
-    ones, imputed ones."""
+    """At most three lines whatever the width of the file: '4 numeric, 2 categorical', then the
+    categorical columns and the columns with missing values imputed, a few named and counted
+    (the full list with every decision is in RUN/schema.json)."""
     if not columns:
         return "-"
     kinds: dict[str, int] = {}
     for c in columns:
         kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
     lines = [", ".join(f"{n} {kind}" for kind, n in kinds.items())]
-    for c in columns:
-        if c["kind"] != "numeric" or c["reason"] != "numbers":
-            lines.append(f"{c['name']}: {c['kind']} ({c['reason']})")
+
+    def named(label: str, names: list[str]) -> None:
+        if names:
+            shown = ", ".join(names[:SUMMARY_NAMES]) + (f" and {len(names) - SUMMARY_NAMES} more" if len(names) > SUMMARY_NAMES else "")
+            lines.append(f"{label}: {shown}")
+
+    named("categorical", [c["name"] for c in columns if c["kind"] == "categorical"])
+    named("missing values imputed", [c["name"] for c in columns if c["kind"] != "categorical" and c["reason"] != "numbers"])
+    if len(lines) > 1:
+        lines.append("(every column's treatment: RUN/schema.json)")
     return "\n".join(lines)
 
 

@@ -281,3 +281,19 @@ def test_an_empty_standard_input_is_one_line(cli, tmp_path):
     r = cli("predict runs/r -", input="")
     assert r.exit_code == 1
     assert r.stderr == "error: -: the file is empty (expected a header row and data rows)\n"
+
+
+def test_the_training_summary_of_a_wide_file_stays_short(cli, tmp_path):
+    names = [f"n{i}" for i in range(15)] + [f"t{i}" for i in range(15)]
+    rows = [[*("" if (i + j) % 9 == 0 else str((i * j) % 7) for j in range(15)), *(f"v{(i + j) % 3}" for j in range(15)), str(i % 2)]
+            for i in range(40)]
+    _write_rows(tmp_path / "d.csv", [*names, "label"], rows)
+    _config(tmp_path)
+    r = cli("train c.yaml --name r")
+    assert r.exit_code == 0, r.stderr
+    summary = r.stdout[r.stdout.index("columns"):]
+    block = summary[: summary.index("rows train")]
+    assert block.count("\n") <= 5  # four lines, not one per column
+    assert "categorical: t0, t1, t2, t3 and 11 more" in block
+    schema = json.loads((tmp_path / "runs" / "r" / "schema.json").read_text())
+    assert len(schema["columns"]) == 30  # the full list stays in schema.json
