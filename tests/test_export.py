@@ -121,7 +121,8 @@ def test_every_loss_and_label_type(tmp_path, loss, labels):
     run = _train(tmp_path, _toy(tmp_path, labels=labels), f"loss.name={loss}")
     session, _ = _export_and_compare(tmp_path, run, tmp_path / "toy.csv")
     label_type = session.get_outputs()[0].type
-    assert label_type == {str: "tensor(string)", int: "tensor(int64)", bool: "tensor(bool)"}[type(labels[0])]
+    # True/False in a CSV are labels as written ("True", "False"): text, like every non-integer label
+    assert label_type == {str: "tensor(string)", int: "tensor(int64)", bool: "tensor(string)"}[type(labels[0])]
 
 
 def test_missing_values_unseen_categories_folding_indicators_and_temperature(tmp_path):
