@@ -140,7 +140,7 @@ def evaluate_frame(model: TrainedModel, frame, source: str, path, warn: Warn = l
     """The ``evaluate --json`` report of ``model`` (loaded from ``path``) on the labelled
     DataFrame ``frame`` (``details``: see ``evaluate``)."""
     if model.task != "classification":
-        return _evaluate_real(model, path, frame, source, warn)
+        return _evaluate_real(model, path, frame, source, warn, details)
     frame, y = labelled_rows(model, frame, source, warn)
     x = model.features(frame, source, warn)
     classes, proba = _finite_predict(model, x, frame, source)
@@ -157,10 +157,12 @@ def evaluate_frame(model: TrainedModel, frame, source: str, path, warn: Warn = l
     return report
 
 
-def _evaluate_real(model: TrainedModel, path: Path, frame, source: str, warn: Warn) -> dict:
+def _evaluate_real(model: TrainedModel, path: Path, frame, source: str, warn: Warn, details: bool = False) -> dict:
     """Regression: n, rmse, mae, r2 (means over targets), per_target and residual quantiles, in
     the targets' units. Reconstruction: n, mse (mean over rows and input columns in the
-    preprocessed space), per_feature (one-hot groups summed per original column) and pca_mse."""
+    preprocessed space), per_feature (one-hot groups summed per original column) and pca_mse.
+    With ``details`` (for the HTML report, not JSON): regression's ``y_true`` and ``y_pred``
+    arrays (n, m)."""
     from .data.targets import column_groups, drop_missing_targets, per_feature_error, target_values
 
     if model.task == "regression":
@@ -176,6 +178,7 @@ def _evaluate_real(model: TrainedModel, path: Path, frame, source: str, warn: Wa
 
         predicted = _finite_outputs(model, model.features(frame, source, warn), frame, source)
         report = regression_report(values, predicted, names)
+        arrays = {"y_true": values, "y_pred": predicted} if details else {}
     else:
         if len(frame) == 0:
             raise NnclfError(f"{source}: no rows to evaluate")
@@ -188,8 +191,9 @@ def _evaluate_real(model: TrainedModel, path: Path, frame, source: str, warn: Wa
             "pca_mse": float(np.square(model.pca.reconstruct(x) - x).mean()) if model.pca is not None else None,
             "code_units": int(model.net.sizes[int(model.meta["code_layer"]) + 1]),
         }
+        arrays = {}
     report.update(task=model.task, checkpoint=str(path), data=source)
-    return _undefined_as_none(report)
+    return {**_undefined_as_none(report), **arrays}
 
 
 def _finite_outputs(model: TrainedModel, x: np.ndarray, frame, source: str) -> np.ndarray:

@@ -342,7 +342,14 @@ def _glance(run: Path, summary: dict, model, metrics) -> str:
     schema = f'<details{" open" if len(columns) <= 12 else ""}><summary>column schema: {_e(counted)}</summary>{schema}</details>'
     config = f"<details><summary>resolved config</summary><pre>{_e(yaml.safe_dump(cfg, sort_keys=False))}</pre></details>"
     return (f'<section id="glance"><h2>The run at a glance</h2><div class="pair"><div>{glance}</div><div><h3>Data</h3>{data}</div></div>'
-            f"<h3>Columns ({len(columns)} features, target <code>{_e(model.target)}</code>)</h3>{schema}{config}</section>")
+            f"<h3>Columns ({len(columns)} features, {_targets_text(model)})</h3>{schema}{config}</section>")
+
+
+def _targets_text(model) -> str:
+    names = model.target_names if model.task != "reconstruction" else []
+    if not names:
+        return "no target: the inputs are reconstructed"
+    return ("target " if len(names) == 1 else "targets ") + ", ".join(f"<code>{_e(n)}</code>" for n in names)
 
 
 def _headline(evaluation: dict | None, missing: str) -> str:
@@ -393,6 +400,73 @@ def _classification_plots(evaluation: dict | None) -> str:
     return confusion + curves + calibration
 
 
+# -- regression and reconstruction ---------------------------------------------------------------
+def _real_headline(evaluation: dict | None, missing: str) -> str:
+    """Test metric cards of a regression (rmse, mae, r2) or reconstruction (mse, pca_mse) run."""
+    if evaluation is None:
+        return f'<section id="metrics"><h2>Test metrics</h2><p class="note">No test metrics: {_e(missing)}</p></section>'
+    keys = ("rmse", "mae", "r2") if evaluation["task"] == "regression" else ("mse", "pca_mse")
+    names = {"pca_mse": f"PCA mse ({evaluation.get('code_units')} components)"}
+    cards = "".join(f'<div class="card"><div class="value">{_num(evaluation.get(k))}</div><div class="name">{_e(names.get(k, k))}</div></div>' for k in keys)
+    return (f'<section id="metrics"><h2>Test metrics</h2><p class="note">{_e(evaluation["data"])}: {evaluation["n"]} rows, '
+            f"checkpoint <code>{_e(Path(evaluation['checkpoint']).name)}</code></p><div class=\"cards\">{cards}</div></section>")
+
+
+def _real_curves(metrics, summary) -> str:
+    best = summary.get("best_epoch")
+    loss = _curve_plot(metrics, [("train_loss", "train", BLUE), ("val_loss", "validation", ORANGE)], "loss", best)
+    keys = [("val_rmse", "validation RMSE", BLUE), ("val_mae", "validation MAE", ORANGE, "--"), ("val_mse", "validation mse", BLUE)]
+    error = _curve_plot(metrics, [k for k in keys if k[0] in metrics[0]], "error (target units)" if "val_rmse" in metrics[0] else "mse", best)
+    return (f'<section id="curves"><h2>Learning curves</h2><div class="grid">{_img(loss, "loss per epoch (dashed: best epoch)")}'
+            f'{_img(error, "validation error per epoch")}{_img(_lr_plot(metrics), "learning rate per epoch")}</div></section>')
+
+
+def _regression_plots(evaluation: dict | None) -> str:
+    """Predicted against true (one panel per target, with the diagonal) and the residuals."""
+    if evaluation is None or "y_true" not in evaluation:
+        return ""
+    y, p = evaluation["y_true"], evaluation["y_pred"]
+    figures = []
+    for j, name in enumerate(evaluation["per_target"]):
+        fig, ax = _figure(4.6, 4.0)
+        ax.scatter(y[:, j], p[:, j], s=10, alpha=0.6, color=BLUE)
+        lo, hi = float(min(y[:, j].min(), p[:, j].min())), float(max(y[:, j].max(), p[:, j].max()))
+        ax.plot([lo, hi], [lo, hi], color=GREY, ls="--", lw=1)
+        ax.set_xlabel(f"true {name}")
+        ax.set_ylabel(f"predicted {name}")
+        figures.append(_img(_png(fig), f"{name}: predicted against true (dashed: perfect prediction)"))
+        fig, ax = _figure(4.6, 4.0)
+        residual = y[:, j] - p[:, j]
+        ax.scatter(p[:, j], residual, s=10, alpha=0.6, color=ORANGE)
+        ax.axhline(0, color=GREY, ls="--", lw=1)
+        ax.set_xlabel(f"predicted {name}")
+        ax.set_ylabel("residual (true - predicted)")
+        figures.append(_img(_png(fig), f"{name}: residuals against the prediction"))
+    rows = [(f"<b>{_e(n)}</b>", _num(t["rmse"]), _num(t["mae"]), _num(t["r2"])) for n, t in evaluation["per_target"].items()]
+    table = _table(["target", "RMSE", "MAE", "R²"], rows, "numbers")
+    return f'<section id="regression"><h2>Predictions</h2><div class="grid">{"".join(figures)}</div><h3>Per target</h3>{table}</section>'
+
+
+def _reconstruction_plots(evaluation: dict | None) -> str:
+    """Squared reconstruction error per original input column (one-hot groups summed)."""
+    if evaluation is None:
+        return ""
+    per = evaluation["per_feature"]
+    names = list(per)
+    fig, ax = _figure(max(5.2, min(14.0, 0.16 * len(names) + 2)), 3.4)
+    ax.bar(range(len(names)), [per[n] for n in names], color=BLUE)
+    if len(names) <= 30:
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    else:
+        ax.set_xlabel("input column (in the order of the schema)")
+    ax.set_ylabel("mean squared error")
+    worst = sorted(per.items(), key=lambda kv: -kv[1])[:10]
+    table = _table(["column", "mse"], [(f"<code>{_e(n)}</code>", _num(v)) for n, v in worst], "numbers")
+    return (f'<section id="reconstruction"><h2>Reconstruction error per column</h2><div class="grid">'
+            f'{_img(_png(fig), "mean squared error of each input column on the test rows, in the preprocessed space")}'
+            f'<div class="side"><h3>Largest errors</h3>{table}</div></div></section>')
+
+
 def _bins_table(y, proba, classes) -> str:
     """The non-empty confidence bins of the reported probabilities: rows, accuracy, confidence, gap."""
     from .metrics import reliability_bins
@@ -415,7 +489,8 @@ def _per_class(evaluation: dict | None) -> str:
 
 
 def _epochs(metrics, summary) -> str:
-    columns = [c for c in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "seconds") if c in metrics[0]]
+    columns = [c for c in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1",
+                           "val_rmse", "val_mae", "val_r2", "val_mse", "seconds") if c in metrics[0]]
     best = summary.get("best_epoch")
 
     def cell(c, v):
@@ -468,8 +543,15 @@ def _page(run: Path, summary, metrics, model, evaluation, missing) -> str:
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("glance", "at a glance"), ("metrics", "metrics"), ("curves", "curves"),
                                                           ("confusion", "confusion"), ("roc", "ROC / PR"), ("reliability", "calibration"),
                                                           ("per-class", "per class"), ("epochs", "epochs")))
-    body = (_glance(run, summary, model, metrics) + _headline(evaluation, missing) + _curves(metrics, summary)
-            + _classification_plots(evaluation) + _per_class(evaluation) + _epochs(metrics, summary))
+    if task == "classification":
+        body = (_glance(run, summary, model, metrics) + _headline(evaluation, missing) + _curves(metrics, summary)
+                + _classification_plots(evaluation) + _per_class(evaluation) + _epochs(metrics, summary))
+    else:
+        nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (("glance", "at a glance"), ("metrics", "metrics"), ("curves", "curves"),
+                                                              ("regression" if task == "regression" else "reconstruction", "errors"), ("epochs", "epochs")))
+        plots = _regression_plots(evaluation) if task == "regression" else _reconstruction_plots(evaluation)
+        body = (_glance(run, summary, model, metrics) + _real_headline(evaluation, missing) + _real_curves(metrics, summary)
+                + plots + _epochs(metrics, summary))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>nnclf run {_e(run.name)}</title><style>{STYLE}</style></head>

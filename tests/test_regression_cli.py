@@ -351,3 +351,25 @@ def test_full_batch_lbfgs_fits_a_regression(cli, tmp_path):
     run = trained(cli, tmp_path, text, "lbfgs")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test"]["r2"] > 0.95
+
+
+@pytest.mark.parametrize("task", ["regression", "reconstruction"])
+def test_report_draws_what_fits_the_task(cli, tmp_path, task):
+    import re
+
+    if task == "regression":
+        regression_csv(tmp_path / "data.csv", targets=2)
+        run = trained(cli, tmp_path, REGRESSION.format(target="[y1, y2]", epochs=5), "rep")
+        sections = ["Predictions", "Per target"]
+        images = 3 + 2 * 2  # loss, error, lr; predicted-vs-true and residuals per target
+    else:
+        run = trained(cli, tmp_path, AUTOENCODER.format(train=DATA / "digits.csv", epochs=2), "rep")
+        sections = ["Reconstruction error per column", "Largest errors"]
+        images = 3 + 1
+    r = cli(f"report {run}")
+    assert r.exit_code == 0, r.stderr
+    page = (run / "report.html").read_text()
+    for title in sections:
+        assert f">{title}</h" in page
+    assert "Confusion matrix" not in page and "accuracy" not in page.split("<h2>Epochs</h2>")[0].lower()
+    assert len(re.findall("data:image/png;base64,", page)) == images
