@@ -385,10 +385,10 @@ class Config(Section):
                     f"loss.name: '{loss.name}' is a classification loss; with task: {task} use one of "
                     f"{', '.join(REGRESSION_LOSSES.names())}"
                 )
-            if self.optimizer.name == "newton_cg":
+            if self.optimizer.name == "newton_cg" and loss.name == "mae":
                 raise ValueError(
-                    f"optimizer.name: newton_cg has curvature products for the classification losses only; "
-                    f"with task: {task} use lbfgs or cg (or a mini-batch optimizer)"
+                    "optimizer.name: newton_cg needs curvature, and absolute error (loss mae) has none (its second "
+                    "derivative is 0 almost everywhere); use loss mse or huber, or lbfgs or cg"
                 )
             if self.training.calibration != "none":
                 raise ValueError(f"training.calibration: temperature scaling calibrates class probabilities; task: {task} has none")

@@ -111,3 +111,47 @@ def test_a_loss_without_curvature_is_named():
     net, loss, x, y, theta, v = _problem("tanh", "mse", 3, 0.0, False)
     with pytest.raises(ValueError, match="loss 'huber_test' has no gauss-newton curvature product"):
         CurvatureProduct(net, Huber(3), x, y, 0.0, "gauss_newton")
+
+
+# -- real-valued targets (engine/regression.py): identity output -------------------------------
+@pytest.mark.parametrize("name", ["mse", "huber"])
+@pytest.mark.parametrize("kind", ["hessian", "gauss_newton"])
+def test_regression_losses_curvature_matches_differences(name, kind):
+    from nnclf.engine.regression import REGRESSION_LOSSES
+
+    rng = np.random.default_rng(3)
+    loss = REGRESSION_LOSSES.get(name)(2, **({"delta": 0.5} if name == "huber" else {}))
+    net = MLP([4, 5, 2], "tanh", dtype="float64")
+    net.initialize("auto", rng)
+    x, y = rng.normal(size=(11, 4)), rng.normal(size=(11, 2)) * 2
+    theta, v = net.params + 0.3 * rng.normal(size=net.params.size), rng.normal(size=net.params.size)
+    product = CurvatureProduct(net, loss, x, y, 0.1, kind, chunk=4)(theta, v)
+    if kind == "hessian":
+        objective = Objective(net, loss, x, y, 0.1)
+        reference = (objective(theta + EPS * v)[1] - objective(theta - EPS * v)[1]) / (2 * EPS)
+    else:  # J^T H_out J v with H_out u by differences of the loss's own delta along J v
+        def logits(t):
+            net.params[...] = t
+            return net.forward(x).copy()
+
+        z = logits(theta)
+        jv = (logits(theta + EPS * v) - logits(theta - EPS * v)) / (2 * EPS)
+
+        def delta_at(zz):
+            d = np.empty_like(zz)
+            loss.forward_backward(zz.copy(), y, d)
+            return d
+
+        u = (delta_at(z + EPS * jv) - delta_at(z - EPS * jv)) / (2 * EPS)
+        net.params[...] = theta
+        net.forward(x)
+        reference = net.backward(u).copy() + 0.1 * v * net.weight_mask()
+    assert _relative(product, reference) < 1e-6
+
+
+def test_absolute_error_has_no_curvature_product():
+    from nnclf.engine.regression import REGRESSION_LOSSES
+
+    net = MLP([3, 2], "tanh", dtype="float64")
+    with pytest.raises(ValueError, match="loss 'mae' has no gauss-newton curvature product"):
+        CurvatureProduct(net, REGRESSION_LOSSES.get("mae")(2), np.zeros((2, 3)), np.zeros((2, 2)), 0.0, "gauss_newton")

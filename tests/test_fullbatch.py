@@ -230,3 +230,20 @@ def test_resume_restores_the_history_and_continues_bit_for_bit(cli, tmp_path, na
     if name == "lbfgs":  # the (s, y) history came back from the checkpoint whole
         assert int(b["optimizer.pairs"]) > 5
         assert np.array_equal(a["optimizer.s"], b["optimizer.s"]) and np.array_equal(a["optimizer.y"], b["optimizer.y"])
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "newton_cg"])
+def test_full_batch_methods_fit_a_regression_through_the_cli(cli, tmp_path, name):
+    """y = 3 a - 2 b + 10 + noise (sd 0.05): a full-batch fit reaches a test RMSE near the noise."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 200))
+    y = 3 * a - 2 * b + 10 + 0.05 * rng.normal(size=200)
+    (tmp_path / "reg.csv").write_text("a,b,y\n" + "".join(f"{p:.6f},{q:.6f},{r:.6f}\n" for p, q, r in zip(a, b, y)))
+    write_config(tmp_path, f"task: regression\ndata: {{train: reg.csv, target: y}}\nmodel: {{hidden: [8], activation: tanh}}\n"
+                           f"loss: {{name: huber}}\noptimizer: {{name: {name}}}\ntraining: {{epochs: 60}}\n")
+    result = cli(["train", "config.yaml", "--name", "r", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    rows = _metrics(tmp_path / "runs" / "r")
+    assert all(int(r["evaluations"]) >= 1 for r in rows) and "train_accuracy" not in [k for k, v in rows[-1].items() if v]
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
+    assert summary["test"]["rmse"] < 0.2, summary["test"]

@@ -214,9 +214,9 @@ def test_classification_warns_on_many_integer_values(cli, tmp_path):
          "c.yaml, line 5: model.hidden: reconstruction needs at least one hidden layer (the code), e.g. [32, 8, 32]"),
         ("task: regression\ndata:\n  train: data.csv\n  target: y1\nmodel:\n  code_layer: 0\n",
          "c.yaml, line 6: model.code_layer: applies to task: reconstruction only, not regression"),
-        ("task: regression\ndata:\n  train: data.csv\n  target: y1\noptimizer:\n  name: newton_cg\n",
-         "c.yaml, line 6: optimizer.name: newton_cg has curvature products for the classification losses only; "
-         "with task: regression use lbfgs or cg (or a mini-batch optimizer)"),
+        ("task: regression\ndata:\n  train: data.csv\n  target: y1\nloss:\n  name: mae\noptimizer:\n  name: newton_cg\n",
+         "c.yaml, line 8: optimizer.name: newton_cg needs curvature, and absolute error (loss mae) has none (its second "
+         "derivative is 0 almost everywhere); use loss mse or huber, or lbfgs or cg"),
         ("task: clustering\ndata:\n  train: data.csv\n  target: y1\n",
          "c.yaml, line 1: task: input should be 'classification', 'regression' or 'reconstruction', got 'clustering'"),
     ],

@@ -46,6 +46,7 @@ import numpy as np
 from .activations import sigmoid
 from .losses import CrossEntropy, KLDivergence, Loss, MeanSquaredError, NegativeLogLikelihood, softmax
 from .network import INFERENCE_ROWS, MLP
+from .regression import Huber, SquaredError
 
 KINDS = ("gauss_newton", "hessian")
 
@@ -128,6 +129,21 @@ OUTPUT_CURVATURE = {
 }
 
 
+# Real-valued targets (engine/regression.py): identity output, J = 1/B sum l(z - y), so H_out is
+# diagonal with l''(r): 1 for squared error, [|r| <= delta] for Huber (both PSD, so G = H at the
+# output). Absolute error has l'' = 0 almost everywhere: no curvature to use, so it has no entry.
+def _identity_squared(loss, z, y, u):
+    return u
+
+
+def _identity_huber(loss, z, y, u):
+    return u * (np.abs(z - y) <= loss.delta)
+
+
+OUTPUT_CURVATURE[SquaredError] = {"hessian": _identity_squared, "gauss_newton": _identity_squared}
+OUTPUT_CURVATURE[Huber] = {"hessian": _identity_huber, "gauss_newton": _identity_huber}
+
+
 def curvature_for(loss: Loss, kind: str):
     """The output-curvature function of ``loss`` for ``kind`` ('hessian' or 'gauss_newton')."""
     if kind not in KINDS:
@@ -138,7 +154,7 @@ def curvature_for(loss: Loss, kind: str):
     for cls in type(loss).__mro__:
         if cls in OUTPUT_CURVATURE:
             return OUTPUT_CURVATURE[cls][kind]
-    supported = ", ".join(c.name for c in OUTPUT_CURVATURE)
+    supported = ", ".join(sorted({c.name for c in OUTPUT_CURVATURE}))
     raise ValueError(f"loss '{loss.name}' has no {kind.replace('_', '-')} curvature product; supported: {supported}")
 
 

@@ -93,11 +93,13 @@ def numeric_gauss_newton_vector(net: MLP, loss: Loss, x, y, weight_decay: float,
     theta = net.params.copy()
     z = _logits_at(net, x, theta)
     jv = (_logits_at(net, x, theta + eps * v) - _logits_at(net, x, theta - eps * v)) / (2 * eps)
-    if loss.name == "mse":
+    from .losses import MeanSquaredError
+
+    if isinstance(loss, MeanSquaredError):  # classification mse on sigmoid outputs (regression's mse is another class)
         from .activations import sigmoid
 
         h = sigmoid(z)
-        rows = np.ones(len(y)) if loss.class_weights is None else loss.class_weights[y]
+        rows = np.ones(len(y)) if getattr(loss, "class_weights", None) is None else loss.class_weights[y]
         u = (h * (1 - h)) ** 2 * jv * (rows / len(y))[:, None]
     else:
         def output_gradient(zz):
