@@ -23,7 +23,7 @@ from .data.reading import DEFAULT_NA_VALUES
 from .errors import NnclfError
 from .registry import Registry, did_you_mean
 
-PATH_KEYS = ("train", "test", "val")
+PATH_KEYS = ("train", "test", "val", "cache_dir")
 FULL_BATCH_DTYPE = "float64"  # the default precision of lbfgs, cg, newton_cg (see Config._full_batch_methods)
 TASKS = ("classification", "regression", "reconstruction")
 
@@ -106,6 +106,10 @@ class DataConfig(Section):
                     raise ValueError(f"expected a list of cell texts such as ['', NA, '?', '-999'], got {_shown(token)}")
             return [t if isinstance(t, str) else repr(t) if isinstance(t, float) else str(t) for t in tokens]
         return tokens
+    # memory: arrays in memory; mmap: parsed once into a memory-mapped cache on disk (data larger
+    # than memory); auto: mmap when the in-memory arrays would not fit comfortably
+    cache: Literal["auto", "memory", "mmap"] = "auto"
+    cache_dir: Optional[str] = None  # where the mmap cache lives (default: the run folder's cache/)
 
     @field_validator("encoding")
     @classmethod

@@ -7,6 +7,7 @@
     RUN/checkpoints/last.npz   the newest state (weights, optimizer, trainer, RNG)
     RUN/checkpoints/best.npz   the weights at the best monitored epoch
     RUN/summary.json           final and best metrics, test metrics, timings, versions
+    RUN/cache/KEY/             the memory-mapped training data (data.cache: mmap, no data.cache_dir)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from . import __version__
 from .build import build_early_stopping, build_network, build_optimizer, build_schedule, build_task_loss, check_full_batch_memory, curvature_factory
 from .checkpoint import atomic_write_bytes, atomic_write_text, fsync_path, load_checkpoint, save_checkpoint
 from .config import Config, load_config, validate
+from .data.cache import DiskCache, resolve_mode as resolve_cache_mode
 from .errors import NnclfError
 from .registry import did_you_mean
 from .metrics import classification_report
@@ -266,6 +268,13 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
     return trainer
 
 
+def _cache_mode(cfg: Config, warn) -> str:
+    """data.cache resolved: the disk cache serves classification; auto picks memory otherwise."""
+    if cfg.task != "classification" and cfg.data.cache == "auto":
+        return "memory"
+    return resolve_cache_mode(cfg.data, cfg.training.dtype, warn)
+
+
 def _check_monitor(cfg: Config, prepared) -> None:
     """Early stopping and reduce_on_plateau watch a logged metric: check its name before any
     folder is made (an unknown one would fail after epoch 1, or never lower the lr, silently)."""
@@ -310,11 +319,24 @@ def train(
     stem = "config" if isinstance(config_path, dict) else Path(config_path).stem
     if name is not None:
         check_run_name(name)
-    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task)
-    _check_monitor(cfg, prepared)
-    _fit_baseline(cfg, prepared)
-    trainer = _make_trainer(cfg, prepared, [])  # before the folder: a network too big to allocate is an error
-    folder = create_run_folder(Path(runs_dir), name, stem)
+    cache, folder = None, None
+    if _cache_mode(cfg, warn) == "mmap":
+        if cfg.data.cache_dir is None:  # the cache lives in the run folder: make it first
+            folder = create_run_folder(Path(runs_dir), name, stem)
+        cache = DiskCache(cfg.data.cache_dir or folder / "cache", cfg.data, cfg.seed, cfg.training.dtype)
+    try:
+        prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task, cache=cache)
+        _check_monitor(cfg, prepared)
+        _fit_baseline(cfg, prepared)
+        trainer = _make_trainer(cfg, prepared, [])  # before the folder: a network too big to allocate is an error
+    except BaseException:
+        if folder is not None:  # nothing but the cache in it yet
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if folder is None:
+        folder = create_run_folder(Path(runs_dir), name, stem)
     run = TrainingRun(folder, cfg, prepared, stem)
     run.durable = durable
     run.write_static_files()
@@ -337,7 +359,10 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     for item in overrides:
         apply_override(raw, item)
     cfg = validate(raw, f"{last} (config)")
-    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task)
+    cache = None
+    if _cache_mode(cfg, warn) == "mmap":
+        cache = DiskCache(cfg.data.cache_dir or folder / "cache", cfg.data, cfg.seed, cfg.training.dtype)
+    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task, cache=cache)
     labels = prepared.labels.values if prepared.labels is not None else []
     targets = prepared.targets.state if prepared.targets is not None else None
     if prepared.preprocessor.state != meta["preprocessor"] or labels != meta["labels"] or targets != meta.get("targets"):

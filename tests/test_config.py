@@ -270,6 +270,7 @@ def test_config_prints_every_key_with_defaults(cli, tmp_path):
     assert set(cfg["data"]) == {
         "train", "target", "test", "val", "test_split", "val_split", "features", "ignore", "categorical",
         "max_categories", "missing_indicators", "scaling", "encoding", "delimiter", "target_scaling", "split_seed", "na_values",
+        "cache", "cache_dir",
     }
     assert cfg["model"] == {"hidden": [64, 64], "activation": "relu", "init": "auto", "dropout": 0.0, "code_layer": None}
     # the chosen optimizer's own keys appear with their defaults

@@ -106,7 +106,7 @@ def _drop_missing_labels(frame, target: str, source: str, warn: Warn, na_values=
     missing = column.isna().to_numpy()
     if missing.any():
         warn(f"{source}: {int(missing.sum())} row(s) with a missing '{target}' label dropped")
-        frame = frame.rows(~missing) if isinstance(frame, ChunkedTable) else frame[~missing]
+        frame = frame.rows(~missing) if hasattr(frame, "rows") else frame[~missing]
     tokens = sorted(set(na_values) - {""})
     if tokens:
         listed = column[~missing].isin(tokens)
@@ -154,21 +154,45 @@ def check_class_target(series, source: str, target: str, warn: Warn) -> None:
         )
 
 
-def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None, task: str = "classification") -> Prepared:
+def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None, task: str = "classification",
+            cache=None) -> Prepared:
     """Read the training (and optional val/test) CSVs, split, fit on train, transform all.
 
     Regression and reconstruction have real-valued targets and plain shuffled splits: see
-    ``nnclf.data.targets.prepare_real``."""
+    ``nnclf.data.targets.prepare_real``.
+
+    ``cache``: a ``cache.DiskCache``: its entry's memory-mapped arrays when it exists, else the
+    file is parsed into it (spilled chunks, the same fitting, chunk-by-chunk transform) and the
+    splits are memory-mapped from it; the numbers are the same as in memory (classification)."""
     if task != "classification":
+        if cache is not None:
+            raise NnclfError(f"data.cache: mmap is implemented for task: classification only so far; set data.cache: memory for task: {task}")
         from .targets import prepare_real
 
         return prepare_real(data, seed, dtype, warn, task)
+    if cache is not None:
+        hit = cache.load(warn)
+        if hit is not None:
+            return hit
+        try:
+            return _prepare(data, seed, dtype, cache.recording(warn), cache)
+        finally:
+            cache.abandon()  # (a no-op once the entry is in place)
+    return _prepare(data, seed, dtype, warn, None)
+
+
+def _prepare(data, seed: int, dtype: str, warn: Warn, cache) -> Prepared:
     source = data.train
-    # the training file stays in the chunks it was read in (ChunkedTable): fitting and
-    # transforming take one joined column at a time, so the parsed data is held once
+    # the training file stays in the chunks it was read in (ChunkedTable, or SpillTable on disk
+    # for the cache): fitting and transforming take one joined column at a time, so the parsed
+    # data is held once (or not at all)
     options = ReadOptions.of(data)
-    frame = read_chunks(source, options=options)
-    files = {"train": frame.fingerprint}
+    if cache is None:
+        frame = read_chunks(source, options=options)
+        files = {"train": frame.fingerprint}
+    else:
+        frame = cache.read_train(data, options)
+        files = {"train": cache.files["train"]}
     features = select_features(list(frame.columns), data, source)
     frame = _drop_missing_labels(frame, data.target, source, warn, options.na_values)
     if len(frame) < 2:
@@ -206,6 +230,9 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
         warn=warn,
         rows=frame_positions,
     )
+    if cache is not None:
+        positions = {"train": frame_positions, **{role: pos for role, pos in (("val", val_pos), ("test", test_pos)) if pos is not None}}
+        return cache.build(pre, labels, frame, y_all, positions, {}, warn)
     # Transform the file once and cut the splits from the float matrix: copying the DataFrame
     # per split would hold several float64 copies of the data at the peak.
     rows_all = frame.index.to_numpy()
