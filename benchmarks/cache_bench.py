@@ -119,6 +119,10 @@ def main() -> None:
         shape = prepared.train.x.shape
         y = np.array(prepared.train.y)
         in_memory = np.array(prepared.train.x)
+        del prepared  # no map may stay open: the page cache keeps pages that are mapped
+        import gc
+
+        gc.collect()
         print(f"matrix {shape[0]} x {shape[1]} float32 = {xfile.stat().st_size / 1e6:.0f} MB", flush=True)
 
         def mapped(cold: bool):
