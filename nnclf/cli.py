@@ -172,16 +172,43 @@ def train(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder that holds run folders."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the run folder's path."),
+    mpi: bool = typer.Option(False, "--mpi", help="Data-parallel over MPI: refuse to run unless started by mpirun -n K (K >= 2). Under a launcher MPI is used anyway."),
 ):
-    """Train a model from CONFIG into a new run folder."""
+    """Train a model from CONFIG into a new run folder (under mpirun -n K: K processes share every batch)."""
+    from .distributed import communicator
+
+    if (config is None) == (resume is None):
+        raise NnclfError("give either CONFIG or --resume RUN (not both)")
+    comm = communicator(mpi)
+    if comm.size == 1:
+        return _train(config, set_, name, runs_dir, resume, quiet, comm)
+    try:
+        return _train(config, set_, name, runs_dir, resume, quiet or comm.rank != 0, comm)
+    except typer.Exit as e:
+        if e.exit_code in (0, EXIT_INTERRUPTED):  # every rank got here together
+            raise
+        comm.abort(e.exit_code)
+    except BaseException as e:
+        # one rank failing alone would leave the others waiting for it: end them all
+        code = EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else EXIT_ERROR
+        if isinstance(e, NnclfError):
+            _report("error", "bold red", str(e) if comm.rank == 0 else f"rank {comm.rank}: {e}")
+        elif isinstance(e, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+        else:
+            import traceback
+
+            traceback.print_exc()
+        comm.abort(code)
+
+
+def _train(config, set_, name, runs_dir, resume, quiet, comm):
     import signal
     import threading
 
     from . import runs
     from .ui import TrainingDisplay, render_summary
 
-    if (config is None) == (resume is None):
-        raise NnclfError("give either CONFIG or --resume RUN (not both)")
     stop = threading.Event()
 
     def on_sigint(signum, frame):
@@ -194,11 +221,13 @@ def train(
     try:
         with display:
             if resume is not None:
-                result = runs.resume(resume, set_, [display], warn, stop)
+                result = runs.resume(resume, set_, [display], warn, stop, comm=comm)
             else:
-                result = runs.train(config, set_, runs_dir, name, [display], warn, stop)
+                result = runs.train(config, set_, runs_dir, name, [display], warn, stop, comm=comm)
     finally:
         signal.signal(signal.SIGINT, previous)
+    if comm.rank != 0:  # rank 0 reports
+        raise typer.Exit(EXIT_INTERRUPTED if result.interrupted else 0)
     if result.interrupted:
         print(
             f"interrupted after epoch {result.summary['epochs_run']}; checkpoint saved. "

@@ -29,6 +29,7 @@ from .build import build_early_stopping, build_network, build_optimizer, build_s
 from .checkpoint import atomic_write_bytes, atomic_write_text, fsync_path, load_checkpoint, save_checkpoint
 from .config import Config, load_config, validate
 from .data.cache import DiskCache, resolve_mode as resolve_cache_mode
+from .distributed import AgreedStop, DataParallelStep, SingleProcess, blas_threads_per_rank
 from .errors import NnclfError
 from .registry import did_you_mean
 from .metrics import classification_report
@@ -155,18 +156,21 @@ class _Checkpointer:
 class TrainingRun:
     """One run folder being trained into."""
 
-    def __init__(self, folder: Path, cfg: Config, prepared, config_name: str):
+    def __init__(self, folder: Path, cfg: Config, prepared, config_name: str, comm=None):
         self.folder, self.cfg, self.prepared, self.config_name = folder, cfg, prepared, config_name
         # False: writes stay atomic but are not forced to disk (nnclf tune's trials: the study's
         # storage is their record, and ~13 fsyncs were most of a small trial's cost)
         self.durable = True
+        self.comm = comm if comm is not None else SingleProcess()
+        self.writes = self.comm.rank == 0  # under MPI only rank 0 writes the run folder
         self._metric_lines: list[str] = []
         self.columns = metric_columns(cfg.task)
         if cfg.task == "reconstruction":
             from .data.targets import code_layer
 
             self.code_layer = code_layer(cfg.model.hidden, cfg.model.code_layer)
-        (folder / "checkpoints").mkdir(exist_ok=True)
+        if self.writes:
+            (folder / "checkpoints").mkdir(exist_ok=True)
 
     def checkpoint_meta(self, trainer: Trainer, state: dict[str, Any]) -> dict[str, Any]:
         p = self.prepared
@@ -184,10 +188,13 @@ class TrainingRun:
             "trainer": state["progress"],
             "schedule": state["schedule"],
             "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
+            "ranks": self.comm.size,  # MPI processes that shared each batch
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
     def save(self, which: str, trainer: Trainer, params: np.ndarray, durable: bool = True) -> None:
+        if not self.writes:
+            return
         state = trainer.state_dict()
         arrays = {f"optimizer.{k}": v for k, v in state["optimizer"].items()}
         if state["permutation"] is not None:
@@ -198,20 +205,28 @@ class TrainingRun:
 
     def write_metrics(self, history, durable: bool = True) -> None:
         """Rewrite metrics.csv atomically; each row is formatted once and kept."""
+        if not self.writes:
+            return
         del self._metric_lines[len(history) :]
         self._metric_lines.extend(metrics_line(r, self.columns) for r in history[len(self._metric_lines) :])
         atomic_write_text(self.folder / "metrics.csv", ",".join(self.columns) + "\n" + "".join(self._metric_lines), durable)
 
     def sync(self) -> None:
         """Force every file of the run to disk (the end of training)."""
-        if not self.durable:
+        if not self.durable or not self.writes:
             return
         for path in [self.folder / "metrics.csv", *(self.folder / "checkpoints").glob("*.npz")]:
             fsync_path(path)
         fsync_path(self.folder / "checkpoints")
         fsync_path(self.folder)
 
+    def write_summary(self, summary: dict) -> None:
+        if self.writes:
+            atomic_write_text(self.folder / "summary.json", json.dumps(summary, indent=2) + "\n", self.durable)
+
     def write_static_files(self) -> None:
+        if not self.writes:
+            return
         p = self.prepared
         atomic_write_text(self.folder / "config.yaml", self.cfg.to_yaml(), self.durable)
         atomic_write_text(self.folder / "schema.json", json.dumps(p.preprocessor.state, indent=2) + "\n", self.durable)
@@ -307,20 +322,30 @@ def train(
     stop=None,
     durable: bool = True,
     values: dict[str, Any] | None = None,
+    comm=None,
 ) -> RunResult:
     """Validate, read data, make the run folder, train, test, summarise. ``durable=False``: the
     run's files are written atomically but not forced to disk (for many small runs).
 
     ``config_path``: a YAML file or an already-read mapping; ``values``: dotted key -> Python
-    value applied after the ``KEY=VALUE`` ``overrides``."""
+    value applied after the ``KEY=VALUE`` ``overrides``.
+
+    ``comm``: an MPI communicator (nnclf.distributed) when several processes train together:
+    rank 0 prepares the data and makes the run folder first, then tells the others where it is
+    and whether the data is memory-mapped; they prepare the same data (from rank 0's cache when
+    it is on a shared path) and write nothing."""
     from .data.dataset import prepare
 
+    comm = comm if comm is not None else SingleProcess()
+    if comm.rank != 0:
+        return _follow(comm, config_path, overrides, callbacks, stop)
     cfg = load_config(config_path, overrides, values)
     stem = "config" if isinstance(config_path, dict) else Path(config_path).stem
     if name is not None:
         check_run_name(name)
     cache, folder = None, None
-    if _cache_mode(cfg, warn) == "mmap":
+    mode = _cache_mode(cfg, warn)
+    if mode == "mmap":
         if cfg.data.cache_dir is None:  # the cache lives in the run folder: make it first
             folder = create_run_folder(Path(runs_dir), name, stem)
         cache = DiskCache(cfg.data.cache_dir or folder / "cache", cfg.data, cfg.seed, cfg.training.dtype)
@@ -337,17 +362,52 @@ def train(
         raise
     if folder is None:
         folder = create_run_folder(Path(runs_dir), name, stem)
-    run = TrainingRun(folder, cfg, prepared, stem)
+    run = TrainingRun(folder, cfg, prepared, stem, comm)
     run.durable = durable
     run.write_static_files()
+    if comm.size > 1:
+        comm.broadcast((str(folder), mode))
     return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
 
 
-def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = (), warn=lambda m: None, stop=None) -> RunResult:
-    """Continue a run from ``checkpoints/last.npz``: weights, optimizer, schedule, early stopping,
-    RNG and position (mid-epoch too), so the result equals an uninterrupted run bit for bit."""
+def _follow(comm, config_path, overrides, callbacks, stop, resuming: bool = False) -> RunResult:
+    """Ranks other than 0: wait for rank 0's run folder and data decision, then prepare the same
+    data and train with it, writing nothing (rank 0 reports any problem with the config or data:
+    these ranks only start once rank 0 got through them)."""
     from .data.dataset import prepare
 
+    folder, mode = comm.broadcast(None)
+    folder = Path(folder)
+    if resuming:
+        _, meta, _ = load_checkpoint(folder / "checkpoints" / "last.npz")
+        raw = meta["config"]
+        from .config import apply_override
+
+        for item in overrides:
+            apply_override(raw, item)
+        cfg, config_name = validate(raw, str(folder)), meta.get("config_name", folder.name)
+    else:
+        cfg, config_name = load_config(config_path, overrides), Path(config_path).stem
+    cache = DiskCache(cfg.data.cache_dir or folder / "cache", cfg.data, cfg.seed, cfg.training.dtype) if mode == "mmap" else None
+    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, lambda m: None, cfg.task, cache=cache)
+    _fit_baseline(cfg, prepared)
+    trainer = _make_trainer(cfg, prepared, [])
+    run = TrainingRun(folder, cfg, prepared, config_name, comm)
+    if resuming:
+        _load_state(trainer, folder)
+    return _fit(run, trainer, callbacks, stop, started=time.time())
+
+
+def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = (), warn=lambda m: None, stop=None,
+           comm=None) -> RunResult:
+    """Continue a run from ``checkpoints/last.npz``: weights, optimizer, schedule, early stopping,
+    RNG and position (mid-epoch too), so the result equals an uninterrupted run bit for bit
+    (under MPI: with the same number of processes; ``comm`` as in ``train``)."""
+    from .data.dataset import prepare
+
+    comm = comm if comm is not None else SingleProcess()
+    if comm.rank != 0:
+        return _follow(comm, None, overrides, callbacks, stop, resuming=True)
     folder = Path(run_folder)
     last = folder / "checkpoints" / "last.npz"
     if not last.is_file():
@@ -360,18 +420,33 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
         apply_override(raw, item)
     cfg = validate(raw, f"{last} (config)")
     cache = None
-    if _cache_mode(cfg, warn) == "mmap":
+    mode = _cache_mode(cfg, warn)
+    if mode == "mmap":
         cache = DiskCache(cfg.data.cache_dir or folder / "cache", cfg.data, cfg.seed, cfg.training.dtype)
     prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task, cache=cache)
+    if meta.get("ranks", 1) != comm.size:
+        warn(f"{folder}: trained by {meta.get('ranks', 1)} process(es), resumed by {comm.size}: the same batches, "
+             f"so the run goes on within float rounding, not bit for bit as with {meta.get('ranks', 1)}")
     labels = prepared.labels.values if prepared.labels is not None else []
     targets = prepared.targets.state if prepared.targets is not None else None
     if prepared.preprocessor.state != meta["preprocessor"] or labels != meta["labels"] or targets != meta.get("targets"):
         raise NnclfError(f"{cfg.data.train}: the training data changed since run {folder.name} started; resume needs the same data")
     _check_monitor(cfg, prepared)
     _fit_baseline(cfg, prepared)
-    run = TrainingRun(folder, cfg, prepared, meta.get("config_name", folder.name))
+    run = TrainingRun(folder, cfg, prepared, meta.get("config_name", folder.name), comm)
     atomic_write_text(folder / "config.yaml", cfg.to_yaml())
     trainer = _make_trainer(cfg, prepared, [])
+    _load_state(trainer, folder, (params, meta, arrays))
+    run.write_metrics(trainer.history)
+    if comm.size > 1:
+        comm.broadcast((str(folder), mode))
+    return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
+
+
+def _load_state(trainer: Trainer, folder: Path, last=None) -> None:
+    """Weights, optimizer, schedule, progress and RNG from ``checkpoints/last.npz`` (``last``:
+    its contents, already loaded), the history from metrics.csv, the best weights."""
+    params, meta, arrays = last if last is not None else load_checkpoint(folder / "checkpoints" / "last.npz")
     trainer.net.params[...] = params
     trainer.load_state_dict({
         "progress": meta["trainer"],
@@ -382,8 +457,6 @@ def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = 
     trainer.history = read_history(folder / "metrics.csv", trainer.epoch)
     best = folder / "checkpoints" / "best.npz"
     trainer.best_params = load_checkpoint(best)[0] if best.is_file() else None
-    run.write_metrics(trainer.history)
-    return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
 
 
 def _fit_baseline(cfg: Config, prepared) -> None:
@@ -397,16 +470,25 @@ def _fit_baseline(cfg: Config, prepared) -> None:
 
 
 def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, warn=lambda m: None) -> RunResult:
-    cfg, prepared = run.cfg, run.prepared
+    cfg, prepared, comm = run.cfg, run.prepared, run.comm
+    batch = len(prepared.train) if trainer.batch_size is None else min(trainer.batch_size, len(prepared.train))
+    threads = cfg.training.threads
+    if comm.size > 1:
+        # every rank computes its part of each batch and the others wait for it: the rows are
+        # split, and the ranks sharing a machine split its cores (no measuring: a rank trying
+        # two threads would slow every rank down)
+        trainer.parallel = DataParallelStep(trainer.step, comm, stop, cfg.seed)
+        stop = AgreedStop(stop, trainer.parallel)
+        if threads == "auto":
+            threads = blas_threads_per_rank(comm)
 
     class StopWatcher:
         def on_batch_end(self, tr, *args):
             if stop is not None and stop.is_set():
                 tr.stop_requested = True
 
-    trainer.callbacks = [_Checkpointer(run, cfg.training.checkpoint_every), StopWatcher(), *callbacks]
-    batch = len(prepared.train) if trainer.batch_size is None else min(trainer.batch_size, len(prepared.train))
-    threads = BlasThreads(cfg.training.threads, step_flops(trainer.net.sizes, batch))
+    trainer.callbacks = [*([_Checkpointer(run, cfg.training.checkpoint_every)] if run.writes else []), StopWatcher(), *callbacks]
+    threads = BlasThreads(threads, step_flops(trainer.net.sizes, batch))
     trainer.speed = threads
     val = prepared.val if prepared.val is not None and len(prepared.val) > 0 else None
     try:
@@ -416,7 +498,7 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
     except TrainingDiverged as e:
         run.sync()
         summary = _summary(run, trainer, started, status="diverged", error=str(e))
-        atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+        run.write_summary(summary)
         last = run.folder / "checkpoints" / "last.npz"
         kept = f"; the last good checkpoint is {last}" if last.exists() else ""
         raise TrainingDiverged(f"{e}{kept}") from None
@@ -429,11 +511,11 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
     try:
         summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished", temperature=temperature)
     except TrainingDiverged as e:  # the trained weights give NaN on the test rows
-        atomic_write_text(run.folder / "summary.json", json.dumps(_summary(run, trainer, started, "diverged", str(e)), indent=2) + "\n")
+        run.write_summary(_summary(run, trainer, started, "diverged", str(e)))
         raise
-    if cfg.training.refit and summary["status"] == "finished":
+    if cfg.training.refit and summary["status"] == "finished" and run.writes:  # (under MPI: rank 0 alone)
         _refit(run, trainer, summary, stop, warn)
-    atomic_write_text(run.folder / "summary.json", json.dumps(summary, indent=2) + "\n", run.durable)
+    run.write_summary(summary)
     return RunResult(run.folder, trainer.history, summary, trainer.interrupted)
 
 
@@ -536,6 +618,7 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         **({"classes": prepared.labels.values} if prepared.labels is not None else {}),
         **({"targets": prepared.targets.names} if prepared.targets is not None else {}),
         "seed": cfg.seed,
+        "ranks": run.comm.size,  # MPI processes that shared each batch
         "seconds": {"train": sum(r["seconds"] for r in history), "wall": time.time() - started},
         "versions": versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

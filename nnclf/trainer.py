@@ -66,6 +66,7 @@ class Trainer:
         callbacks: list = (),
         speed=None,
         metrics=None,
+        parallel=None,
     ):
         """``speed``: an object with ``step()`` returning a context manager entered around
         every batch (``nnclf.threads.BlasThreads`` picks BLAS threads there); it may change
@@ -85,6 +86,10 @@ class Trainer:
         self.speed = speed
         self.metrics = metrics
         self.classifies = getattr(loss, "classifies", True)  # False: real-valued targets, no accuracy
+        # ``parallel``: a data-parallel step (nnclf.distributed.DataParallelStep) when several
+        # processes share each batch: ``part(lo, hi)`` names this process's rows of the batch,
+        # ``step(xs, ys, lr, rng, rows, epoch, batch)`` combines the parts and updates
+        self.parallel = parallel
         # progress (see state_dict)
         self.epoch = 0  # completed epochs
         self.batch = 0  # completed batches of the current epoch (non-zero only after a stop)
@@ -200,18 +205,22 @@ class Trainer:
                 self.loss_sum, self.correct, self.seen = 0.0, 0, 0
             for b in range(self.batch, n_batches):
                 lo, hi = b * batch, min((b + 1) * batch, n)
+                mine = (lo, hi) if self.parallel is None else self.parallel.part(lo, hi)  # the rows read here
                 if self.permutation is not None:
-                    idx = self.permutation[lo:hi]
+                    idx = self.permutation[mine[0] : mine[1]]
                     # mode="clip" (indices are always valid here) lets take write straight
                     # into the buffer; mode="raise" gathers into a hidden temporary first
-                    xs = x.take(idx, axis=0, out=xb[: hi - lo], mode="clip")
-                    ys = y.take(idx, axis=0, out=yb[: hi - lo], mode="clip")
-                    ws = None if w is None else w.take(idx, out=wb[: hi - lo], mode="clip")
+                    xs = x.take(idx, axis=0, out=xb[: len(idx)], mode="clip")
+                    ys = y.take(idx, axis=0, out=yb[: len(idx)], mode="clip")
+                    ws = None if w is None else w.take(idx, out=wb[: len(idx)], mode="clip")
                 else:
-                    xs, ys = x[lo:hi], y[lo:hi]
-                    ws = None if w is None else w[lo:hi]
+                    xs, ys = x[mine[0] : mine[1]], y[mine[0] : mine[1]]
+                    ws = None if w is None else w[mine[0] : mine[1]]
                 with pace():
-                    result = self.step.step(xs, ys, lr, self.rng, ws)
+                    if self.parallel is None:
+                        result = self.step.step(xs, ys, lr, self.rng, ws)
+                    else:
+                        result = self.parallel.step(xs, ys, lr, self.rng, hi - lo, self.epoch, b, ws)
                 if not math.isfinite(result.loss):
                     raise diverged(f"the loss became {result.loss} at epoch {self.epoch + 1}, batch {b + 1}", lr)
                 self.loss_sum += result.loss * (hi - lo)
