@@ -228,3 +228,31 @@ def test_a_dying_rank_ends_every_rank_and_the_checkpoint_survives(tmp_path):
     r = mpirun(tmp_path, ["train", "--resume", "runs/dead", "--set", f"training.epochs={meta['trainer']['epoch'] + 2}", "--quiet"])
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "runs" / "dead" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_launcher_without_mpi4py_names_the_extra(monkeypatch):
+    from nnclf.distributed import communicator
+    from nnclf.errors import NnclfError
+
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py fails as if not installed
+    with pytest.raises(NnclfError) as e:
+        communicator(False)
+    assert str(e.value) == ('training under MPI needs mpi4py and an MPI library: pip install ".[mpi]" (from a clone) '
+                            'or pip install "nnclf[mpi]"')
+
+
+def test_each_rank_reads_its_rows_of_the_batch():
+    from nnclf.distributed import DataParallelStep
+
+    class Comm:
+        def __init__(self, rank, size):
+            self.rank, self.size = rank, size
+
+    for size in (1, 2, 3, 5):
+        for lo, hi in [(0, 50), (50, 65), (10, 12)]:
+            parts = [DataParallelStep(None, Comm(r, size)).part(lo, hi) for r in range(size)]
+            assert parts[0][0] == lo and parts[-1][1] == hi
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))  # contiguous, no overlap
+            sizes = [b - a for a, b in parts]
+            assert max(sizes) - min(sizes) <= 1  # as even as the rows allow
