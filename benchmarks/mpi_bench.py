@@ -121,6 +121,60 @@ def worker(args) -> None:
         print(json.dumps(out), flush=True)
 
 
+def step_times(x, y, batches: list[int], repeats: int = 30) -> dict[int, float]:
+    """Median-of-3 mean step time (ms) of one process, one BLAS thread, at each batch size."""
+    from threadpoolctl import threadpool_limits
+
+    from nnclf.engine.losses import CrossEntropy
+    from nnclf.engine.network import MLP
+    from nnclf.engine.optimizers import Adam
+    from nnclf.engine.step import TrainingStep
+
+    net = MLP(SIZES, "relu")
+    net.initialize("auto", np.random.default_rng(0))
+    step = TrainingStep(net, CrossEntropy(10), Adam(net.params.size, net.dtype))
+    out = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for b in batches:
+            xb, yb = np.ascontiguousarray(x[:b]), y[:b]
+            for _ in range(5):
+                step.step(xb, yb, 1e-3)
+            samples = []
+            for _ in range(3):
+                t = time.perf_counter()
+                for _ in range(repeats):
+                    step.step(xb, yb, 1e-3)
+                samples.append((time.perf_counter() - t) / repeats * 1e3)
+            out[b] = statistics.median(samples)
+    return out
+
+
+def scaling_model(data: Path, batches: list[int], alpha_ms: float, gbit: float) -> None:
+    """Predicted speed-up S(K) = T1(B) / (T1(B/K) + (K-1) (alpha + 4P/beta + t_add) + (K-1) alpha)."""
+    x, y = np.load(data / "x.npy"), np.load(data / "y.npy")
+    p = sum((i + 1) * o for i, o in zip(SIZES[:-1], SIZES[1:]))
+    beta = gbit * 1e9 / 8  # bytes per second
+    g = np.ones(p, np.float32)
+    h = np.ones(p, np.float32)
+    t = time.perf_counter()
+    for _ in range(200):
+        g += h
+    add_ms = (time.perf_counter() - t) / 200 * 1e3
+    ks = [2, 4, 8, 16, 32]
+    sizes = sorted({max(1, b // k) for b in batches for k in [1, *ks]})
+    t1 = step_times(x, y, sizes)
+    transfer_ms = 4 * p / beta * 1e3
+    print(f"\n[scaling model] P = {p} parameters ({4 * p / 1e3:.0f} KB float32); {gbit:g} Gbit/s: "
+          f"{transfer_ms:.3f} ms per vector; latency alpha = {alpha_ms:g} ms; adding a vector {add_ms:.3f} ms (measured)")
+    print("  one process, one thread, step time T1(b) ms: " + ", ".join(f"b={b}: {t1[b]:.2f}" for b in sizes))
+    for b in batches:
+        cells = []
+        for k in ks:
+            exchange = (k - 1) * (alpha_ms + transfer_ms + add_ms) + (k - 1) * alpha_ms
+            cells.append(f"K={k}: {t1[b] / (t1[max(1, b // k)] + exchange):.2f}x")
+        print(f"  batch {b}: predicted speed-up " + ", ".join(cells))
+
+
 def run(contestant: str, data: Path, batch: int) -> dict:
     py = [sys.executable, str(Path(__file__).resolve()), "--worker", "--data", str(data), "--batch", str(batch)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -138,6 +192,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", default="128,512")
     parser.add_argument("--conditions", default="quiet,busy")
+    parser.add_argument("--model-only", action="store_true", help="only the scaling model's measurements and predictions")
+    parser.add_argument("--alpha-ms", type=float, default=0.03, help="network latency per message for the model (ms)")
+    parser.add_argument("--gbit", type=float, default=10.0, help="network bandwidth for the model (Gbit/s)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mpi", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -150,6 +207,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         make_data(data, args.rows)
+        print(f"load average at the start: {os.getloadavg()[0]:.1f}", flush=True)
+        scaling_model(data, [int(b) for b in args.batches.split(",")], args.alpha_ms, args.gbit)
+        if args.model_only:
+            return
         for condition in args.conditions.split(","):
             hog = None
             if condition == "busy":  # one competing CPU-bound process for the whole condition

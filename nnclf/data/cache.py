@@ -87,7 +87,13 @@ def estimated_matrix_bytes(path: str, data, dtype: str = "float32") -> int:
     body = lines[1:-1] or lines[1:]
     line_bytes = max(1.0, sum(len(line) + 1 for line in body) / len(body))
     rows = text_bytes / line_bytes
-    columns = max(1, len(lines[0].split(data.delimiter or ",")) - 1 - len(data.ignore or []))
+    from .reading import sniff_delimiter
+
+    try:
+        sep = data.delimiter or sniff_delimiter(p, data.encoding)
+    except (OSError, UnicodeError, NnclfError):
+        sep = ","
+    columns = max(1, len(lines[0].split(sep)) - 1 - len(data.ignore or []))
     if data.features is not None:
         columns = len(data.features)
     return int(rows * columns * np.dtype(dtype).itemsize)
