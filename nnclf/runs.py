@@ -505,7 +505,7 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
     if trainer.interrupted:
         run.save("last", trainer, trainer.net.params)
     temperature = 1.0
-    if not trainer.interrupted and cfg.training.calibration == "temperature":
+    if not trainer.interrupted and cfg.training.calibration == "temperature" and run.writes:
         temperature = _calibrate(run, warn)
     run.sync()
     try:
