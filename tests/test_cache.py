@@ -139,7 +139,7 @@ def test_a_second_run_reads_the_cache_without_parsing(tmp_path, monkeypatch):
     def no_parsing(*args, **kwargs):
         raise AssertionError("the file was parsed again")
 
-    monkeypatch.setattr(reading, "iter_table", no_parsing)
+    monkeypatch.setattr(reading, "TableReader", no_parsing)
     monkeypatch.setattr(reading, "read_chunks", no_parsing)
     second, second_warnings, again = _prepare(cfg, tmp_path / "cache")
     assert again.hit and again.key == cache.key

@@ -68,7 +68,14 @@ def estimated_matrix_bytes(path: str, data, dtype: str = "float32") -> int:
     """A lower estimate of the float training matrix's size: rows (file size over the mean line
     length of the head; compressed files counted as 5x their size) x feature columns x itemsize.
     One-hot columns only make the real matrix larger."""
-    from .reading import _open_text_head, is_parquet
+    from .reading import is_parquet
+
+    def _open_text_head(path, encoding, size=65536):  # the file's first characters (decompressed)
+        from pandas.io.common import get_handle
+
+        with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
+            raw = handles.handle.read(size * 4)
+        return raw.decode(encoding, errors="replace")[:size].lstrip("\ufeff")
 
     p = Path(path)
     size = p.stat().st_size
@@ -87,12 +94,8 @@ def estimated_matrix_bytes(path: str, data, dtype: str = "float32") -> int:
     body = lines[1:-1] or lines[1:]
     line_bytes = max(1.0, sum(len(line) + 1 for line in body) / len(body))
     rows = text_bytes / line_bytes
-    from .reading import sniff_delimiter
-
-    try:
-        sep = data.delimiter or sniff_delimiter(p, data.encoding)
-    except (OSError, UnicodeError, NnclfError):
-        sep = ","
+    first = lines[0]
+    sep = data.delimiter or max(",;\t|", key=first.count)
     columns = max(1, len(lines[0].split(sep)) - 1 - len(data.ignore or []))
     if data.features is not None:
         columns = len(data.features)
