@@ -131,22 +131,88 @@ def warn(message: str) -> None:
     _report("warning", "yellow", message)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (docker stop, Kubernetes, Slurm, a closed terminal), raised like
+    Ctrl-C so every ``finally`` and temporary-file cleanup runs; exit code 128 + signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def _termination_signals():
+    import signal
+
+    return [s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None]
+
+
 def errors_to_exit(command):
-    """NnclfError -> one line on stderr, exit 1; Ctrl-C outside training -> exit 130."""
+    """NnclfError -> one line on stderr, exit 1; Ctrl-C outside training -> exit 130;
+    SIGTERM / SIGHUP -> exit 143 / 129 after the same cleanup as Ctrl-C."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        import signal
+        import warnings
+
+        previous = {s: signal.signal(s, _raise_terminated) for s in _termination_signals()}
         try:
-            return command(*args, **kwargs)
+            # a RuntimeWarning from numpy next to a clean one-line error is noise; the checks
+            # that matter (NaN outputs, divergence) are explicit
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                result = command(*args, **kwargs)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # a full or closed pipe on stdout fails here, where it is handled
+            return result
         except NnclfError as e:
             fail(str(e))
+        except BrokenPipeError:  # `nnclf ... | head`: the reader has what it wanted
+            _silence_stdout()
+            raise typer.Exit(EXIT_BROKEN_PIPE)
+        except OSError as e:  # e.g. stdout is a full disk (> /dev/full)
+            _silence_stdout()
+            fail(f"{e.filename or 'stdout'}: could not write ({e.strerror or e})")
+        except Terminated as e:
+            print(f"terminated ({_signal_name(e.signum)})", file=sys.stderr)
+            raise typer.Exit(128 + e.signum)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(EXIT_INTERRUPTED)
         except MemoryError:
-            fail("out of memory; use a smaller batch_size or --chunk-rows")
+            fail(f"out of memory; {MEMORY_ADVICE.get(command.__name__, 'free some memory or use smaller inputs')}")
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail a second time."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (tests capture stdout)
+        pass
+
+
+MEMORY_ADVICE = {
+    "train": "lower training.batch_size or model.hidden, or use a smaller training file",
+    "predict": "use a smaller --chunk-rows",
+    "evaluate": "evaluate on a smaller file",
+}
 
 
 def _version(value: bool):
@@ -210,13 +276,17 @@ def _train(config, set_, name, runs_dir, resume, quiet, comm):
     from .ui import TrainingDisplay, render_summary
 
     stop = threading.Event()
+    received: list[int] = []
 
-    def on_sigint(signum, frame):
-        if stop.is_set():  # a second Ctrl-C: stop now
+    def on_signal(signum, frame):
+        # the first Ctrl-C, SIGTERM or SIGHUP: finish the batch, save, exit; a second one: now
+        if stop.is_set():
             raise KeyboardInterrupt
+        received.append(signum)
         stop.set()
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    signals = [signal.SIGINT, *_termination_signals()]
+    previous = {s: signal.signal(s, on_signal) for s in signals}
     display = TrainingDisplay(quiet=quiet)
     try:
         with display:
@@ -224,17 +294,27 @@ def _train(config, set_, name, runs_dir, resume, quiet, comm):
                 result = runs.resume(resume, set_, [display], warn, stop, comm=comm)
             else:
                 result = runs.train(config, set_, runs_dir, name, [display], warn, stop, comm=comm)
+    except runs.NothingToDo as e:
+        print(e, file=sys.stderr)
+        return
+    except KeyboardInterrupt as e:
+        # a second signal mid-batch: the weights may be half-updated, so nothing more is saved;
+        # runs.py marked the run as abandoned in summary.json (runs.Abandoned says how it stands)
+        print(f"interrupted again: stopped at once; {e}" if isinstance(e, runs.Abandoned) else "interrupted", file=sys.stderr)
+        raise typer.Exit(128 + (received[0] if received else signal.SIGINT))
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if comm.rank != 0:  # rank 0 reports
         raise typer.Exit(EXIT_INTERRUPTED if result.interrupted else 0)
     if result.interrupted:
+        how = "interrupted" if not received or received[0] == signal.SIGINT else f"stopped by {_signal_name(received[0])}"
         print(
-            f"interrupted after epoch {result.summary['epochs_run']}; checkpoint saved. "
+            f"{how} after epoch {result.summary['epochs_run']}; checkpoint saved. "
             f"Resume with: nnclf train --resume {result.folder}",
             file=sys.stderr,
         )
-        raise typer.Exit(EXIT_INTERRUPTED)
+        raise typer.Exit(128 + (received[0] if received else signal.SIGINT))
     if quiet:
         print(result.folder)
     else:
@@ -267,7 +347,7 @@ def evaluate(
 def predict(
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
     data: Path = typer.Argument(..., metavar="DATA", help="CSV with the feature columns (extra columns are ignored), or - for standard input."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default or -: stdout; a FIFO or device is written into, an input file is refused)."),
     checkpoint: str = typer.Option("auto", "--checkpoint", **CHECKPOINTS, help="Which checkpoint of RUN: auto (refit.npz if training.refit made one, else best), best, last, calibrated (see nnclf calibrate) or refit."),
     chunk_rows: int = typer.Option(100_000, "--chunk-rows", min=1, help="At most about this many rows read and predicted at a time."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
@@ -275,14 +355,8 @@ def predict(
     """Predict every row of DATA: labels and class probabilities, regression values, or reconstruction errors."""
     from .predict import predict_csv
 
-    try:
-        n = predict_csv(run, data, output, checkpoint, chunk_rows, overwrite, warn)
-    except BrokenPipeError:  # `nnclf predict RUN data.csv | head`: the reader has what it wanted
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        raise typer.Exit(EXIT_BROKEN_PIPE)
-    if output is not None:
+    n = predict_csv(run, data, output, checkpoint, chunk_rows, overwrite, warn)  # a closed stdout: errors_to_exit
+    if output is not None and str(output) != "-":
         print(f"wrote {n} predictions to {output}", file=sys.stderr)
 
 

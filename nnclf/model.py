@@ -33,10 +33,11 @@ class TrainedModel:
     @classmethod
     def load(cls, path: str | Path) -> "TrainedModel":
         path = Path(path)
-        params, meta, arrays = load_checkpoint(path)
+        params, meta, arrays = load_checkpoint(path, state=False)  # the model only: no optimizer state
         targets = pca = None
         try:
             network, loss_meta = meta["network"], meta["loss"]
+            _check_meta(meta)
             labels = Labels(meta["labels"])
             task = meta.get("task", "classification")
             if task == "classification":
@@ -142,3 +143,51 @@ def _check_preprocessor(state: dict, path: Path) -> None:
         missing += [key for key in _COLUMN_KEYS[c["kind"]] if key not in c]
     if missing:
         raise KeyError(missing[0])
+    _check_types(state)
+
+
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _check_types(state: dict) -> None:
+    """The JSON types transform() relies on (a list where a name should be, a dict as a fill
+    value...), so hostile metadata is a one-line error here, not a TypeError mid-predict."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise TypeError(f"preprocessor: {what}")
+
+    need(isinstance(state["target"], str), "'target' should be a string")
+    need(isinstance(state["features"], list) and all(isinstance(f, str) for f in state["features"]), "'features' should be a list of names")
+    need(isinstance(state["columns"], list), "'columns' should be a list")
+    for i, c in enumerate(state["columns"]):
+        where = f"columns[{i}]"
+        need(isinstance(c.get("name"), str), f"{where}.name should be a string")
+        for key in ("fill", "center", "scale"):
+            if key in c:
+                value = c[key]
+                need(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), f"{where}.{key} should be a number")
+        for key in ("missing_in_training", "indicator"):
+            if key in c:
+                need(isinstance(c[key], (bool, int)), f"{where}.{key} should be true or false")
+        if "categories" in c:
+            need(isinstance(c["categories"], list) and all(isinstance(v, _SCALAR) for v in c["categories"]),
+                 f"{where}.categories should be a list of values")
+
+
+def _check_meta(meta: dict) -> None:
+    """Labels and the data settings predict and evaluate read, with their JSON types."""
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(v, _SCALAR) for v in labels):
+        raise TypeError("'labels' should be a list of values")
+    data = meta.get("config", {}).get("data") if isinstance(meta.get("config"), dict) else None
+    if not isinstance(data, dict):
+        raise TypeError("'config.data' should be an object")
+    for key in ("encoding", "train"):
+        if not isinstance(data.get(key), str):
+            raise TypeError(f"'config.data.{key}' should be a string")
+    target = data.get("target")
+    if not (target is None or isinstance(target, str) or (isinstance(target, list) and all(isinstance(t, str) for t in target))):
+        raise TypeError("'config.data.target' should be a column name or a list of them")
+    for key in ("delimiter", "val", "test"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise TypeError(f"'config.data.{key}' should be a string or null")

@@ -71,13 +71,12 @@ def held_out_rows(model: TrainedModel, run: Path, split: str = "test"):
         frame, seen = read_table_hashed(data[split], options=options)
         _same_file(data[split], recorded.get(split), seen, {"test": "test", "val": "validation"}[split], name, give)
         return frame, data[split]
-    splits = (run if run.is_dir() else run.parent.parent) / "splits.npz"
-    if not splits.is_file():
-        raise NnclfError(f"{run}: no splits.npz; {give}")
-    with np.load(splits, allow_pickle=False) as s:
-        if split not in s.files:
-            raise NnclfError(f"{run}: the run held out no {name} rows (data.{split}_split = 0); {give}")
-        rows = s[split]
+    from .runfolder import RunFolder
+
+    splits = RunFolder(run if run.is_dir() else run.parent.parent).read_splits(give)
+    if split not in splits:
+        raise NnclfError(f"{run}: the run held out no {name} rows (data.{split}_split = 0); {give}")
+    rows = splits[split]
     if not Path(data["train"]).is_file():
         raise NnclfError(f"{data['train']}: the training file is gone, so the run's held-out {name} rows cannot be recovered; {give}")
     frame, seen = read_table_hashed(data["train"], options=options)
@@ -237,7 +236,8 @@ def predict_csv(
     error over the preprocessed input columns, an anomaly score).
 
     The input is read ``chunk_rows`` at a time, so memory stays bounded whatever its size.
-    With ``output`` the file appears only when complete (temporary file, then rename).
+    With ``output`` a regular file appears only when complete (temporary file, then rename);
+    ``-``, a FIFO or a device is written into (``nnclf.files``); an input as output is refused.
     """
     model = TrainedModel.load(checkpoint_path(run, which))
     if model.task == "classification":
@@ -286,10 +286,14 @@ def stream_csv(model: TrainedModel, data, output, header: list[str], render, chu
 
     from .data.reading import iter_table
 
+    from .files import STDOUT, check_not_input
+
+    path = model.path  # the checkpoint: an input too
     options, source = read_options(model), _source(data)
-    if output is not None:
+    if output is not None and str(output) != STDOUT:
         output = Path(output)
-        if output.exists() and not overwrite:
+        check_not_input(output, [data, path])
+        if output.is_file() and not overwrite:
             raise NnclfError(f"{output}: already exists; pass --overwrite to replace it (nothing was written)")
         if not output.parent.is_dir():
             raise NnclfError(f"{output}: folder {output.parent} does not exist")
@@ -322,7 +326,9 @@ def stream_csv(model: TrainedModel, data, output, header: list[str], render, chu
             text.detach()
         return n
 
-    if output is None:
+    if output is None or str(output) == STDOUT:
+        if (stdout or sys.stdout) is None:  # started with stdout closed (`>&-`)
+            raise NnclfError("stdout is closed; give an output file with -o FILE (nothing was written)")
         return write_all(stdout or sys.stdout)
     count = 0
 
@@ -330,9 +336,10 @@ def stream_csv(model: TrainedModel, data, output, header: list[str], render, chu
         nonlocal count
         count = write_all(f)
 
-    from .checkpoint import atomic_write_bytes
+    from .files import write_file
 
-    atomic_write_bytes(output, write)  # a failure says which file and that the old one is kept
+    # a regular file appears only when complete; a FIFO, a device or '-' is written into
+    write_file(output, write, inputs=[data, path])
     return count
 
 

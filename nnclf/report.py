@@ -12,7 +12,6 @@ calibrated), a per-class table, and the epoch table (collapsed). Plots need matp
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -23,19 +22,17 @@ import numpy as np
 
 from .checkpoint import atomic_write_text
 from .errors import NnclfError
+from .runfolder import RunFolder
 
 INSTALL_HINT = 'nnclf report needs matplotlib: pip install ".[plot]" (from a clone) or pip install "nnclf[plot]"'
 BLUE, ORANGE, GREEN, GREY = "#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"
 
 
 def read_metrics(run: Path) -> list[dict[str, float]]:
-    path = run / "metrics.csv"
-    if not path.is_file():
-        raise NnclfError(f"{run}: no metrics.csv (is it a run folder?)")
-    with path.open(newline="") as f:
-        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    """metrics.csv through its one reader (``RunFolder.read_metrics``); at least one epoch."""
+    rows = RunFolder(run).read_metrics()
     if not rows:
-        raise NnclfError(f"{path}: no finished epochs yet")
+        raise NnclfError(f"{run / RunFolder.METRICS}: no finished epochs yet")
     return rows
 
 
@@ -65,8 +62,7 @@ def _load(run: Path, which: str, warn):
     from .predict import checkpoint_path, evaluate
 
     metrics = read_metrics(run)
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    summary = RunFolder(run).read_summary() or {}
     model = TrainedModel.load(checkpoint_path(run, which))
     evaluation, missing = None, ""
     try:

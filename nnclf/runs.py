@@ -1,21 +1,11 @@
-"""Run folders: create, train into, resume, list. The files a run leaves:
-
-    RUN/config.yaml            the fully resolved config
-    RUN/schema.json            column typing decisions and fitted preprocessing
-    RUN/splits.npz             0-based data-row numbers of train / val / test rows
-    RUN/metrics.csv            one row per finished epoch
-    RUN/checkpoints/last.npz   the newest state (weights, optimizer, trainer, RNG)
-    RUN/checkpoints/best.npz   the weights at the best monitored epoch
-    RUN/summary.json           final and best metrics, test metrics, timings, versions
-    RUN/cache/KEY/             the memory-mapped training data (data.cache: mmap, no data.cache_dir)
+"""Training into a run folder, resuming one, listing them. The folder's files and their
+writers and readers are in ``nnclf.runfolder`` (README, "Run folder").
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import platform
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,21 +16,22 @@ import numpy as np
 
 from . import __version__
 from .build import build_early_stopping, build_network, build_optimizer, build_schedule, build_task_loss, check_full_batch_memory, curvature_factory
-from .checkpoint import atomic_write_bytes, atomic_write_text, fsync_path, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, load_config, validate
-from .data.cache import DiskCache, resolve_mode as resolve_cache_mode
-from .distributed import AgreedStop, DataParallelStep, SingleProcess, blas_threads_per_rank
 from .errors import NnclfError
+from .memory import check_training_fits
 from .registry import did_you_mean
 from .metrics import classification_report
+from .data.cache import DiskCache, resolve_mode as resolve_cache_mode
+from .distributed import AgreedStop, DataParallelStep, SingleProcess, blas_threads_per_rank
+from .runfolder import (  # noqa: F401  (re-exported: older imports use nnclf.runs)
+    METRIC_COLUMNS, METRICS_HEADER, RunFolder, check_run_name, list_runs, metrics_line, now_iso,
+)
 from .threads import BlasThreads, step_flops
 from .trainer import Trainer, TrainingDiverged
 from .seeds import model_rng
 
-# evaluations / products: function-and-gradient evaluations and curvature products of a
-# full-batch method's iteration (empty for mini-batch optimizers)
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1", "evaluations", "products", "seconds"]
-INTEGER_COLUMNS = ("epoch", "evaluations", "products")
+
 # the validation metrics each task logs (metrics.csv columns are val_<name>), and its headline test metric
 TASK_METRICS = {"classification": ["accuracy", "f1"], "regression": ["rmse", "mae", "r2"], "reconstruction": ["mse"]}
 HEADLINE = {"classification": "accuracy", "regression": "rmse", "reconstruction": "mse"}
@@ -51,68 +42,19 @@ def metric_columns(task: str) -> list[str]:
     if task == "classification":
         return METRIC_COLUMNS
     return ["epoch", "lr", "train_loss", "val_loss", *(f"val_{m}" for m in TASK_METRICS[task]), "evaluations", "products", "seconds"]
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def check_run_name(name: str) -> str:
-    """Run names are one path component: letters, digits, '.', '_', '-'; no '..'."""
-    if not NAME_PATTERN.match(name) or ".." in name:
-        raise NnclfError(
-            f"--name {name!r}: a run name may use letters, digits, '.', '_' and '-' "
-            f"(at most 128, starting with a letter or digit, no '..')"
-        )
-    return name
+class Abandoned(KeyboardInterrupt):
+    """A second Ctrl-C (or SIGTERM) stopped training mid-batch; ``str()`` says what is left."""
+
+
+class NothingToDo(Exception):
+    """A resume that would train no epoch; ``str()`` says why (the CLI prints it, exit 0)."""
 
 
 def create_run_folder(runs_dir: Path, name: Optional[str], stem: str) -> Path:
-    """Make a new run folder atomically; never reuse an existing one.
-
-    With ``name`` the folder is exactly that (an error if it exists); otherwise
-    ``STEM-YYYYmmdd-HHMMSS`` in UTC, with ``-2``, ``-3``... when trainings start together.
-    """
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    if name is not None:
-        folder = runs_dir / check_run_name(name)
-        try:
-            folder.mkdir()
-        except FileExistsError:
-            raise NnclfError(f"{folder}: run folder already exists; choose another --name (nothing was overwritten)") from None
-        return folder
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", stem).lstrip(".-_") or "run"
-    base = f"{base[:100]}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    for attempt in range(1, 1000):
-        folder = runs_dir / (base if attempt == 1 else f"{base}-{attempt}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise NnclfError(f"{runs_dir}: could not find a free run folder name for {base}")
-
-
-METRICS_HEADER = ",".join(METRIC_COLUMNS) + "\n"
-
-
-def metrics_line(record: dict[str, float], columns: list[str] = METRIC_COLUMNS) -> str:
-    """One metrics.csv row; floats in repr form so they read back exactly (resume relies on it)."""
-    values = (record.get(c) for c in columns)
-    return ",".join("" if v is None else repr(v) if isinstance(v, float) else str(v) for v in values) + "\n"
-
-
-def read_history(path: Path, epochs: int) -> list[dict[str, float]]:
-    """The first ``epochs`` rows of metrics.csv (it may hold one more than the checkpoint if the
-    process died between the two writes). Floats were written with repr, so they round-trip."""
-    try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise NnclfError(f"{path}: cannot read the metrics to resume ({e.strerror})") from None
-    if len(rows) < epochs:
-        raise NnclfError(f"{path}: has {len(rows)} epochs but the checkpoint is at epoch {epochs}; the run folder is damaged")
-    try:
-        return [{k: (int(v) if k in INTEGER_COLUMNS else float(v)) for k, v in row.items() if v not in ("", None)} for row in rows[:epochs]]
-    except (ValueError, TypeError):
-        raise NnclfError(f"{path}: unreadable metrics row; the run folder is damaged") from None
+    """A new, locked run folder (see ``RunFolder.create``); kept for older callers."""
+    return RunFolder.create(runs_dir, name, stem).path
 
 
 def versions() -> dict[str, str]:
@@ -154,28 +96,33 @@ class _Checkpointer:
 
 
 class TrainingRun:
-    """One run folder being trained into."""
+    """One run folder being trained into (locked by this process while it trains)."""
 
-    def __init__(self, folder: Path, cfg: Config, prepared, config_name: str, comm=None):
-        self.folder, self.cfg, self.prepared, self.config_name = folder, cfg, prepared, config_name
+    def __init__(self, folder: RunFolder, cfg: Config, prepared, config_name: str, started_at: Optional[str] = None, comm=None):
+        self.files, self.cfg, self.prepared, self.config_name = folder, cfg, prepared, config_name
+        self.comm = comm if comm is not None else SingleProcess()
+        self.writes = self.comm.rank == 0  # under MPI only rank 0 writes the run folder
+        self.folder = folder.path
+        self.started_at = started_at or now_iso()
+        self.last_saved_epoch: Optional[int] = None  # the epoch checkpoints/last.npz holds
         # False: writes stay atomic but are not forced to disk (nnclf tune's trials: the study's
         # storage is their record, and ~13 fsyncs were most of a small trial's cost)
         self.durable = True
-        self.comm = comm if comm is not None else SingleProcess()
-        self.writes = self.comm.rank == 0  # under MPI only rank 0 writes the run folder
-        self._metric_lines: list[str] = []
-        self.columns = metric_columns(cfg.task)
+        folder.columns = metric_columns(cfg.task)
         if cfg.task == "reconstruction":
             from .data.targets import code_layer
 
             self.code_layer = code_layer(cfg.model.hidden, cfg.model.code_layer)
         if self.writes:
-            (folder / "checkpoints").mkdir(exist_ok=True)
+            (self.folder / "checkpoints").mkdir(exist_ok=True)
 
     def checkpoint_meta(self, trainer: Trainer, state: dict[str, Any]) -> dict[str, Any]:
         p = self.prepared
         return {
             "config_name": self.config_name,
+            "started_at": self.started_at,
+            "ranks": self.comm.size,  # MPI processes that shared each batch
+            "rows": {"train": len(p.train)},  # bounds trainer.permutation before it is read
             "network": {"sizes": trainer.net.sizes, "activation": trainer.net.activation_name, "dropout": trainer.net.dropout, "dtype": str(trainer.net.dtype)},
             "loss": {"name": self.cfg.loss.name, **({"delta": self.cfg.loss.delta} if self.cfg.loss.name == "huber" else {})},
             "task": self.cfg.task,
@@ -188,7 +135,6 @@ class TrainingRun:
             "trainer": state["progress"],
             "schedule": state["schedule"],
             "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
-            "ranks": self.comm.size,  # MPI processes that shared each batch
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -202,40 +148,34 @@ class TrainingRun:
         if self.prepared.pca is not None:
             arrays["pca.mean"], arrays["pca.components"] = self.prepared.pca.mean, self.prepared.pca.components
         save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, self.checkpoint_meta(trainer, state), arrays, durable)
+        if which == "last":
+            self.last_saved_epoch = trainer.epoch
 
     def write_metrics(self, history, durable: bool = True) -> None:
-        """Rewrite metrics.csv atomically; each row is formatted once and kept."""
-        if not self.writes:
-            return
-        del self._metric_lines[len(history) :]
-        self._metric_lines.extend(metrics_line(r, self.columns) for r in history[len(self._metric_lines) :])
-        atomic_write_text(self.folder / "metrics.csv", ",".join(self.columns) + "\n" + "".join(self._metric_lines), durable)
+        if self.writes:
+            self.files.write_metrics(history, durable)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if self.writes:
+            self.files.write_summary(summary, self.durable)
 
     def sync(self) -> None:
         """Force every file of the run to disk (the end of training)."""
-        if not self.durable or not self.writes:
-            return
-        for path in [self.folder / "metrics.csv", *(self.folder / "checkpoints").glob("*.npz")]:
-            fsync_path(path)
-        fsync_path(self.folder / "checkpoints")
-        fsync_path(self.folder)
-
-    def write_summary(self, summary: dict) -> None:
-        if self.writes:
-            atomic_write_text(self.folder / "summary.json", json.dumps(summary, indent=2) + "\n", self.durable)
+        if self.durable and self.writes:
+            self.files.sync()
 
     def write_static_files(self) -> None:
         if not self.writes:
             return
         p = self.prepared
-        atomic_write_text(self.folder / "config.yaml", self.cfg.to_yaml(), self.durable)
-        atomic_write_text(self.folder / "schema.json", json.dumps(p.preprocessor.state, indent=2) + "\n", self.durable)
+        self.files.write_text(RunFolder.CONFIG, self.cfg.to_yaml(), self.durable)
+        self.files.write_text(RunFolder.SCHEMA, json.dumps(p.preprocessor.state, indent=2) + "\n", self.durable)
         splits = {"train": p.train.rows}
         if p.val is not None:
             splits["val"] = p.val.rows
         if p.test is not None:
             splits["test"] = p.test.rows
-        atomic_write_bytes(self.folder / "splits.npz", lambda f: np.savez(f, **splits), self.durable)
+        self.files.write_bytes(RunFolder.SPLITS, lambda f: np.savez(f, **splits), self.durable)
 
 
 def validation_metrics(cfg: Config, prepared):
@@ -328,12 +268,7 @@ def train(
     run's files are written atomically but not forced to disk (for many small runs).
 
     ``config_path``: a YAML file or an already-read mapping; ``values``: dotted key -> Python
-    value applied after the ``KEY=VALUE`` ``overrides``.
-
-    ``comm``: an MPI communicator (nnclf.distributed) when several processes train together:
-    rank 0 prepares the data and makes the run folder first, then tells the others where it is
-    and whether the data is memory-mapped; they prepare the same data (from rank 0's cache when
-    it is on a shared path) and write nothing."""
+    value applied after the ``KEY=VALUE`` ``overrides``."""
     from .data.dataset import prepare
 
     comm = comm if comm is not None else SingleProcess()
@@ -347,27 +282,130 @@ def train(
     mode = _cache_mode(cfg, warn)
     if mode == "mmap":
         if cfg.data.cache_dir is None:  # the cache lives in the run folder: make it first
-            folder = create_run_folder(Path(runs_dir), name, stem)
-        cache = DiskCache(cfg.data.cache_dir or folder / "cache", cfg.data, cfg.seed, cfg.training.dtype)
+            folder = RunFolder.create(Path(runs_dir), name, stem)
+        cache = DiskCache(cfg.data.cache_dir or folder.path / "cache", cfg.data, cfg.seed, cfg.training.dtype)
     try:
-        prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task, cache=cache)
+        prepared = _prepare(prepare, cfg, warn, cache)
         _check_monitor(cfg, prepared)
         _fit_baseline(cfg, prepared)
+        check_training_fits(cfg, prepared.train.x.shape[1], _n_outputs(cfg, prepared), len(prepared.train))
         trainer = _make_trainer(cfg, prepared, [])  # before the folder: a network too big to allocate is an error
     except BaseException:
         if folder is not None:  # nothing but the cache in it yet
             import shutil
 
-            shutil.rmtree(folder, ignore_errors=True)
+            folder.unlock()
+            shutil.rmtree(folder.path, ignore_errors=True)
         raise
     if folder is None:
-        folder = create_run_folder(Path(runs_dir), name, stem)
-    run = TrainingRun(folder, cfg, prepared, stem, comm)
-    run.durable = durable
-    run.write_static_files()
-    if comm.size > 1:
-        comm.broadcast((str(folder), mode))
-    return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
+        folder = RunFolder.create(Path(runs_dir), name, stem)
+    try:
+        run = TrainingRun(folder, cfg, prepared, stem, comm=comm)
+        run.durable = durable
+        if comm.size > 1:
+            comm.broadcast((str(folder.path), mode))
+        run.write_static_files()
+        return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
+    finally:
+        folder.unlock()
+
+
+def _prepare(prepare, cfg: Config, warn, cache=None):
+    """The data, with running out of memory while reading it named as such (a gzip bomb, or
+    a file far larger than memory), not as advice about training settings."""
+    try:
+        return prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task, cache=cache)
+    except MemoryError:
+        raise NnclfError(
+            f"{cfg.data.train}: out of memory while reading the data (decompressed, it is larger than the memory "
+            f"available); use a smaller file or a machine with more memory"
+        ) from None
+
+
+# What a resume may change: what the run can take mid-way without becoming another training.
+# Anything else (the data, the split, the seed, the network, the loss, the optimizer and its
+# other settings, batch size, dtype...) would make the resumed run a different model.
+RESUMABLE_KEYS = (
+    "training.epochs", "optimizer.lr", "schedule", "training.early_stopping",
+    "training.checkpoint_every", "training.threads", "training.workers",
+)
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUMABLE_KEYS)
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every leaf that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [(prefix[:-1], old, new)]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+WHY_FIXED = {
+    "seed": "the split and the initial weights come from it",
+    "data": "the run was trained on this data and split",
+    "model": "it changes the network mid-run",
+    "loss": "it changes what is minimised mid-run",
+    "task": "it changes what is learnt",
+}
+
+
+def _refuse_fixed(changes: list[tuple[str, Any, Any]], source: str) -> None:
+    fixed = [c for c in changes if not _resumable(c[0])]
+    if not fixed:
+        return
+    key, old, new = fixed[0]
+    why = WHY_FIXED.get(key.split(".")[0], "a resume continues the same training")
+    more = f" (and {len(fixed) - 1} more: {', '.join(k for k, _, _ in fixed[1:4])})" if len(fixed) > 1 else ""
+    raise NnclfError(
+        f"{source}: {key}: a resume cannot change it ({_short(old)} -> {_short(new)}; {why}){more}; "
+        f"a resume may change {', '.join(RESUMABLE_KEYS)}; start a new run for anything else (nothing was changed)"
+    )
+
+
+def _resume_config(folder: Path, meta: dict, overrides: list[str], warn) -> Config:
+    """The config to resume with: the checkpoint's, with the user's edits to RUN/config.yaml
+    and the --set overrides applied under the same rule (only RESUMABLE_KEYS may change)."""
+    import copy
+
+    from .config import apply_override, parse_yaml
+
+    source = f"{folder / 'checkpoints' / 'last.npz'} (config)"
+    try:
+        trained = validate(copy.deepcopy(meta["config"]), source)
+    except KeyError:
+        raise NnclfError(f"{folder / 'checkpoints' / 'last.npz'}: not a valid checkpoint (missing entry 'config')") from None
+    base = trained.to_dict()
+    raw = copy.deepcopy(base)
+    config_file = folder / RunFolder.CONFIG
+    if config_file.is_file():
+        try:
+            text = config_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise NnclfError(f"{config_file}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+        parsed = parse_yaml(text, str(config_file))
+        _refuse_fixed(_differences(base, parsed), str(config_file))  # before validating: name the key
+        edited = validate(parsed, str(config_file), text).to_dict()
+        edits = _differences(base, edited)
+        _refuse_fixed(edits, str(config_file))
+        for key, old, new in edits:
+            warn(f"{config_file}: resuming with your edit {key}: {_short(old)} -> {_short(new)}")
+        raw = edited
+    for item in overrides:
+        apply_override(raw, item)
+    _refuse_fixed(_differences(base, raw), "--set" if overrides else str(config_file))
+    cfg = validate(raw, "--set" if overrides else str(config_file), overridden=[o.split("=", 1)[0] for o in overrides])
+    _refuse_fixed(_differences(base, cfg.to_dict()), "--set" if overrides else str(config_file))
+    return cfg
 
 
 def _follow(comm, config_path, overrides, callbacks, stop, resuming: bool = False) -> RunResult:
@@ -392,55 +430,10 @@ def _follow(comm, config_path, overrides, callbacks, stop, resuming: bool = Fals
     prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, lambda m: None, cfg.task, cache=cache)
     _fit_baseline(cfg, prepared)
     trainer = _make_trainer(cfg, prepared, [])
-    run = TrainingRun(folder, cfg, prepared, config_name, comm)
+    run = TrainingRun(RunFolder(folder), cfg, prepared, config_name, comm=comm)
     if resuming:
         _load_state(trainer, folder)
     return _fit(run, trainer, callbacks, stop, started=time.time())
-
-
-def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = (), warn=lambda m: None, stop=None,
-           comm=None) -> RunResult:
-    """Continue a run from ``checkpoints/last.npz``: weights, optimizer, schedule, early stopping,
-    RNG and position (mid-epoch too), so the result equals an uninterrupted run bit for bit
-    (under MPI: with the same number of processes; ``comm`` as in ``train``)."""
-    from .data.dataset import prepare
-
-    comm = comm if comm is not None else SingleProcess()
-    if comm.rank != 0:
-        return _follow(comm, None, overrides, callbacks, stop, resuming=True)
-    folder = Path(run_folder)
-    last = folder / "checkpoints" / "last.npz"
-    if not last.is_file():
-        raise NnclfError(f"{folder}: no checkpoints/last.npz to resume from (is it a run folder?)")
-    params, meta, arrays = load_checkpoint(last)
-    raw = meta["config"]
-    from .config import apply_override
-
-    for item in overrides:
-        apply_override(raw, item)
-    cfg = validate(raw, f"{last} (config)")
-    cache = None
-    mode = _cache_mode(cfg, warn)
-    if mode == "mmap":
-        cache = DiskCache(cfg.data.cache_dir or folder / "cache", cfg.data, cfg.seed, cfg.training.dtype)
-    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task, cache=cache)
-    if meta.get("ranks", 1) != comm.size:
-        warn(f"{folder}: trained by {meta.get('ranks', 1)} process(es), resumed by {comm.size}: the same batches, "
-             f"so the run goes on within float rounding, not bit for bit as with {meta.get('ranks', 1)}")
-    labels = prepared.labels.values if prepared.labels is not None else []
-    targets = prepared.targets.state if prepared.targets is not None else None
-    if prepared.preprocessor.state != meta["preprocessor"] or labels != meta["labels"] or targets != meta.get("targets"):
-        raise NnclfError(f"{cfg.data.train}: the training data changed since run {folder.name} started; resume needs the same data")
-    _check_monitor(cfg, prepared)
-    _fit_baseline(cfg, prepared)
-    run = TrainingRun(folder, cfg, prepared, meta.get("config_name", folder.name), comm)
-    atomic_write_text(folder / "config.yaml", cfg.to_yaml())
-    trainer = _make_trainer(cfg, prepared, [])
-    _load_state(trainer, folder, (params, meta, arrays))
-    run.write_metrics(trainer.history)
-    if comm.size > 1:
-        comm.broadcast((str(folder), mode))
-    return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
 
 
 def _load_state(trainer: Trainer, folder: Path, last=None) -> None:
@@ -454,9 +447,115 @@ def _load_state(trainer: Trainer, folder: Path, last=None) -> None:
         "optimizer": {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("optimizer.")},
         "permutation": arrays.get("trainer.permutation"),
     })
-    trainer.history = read_history(folder / "metrics.csv", trainer.epoch)
+    trainer.history = RunFolder(folder).read_metrics(trainer.epoch)
     best = folder / "checkpoints" / "best.npz"
-    trainer.best_params = load_checkpoint(best)[0] if best.is_file() else None
+    trainer.best_params = load_checkpoint(best, state=False)[0] if best.is_file() else None
+
+
+def resume(run_folder: str | Path, overrides: list[str] = (), callbacks: list = (), warn=lambda m: None, stop=None,
+           comm=None) -> RunResult:
+    """Continue a run from ``checkpoints/last.npz``: weights, optimizer, schedule, early stopping,
+    RNG and position (mid-epoch too), so the result equals an uninterrupted run bit for bit.
+
+    The folder is locked first (a second trainer is refused); everything is checked before
+    anything is written: only RESUMABLE_KEYS may change, from --set or from edits to
+    RUN/config.yaml; a resume with nothing to do raises NothingToDo."""
+    from .data.dataset import prepare
+
+    comm = comm if comm is not None else SingleProcess()
+    if comm.rank != 0:
+        return _follow(comm, None, overrides, callbacks, stop, resuming=True)
+    folder = Path(run_folder)
+    if not folder.is_dir():
+        raise NnclfError(f"{folder}: no such run folder")
+    files = RunFolder(folder)
+    files.lock()
+    try:
+        return _resume(files, overrides, callbacks, warn, stop, prepare, comm)
+    finally:
+        files.unlock()
+
+
+def _resume(files: RunFolder, overrides, callbacks, warn, stop, prepare, comm) -> RunResult:
+    folder = files.path
+    last = files.checkpoint("last")
+    if not last.is_file():
+        summary = _summary_or_none(files)
+        if summary is not None and summary.get("status") == "abandoned":
+            raise NnclfError(f"{folder}: the run was abandoned (stopped twice) before its first checkpoint; "
+                             f"there is nothing to resume: start a new training")
+        raise NnclfError(f"{folder}: no checkpoints/last.npz to resume from (is it a run folder?)")
+    params, meta, arrays = load_checkpoint(last)
+    cfg = _resume_config(folder, meta, overrides, warn)
+    mode = _cache_mode(cfg, warn)
+    cache = DiskCache(cfg.data.cache_dir or folder / "cache", cfg.data, cfg.seed, cfg.training.dtype) if mode == "mmap" else None
+    prepared = _prepare(prepare, cfg, warn, cache)
+    if meta.get("ranks", 1) != comm.size:
+        warn(f"{folder}: trained by {meta.get('ranks', 1)} process(es), resumed by {comm.size}: the same batches, "
+             f"so the run goes on within float rounding, not bit for bit as with {meta.get('ranks', 1)}")
+    labels = prepared.labels.values if prepared.labels is not None else []
+    targets = prepared.targets.state if prepared.targets is not None else None
+    if prepared.preprocessor.state != meta.get("preprocessor") or labels != meta.get("labels") or targets != meta.get("targets"):
+        raise NnclfError(f"{cfg.data.train}: the training data changed since run {folder.name} started; resume needs the same data")
+    _check_monitor(cfg, prepared)
+    _fit_baseline(cfg, prepared)
+    check_training_fits(cfg, prepared.train.x.shape[1], _n_outputs(cfg, prepared), len(prepared.train))
+    run = TrainingRun(files, cfg, prepared, meta.get("config_name") or folder.name, meta.get("started_at"), comm=comm)
+    trainer = _make_trainer(cfg, prepared, [])
+    trained = validate(json.loads(json.dumps(meta["config"])), str(last))
+    try:
+        trainer.net.params[...] = params
+        trainer.load_state_dict({
+            "progress": meta["trainer"],
+            # a new schedule starts from its own state (schedules are functions of the epoch)
+            "schedule": meta["schedule"] if cfg.schedule.name == trained.schedule.name else trainer.schedule.state(),
+            "optimizer": {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("optimizer.")},
+            "permutation": arrays.get("trainer.permutation"),
+        })
+    except NnclfError as e:
+        raise NnclfError(f"{last}: not a valid checkpoint ({e})") from None
+    except KeyError as e:
+        raise NnclfError(f"{last}: not a valid checkpoint (missing entry {e})") from None
+    except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as e:
+        raise NnclfError(f"{last}: not a valid checkpoint (malformed trainer state: {e})") from None
+    if trainer.batch > 0 and trainer.permutation is not None and trainer.permutation.shape != (len(prepared.train),):
+        raise NnclfError(f"{last}: not a valid checkpoint (trainer.permutation does not match the {len(prepared.train)} training rows)")
+    if trainer.stopped_early and _differences(trained.to_dict()["training"].get("early_stopping"),
+                                              cfg.to_dict()["training"].get("early_stopping")):
+        trainer.stopped_early, trainer.improvement.bad_epochs = False, 0  # new early-stopping rules: judge from here on
+    if trainer.epoch >= cfg.training.epochs or trainer.stopped_early:
+        done = trainer.epoch
+        why = "stopped early" if trainer.stopped_early and done < cfg.training.epochs else f"trained {done} of {cfg.training.epochs} epochs"
+        raise NothingToDo(
+            f"nothing to do: run {folder} already {why}; to train longer: "
+            f"nnclf train --resume {folder} --set training.epochs=N (N > {done})"
+        )
+    trainer.history = files.read_metrics(trainer.epoch)
+    best = files.checkpoint("best")
+    trainer.best_params = load_checkpoint(best, state=False)[0] if best.is_file() else None
+    run.last_saved_epoch = trainer.epoch
+    # checked everything: from here on the folder is written. The old summary goes first, so
+    # a resumed run killed with -9 is listed from its checkpoint, not by a stale summary.
+    try:
+        (folder / RunFolder.SUMMARY).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise NnclfError(f"{folder / RunFolder.SUMMARY}: cannot replace it ({e.strerror})") from None
+    run.files.write_text(RunFolder.CONFIG, cfg.to_yaml())
+    run.write_metrics(trainer.history)
+    if comm.size > 1:
+        comm.broadcast((str(folder), mode))
+    return _fit(run, trainer, callbacks, stop, started=time.time(), warn=warn)
+
+
+def _n_outputs(cfg: Config, prepared) -> int:
+    """Output units, for the memory estimate (an upper bound is enough)."""
+    if prepared.labels is not None:
+        return len(prepared.labels)
+    if prepared.targets is not None:
+        return len(prepared.targets.names)
+    return prepared.train.x.shape[1]  # reconstruction: the inputs
 
 
 def _fit_baseline(cfg: Config, prepared) -> None:
@@ -467,6 +566,13 @@ def _fit_baseline(cfg: Config, prepared) -> None:
 
         k = cfg.model.hidden[code_layer(cfg.model.hidden, cfg.model.code_layer)]
         prepared.pca = PCABaseline.fit(prepared.train.x, k)
+
+
+def _summary_or_none(files: RunFolder):
+    try:
+        return files.read_summary()
+    except NnclfError:
+        return None
 
 
 def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, warn=lambda m: None) -> RunResult:
@@ -492,31 +598,55 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
     trainer.speed = threads
     val = prepared.val if prepared.val is not None and len(prepared.val) > 0 else None
     try:
-        # overflow in a diverging run is detected and reported by the trainer; no numpy noise
-        with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            trainer.fit(prepared.train.x, prepared.train.y, val.x if val else None, val.y if val else None)
-    except TrainingDiverged as e:
+        try:
+            # overflow in a diverging run is detected and reported by the trainer; no numpy noise
+            with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                trainer.fit(prepared.train.x, prepared.train.y, val.x if val else None, val.y if val else None)
+        except TrainingDiverged as e:
+            run.sync()
+            run.write_summary(_summary(run, trainer, started, status="diverged", error=str(e)))
+            last = run.folder / "checkpoints" / "last.npz"
+            kept = f"; the last good checkpoint is {last}" if last.exists() else ""
+            raise TrainingDiverged(f"{e}{kept}") from None
+        if trainer.interrupted:
+            run.save("last", trainer, trainer.net.params)
+        temperature = 1.0
+        if not trainer.interrupted and cfg.training.calibration == "temperature" and run.writes:
+            temperature = _calibrate(run, warn)
         run.sync()
-        summary = _summary(run, trainer, started, status="diverged", error=str(e))
+        try:
+            summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished", temperature=temperature)
+        except TrainingDiverged as e:  # the trained weights give NaN on the test rows
+            run.write_summary(_summary(run, trainer, started, "diverged", str(e)))
+            raise
+        if cfg.training.refit and summary["status"] == "finished" and run.writes:  # (under MPI: rank 0 alone)
+            _refit(run, trainer, summary, stop, warn)
         run.write_summary(summary)
-        last = run.folder / "checkpoints" / "last.npz"
-        kept = f"; the last good checkpoint is {last}" if last.exists() else ""
-        raise TrainingDiverged(f"{e}{kept}") from None
-    if trainer.interrupted:
-        run.save("last", trainer, trainer.net.params)
-    temperature = 1.0
-    if not trainer.interrupted and cfg.training.calibration == "temperature" and run.writes:
-        temperature = _calibrate(run, warn)
-    run.sync()
-    try:
-        summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished", temperature=temperature)
-    except TrainingDiverged as e:  # the trained weights give NaN on the test rows
-        run.write_summary(_summary(run, trainer, started, "diverged", str(e)))
-        raise
-    if cfg.training.refit and summary["status"] == "finished" and run.writes:  # (under MPI: rank 0 alone)
-        _refit(run, trainer, summary, stop, warn)
-    run.write_summary(summary)
+    except KeyboardInterrupt:  # a second interrupt, during a batch or while the files are written
+        raise _abandon(run, trainer, started) from None
     return RunResult(run.folder, trainer.history, summary, trainer.interrupted)
+
+
+def _abandon(run: TrainingRun, trainer: Trainer, started: float) -> Abandoned:
+    """A second interrupt arrived mid-batch: the weights may be half-updated, so no checkpoint
+    is written from them; summary.json says the run was abandoned and what is left."""
+    import signal
+
+    saved = run.last_saved_epoch
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a third Ctrl-C must not cut this write short
+    try:
+        summary = _summary(run, trainer, started, status="abandoned")
+        summary["checkpoint_epoch"] = saved
+        summary["epochs_run"] = saved or 0
+        run.write_summary(summary)
+        run.sync()
+    except (NnclfError, OSError):
+        pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if saved:
+        return Abandoned(f"run {run.folder} keeps its checkpoint of epoch {saved}; resume with: nnclf train --resume {run.folder}")
+    return Abandoned(f"run {run.folder} was abandoned before its first checkpoint (marked so in summary.json); nothing to resume")
 
 
 def _calibrate(run: TrainingRun, warn) -> float:
@@ -603,6 +733,7 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
     summary: dict[str, Any] = {
         "status": status,
         "config_name": run.config_name,
+        "started_at": run.started_at,
         "epochs_run": trainer.epoch,
         "stopped_early": trainer.stopped_early,
         **({"optimizer_stopped": trainer.optimizer.reason} if getattr(trainer.optimizer, "reason", None) else {}),
@@ -667,51 +798,3 @@ def _test_metrics(task: str, prepared, test, outputs: np.ndarray, classes=None) 
     squared = np.square(outputs - test.x, dtype=np.float64)
     pca = np.square(prepared.pca.reconstruct(test.x) - test.x).mean()
     return {"n": len(test), "mse": float(squared.mean()), "pca_mse": float(pca)}
-
-
-def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per run folder (newest first): name, config, date, epochs, best, test accuracy,
-    status. A run without summary.json (killed) is described from its last checkpoint."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise NnclfError(f"{runs_dir}: no such runs folder")
-    rows = []
-    for folder in runs_dir.iterdir():
-        if not (folder / "checkpoints").is_dir():
-            continue
-        row: dict[str, Any] = {"run": folder.name, "path": str(folder)}
-        summary_path = folder / "summary.json"
-        try:
-            if summary_path.is_file():
-                s = json.loads(summary_path.read_text())
-                row.update(
-                    config=s.get("config_name"),
-                    date=s.get("finished_at"),
-                    epochs=s.get("epochs_run"),
-                    monitor=s.get("monitor"),
-                    best=s.get("best_value"),
-                    test_accuracy=(s.get("test") or {}).get("accuracy"),
-                    status=s.get("status"),
-                    task=s.get("task", "classification"),
-                    headline=s.get("headline") or {"metric": "test_accuracy", "value": (s.get("test") or {}).get("accuracy")},
-                )
-            else:
-                _, meta, _ = load_checkpoint(folder / "checkpoints" / "last.npz")
-                row.update(
-                    config=meta.get("config_name"),
-                    date=meta.get("saved_at"),
-                    epochs=meta["trainer"]["epoch"],
-                    monitor=None,
-                    best=meta["trainer"]["best_value"],
-                    test_accuracy=None,
-                    status="incomplete",
-                    task=meta.get("task", "classification"),
-                    headline=None,
-                )
-        except (NnclfError, OSError, ValueError, KeyError) as e:
-            row.update(config=None, date=None, epochs=None, monitor=None, best=None, test_accuracy=None, status=f"unreadable ({e})",
-                       task=None, headline=None)
-        row["modified"] = folder.stat().st_mtime
-        rows.append(row)
-    rows.sort(key=lambda r: r["modified"], reverse=True)
-    return rows

@@ -263,15 +263,19 @@ def render_runs(rows: list[dict], runs_dir) -> None:
     if not rows:
         out.print(f"no runs in {runs_dir}")
         return
-    table = Table(title=f"runs in {runs_dir} (newest first)", title_justify="left")
-    for col in ("run", "config", "task", "date", "epochs", "best", "test", "status"):
+    table = Table(title=f"runs in {runs_dir} (newest start first)", title_justify="left")
+    for col in ("run", "config", "task", "started", "epochs", "best", "test", "status"):
         table.add_column(col, justify="right" if col in ("epochs", "best", "test") else "left")
+    # the run name is what a user copies: never cut or wrapped (the other columns give way)
+    table.columns[0].no_wrap, table.columns[0].min_width = True, max(len(str(r["run"])) for r in rows)
     for r in rows:
         best = "-" if r["best"] is None else f"{r['best']:.4f}" + (f" ({r['monitor']})" if r.get("monitor") else "")
         headline = r.get("headline") or {}
         test = "-" if headline.get("value") is None else f"{_fmt(headline['value'])} ({headline['metric'].removeprefix('test_')})"
         table.add_row(
-            r["run"], r["config"] or "-", r.get("task") or "-", (r["date"] or "-")[:19].replace("T", " "), _fmt(r["epochs"]), best,
+            r["run"], r["config"] or "-", r.get("task") or "-", (r.get("started") or "-")[:19].replace("T", " "), _fmt(r["epochs"]), best,
             test, r["status"],
         )
-    out.print(table)
+    # wider than the terminal if need be (the terminal wraps the line; the name stays whole)
+    need = max(len(str(r["run"])) for r in rows) + 70
+    (out if need <= out.width else Console(highlight=False, width=need)).print(table)

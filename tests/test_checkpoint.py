@@ -157,7 +157,7 @@ def test_damaged_metadata(cli, tmp_path, good):
              "relu, leaky_relu, elu, softplus, gelu)")
     np.savez(tmp_path / "d.npz", **_with_meta(arrays, lambda m: m.update(preprocessor="x")))
     _refused(cli, tmp_path, "d.npz", data,
-             "not a valid checkpoint (malformed metadata: 'preprocessor' is a str, not a mapping)")
+             "not a valid checkpoint (malformed metadata: 'preprocessor' is a string, expected an object)")
     np.savez(tmp_path / "f.npz", **_with_meta(arrays, lambda m: m["preprocessor"]["columns"][0].pop("center")))
     _refused(cli, tmp_path, "f.npz", data, "not a valid checkpoint (missing entry 'center')")
     np.savez(tmp_path / "g.npz", **_with_meta(arrays, lambda m: m["preprocessor"]["columns"][1].update(kind="date")))

@@ -35,14 +35,14 @@ CHILD = textwrap.dedent(
     import os, sys, time
     from datetime import datetime, timezone
     import pandas, numpy
-    import nnclf.cli, nnclf.runs, nnclf.data.dataset
+    import nnclf.cli, nnclf.runs, nnclf.runfolder, nnclf.data.dataset
 
     class Frozen(datetime):
         @classmethod
         def now(cls, tz=None):
             return datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
-    nnclf.runs.datetime = Frozen
+    nnclf.runs.datetime = nnclf.runfolder.datetime = Frozen
     ready, go = sys.argv[1], sys.argv[2]
     open(ready, "w").close()
     while not os.path.exists(go):

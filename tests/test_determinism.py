@@ -33,6 +33,7 @@ def arrays(path: Path) -> dict[str, np.ndarray]:
 def meta(path: Path) -> dict:
     document = json.loads(str(arrays(path)["meta"]))
     document.pop("saved_at")
+    document.pop("started_at")  # wall-clock times differ, everything else must not
     return document
 
 

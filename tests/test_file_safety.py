@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import nnclf.checkpoint
+import nnclf.files
 from conftest import run_cli, write_config
 from nnclf.checkpoint import load_checkpoint
 
@@ -230,7 +231,7 @@ FAULTS = {
 
 
 def _inject(monkeypatch, where: str, fake) -> None:
-    target = nnclf.checkpoint.tempfile if where == "mkstemp" else nnclf.checkpoint.os
+    target = nnclf.files.tempfile if where == "mkstemp" else nnclf.files.os
     monkeypatch.setattr(target, where, fake)
 
 
@@ -307,7 +308,7 @@ def test_a_failed_write_during_training_keeps_the_last_good_files_and_the_run_re
         error = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if reason.startswith("No space") else PermissionError(
             errno.EACCES, os.strerror(errno.EACCES)
         )
-        monkeypatch.setattr(nnclf.checkpoint.os, "replace", _fail_replace_on_second_write_of({failing}, error))
+        monkeypatch.setattr(nnclf.files.os, "replace", _fail_replace_on_second_write_of({failing}, error))
     else:
         monkeypatch.setattr(nnclf.checkpoint.np, "savez", _fail_savez_from_epoch(2))
     r = run_cli("train c.yaml --name r --quiet", project)
@@ -333,7 +334,7 @@ def test_a_failed_write_during_training_keeps_the_last_good_files_and_the_run_re
 
 def test_a_failed_write_of_the_run_folder_files_leaves_no_temp_file(project, monkeypatch):
     """The very first write (config.yaml) fails: a one-line error naming it, nothing half-written."""
-    monkeypatch.setattr(nnclf.checkpoint.os, "fsync", _enospc)
+    monkeypatch.setattr(nnclf.files.os, "fsync", _enospc)
     r = run_cli("train c.yaml --name r --quiet", project)
     monkeypatch.undo()
     line = one_line_error(r)

@@ -121,8 +121,9 @@ def check_file(path: Path, what: str = "data file") -> None:
         return
     if not path.exists():
         raise NnclfError(f"{path}: {what} not found{_similar_file(path)}")
-    if path.is_dir():
-        raise NnclfError(f"{path}: is a folder, expected a {what}")
+    from ..inputs import check_input  # readable, a regular file, bytes matching the suffix
+
+    check_input(path, what)
     if path.is_file() and path.stat().st_size == 0:
         raise NnclfError(f"{path}: the file is empty (expected a header row and data rows)")
 
@@ -362,6 +363,20 @@ def iter_table(
     chunk_rows: int = READ_CHUNK_ROWS,
     threads: bool = True,
     options: ReadOptions | None = None,
+) -> Iterator:
+    """See ``_iter_table``; decompression and OS failures become one line naming the file."""
+    from ..inputs import read_errors
+
+    with read_errors(Path(path)):
+        yield from _iter_table(path, encoding, delimiter, chunk_rows, threads)
+
+
+def _iter_table(
+    path: str | Path,
+    encoding: str = "utf-8",
+    delimiter: str | None = None,
+    chunk_rows: int = READ_CHUNK_ROWS,
+    threads: bool = True,
 ) -> Iterator:
     """DataFrames of at most about ``chunk_rows`` rows, in file order, each indexed by its rows'
     positions in the file (see ``TableReader``). ``path`` "-" reads standard input."""
