@@ -156,7 +156,9 @@ def _check_types(state: dict) -> None:
         if not ok:
             raise TypeError(f"preprocessor: {what}")
 
-    need(isinstance(state["target"], str), "'target' should be a string")
+    target = state["target"]
+    need(target is None or isinstance(target, str) or (isinstance(target, list) and all(isinstance(t, str) for t in target)),
+         "'target' should be a column name or a list of them")
     need(isinstance(state["features"], list) and all(isinstance(f, str) for f in state["features"]), "'features' should be a list of names")
     need(isinstance(state["columns"], list), "'columns' should be a list")
     for i, c in enumerate(state["columns"]):
