@@ -364,20 +364,6 @@ def iter_table(
     threads: bool = True,
     options: ReadOptions | None = None,
 ) -> Iterator:
-    """See ``_iter_table``; decompression and OS failures become one line naming the file."""
-    from ..inputs import read_errors
-
-    with read_errors(Path(path)):
-        yield from _iter_table(path, encoding, delimiter, chunk_rows, threads)
-
-
-def _iter_table(
-    path: str | Path,
-    encoding: str = "utf-8",
-    delimiter: str | None = None,
-    chunk_rows: int = READ_CHUNK_ROWS,
-    threads: bool = True,
-) -> Iterator:
     """DataFrames of at most about ``chunk_rows`` rows, in file order, each indexed by its rows'
     positions in the file (see ``TableReader``). ``path`` "-" reads standard input."""
     yield from TableReader(path, _options(encoding, delimiter, options), chunk_rows, threads).frames()
@@ -405,6 +391,13 @@ class TableReader:
         self.fingerprint: Optional[dict] = None
 
     def frames(self) -> Iterator:
+        """The chunks; decompression and OS failures become one line naming the file."""
+        from ..inputs import read_errors
+
+        with read_errors(Path(self.path)):
+            yield from self._frames()
+
+    def _frames(self) -> Iterator:
         path, options = self.path, self.options
         check_file(path)
         try:
