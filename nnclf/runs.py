@@ -279,7 +279,13 @@ def train(
     if name is not None:
         check_run_name(name)
     cache, folder = None, None
-    mode = _cache_mode(cfg, warn)
+    from .data.reading import check_file
+
+    from .inputs import read_errors
+
+    check_file(Path(cfg.data.train))  # before the cache sizes it: a damaged file is one line
+    with read_errors(Path(cfg.data.train)):
+        mode = _cache_mode(cfg, warn)
     if mode == "mmap":
         if cfg.data.cache_dir is None:  # the cache lives in the run folder: make it first
             folder = RunFolder.create(Path(runs_dir), name, stem)
