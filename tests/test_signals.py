@@ -87,7 +87,7 @@ def test_a_second_interrupt_mid_batch_marks_the_run_abandoned(project):
         ",".join(f"f{i}" for i in range(20)) + ",label\n"
         + "\n".join(",".join(f"{v:.3f}" for v in row) + f",{int(row[0] > 0)}" for row in x) + "\n"
     )
-    write_config(project, "data: {train: wide.csv, target: label}\nmodel: {hidden: [128, 128, 128, 128, 128, 128, 128, 128]}\n"
+    write_config(project, "data: {train: wide.csv, target: label}\nmodel: {hidden: [256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256]}\n"
                           "training: {epochs: 1000, batch_size: full, checkpoint_every: 1000}\n", "wide.yaml")
     proc = start(["train", "wide.yaml", "--name", "a", "--quiet"], project)
     run = project / "runs" / "a"
