@@ -410,8 +410,14 @@ def export(
         print(json.dumps(result, indent=2))
     else:
         where = f" (line {result['worst_line']})" if result["worst_line"] else ""
-        print(f"{result['rows']} rows: largest probability difference onnxruntime vs nnclf predict {result['max_abs_diff']:.3g}{where}; "
-              f"labels differing {result['label_mismatches']}")
+        if result["task"] == "classification":
+            print(f"{result['rows']} rows: largest probability difference onnxruntime vs nnclf predict {result['max_abs_diff']:.3g}{where}; "
+                  f"labels differing {result['label_mismatches']}")
+        elif result["task"] == "regression":
+            print(f"{result['rows']} rows: largest prediction difference onnxruntime vs nnclf predict {result['max_abs_diff']:.3g} "
+                  f"in units of the target's scale{where} ({result['max_raw_diff']:.3g} in the target's units)")
+        else:
+            print(f"{result['rows']} rows: largest reconstruction_error difference onnxruntime vs nnclf predict {result['max_abs_diff']:.3g}{where}")
         if result["output"]:
             print(f"wrote {result['output']}")
     if not result["ok"]:

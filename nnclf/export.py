@@ -225,7 +225,7 @@ def _label_tensor(values: list):
     return np.array([str(v) for v in values], dtype=object)
 
 
-def _classification_head(g: _Graph, model: TrainedModel, z: str) -> None:
+def _classification_head(g: _Graph, model: TrainedModel, z: str, x: str) -> None:
     T = g.TensorProto
     loss = model.loss
     binary_unit = loss.n_outputs == 1
@@ -250,8 +250,30 @@ def _classification_head(g: _Graph, model: TrainedModel, z: str) -> None:
     g.output("probabilities", g.float, ["N", len(model.labels)])
 
 
-HEADS: dict[str, Callable[[_Graph, TrainedModel, str], None]] = {"classification": _classification_head}
-OUTPUTS = {"classification": ("label", "probabilities")}
+def _regression_head(g: _Graph, model: TrainedModel, z: str, x: str) -> None:
+    """``prediction`` (N, m) double in the targets' units: z * scale + center (as Targets.decode)."""
+    T = g.TensorProto
+    targets = model.targets
+    scaled = g.op("Mul", g.op("Cast", z, to=T.DOUBLE), g.const(np.array([targets.scale], dtype=np.float64), "target_scale"))
+    g.op("Add", scaled, g.const(np.array([targets.center], dtype=np.float64), "target_center"), output="prediction")
+    g.output("prediction", T.DOUBLE, ["N", len(targets.names)])
+
+
+def _reconstruction_head(g: _Graph, model: TrainedModel, z: str, x: str) -> None:
+    """``reconstruction_error`` (N,) double: the mean over the preprocessed input columns of
+    (x_hat - x)^2, the difference in the network's dtype and its square in float64 (as predict)."""
+    T = g.TensorProto
+    difference = g.op("Cast", g.op("Sub", z, x), to=T.DOUBLE)
+    squared = g.op("Mul", difference, difference)
+    g.op("ReduceMean", squared, g.const(np.array([1], dtype=np.int64)), keepdims=0, output="reconstruction_error")
+    g.output("reconstruction_error", T.DOUBLE, ["N"])
+
+
+# each head gets the logits z (N, K_out) and the features x (N, d) in Preprocessor.transform's order
+HEADS: dict[str, Callable[[_Graph, TrainedModel, str, str], None]] = {
+    "classification": _classification_head, "regression": _regression_head, "reconstruction": _reconstruction_head,
+}
+OUTPUTS = {"classification": ("label", "probabilities"), "regression": ("prediction",), "reconstruction": ("reconstruction_error",)}
 
 
 def build_onnx(model: TrainedModel, features_output: bool = False):
@@ -259,7 +281,7 @@ def build_onnx(model: TrainedModel, features_output: bool = False):
     the graph also outputs ``features``, the preprocessed matrix in ``Preprocessor.transform``'s
     column order (for tests and debugging)."""
     onnx = _onnx()
-    task = model.meta.get("config", {}).get("task", "classification")
+    task = getattr(model, "task", "classification")
     if task not in HEADS:
         raise NnclfError(f"{model.path}: nnclf export does not handle task '{task}' yet")
     state = model.preprocessor.state
@@ -270,12 +292,14 @@ def build_onnx(model: TrainedModel, features_output: bool = False):
     features, order = _preprocessing(g, state)
     if sorted(order) != list(range(model.preprocessor.n_outputs)):  # a new preprocessing step without its ONNX form
         raise NnclfError(f"{model.path}: the preprocessing has a step nnclf export cannot write yet")
-    if features_output:
+    in_order = None  # the features in Preprocessor.transform's column order, where needed
+    if features_output or task == "reconstruction":
         inverse = np.argsort(np.array(order, dtype=np.int64))
-        g.op("Gather", features, g.const(inverse, "layout"), axis=1, output="features")
+        in_order = g.op("Gather", features, g.const(inverse, "layout"), axis=1, output="features" if features_output else None, hint="features")
+    if features_output:
         g.output("features", g.float, ["N", len(order)])
     z = _network(g, model, features, order)
-    HEADS[task](g, model, z)
+    HEADS[task](g, model, z, in_order)
     doc = f"nnclf {task} model from {model.path.name}; inputs: one per feature column (double with NaN for missing, or string keys with '' for missing)"
     proto = g.model(doc)
     onnx.checker.check_model(proto, full_check=True)
@@ -340,35 +364,52 @@ def session(payload: bytes):
 def check(run, data, which: str = "best", output: Optional[str | Path] = None, overwrite: bool = False,
           chunk_rows: int = 100_000, warn: Callable[[str], None] = lambda m: None) -> dict:
     """Build the graph (and write it if ``output``), run it in onnxruntime on DATA and compare
-    with nnclf's own predictions: the largest absolute probability difference, and the rows whose
-    labels differ where nnclf's two most probable classes are more than TOLERANCE apart."""
+    with nnclf's own predictions. ``max_abs_diff`` is the largest difference of: the class
+    probabilities (classification), the predictions divided by their target's scale, i.e. in
+    the network's output units (regression: a prediction of 150 in float32 carries ~1e-5 of
+    rounding), the reconstruction errors (reconstruction). Classification also counts the rows
+    whose labels differ where nnclf's two most probable classes are more than TOLERANCE apart."""
     from .data.preprocess import TransformNotes
     from .data.reading import iter_table
-    from .predict import _finite_predict, checkpoint_path
+    from .predict import _finite_outputs, _finite_predict, checkpoint_path
 
     path = checkpoint_path(run, which)
     model = TrainedModel.load(path)
+    task = getattr(model, "task", "classification")
     written = export(run, output, which, overwrite) if output is not None else None
     payload = written.read_bytes() if written is not None else build_onnx(model).SerializeToString()
     sess = session(payload)
     cfg = model.meta["config"]["data"]
-    worst, worst_row, rows, mismatched, notes = 0.0, None, 0, 0, TransformNotes()
+    worst, worst_row, largest, rows, mismatched, notes = 0.0, None, 0.0, 0, 0, TransformNotes()
     for frame in iter_table(data, cfg["encoding"], cfg.get("delimiter"), chunk_rows=chunk_rows):
-        classes, proba = _finite_predict(model, model.features(frame, str(data), warn, notes), frame, str(data))
-        labels, probabilities = sess.run(["label", "probabilities"], onnx_feeds(model, frame, str(data)))
-        diff = np.abs(probabilities.astype(np.float64) - proba.astype(np.float64)).max(axis=1) if len(frame) else np.zeros(0)
+        x = model.features(frame, str(data), warn, notes)
+        feeds = onnx_feeds(model, frame, str(data))
+        if task == "classification":
+            classes, ours = _finite_predict(model, x, frame, str(data))
+            labels, theirs = sess.run(["label", "probabilities"], feeds)
+            top2 = np.sort(ours, axis=1)[:, -2:]
+            clear = (top2[:, 1] - top2[:, 0]) > TOLERANCE
+            decoded = model.labels.decode(classes).tolist()
+            mismatched += sum(1 for a, b, c in zip(decoded, np.asarray(labels).tolist(), clear) if c and _label_key(a) != _label_key(b))
+            scale = 1.0
+        elif task == "regression":
+            ours = _finite_outputs(model, x, frame, str(data))
+            (theirs,) = sess.run(["prediction"], feeds)
+            scale = model.targets.scale
+        else:
+            ours = np.square(_finite_outputs(model, x, frame, str(data)) - x, dtype=np.float64).mean(axis=1)[:, None]
+            (theirs,) = sess.run(["reconstruction_error"], feeds)
+            theirs, scale = np.asarray(theirs)[:, None], 1.0
+        raw = np.abs(np.asarray(theirs, np.float64) - np.asarray(ours, np.float64))
+        diff = (raw / scale).max(axis=1) if len(frame) else np.zeros(0)
         if len(diff) and diff.max() > worst:
             worst, worst_row = float(diff.max()), int(frame.index[int(diff.argmax())]) + 2
-        ours = model.labels.decode(classes)
-        theirs = np.asarray(labels).tolist()
-        top2 = np.sort(proba, axis=1)[:, -2:] if proba.shape[1] > 1 else np.zeros((len(frame), 2))
-        clear = (top2[:, 1] - top2[:, 0]) > TOLERANCE
-        mismatched += sum(1 for a, b, c in zip(ours.tolist(), theirs, clear) if c and _label_key(a) != _label_key(b))
+        largest = max(largest, float(raw.max())) if raw.size else largest
         rows += len(frame)
     notes.emit(warn, str(data))
-    return {"rows": rows, "max_abs_diff": worst, "worst_line": worst_row, "label_mismatches": mismatched,
-            "tolerance": TOLERANCE, "ok": worst <= TOLERANCE and mismatched == 0, "checkpoint": str(path),
-            "output": str(written) if written else None}
+    return {"task": task, "rows": rows, "max_abs_diff": worst, "max_raw_diff": largest, "worst_line": worst_row,
+            "label_mismatches": mismatched, "tolerance": TOLERANCE, "ok": worst <= TOLERANCE and mismatched == 0,
+            "checkpoint": str(path), "output": str(written) if written else None}
 
 
 def _label_key(value) -> str:

@@ -76,20 +76,22 @@ def _train(folder, config, *overrides, name="r"):
     return folder / "runs" / name
 
 
-def _classification_configs() -> list[str]:
-    """Shipped configs of task: classification (export has no regression/reconstruction head yet)."""
+def _task(config) -> str:
     import yaml
 
-    return sorted(p.name for p in CONFIGS.glob("*.yaml") if (yaml.safe_load(p.read_text()) or {}).get("task", "classification") == "classification")
+    return (yaml.safe_load((CONFIGS / config).read_text()) or {}).get("task", "classification")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", _classification_configs())
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_shipped_config_exports_and_matches_predict(tmp_path, config):
     run = _train(tmp_path, CONFIGS / config)
     data = json.loads((run / "summary.json").read_text())
     train_csv = __import__("yaml").safe_load((run / "config.yaml").read_text())["data"]["train"]
-    _export_and_compare(tmp_path, run, train_csv)
+    if _task(config) == "classification":
+        _export_and_compare(tmp_path, run, train_csv)
+    else:
+        _export_and_compare_real(tmp_path, run, train_csv)
     assert data["status"] == "finished"
 
 
@@ -216,9 +218,58 @@ def test_readme_snippet_runs(tmp_path):
     assert out.stdout.split()[:5] == list(want_labels[:5])
 
 
-@pytest.mark.parametrize("config, task", [("diabetes.yaml", "regression"), ("digits_autoencoder.yaml", "reconstruction")])
-def test_export_refuses_other_tasks_by_name(tmp_path, config, task):
-    run = _train(tmp_path, CONFIGS / config, "training.epochs=1")
-    r = run_cli(["export", run, "-o", tmp_path / "m.onnx"], tmp_path)
-    assert r.exit_code == 1
-    assert r.stderr == f"error: {run / 'checkpoints' / 'best.npz'}: nnclf export does not handle task '{task}' yet\n"
+def _export_and_compare_real(folder, run, csv_path):
+    """Regression and reconstruction: the graph's one output against predict's CSV columns;
+    predictions within 1e-5 of the target's scale (the network's output units), reconstruction
+    errors within 1e-5."""
+    from nnclf.model import TrainedModel
+
+    r = run_cli(["export", run, "-o", folder / "m.onnx", "--overwrite"], folder)
+    assert r.exit_code == 0, r.stderr
+    onnx.checker.check_model(onnx.load(folder / "m.onnx"), full_check=True)
+    session = ort.InferenceSession(str(folder / "m.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, _feeds(session, pd.read_csv(csv_path)))
+    r = run_cli(["predict", run, csv_path], folder)
+    assert r.exit_code == 0, r.stderr
+    want = pd.read_csv(pd.io.common.StringIO(r.stdout)).to_numpy(np.float64)
+    model = TrainedModel.load(run / "checkpoints" / "best.npz")
+    if model.task == "regression":
+        assert [o.name for o in session.get_outputs()] == ["prediction"]
+        assert np.abs((got - want) / model.targets.scale).max() <= 1e-5
+    else:
+        assert [o.name for o in session.get_outputs()] == ["reconstruction_error"]
+        assert np.abs(got - want[:, 0]).max() <= 1e-5
+    return got
+
+
+def test_regression_with_two_targets_and_missing_values(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 150
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(scale=20, size=n) + 300,
+                          "kind": np.array(["x", "y", "z"])[rng.integers(0, 3, n)]})
+    frame["t1"] = 3 * frame["a"] + (frame["kind"] == "x") * 2 + rng.normal(scale=0.1, size=n)
+    frame["t2"] = 1000 + 5 * frame["b"] + rng.normal(size=n)
+    frame.loc[rng.random(n) < 0.1, "a"] = np.nan
+    frame.to_csv(tmp_path / "r.csv", index=False)
+    (tmp_path / "r.yaml").write_text("task: regression\ndata:\n  train: r.csv\n  target: [t1, t2]\nmodel:\n  hidden: [8]\n"
+                                     "optimizer:\n  lr: 0.01\ntraining:\n  epochs: 20\n  batch_size: 16\n")
+    run = _train(tmp_path, tmp_path / "r.yaml", "training.epochs=20")
+    odd = frame.head(30).copy()
+    odd.loc[0:4, "b"] = np.nan  # never missing in training
+    odd.loc[5:9, "kind"] = "w"  # unseen
+    odd.to_csv(tmp_path / "odd.csv", index=False)
+    got = _export_and_compare_real(tmp_path, run, tmp_path / "odd.csv")
+    assert got.shape == (30, 2) and got.dtype == np.float64
+    r = run_cli(["export", "--check", run, tmp_path / "odd.csv"], tmp_path)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.startswith("30 rows: largest prediction difference onnxruntime vs nnclf predict ")
+
+
+def test_reconstruction_check(tmp_path):
+    run = _train(tmp_path, CONFIGS / "digits_autoencoder.yaml", "training.epochs=2")
+    got = _export_and_compare_real(tmp_path, run, DATA / "digits.csv")
+    assert got.shape == (1797,)
+    r = run_cli(["export", "--check", run, DATA / "digits.csv", "--json"], tmp_path)
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["task"] == "reconstruction" and result["ok"] and result["max_abs_diff"] <= 1e-5
