@@ -238,6 +238,7 @@ def train(
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Folder that holds run folders."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the run folder's path."),
+    log_every: int = typer.Option(0, "--log-every", min=0, metavar="N", help="Print an epoch line every N epochs (and the first and the last); 0: about 50 lines a run."),
     mpi: bool = typer.Option(False, "--mpi", help="Data-parallel over MPI: refuse to run unless started by mpirun -n K (K >= 2). Under a launcher MPI is used anyway."),
 ):
     """Train a model from CONFIG into a new run folder (under mpirun -n K: K processes share every batch)."""
@@ -247,9 +248,9 @@ def train(
         raise NnclfError("give either CONFIG or --resume RUN (not both)")
     comm = communicator(mpi)
     if comm.size == 1:
-        return _train(config, set_, name, runs_dir, resume, quiet, comm)
+        return _train(config, set_, name, runs_dir, resume, quiet, comm, log_every)
     try:
-        return _train(config, set_, name, runs_dir, resume, quiet or comm.rank != 0, comm)
+        return _train(config, set_, name, runs_dir, resume, quiet or comm.rank != 0, comm, log_every)
     except typer.Exit as e:
         if e.exit_code in (0, EXIT_INTERRUPTED):  # every rank got here together
             raise
@@ -268,7 +269,7 @@ def train(
         comm.abort(code)
 
 
-def _train(config, set_, name, runs_dir, resume, quiet, comm):
+def _train(config, set_, name, runs_dir, resume, quiet, comm, log_every=0):
     import signal
     import threading
 
@@ -287,7 +288,7 @@ def _train(config, set_, name, runs_dir, resume, quiet, comm):
 
     signals = [signal.SIGINT, *_termination_signals()]
     previous = {s: signal.signal(s, on_signal) for s in signals}
-    display = TrainingDisplay(quiet=quiet)
+    display = TrainingDisplay(quiet=quiet, log_every=log_every)
     try:
         with display:
             if resume is not None:

@@ -602,6 +602,8 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
     trainer.callbacks = [*([_Checkpointer(run, cfg.training.checkpoint_every)] if run.writes else []), StopWatcher(), *callbacks]
     threads = BlasThreads(threads, step_flops(trainer.net.sizes, batch))
     trainer.speed = threads
+    if run.writes:
+        trainer._emit("on_train_start", run.folder)
     val = prepared.val if prepared.val is not None and len(prepared.val) > 0 else None
     try:
         try:

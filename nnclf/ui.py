@@ -25,74 +25,114 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 class TrainingDisplay:
-    """A trainer callback: a progress bar with live metrics on a terminal, else epoch lines."""
+    """A trainer callback. On a terminal: a "loading data" spinner until training starts, then one bar
+    per epoch with the running mean loss, elapsed time and ETA, which disappears when training
+    ends or is interrupted (nothing stale is left). Epoch lines go above it, or alone when
+    stderr is not a terminal, every ``log_every`` epochs (0: about 50 lines per run) plus the
+    first and the last; a * marks an epoch that improved on the best."""
 
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        self.live = not quiet and sys.stderr.isatty()
+    def __init__(self, quiet: bool = False, log_every: int = 0):
+        self.quiet, self.log_every = quiet, int(log_every)
+        self.live = not quiet and err.is_terminal
         self.progress = None
         self._last_refresh = 0.0
+        self._started: float | None = None  # time.monotonic() of the first step of this process
+        self._first_epoch = 0
 
     def __enter__(self):
+        if self.quiet:
+            return self
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
             self.progress = Progress(
-                TextColumn("epoch {task.fields[epoch]}"),
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[info]}"),
                 console=err,
-                transient=False,
+                transient=True,
             )
             self.progress.start()
-            self.task = self.progress.add_task("train", total=None, epoch="-", info="")
+            self.task = self.progress.add_task("loading data", total=None, info="")
+        # not on a terminal: no "loading" line, so that a bad input's error stays the one line printed
         return self
 
     def __exit__(self, *exc):
         if self.progress is not None:
-            self.progress.stop()
+            self.progress.stop()  # transient: the bar goes, the epoch lines above it stay
+            self.progress = None
         return False
 
-    def on_batch_end(self, trainer, epoch: int, batch: int, n_batches: int, loss: float) -> None:
-        if self.progress is None:
+    def _print(self, line: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(line, markup=False, highlight=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def on_train_start(self, trainer, folder) -> None:
+        if self.quiet:
             return
+        self._first_epoch = trainer.epoch
+        self._print(f"training into {folder} ({trainer.epochs} epochs)")
+
+    def on_batch_end(self, trainer, epoch: int, batch: int, n_batches: int, loss: float) -> None:
         now = time.monotonic()
-        if now - self._last_refresh < 0.1 and batch + 1 < n_batches:
+        if self._started is None:
+            self._started = now
+        if self.progress is None or (now - self._last_refresh < 0.1 and batch + 1 < n_batches):
             return
         self._last_refresh = now
         self.progress.update(
             self.task,
+            description=f"epoch {epoch + 1}/{trainer.epochs}",
             total=n_batches,
             completed=batch + 1,
-            epoch=f"{epoch + 1}/{trainer.epochs}",
-            info=self._info(trainer, epoch, loss),
+            info=self._info(trainer, epoch + (batch + 1) / n_batches, now),
         )
 
-    @staticmethod
-    def _info(trainer, epoch: int, loss: float) -> str:
-        parts = [f"lr {trainer.lr:.3g}", f"loss {loss:.4f}"]
-        if trainer.seen and getattr(trainer.loss, "classifies", True):
-            parts.append(f"acc {trainer.correct / trainer.seen:.3f}")
+    def _info(self, trainer, position: float, now: float) -> str:
+        """lr, the epoch's running mean loss (and accuracy), the last validation, elapsed and ETA."""
+        parts = [f"lr {trainer.lr:.3g}"]
+        if trainer.seen:
+            parts.append(f"loss {trainer.loss_sum / trainer.seen:.4f}")
+            if getattr(trainer.loss, "classifies", True):
+                parts.append(f"acc {trainer.correct / trainer.seen:.3f}")
         if trainer.history and "val_loss" in trainer.history[-1]:
             parts.append(_val_text(trainer.history[-1], 3))
-        if trainer.history:
-            parts.append(f"{trainer.history[-1]['seconds']:.2f}s/epoch")
+        elapsed = now - (self._started or now)
+        done = position - self._first_epoch
+        parts.append(f"{_duration(elapsed)} elapsed")
+        if done > 0:
+            parts.append(f"ETA {_duration(elapsed / done * (trainer.epochs - position))}")
         return "  ".join(parts)
 
     def on_epoch_end(self, trainer, record: dict, improved: bool) -> None:
         if self.quiet:
             return
-        parts = [f"epoch {record['epoch']:>4}/{trainer.epochs}", f"lr {record['lr']:.3g}"]
+        every = self.log_every or max(1, trainer.epochs // 50)
+        epoch = record["epoch"]
+        if not (epoch % every == 0 or epoch == trainer.epochs or trainer.stopped_early or epoch == 1):
+            return
+        parts = [f"epoch {epoch:>4}/{trainer.epochs}", f"lr {record['lr']:.3g}"]
         parts.append(f"loss {record['train_loss']:.4f}" + (f" acc {record['train_accuracy']:.4f}" if "train_accuracy" in record else ""))
         if "val_loss" in record:
             parts.append(_val_text(record, 4))
         parts.append(f"{record['seconds']:.2f}s" + (" *" if improved else ""))
-        line = "  ".join(parts)
-        if self.progress is not None:
-            self.progress.console.print(line)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        self._print("  ".join(parts))
+
+
+def _duration(seconds: float) -> str:
+    """3.2s, 4m05s, 1h02m."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def _val_text(record: dict, digits: int) -> str:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import typer.main
 import yaml
 
-from conftest import CONFIGS, write_config
+from conftest import CONFIGS, DATA, write_config
 from nnclf.cli import app
 
 EPOCHS = 4
@@ -241,3 +242,16 @@ def test_predict_into_a_closed_pipe_exits_quietly(cli, tmp_path):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=120) == 141
     assert stderr == b""
+
+
+def test_progress_says_loading_names_the_folder_and_log_every_thins_epoch_lines(cli, tmp_path):
+    (tmp_path / "c.yaml").write_text(f"data: {{train: {DATA / 'iris.csv'}, target: species}}\ntraining: {{epochs: 30}}\n")
+    r = cli("train c.yaml --name p --log-every 10")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0] == f"training into {Path('runs') / 'p'} (30 epochs)"
+    epochs = [int(line.split()[1].split("/")[0]) for line in lines if line.startswith("epoch ")]
+    assert epochs == [1, 10, 20, 30]
+    r = cli("train c.yaml --name q")  # default: about 50 lines, so all 30 here
+    assert [line for line in r.stderr.splitlines() if line.startswith("epoch ")][-1].startswith("epoch   30/30")
+    assert len([line for line in r.stderr.splitlines() if line.startswith("epoch ")]) == 30
