@@ -190,6 +190,9 @@ def _check_meta(meta: dict) -> None:
     target = data.get("target")
     if not (target is None or isinstance(target, str) or (isinstance(target, list) and all(isinstance(t, str) for t in target))):
         raise TypeError("'config.data.target' should be a column name or a list of them")
+    na = data.get("na_values")
+    if na is not None and not (isinstance(na, list) and all(isinstance(v, str) for v in na)):
+        raise TypeError("'config.data.na_values' should be a list of strings")
     for key in ("delimiter", "val", "test"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise TypeError(f"'config.data.{key}' should be a string or null")
