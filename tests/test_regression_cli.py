@@ -373,3 +373,15 @@ def test_report_draws_what_fits_the_task(cli, tmp_path, task):
         assert f">{title}</h" in page
     assert "Confusion matrix" not in page and "accuracy" not in page.split("<h2>Epochs</h2>")[0].lower()
     assert len(re.findall("data:image/png;base64,", page)) == images
+
+
+def test_a_huge_non_numeric_target_cell_is_quoted_short(cli, tmp_path):
+    path = regression_csv(tmp_path / "data.csv")
+    lines = path.read_text().splitlines()
+    lines[5] = ",".join(lines[5].split(",")[:3]) + "," + "x" * 100_000
+    path.write_text("\n".join(lines) + "\n")
+    write_config(tmp_path, REGRESSION.format(target="y1", epochs=2), "c.yaml")
+    r = cli("train c.yaml")
+    assert r.exit_code == 1
+    assert f"{path}, line 6: target 'y1': non-numeric value 'xxx" in r.stderr
+    assert len(r.stderr) < 300, len(r.stderr)

@@ -227,19 +227,14 @@ class SpillTable:
         return series if mask is None else series[mask]
 
     def __getitem__(self, name: str):
-        import pandas as pd
+        from .reading import concat_series
 
         if name not in self._names:
             raise KeyError(name)
         j = self._names.index(name)
         with open(self.folder / f"col{j}.bin", "rb") as f:
             parts = [self._part(i, name, f) for i in range(len(self.pieces))]
-        if len(parts) == 1:
-            return parts[0]
-        dtype = parts[0].dtype
-        if isinstance(dtype, np.dtype) and dtype.kind in "biuf" and all(part.dtype == dtype for part in parts):
-            return pd.Series(np.concatenate([part.to_numpy() for part in parts]), index=self.index, name=name, copy=False)
-        return pd.concat(parts)
+        return concat_series(parts, self.index if len(parts) > 1 else None, name)
 
     @property
     def index(self):

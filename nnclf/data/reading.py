@@ -25,6 +25,20 @@ MAX_HEADER_BYTES = 64 << 20  # a header record longer than this is refused, not 
 CELL_QUOTE_CHARS = 40  # at most this much of a cell is quoted in a message
 
 
+def concat_series(parts: list, index, name: str):
+    """The column made of consecutive pieces, on ``index``: with one NumPy dtype throughout, what
+    pd.concat gives, without its per-call index work."""
+    import numpy as np
+    import pandas as pd
+
+    if len(parts) == 1:
+        return parts[0]
+    dtype = parts[0].dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf" and all(part.dtype == dtype for part in parts):
+        return pd.Series(np.concatenate([part.to_numpy() for part in parts]), index=index, name=name, copy=False)
+    return pd.concat(parts)
+
+
 def quote_cell(value) -> str:
     """``repr`` of a cell for a message, cut to ``CELL_QUOTE_CHARS`` characters: a 200 MB cell
     must not make a 200 MB warning."""
@@ -331,12 +345,7 @@ class ChunkedTable:
 
         if len(self.chunks) == 1:
             return self.chunks[0][name]
-        parts = [chunk[name] for chunk in self.chunks]
-        dtype = parts[0].dtype
-        if isinstance(dtype, np.dtype) and dtype.kind in "biuf" and all(part.dtype == dtype for part in parts):
-            # one NumPy dtype throughout: what pd.concat gives, without its per-call index work
-            return pd.Series(np.concatenate([part.to_numpy() for part in parts]), index=self.index, name=name, copy=False)
-        return pd.concat(parts)
+        return concat_series([chunk[name] for chunk in self.chunks], self.index, name)
 
     @property
     def index(self):

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import NnclfError
 from .preprocess import Preprocessor, _parse_numbers, _width, file_line
+from .reading import quote_cell
 
 Warn = Callable[[str], None]
 
@@ -69,7 +70,7 @@ def target_values(frame, names: list[str], source: str) -> np.ndarray:
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise NnclfError(
-                    f"{source}, line {file_line(series, row)}: target '{name}': non-numeric value {series.iloc[row]!r}; "
+                    f"{source}, line {file_line(series, row)}: target '{name}': non-numeric value {quote_cell(series.iloc[row])}; "
                     f"task: regression needs numbers"
                 )
         infinite = np.isinf(values)
