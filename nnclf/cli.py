@@ -19,6 +19,9 @@ try:  # typer >= 0.22 carries its own copy of click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer depends on click
     from click import exceptions as click_exceptions
+# some typer releases' copy of click has no Abort (0.29.1): then there is nothing to catch
+_ABORT = getattr(click_exceptions, "Abort", ())
+
 
 class _Group(TyperGroup):
     """Usage errors (an unknown option, a bad choice, a missing argument) as one line on stderr
@@ -35,7 +38,7 @@ class _Group(TyperGroup):
             message = one_line(e.format_message()).replace("Value error, ", "")
             print(f"error: {message} (see: nnclf{command} --help)", file=sys.stderr)
             code = e.exit_code
-        except click_exceptions.Abort:
+        except _ABORT:
             print("aborted", file=sys.stderr)
             code = EXIT_ERROR
         if not standalone_mode:

@@ -62,6 +62,8 @@ class TrainedModel:
             net = MLP(network["sizes"], network["activation"], 0.0, params.dtype)
             preprocessor = Preprocessor(meta["preprocessor"])
             _check_preprocessor(preprocessor.state, path)
+            if task == "classification" and not isinstance(preprocessor.state["target"], str):
+                raise TypeError("'preprocessor.target' of a classification model should be one column name")
             if preprocessor.n_outputs != network["sizes"][0] or loss.n_outputs != network["sizes"][-1]:
                 raise NnclfError(f"{path}: not a valid checkpoint (preprocessing, labels and network sizes disagree)")
         except NnclfError as e:  # e.g. an activation or loss name this nnclf does not know
