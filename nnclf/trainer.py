@@ -85,7 +85,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.speed = speed
         self.metrics = metrics
-        self.classifies = getattr(loss, "classifies", True)  # False: real-valued targets, no accuracy
+        self.classifies = loss.classifies  # False: real-valued targets, no accuracy
         # ``parallel``: a data-parallel step (nnclf.distributed.DataParallelStep) when several
         # processes share each batch: ``part(lo, hi)`` names this process's rows of the batch,
         # ``step(xs, ys, lr, rng, rows, epoch, batch)`` combines the parts and updates

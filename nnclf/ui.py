@@ -97,7 +97,7 @@ class TrainingDisplay:
         parts = [f"lr {trainer.lr:.3g}"]
         if trainer.seen:
             parts.append(f"loss {trainer.loss_sum / trainer.seen:.4f}")
-            if getattr(trainer.loss, "classifies", True):
+            if trainer.loss.classifies:
                 parts.append(f"acc {trainer.correct / trainer.seen:.3f}")
         if trainer.history and "val_loss" in trainer.history[-1]:
             parts.append(_val_text(trainer.history[-1], 3))

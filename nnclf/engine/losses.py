@@ -29,6 +29,7 @@ LOSSES: Registry[type["Loss"]] = Registry("loss")
 
 class Loss:
     name = ""
+    classifies = True  # targets are class indices (regression losses: real-valued targets, False)
     # the argmax of the logits, when the last ``forward_backward`` computed it anyway (the fused
     # softmax path does); the training loop counts correct predictions with it. None otherwise.
     last_classes: np.ndarray | None = None

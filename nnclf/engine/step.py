@@ -82,7 +82,7 @@ class TrainingStep:
         finally:
             self.loss.row_weights = None
         correct = 0
-        if getattr(self.loss, "classifies", True):  # regression and reconstruction count nothing
+        if self.loss.classifies:  # regression and reconstruction count nothing
             classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
             if classes is None:
                 classes = self.loss.predict_classes(logits)
@@ -125,7 +125,7 @@ class Objective:
     def __init__(self, net: MLP, loss: Loss, x: np.ndarray, y: np.ndarray, weight_decay: float = 0.0, chunk: int = INFERENCE_ROWS):
         if len(y) == 0:
             raise ValueError("the objective needs at least one row")
-        if getattr(loss, "classifies", True):
+        if loss.classifies:
             check_labels(y, loss.n_classes)
         self.net, self.loss, self.x, self.y = net, loss, x, y
         self.weight_decay, self.chunk = float(weight_decay), int(chunk)
@@ -142,7 +142,7 @@ class Objective:
         total = self._total
         total[...] = 0
         value, correct = 0.0, 0
-        counts = getattr(self.loss, "classifies", True)
+        counts = self.loss.classifies
         for start in range(0, n, self.chunk):
             stop = min(start + self.chunk, n)
             logits = net.forward(self.x[start:stop])
