@@ -6,6 +6,7 @@ classification models.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -169,13 +170,18 @@ def _check_types(state: dict) -> None:
         for key in ("fill", "center", "scale"):
             if key in c:
                 value = c[key]
-                need(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)), f"{where}.{key} should be a number")
+                need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                     f"{where}.{key} should be a finite number")
+        if "scale" in c:
+            need(c["scale"] > 0, f"{where}.scale should be positive")
         for key in ("missing_in_training", "indicator"):
             if key in c:
                 need(isinstance(c[key], (bool, int)), f"{where}.{key} should be true or false")
         if "categories" in c:
             need(isinstance(c["categories"], list) and all(isinstance(v, _SCALAR) for v in c["categories"]),
                  f"{where}.categories should be a list of values")
+    names = [c["name"] for c in state["columns"]]
+    need(names == state["features"], "'columns' should name the 'features', in order")
 
 
 def _check_meta(meta: dict) -> None:

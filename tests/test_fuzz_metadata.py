@@ -104,3 +104,45 @@ def test_any_value_anywhere_in_summary_json(project, tmp_path_factory, data, val
         assert r.exit_code == 0 and "Traceback" not in r.stderr, r.stderr
     rows = json.loads(run_cli(["runs", "--json"], work).stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     assert [r["run"] for r in rows] == ["r"]
+
+
+HOSTILE = (None, "x", -1, 0, 1e300, True, [], {})
+
+
+TASK_CONFIGS = {
+    "classification": CONFIG,
+    "regression": "seed: 1\ntask: regression\ndata: {train: d.csv, target: label}\nmodel: {hidden: [3]}\ntraining: {epochs: 2, batch_size: 8}\n",
+    "reconstruction": "seed: 1\ntask: reconstruction\ndata: {train: d.csv, target: label}\nmodel: {hidden: [3]}\ntraining: {epochs: 2, batch_size: 8}\n",
+}
+
+
+@pytest.fixture(scope="module", params=sorted(TASK_CONFIGS))
+def task_project(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    (folder / "d.csv").write_text(CSV)
+    write_config(folder, TASK_CONFIGS[request.param], "c.yaml")
+    r = run_cli("train c.yaml --name r --quiet", folder)
+    assert r.exit_code == 0, r.stderr
+    with np.load(folder / "runs" / "r" / "checkpoints" / "last.npz", allow_pickle=False) as z:
+        return folder, {k: z[k] for k in z.files}
+
+
+@pytest.mark.slow
+def test_every_place_in_checkpoint_meta_with_each_hostile_value(task_project, tmp_path):
+    """The generated test above samples; this sweeps: every place (trainer state aside) times a
+    handful of values chosen to break type and range checks, through predict, for each task."""
+    folder, arrays = task_project
+    meta = json.loads(str(arrays["meta"]))
+    paths = [p for p in _paths(meta) if p and p[0] not in ("trainer", "config", "started_at", "saved_at", "data_files")]
+    assert len(paths) > 30
+    failures = []
+    for i, path in enumerate(paths):
+        for value in HOSTILE:
+            model = tmp_path / f"m{i}.npz"
+            np.savez(model, **{**arrays, "meta": np.array(json.dumps(_replace(json.loads(json.dumps(meta)), path, value)))})
+            try:
+                _one_line_or_ok(run_cli(["predict", model, folder / "d.csv"], tmp_path))
+            except Exception as e:  # noqa: BLE001 (collected: one run names every failing place)
+                failures.append(f"{path} = {value!r}: {type(e).__name__} {str(e)[:200]}")
+            model.unlink()
+    assert not failures, "\n".join(failures)
