@@ -29,6 +29,7 @@ WINDOW_STEPS = 16  # steps timed per measurement window
 ABORT_RATIO = 1.5  # a trial step this much slower than the chosen count's mean ends the trial
 FIRST_EXPLOIT_WINDOWS = 8  # windows at the chosen count before the next re-check...
 MAX_EXPLOIT_WINDOWS = 64  # ...doubling while the choice holds, so a settled choice costs <= 1/65 of the steps
+LOADAVG = "/proc/loadavg"  # Linux: its fourth field counts the threads running right now
 
 
 def step_flops(sizes: list[int], batch: int) -> float:
@@ -66,7 +67,13 @@ class BlasThreads:
       ``ABORT_RATIO`` times the chosen count's mean ends the trial at once, so on a busy
       machine, where a two-thread product can take ten times as long, a trial costs one step;
     - the faster becomes the chosen count; the number of windows before the next trial doubles
-      while the choice holds (up to ``MAX_EXPLOIT_WINDOWS``) and starts again when it changes.
+      while the choice holds (up to ``MAX_EXPLOIT_WINDOWS``) and starts again when it changes;
+    - a trial of more threads is skipped (counted as lost) when the kernel's count of running
+      threads says no core is idle for them: another process holds it, and the trial would
+      only cost a slow step to learn so;
+    - while more than one thread is chosen, a step slower than ``ABORT_RATIO`` times the last
+      one-thread mean drops back to one thread at once: the machine got busy, and one thread is
+      the plain path a run must never be slower than.
 
     The choice is remembered in this process for steps of the same size, so a cross-validation's
     fits do not each start the search over. The previous counts are restored on exit.
@@ -131,6 +138,10 @@ class BlasThreads:
         if self._trial is not None and reference is not None and seconds > ABORT_RATIO * reference:
             self._end_trial(seconds)  # lost already: one slow step is enough
             return
+        plain = self._mean.get(self.candidates[0])
+        if self._trial is None and self.chosen != self.candidates[0] and plain is not None and seconds > ABORT_RATIO * plain:
+            self._fall_back()
+            return
         if self._steps < WINDOW_STEPS:
             return
         mean = self._elapsed / self._steps
@@ -143,8 +154,20 @@ class BlasThreads:
         if self._left <= 0:
             others = [n for n in self.candidates if n != self.chosen]
             self._trials += 1
-            self._trial = others[self._trials % len(others)]  # each other count in turn
+            trial = others[self._trials % len(others)]  # each other count in turn
+            idle = _idle_cores(self.chosen)
+            if trial > self.chosen and idle is not None and idle < trial - self.chosen:
+                self._keep_choice()  # no core for the extra threads: lost without running
+                return
+            self._trial = trial
             self._apply(self._trial)
+
+    def _fall_back(self) -> None:
+        """Back to the plain count (one thread) now, as if it had just won a trial."""
+        self.chosen, self._exploit = self.candidates[0], FIRST_EXPLOIT_WINDOWS
+        self._left = self._exploit
+        self._steps, self._elapsed = 0, 0.0
+        self._apply(self.chosen)
 
     def _end_trial(self, mean: float) -> None:
         trial, self._trial = self._trial, None
@@ -152,10 +175,28 @@ class BlasThreads:
         self._mean[trial] = mean
         if mean < self._mean[self.chosen]:
             self.chosen, self._exploit = trial, FIRST_EXPLOIT_WINDOWS
+            self._left = self._exploit
+            self._apply(self.chosen)
         else:
-            self._exploit = min(max(self._exploit, FIRST_EXPLOIT_WINDOWS // 2) * 2, MAX_EXPLOIT_WINDOWS)
+            self._keep_choice()
+
+    def _keep_choice(self) -> None:
+        """The trial lost: the chosen count again, for twice as many windows as before."""
+        self._exploit = min(max(self._exploit, FIRST_EXPLOIT_WINDOWS // 2) * 2, MAX_EXPLOIT_WINDOWS)
         self._left = self._exploit
         self._apply(self.chosen)
+
+
+def _idle_cores(own_threads: int) -> int | None:
+    """Usable cores not running a thread right now, ours (``own_threads``) aside; None where the
+    kernel does not say (not Linux). /proc/loadavg's fourth field is the instantaneous count of
+    running threads machine-wide, this one included."""
+    try:
+        with open(LOADAVG, "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return _usable_cores() - max(running, own_threads)
 
 
 class _StepTimer:

@@ -26,8 +26,10 @@ def feed(t: BlasThreads, seconds_at: dict[int, float], windows: int) -> list[int
     return seen
 
 
-def adaptive(monkeypatch) -> BlasThreads:
+def adaptive(monkeypatch, idle_cores=8) -> BlasThreads:
+    """An auto BlasThreads choosing between 1 and 2 threads, the kernel saying ``idle_cores``."""
     monkeypatch.setattr(BlasThreads, "_memory", {})
+    monkeypatch.setattr(threads_module, "_idle_cores", lambda own: idle_cores)
     t = BlasThreads("auto", flops_per_step=10 * MIN_FLOPS)
     t.candidates = [1, 2]  # whatever this machine's BLAS default is
     t.__enter__()
@@ -51,6 +53,42 @@ def test_auto_keeps_the_faster_count_and_a_losing_trial_costs_one_step(monkeypat
     # the choice is kept for the next fit of this size in this process
     again = BlasThreads("auto", flops_per_step=10 * MIN_FLOPS)
     assert again.chosen == 1
+
+
+def test_chosen_two_threads_fall_back_to_one_on_the_first_slow_step(monkeypatch):
+    t = adaptive(monkeypatch)
+    try:
+        feed(t, {1: 2e-3, 2: 1e-3}, 3)  # one window at 1, then 2 wins
+        assert t.chosen == 2
+        t._observe(2e-3)  # as slow as one thread: within ABORT_RATIO, kept
+        assert t.current == 2
+        t._observe(4e-3)  # twice one thread's mean: the machine got busy
+        assert t.chosen == 1 and t.current == 1
+    finally:
+        t.__exit__()
+
+
+def test_no_idle_core_means_no_trial_of_more_threads(monkeypatch):
+    t = adaptive(monkeypatch, idle_cores=0)
+    try:
+        seen = feed(t, {1: 2e-3, 2: 1e-3}, 300)  # two threads would win, but no core is free
+        assert seen.count(2) == 0
+        assert t._exploit == threads_module.MAX_EXPLOIT_WINDOWS  # each skipped trial counts as lost
+    finally:
+        t.__exit__()
+
+
+def test_idle_cores_reads_the_running_count(monkeypatch, tmp_path):
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("0.52 0.41 0.30 3/119 1234\n")
+    monkeypatch.setattr(threads_module, "LOADAVG", str(loadavg))
+    monkeypatch.setattr(threads_module, "_usable_cores", lambda: 4)
+    assert threads_module._idle_cores(1) == 1  # 3 running, this thread among them
+    assert threads_module._idle_cores(4) == 0  # our own 4 threads fill the cores
+    loadavg.write_text("garbage\n")
+    assert threads_module._idle_cores(1) is None
+    monkeypatch.setattr(threads_module, "LOADAVG", str(tmp_path / "absent"))
+    assert threads_module._idle_cores(1) is None
 
 
 def test_small_steps_never_try_a_second_thread():
