@@ -297,3 +297,19 @@ def test_the_training_summary_of_a_wide_file_stays_short(cli, tmp_path):
     assert "categorical: t0, t1, t2, t3 and 11 more" in block
     schema = json.loads((tmp_path / "runs" / "r" / "schema.json").read_text())
     assert len(schema["columns"]) == 30  # the full list stays in schema.json
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_short_row_on_standard_input_is_an_error_naming_its_line(cli, tmp_path, command):
+    """A file is scanned again for a short row when pandas pads one; stdin cannot be re-read,
+    so its records are checked as they stream (also past the first block of a megabyte)."""
+    _write_rows(tmp_path / "d.csv", ["a", "b", "label"], [[str(i), str(i % 3), str(i % 2)] for i in range(40)])
+    _config(tmp_path)
+    assert cli("train c.yaml --name r --quiet").exit_code == 0
+    rows = [f"{i},{i % 3},{i % 2}" for i in range(120_000)]  # 1.4 MB: more than one block
+    rows[100_000] = "1,2"
+    r = cli(f"{command} runs/r -", input="a,b,label\n" + "\n".join(rows) + "\n")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[-1] == "error: -, line 100002: expected 3 fields like the header, saw 2"
+    quoted = cli(f"{command} runs/r -", input='a,b,label\n"1,5",2,1\n3,"x\ny",1\n')  # quotes: no short row
+    assert "expected 3 fields" not in quoted.stderr

@@ -454,7 +454,11 @@ class TableReader:
                                  {**kwargs, "encoding": options.encoding, "header": None, "names": sniffed.names},
                                  block_bytes, parse_workers(), _Errors(path, options.encoding, len(sniffed.names)))
         else:
-            frames = self._stream(_Prefixed(head, stream), sniffed, kwargs, chunk_rows)
+            text = _Prefixed(head, stream)
+            if self.stdin and _ascii_fields(sniffed.sep, options.encoding):
+                # stdin cannot be read twice to find a short row after the fact: check as it streams
+                text = _ShortRowGuard(text, sniffed.sep, len(sniffed.names), _Errors(path, options.encoding, len(sniffed.names)))
+            frames = self._stream(text, sniffed, kwargs, chunk_rows)
         empty = True
         for frame in frames:
             if len(frame):
@@ -546,6 +550,49 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
+class _ShortRowGuard(io.RawIOBase):
+    """A stream passed through in whole-record blocks, each checked for a row with fewer fields
+    than the header first (pandas pads such a row with missing values without a word). For
+    input that cannot be re-read to look for one later: standard input."""
+
+    def __init__(self, stream, sep: str, n_fields: int, errors: "_Errors"):
+        from .blocks import record_blocks
+
+        self.sep, self.n_fields, self.errors = sep, n_fields, errors
+        self._blocks = record_blocks(stream, 1 << 20, sep)
+        self._pending, self._lines = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        from .blocks import short_or_long_row
+
+        while not self._pending:
+            block = next(self._blocks, None)
+            if block is None:
+                return 0
+            data = block[1]
+            short = short_or_long_row(data, self.sep, self.n_fields, long=False)
+            if short is not None:
+                raise self.errors.row(self._lines + short[0], short[1])
+            self._lines += data.count(b"\n")
+            self._pending = data
+        n = min(len(buffer), len(self._pending))
+        buffer[:n], self._pending = self._pending[:n], self._pending[n:]
+        return n
+
+
+def _ascii_fields(sep: str, encoding: str) -> bool:
+    """Whether records can be cut and fields counted on the raw bytes (the delimiter and the
+    newline are their ASCII bytes in this encoding)."""
+    codec = codecs.lookup(encoding).name.replace("utf-8-sig", "utf-8")
+    try:
+        return sep.encode(codec) == sep.encode("ascii") and "\n".encode(codec) == b"\n"
+    except UnicodeError:
+        return False
+
+
 def _decompress(path: Path, source, compression: Optional[str]):
     """A binary stream of the decompressed bytes of ``source`` (itself when not compressed)."""
     if compression is None:
@@ -623,12 +670,8 @@ def find_short_row(path: Path, sep: str, n_fields: int, encoding: str, block_siz
 
     from .blocks import record_blocks, short_or_long_row
 
-    codec = codecs.lookup(encoding).name.replace("utf-8-sig", "utf-8")  # ("utf-8-sig" encodes a BOM first)
-    try:
-        if sep.encode(codec) != sep.encode("ascii") or "\n".encode(codec) != b"\n":
-            return None  # the delimiter or newline is not its ASCII byte (UTF-16/32, EBCDIC, ...)
-    except UnicodeError:
-        return None
+    if not _ascii_fields(sep, encoding):
+        return None  # the delimiter or newline is not its ASCII byte (UTF-16/32, EBCDIC, ...)
     lines_done = 0
     with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
         for _, block in record_blocks(handles.handle, block_size, sep):
