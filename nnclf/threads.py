@@ -68,9 +68,9 @@ class BlasThreads:
       machine, where a two-thread product can take ten times as long, a trial costs one step;
     - the faster becomes the chosen count; the number of windows before the next trial doubles
       while the choice holds (up to ``MAX_EXPLOIT_WINDOWS``) and starts again when it changes;
-    - a trial of more threads is skipped (counted as lost) when the kernel's count of running
+    - a trial of more threads is put off by one window when the kernel's count of running
       threads says no core is idle for them: another process holds it, and the trial would
-      only cost a slow step to learn so;
+      only cost a slow step to learn so (asking costs one read of /proc/loadavg);
     - while more than one thread is chosen, a step slower than ``ABORT_RATIO`` times the last
       one-thread mean drops back to one thread at once: the machine got busy, and one thread is
       the plain path a run must never be slower than.
@@ -157,7 +157,7 @@ class BlasThreads:
             trial = others[self._trials % len(others)]  # each other count in turn
             idle = _idle_cores(self.chosen)
             if trial > self.chosen and idle is not None and idle < trial - self.chosen:
-                self._keep_choice()  # no core for the extra threads: lost without running
+                self._left = 1  # no core for the extra threads: ask again after the next window
                 return
             self._trial = trial
             self._apply(self._trial)

@@ -68,12 +68,14 @@ def test_chosen_two_threads_fall_back_to_one_on_the_first_slow_step(monkeypatch)
         t.__exit__()
 
 
-def test_no_idle_core_means_no_trial_of_more_threads(monkeypatch):
+def test_no_idle_core_means_no_trial_of_more_threads_until_one_is_free(monkeypatch):
     t = adaptive(monkeypatch, idle_cores=0)
     try:
         seen = feed(t, {1: 2e-3, 2: 1e-3}, 300)  # two threads would win, but no core is free
         assert seen.count(2) == 0
-        assert t._exploit == threads_module.MAX_EXPLOIT_WINDOWS  # each skipped trial counts as lost
+        monkeypatch.setattr(threads_module, "_idle_cores", lambda own: 1)  # the other process ended
+        seen = feed(t, {1: 2e-3, 2: 1e-3}, 2)
+        assert seen[WINDOW_STEPS:] == [2] * WINDOW_STEPS and t.chosen == 2  # tried after one window, and kept
     finally:
         t.__exit__()
 
