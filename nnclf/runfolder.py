@@ -140,9 +140,11 @@ class RunFolder:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            holder = lock_holder(fd)
             os.close(fd)
+            who = "another nnclf process" if holder is None else f"another nnclf process (pid {holder})"
             raise NnclfError(
-                f"{self.path}: another nnclf process is training in this run folder; wait for it to finish "
+                f"{self.path}: {who} is training in this run folder; wait for it to finish "
                 f"or stop it first (nothing was changed)"
             ) from None
         os.set_inheritable(fd, False)
@@ -410,4 +412,28 @@ def _folder_time(folder: Path) -> Optional[str]:
         except OSError:
             continue
         return datetime.fromtimestamp(mtime, timezone.utc).isoformat(timespec="milliseconds")
+    return None
+
+
+def lock_holder(fd: int, locks: str = "/proc/locks") -> Optional[int]:
+    """The pid holding an flock on the file open as ``fd``, from Linux's /proc/locks (lines like
+    ``1: FLOCK  ADVISORY  WRITE 27475 fe:00:3091507 0 EOF``: pid, then device major:minor in hex
+    and the inode); None where the kernel does not say or the holder is not listed."""
+    st = os.fstat(fd)
+    wanted = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    try:
+        with open(locks, encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(inode)) == wanted:
+                return int(fields[4])
+        except ValueError:
+            continue
     return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -122,7 +123,7 @@ def test_a_second_trainer_in_a_locked_run_folder_is_refused(run):
             time.sleep(0.05)
         r = run_cli(["train", "--resume", "runs/busy"], project)
         assert r.exit_code == 1
-        assert r.stderr == ("error: runs/busy: another nnclf process is training in this run folder; "
+        assert r.stderr == (f"error: runs/busy: another nnclf process (pid {proc.pid}) is training in this run folder; "
                             "wait for it to finish or stop it first (nothing was changed)\n")
         listed = json.loads(run_cli("runs --json", project).stdout)
         assert {row["run"]: row["status"] for row in listed}["busy"] == "training"
@@ -132,3 +133,23 @@ def test_a_second_trainer_in_a_locked_run_folder_is_refused(run):
     # the kernel drops the lock with the process, however it died: the run resumes
     r = run_cli(["train", "--resume", "runs/busy", "--set", "training.epochs=1"], project)
     assert r.exit_code == 0 and r.stderr.startswith("nothing to do: run runs/busy already trained"), r.stderr
+
+
+def test_the_lock_holder_is_read_from_proc_locks_and_absent_without_it(tmp_path):
+    from nnclf.runfolder import lock_holder
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st = os.fstat(fd)
+        dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+        table = tmp_path / "locks"
+        table.write_text(f"1: POSIX  ADVISORY  WRITE 11 {dev}:{st.st_ino} 0 EOF\n"  # a POSIX lock: not ours
+                         f"2: FLOCK  ADVISORY  WRITE 4242 {dev}:{st.st_ino + 1} 0 EOF\n"  # another inode
+                         f"3: FLOCK  ADVISORY  WRITE 777 {dev}:{st.st_ino} 0 EOF\n"
+                         "4: garbage\n")
+        assert lock_holder(fd, str(table)) == 777
+        table.write_text("")
+        assert lock_holder(fd, str(table)) is None
+        assert lock_holder(fd, str(tmp_path / "absent")) is None
+    finally:
+        os.close(fd)
