@@ -427,10 +427,10 @@ class _Network(_Base):
     def _preprocessor_state(self) -> dict:
         if self.preprocessor_ is not None:
             return self.preprocessor_.state
+        from .data.preprocess import Preprocessor
+
         names = [str(n) for n in getattr(self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)])]
-        columns = [{"name": n, "kind": "numeric", "reason": "numbers (an array: used as given)", "fill": 0.0, "center": 0.0,
-                    "scale": 1.0, "missing_in_training": 0, "indicator": False} for n in names]
-        return {"target": self.config_.data.target, "features": names, "columns": columns}
+        return Preprocessor.as_given(names, self.config_.data.target).to_json()
 
 
 class _Rows:

@@ -39,7 +39,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .data.preprocess import MISSING, OTHER, _width
+from .data.preprocess import MISSING, OTHER, CategoricalColumn, NumericColumn, Preprocessor
 from .errors import NnclfError
 from .model import TrainedModel
 
@@ -105,40 +105,40 @@ class _Graph:
 
 
 # -- preprocessing ------------------------------------------------------------------------------
-def _preprocessing(g: _Graph, state: dict) -> tuple[str, list[int]]:
+def _preprocessing(g: _Graph, pre: Preprocessor) -> tuple[str, list[int]]:
     """Graph inputs and the (N, d) feature matrix (the network's float type); returns its name and, for each of
     its columns, the column of ``Preprocessor.transform``'s layout it holds."""
     T = g.TensorProto
     layout, j = {}, 0
-    for c in state["columns"]:
-        layout[c["name"]] = j
-        j += _width(c)
+    for c in pre.columns:
+        layout[c.name] = j
+        j += c.width
     blocks, order = [], []
     one = g.const(np.array([1], dtype=np.int64), "axis1")
-    numeric = [c for c in state["columns"] if c["kind"] == "numeric"]
+    numeric = [c for c in pre.columns if isinstance(c, NumericColumn)]
     if numeric:
-        columns = [g.op("Unsqueeze", g.input(c["name"], T.DOUBLE, ["N"]), one, hint="column") for c in numeric]
+        columns = [g.op("Unsqueeze", g.input(c.name, T.DOUBLE, ["N"]), one, hint="column") for c in numeric]
         x = g.op("Concat", *columns, axis=1, hint="numeric") if len(columns) > 1 else columns[0]
         nan = g.op("IsNaN", x)
-        x = g.op("Where", nan, g.const(np.array([[c["fill"] for c in numeric]]), "fill"), x)
-        x = g.op("Sub", x, g.const(np.array([[c["center"] for c in numeric]]), "center"))
-        x = g.op("Div", x, g.const(np.array([[c["scale"] for c in numeric]]), "scale"))
+        x = g.op("Where", nan, g.const(np.array([[c.fill for c in numeric]]), "fill"), x)
+        x = g.op("Sub", x, g.const(np.array([[c.center for c in numeric]]), "center"))
+        x = g.op("Div", x, g.const(np.array([[c.scale for c in numeric]]), "scale"))
         blocks.append(g.op("Cast", x, to=g.float, hint="scaled"))
-        order += [layout[c["name"]] for c in numeric]
-        flagged = [k for k, c in enumerate(numeric) if c["indicator"]]
+        order += [layout[c.name] for c in numeric]
+        flagged = [k for k, c in enumerate(numeric) if c.indicator]
         if flagged:
             picked = g.op("Gather", nan, g.const(np.array(flagged, dtype=np.int64), "flagged"), axis=1)
             blocks.append(g.op("Cast", picked, to=g.float, hint="indicator"))
-            order += [layout[numeric[k]["name"]] + 1 for k in flagged]
-    for c in state["columns"]:
-        if c["kind"] != "categorical":
+            order += [layout[numeric[k].name] + 1 for k in flagged]
+    for c in pre.columns:
+        if not isinstance(c, CategoricalColumn):
             continue
-        categories = c["categories"]
+        categories = c.categories
         named = [k for k in categories if k is not MISSING and k != OTHER]
         if "" in named:
-            raise NnclfError(f"column '{c['name']}': the category '' cannot be told apart from a missing value in the ONNX graph")
-        keys = g.op("Unsqueeze", g.input(c["name"], T.STRING, ["N"]), one, hint="column")
-        base = layout[c["name"]]
+            raise NnclfError(f"column '{c.name}': the category '' cannot be told apart from a missing value in the ONNX graph")
+        keys = g.op("Unsqueeze", g.input(c.name, T.STRING, ["N"]), one, hint="column")
+        base = layout[c.name]
         missing = g.op("Equal", keys, g.const(np.array([[""]], dtype=object), "empty"), hint="missing")
         if named:
             hits = g.op("Equal", keys, g.const(np.array([named], dtype=object), "categories"))
@@ -284,12 +284,11 @@ def build_onnx(model: TrainedModel, features_output: bool = False):
     task = getattr(model, "task", "classification")
     if task not in HEADS:
         raise NnclfError(f"{model.path}: nnclf export does not handle task '{task}' yet")
-    state = model.preprocessor.state
-    clash = sorted(set(state["features"]) & set(OUTPUTS[task]))
+    clash = sorted(set(model.preprocessor.features) & set(OUTPUTS[task]))
     if clash:
         raise NnclfError(f"{model.path}: feature column '{clash[0]}' has the name of an ONNX output ({', '.join(OUTPUTS[task])}); rename it to export")
     g = _Graph(model.net.dtype)
-    features, order = _preprocessing(g, state)
+    features, order = _preprocessing(g, model.preprocessor)
     if sorted(order) != list(range(model.preprocessor.n_outputs)):  # a new preprocessing step without its ONNX form
         raise NnclfError(f"{model.path}: the preprocessing has a step nnclf export cannot write yet")
     in_order = None  # the features in Preprocessor.transform's column order, where needed
@@ -337,14 +336,14 @@ def onnx_feeds(model: TrainedModel, frame, source: str) -> dict[str, np.ndarray]
     if missing:
         raise NnclfError(f"{source}: missing feature column '{missing[0]}' (the model was trained with it)")
     feeds = {}
-    for c in model.preprocessor.state["columns"]:
-        series = frame[c["name"]]
-        if c["kind"] == "numeric":
-            feeds[c["name"]] = _as_float(series, c["name"], source)
+    for c in model.preprocessor.columns:
+        series = frame[c.name]
+        if isinstance(c, NumericColumn):
+            feeds[c.name] = _as_float(series, c.name, source)
         else:
             keys = category_keys(series)
             keys[[k is None for k in keys]] = ""
-            feeds[c["name"]] = keys.astype(object)
+            feeds[c.name] = keys.astype(object)
     return feeds
 
 

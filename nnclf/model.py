@@ -6,7 +6,6 @@ classification models.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -61,9 +60,8 @@ class TrainedModel:
             else:
                 raise NnclfError(f"{path}: not a valid checkpoint (unknown task {task!r})")
             net = MLP(network["sizes"], network["activation"], 0.0, params.dtype)
-            preprocessor = Preprocessor(meta["preprocessor"])
-            _check_preprocessor(preprocessor.state, path)
-            if task == "classification" and not isinstance(preprocessor.state["target"], str):
+            preprocessor = Preprocessor.from_json(meta["preprocessor"])
+            if task == "classification" and not isinstance(preprocessor.target, str):
                 raise TypeError("'preprocessor.target' of a classification model should be one column name")
             if preprocessor.n_outputs != network["sizes"][0] or loss.n_outputs != network["sizes"][-1]:
                 raise NnclfError(f"{path}: not a valid checkpoint (preprocessing, labels and network sizes disagree)")
@@ -81,7 +79,7 @@ class TrainedModel:
 
     @property
     def target(self) -> str:
-        return self.preprocessor.state["target"]
+        return self.preprocessor.target
 
     @property
     def target_names(self) -> list[str]:
@@ -129,59 +127,7 @@ class TrainedModel:
         return classes, self.loss.predict_proba(z)
 
 
-_COLUMN_KEYS = {
-    "numeric": ("name", "fill", "center", "scale", "missing_in_training", "indicator"),
-    "categorical": ("name", "categories", "missing_in_training"),
-}
-
-
-def _check_preprocessor(state: dict, path: Path) -> None:
-    """Every entry transform() reads is present, so a damaged checkpoint fails here, not mid-predict."""
-    if not isinstance(state, dict):
-        raise TypeError(f"'preprocessor' is a {type(state).__name__}, not a mapping")
-    missing = [key for key in ("target", "features", "columns") if key not in state]
-    for c in state["columns"] if not missing else []:
-        if c["kind"] not in _COLUMN_KEYS:
-            raise NnclfError(f"{path}: not a valid checkpoint (unknown column kind {c['kind']!r})")
-        missing += [key for key in _COLUMN_KEYS[c["kind"]] if key not in c]
-    if missing:
-        raise KeyError(missing[0])
-    _check_types(state)
-
-
 _SCALAR = (str, int, float, bool, type(None))
-
-
-def _check_types(state: dict) -> None:
-    """The JSON types transform() relies on (a list where a name should be, a dict as a fill
-    value...), so hostile metadata is a one-line error here, not a TypeError mid-predict."""
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise TypeError(f"preprocessor: {what}")
-
-    target = state["target"]
-    need(target is None or isinstance(target, str) or (isinstance(target, list) and all(isinstance(t, str) for t in target)),
-         "'target' should be a column name or a list of them")
-    need(isinstance(state["features"], list) and all(isinstance(f, str) for f in state["features"]), "'features' should be a list of names")
-    need(isinstance(state["columns"], list), "'columns' should be a list")
-    for i, c in enumerate(state["columns"]):
-        where = f"columns[{i}]"
-        need(isinstance(c.get("name"), str), f"{where}.name should be a string")
-        for key in ("fill", "center", "scale"):
-            if key in c:
-                value = c[key]
-                need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-                     f"{where}.{key} should be a finite number")
-        if "scale" in c:
-            need(c["scale"] > 0, f"{where}.scale should be positive")
-        for key in ("missing_in_training", "indicator"):
-            if key in c:
-                need(isinstance(c[key], (bool, int)), f"{where}.{key} should be true or false")
-        if "categories" in c:
-            need(isinstance(c["categories"], list) and all(isinstance(v, _SCALAR) for v in c["categories"]),
-                 f"{where}.categories should be a list of values")
-    names = [c["name"] for c in state["columns"]]
-    need(names == state["features"], "'columns' should name the 'features', in order")
 
 
 def _check_meta(meta: dict) -> None:

@@ -322,17 +322,17 @@ def _glance(run: Path, summary: dict, model, metrics) -> str:
         files.append((_e(role), f"<code>{_e(info.get('path', '?'))}</code>", _size(info.get("bytes", 0)), f"<code class=\"nw\">{_e(str(info.get('sha256', ''))[:12])}</code>", _e(count)))
     data = _table(["file", "path", "size", "sha256", "labelled rows used"], files)
     columns = []
-    for c in model.preprocessor.state["columns"]:
-        if c["kind"] == "numeric":
-            detail = f"median {c['fill']:.4g}; centre {c['center']:.4g}, scale {c['scale']:.4g}" + ("; indicator column" if c.get("indicator") else "")
+    for c in model.preprocessor.columns:
+        if c.kind == "numeric":
+            detail = f"median {c.fill:.4g}; centre {c.center:.4g}, scale {c.scale:.4g}" + ("; indicator column" if c.indicator else "")
         else:
-            shown = [_label("(missing)" if k is None else k) for k in c["categories"]]
+            shown = [_label("(missing)" if k is None else k) for k in c.categories]
             detail = ", ".join(shown[:10]) + (f" … (+{len(shown) - 10})" if len(shown) > 10 else "")
-        columns.append((f"<code>{_e(c['name'])}</code>", _e(c["kind"]), _e(c.get("missing_in_training", 0)), _e(detail), _e(c.get("reason", ""))))
+        columns.append((f"<code>{_e(c.name)}</code>", _e(c.kind), _e(c.missing_in_training), _e(detail), _e(c.reason)))
     schema = _table(["column", "kind", "missing in training", "categories / fitted values", "why"], columns, "schema")
     kinds: dict[str, int] = {}
-    for c in model.preprocessor.state["columns"]:
-        kinds[c["kind"]] = kinds.get(c["kind"], 0) + 1
+    for c in model.preprocessor.columns:
+        kinds[c.kind] = kinds.get(c.kind, 0) + 1
     counted = ", ".join(f"{n} {k}" for k, n in kinds.items())
     # a long schema (64 pixel columns) is folded away; a short one is shown
     schema = f'<details{" open" if len(columns) <= 12 else ""}><summary>column schema: {_e(counted)}</summary>{schema}</details>'

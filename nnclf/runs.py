@@ -752,7 +752,7 @@ def _summary(run: TrainingRun, trainer: Trainer, started: float, status: str, er
         "best": history[trainer.best_epoch - 1] if trainer.best_epoch else None,
         "rows": {"train": len(prepared.train), "val": len(prepared.val) if prepared.val else 0, "test": len(prepared.test) if prepared.test else 0},
         "features": {"columns": len(prepared.preprocessor.features), "inputs": prepared.train.x.shape[1]},
-        "columns": [{k: c[k] for k in ("name", "kind", "reason")} for c in prepared.preprocessor.state["columns"]],
+        "columns": [{"name": c.name, "kind": c.kind, "reason": c.reason} for c in prepared.preprocessor.columns],
         "task": cfg.task,
         **({"classes": prepared.labels.values} if prepared.labels is not None else {}),
         **({"targets": prepared.targets.names} if prepared.targets is not None else {}),

@@ -446,7 +446,7 @@ class DiskCache:
             rows = _open_array(folder / f"{role}.rows.i64", "int64", info["y"])
             splits[role] = Split(x, y, rows, info["source"])
         return Prepared(
-            Preprocessor(meta["preprocessor"]), Labels(meta["labels"]), splits["train"], splits.get("val"), splits.get("test"),
+            Preprocessor.from_json(meta["preprocessor"]), Labels(meta["labels"]), splits["train"], splits.get("val"), splits.get("test"),
             self.files,
         )
 

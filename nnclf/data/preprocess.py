@@ -1,7 +1,9 @@
-"""Fit-on-train preprocessing: column typing, imputation, one-hot encoding, scaling, labels.
+"""Fit-on-train preprocessing: column typing, imputation, one-hot encoding, scaling.
 
-All fitted state is plain data (``Preprocessor.state``: strings, numbers, lists), saved in
-the checkpoint as JSON, so prediction never needs the training CSV.
+The fitted state is one small frozen record per feature column (``NumericColumn``,
+``CategoricalColumn``) plus the columns dropped while fitting (``DroppedColumn``). It is saved
+in the checkpoint as plain JSON (``Preprocessor.to_json``) and read back, every type checked,
+by ``Preprocessor.from_json``, so prediction never needs the training CSV.
 
 Feature matrix layout: for each feature column in order, one float column if numeric
 (imputed with the training median, then scaled), then one indicator column if that column
@@ -12,7 +14,8 @@ one column per training category (rare ones folded into ``other``), unknown valu
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Optional, Union
 
 import numpy as np
 
@@ -23,22 +26,225 @@ MISSING = None  # the category of a missing cell in a categorical column (JSON n
 OTHER = "__other__"
 Warn = Callable[[str], None]
 
+# -- thresholds ----------------------------------------------------------------------------------
+# Numeric columns are transformed in row blocks of about this many float64 cells (8 MB): large
+# enough that numpy's per-call cost vanishes, small enough that the float64 copy of a block stays
+# far below the float32 matrix it is written into.
+BLOCK_CELLS = 1 << 20
+# A standard deviation below this may have lost its digits: squares of values below ~1e-154
+# underflow to 0 in float64, so such a column is first divided by its largest deviation.
+TINY_STD = 1e-150
+# A text column whose cells are at least this share numbers is numeric, so its few stray
+# strings are reported as errors instead of turning the column into thousands of categories.
+NUMERIC_SHARE = 0.9
+# pandas' to_numeric leaves out the cells it cannot convert (pandas 2 gives up on '1e400');
+# Python's float() retries them unless there are more than this many, or this share of the
+# present cells: then the column holds text, and a Python call per cell would be slow for nothing.
+RETRY_CELLS, RETRY_SHARE = 10, 0.1
+# A categorical column with at least this many rows, nearly all distinct (this share), looks
+# like an identifier: one-hot encoding it cannot generalise, so fitting warns.
+IDENTIFIER_MIN_ROWS, IDENTIFIER_SHARE = 20, 0.9
+# float64 holds every integer below 2^53 exactly; only those floats are keyed as integers ('3').
+EXACT_INTEGERS = 2.0**53
+
 
 def _no_warn(message: str) -> None:
     pass
 
 
-class Preprocessor:
-    def __init__(self, state: dict[str, Any]):
-        self.state = state
+# -- the fitted state of one column ----------------------------------------------------------------
+def _need(ok: bool, what: str) -> None:
+    """A damaged state is a TypeError with a one-line message (``nnclf.model`` names the file)."""
+    if not ok:
+        raise TypeError(f"preprocessor: {what}")
 
-    # -- fitting ---------------------------------------------------------------------------
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def _entries(d: dict, keys: tuple[str, ...]) -> None:
+    """A KeyError naming the first of ``keys`` that ``d`` lacks."""
+    for key in keys:
+        if key not in d:
+            raise KeyError(key)
+
+
+@dataclass(frozen=True)
+class NumericColumn:
+    """x' = (x - center) / scale, a missing x replaced by ``fill`` (the training median) first;
+    with ``indicator``, a second output column holds 1 where x was missing."""
+
+    name: str
+    fill: float
+    center: float
+    scale: float  # > 0
+    missing_in_training: int
+    indicator: bool
+    reason: str = ""  # why the column is numeric, as `nnclf train` shows it
+
+    kind: ClassVar[str] = "numeric"
+    REQUIRED: ClassVar[tuple] = ("name", "fill", "center", "scale", "missing_in_training", "indicator")
+
+    @property
+    def width(self) -> int:
+        """Output columns: the value, and the indicator if any."""
+        return 1 + self.indicator
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "reason": self.reason, "fill": self.fill, "center": self.center,
+                "scale": self.scale, "missing_in_training": self.missing_in_training, "indicator": self.indicator}
+
+    @classmethod
+    def from_json(cls, d: dict, where: str) -> "NumericColumn":
+        _entries(d, cls.REQUIRED)
+        for key in ("fill", "center", "scale"):
+            _need(_is_number(d[key]), f"{where}.{key} should be a finite number")
+        _need(d["scale"] > 0, f"{where}.scale should be positive")
+        _need(_is_count(d["missing_in_training"]), f"{where}.missing_in_training should be a count (a whole number >= 0)")
+        _need(isinstance(d["indicator"], bool), f"{where}.indicator should be true or false")
+        reason = d.get("reason", "")
+        _need(isinstance(reason, str), f"{where}.reason should be a string")
+        return cls(d["name"], d["fill"], d["center"], d["scale"], d["missing_in_training"], d["indicator"], reason)
+
+
+@dataclass(frozen=True)
+class CategoricalColumn:
+    """One output column per entry of ``categories`` (sorted training values, then ``OTHER`` if
+    rare ones were folded, then ``MISSING`` if training had missing cells): 1 in the column of
+    the cell's category, all zeros for a value never seen."""
+
+    name: str
+    categories: tuple  # text keys (``category_keys``), OTHER, MISSING (None)
+    missing_in_training: int
+    indicator: bool = False  # (never set: a missing cell is its own category instead)
+    reason: str = ""
+
+    kind: ClassVar[str] = "categorical"
+    REQUIRED: ClassVar[tuple] = ("name", "categories", "missing_in_training")
+
+    @property
+    def width(self) -> int:
+        return len(self.categories)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "reason": self.reason, "categories": list(self.categories),
+                "missing_in_training": self.missing_in_training, "indicator": self.indicator}
+
+    @classmethod
+    def from_json(cls, d: dict, where: str) -> "CategoricalColumn":
+        _entries(d, cls.REQUIRED)
+        categories = d["categories"]
+        _need(isinstance(categories, list) and all(isinstance(v, _SCALAR) for v in categories), f"{where}.categories should be a list of values")
+        _need(_is_count(d["missing_in_training"]), f"{where}.missing_in_training should be a count (a whole number >= 0)")
+        # transform writes no indicator column for a categorical column (a missing cell is a category)
+        _need(d.get("indicator", False) is False, f"{where}.indicator should be false for a categorical column")
+        reason = d.get("reason", "")
+        _need(isinstance(reason, str), f"{where}.reason should be a string")
+        return cls(d["name"], tuple(categories), d["missing_in_training"], False, reason)
+
+
+Column = Union[NumericColumn, CategoricalColumn]
+COLUMN_KINDS: dict[str, type] = {c.kind: c for c in (NumericColumn, CategoricalColumn)}
+
+
+@dataclass(frozen=True)
+class DroppedColumn:
+    """A feature column left out while fitting, and why (no values in the training rows)."""
+
+    name: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, d, where: str) -> "DroppedColumn":
+        _need(isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("reason"), str),
+              f"{where} should be an object with a 'name' and a 'reason'")
+        return cls(d["name"], d["reason"])
+
+
+# -- the fitted state of a table -------------------------------------------------------------------
+class Preprocessor:
+    """The fitted columns of a table, in feature order; ``transform`` maps a frame to the float
+    matrix (n_rows, n_outputs) the network reads."""
+
+    def __init__(self, target, columns, dropped=()):
+        # classification: the target's name; regression: a name or a list of them; reconstruction: None
+        self.target = target
+        self.columns: tuple = tuple(columns)
+        self.dropped: tuple = tuple(dropped)
+        self._names = tuple(c.name for c in self.columns)
+        self._layout, j = [], 0  # (column, its first output column)
+        for c in self.columns:
+            self._layout.append((c, j))
+            j += c.width
+        self.n_outputs = j
+
+    # -- the JSON form saved with the model ---------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """{"target", "features", "columns": [column objects], "dropped" (when any)}: the
+        checkpoint's ``preprocessor`` entry."""
+        state = {"target": list(self.target) if isinstance(self.target, (list, tuple)) else self.target,
+                 "features": self.features, "columns": [c.to_json() for c in self.columns]}
+        if self.dropped:
+            state["dropped"] = [d.to_json() for d in self.dropped]
+        return state
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The JSON form (``to_json``), a fresh copy."""
+        return self.to_json()
+
+    @classmethod
+    def from_json(cls, state) -> "Preprocessor":
+        """The state ``to_json`` wrote, every entry ``transform`` reads checked, so a damaged
+        checkpoint fails here in one line, not mid-predict: a missing entry is a KeyError naming
+        it, a wrong type or value a TypeError, an unknown column kind an NnclfError."""
+        if not isinstance(state, dict):
+            raise TypeError(f"'preprocessor' is a {type(state).__name__}, not a mapping")
+        _entries(state, ("target", "features", "columns"))
+        target, features, entries = state["target"], state["features"], state["columns"]
+        _need(target is None or isinstance(target, str) or (isinstance(target, list) and all(isinstance(t, str) for t in target)),
+              "'target' should be a column name or a list of them")
+        _need(isinstance(features, list) and all(isinstance(f, str) for f in features), "'features' should be a list of names")
+        _need(isinstance(entries, list), "'columns' should be a list")
+        columns = []
+        for i, c in enumerate(entries):
+            where = f"columns[{i}]"
+            _need(isinstance(c, dict), f"{where} should be an object")
+            _entries(c, ("kind",))
+            kind = COLUMN_KINDS.get(c["kind"]) if isinstance(c["kind"], str) else None
+            if kind is None:
+                raise NnclfError(f"unknown column kind {c['kind']!r}")
+            _need(isinstance(c.get("name"), str), f"{where}.name should be a string")
+            columns.append(kind.from_json(c, where))
+        _need([c.name for c in columns] == features, "'columns' should name the 'features', in order")
+        dropped = state.get("dropped", [])
+        _need(isinstance(dropped, list), "'dropped' should be a list")
+        return cls(target, columns, [DroppedColumn.from_json(d, f"dropped[{i}]") for i, d in enumerate(dropped)])
+
+    @classmethod
+    def as_given(cls, names: list[str], target) -> "Preprocessor":
+        """Numeric columns used as they are (no fill needed, centre 0, scale 1): the state of a
+        model fitted on an array, which has no table to type."""
+        return cls(target, [NumericColumn(n, 0.0, 0.0, 1.0, 0, False, "numbers (an array: used as given)") for n in names])
+
+    # -- fitting ---------------------------------------------------------------------------------
     @classmethod
     def fit(
         cls,
         frame,
         features: list[str],
-        target: str,
+        target,
         source: str,
         categorical: list[str] = (),
         max_categories: int | None = None,
@@ -49,36 +255,28 @@ class Preprocessor:
     ) -> "Preprocessor":
         """Type and fit every feature column on the training rows: ``frame``, or its rows at
         positions ``rows`` (taken one column at a time, so the frame is never copied whole)."""
-        columns, kept, dropped = [], [], []
+        columns, dropped = [], []
         for name in features:
             series = frame[name] if rows is None else frame[name].iloc[rows]
             if not series.notna().any():
-                dropped.append(name)
+                dropped.append(DroppedColumn(name, "no values in the training rows"))
                 continue
-            kept.append(name)
             if name in categorical or not _numeric_kind(series):
                 kind_reason = "listed in data.categorical" if name in categorical else _categorical_reason(series)
-                columns.append(_fit_categorical(series, name, kind_reason, max_categories, missing_indicators, warn))
+                columns.append(_fit_categorical(series, name, kind_reason, max_categories, warn))
             else:
                 columns.append(_fit_numeric(series, name, source, scaling, missing_indicators))
         if dropped:
-            listed = ", ".join(f"'{n}'" for n in dropped[:5]) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+            listed = ", ".join(f"'{d.name}'" for d in dropped[:5]) + (f" and {len(dropped) - 5} more" if len(dropped) > 5 else "")
             warn(f"{source}: column{'s' if len(dropped) > 1 else ''} {listed} dropped: no values in the training rows")
-        if not kept:
+        if not columns:
             raise NnclfError(f"{source}: every feature column is empty in the training rows; nothing to train on")
-        state = {"target": target, "features": kept, "columns": columns}
-        if dropped:
-            state["dropped"] = [{"name": n, "reason": "no values in the training rows"} for n in dropped]
-        return cls(state)
+        return cls(target, columns, dropped)
 
-    # -- transforming ----------------------------------------------------------------------
+    # -- transforming ----------------------------------------------------------------------------
     @property
     def features(self) -> list[str]:
-        return self.state["features"]
-
-    @property
-    def n_outputs(self) -> int:
-        return sum(_width(c) for c in self.state["columns"])
+        return list(self._names)
 
     def transform(self, frame, source: str, dtype="float32", warn: Warn = _no_warn, out=None, notes=None) -> np.ndarray:
         """Float matrix (n_rows, n_outputs) for ``frame`` (columns matched by name).
@@ -88,82 +286,117 @@ class Preprocessor:
         call its ``emit`` at the end, so each warning counts the whole file.
         """
         present = set(frame.columns)  # (a ChunkedTable builds its column list on each call)
-        missing = [name for name in self.features if name not in present]
+        missing = [name for name in self._names if name not in present]
         if missing:
             listed = ", ".join(f"'{m}'" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
             raise NnclfError(f"{source}: missing feature column{'s' if len(missing) > 1 else ''} {listed} (the model was trained with it)")
-        n = len(frame)
         own_notes = notes is None
         if own_notes:
             notes = TransformNotes()
         if out is None:
-            out = np.empty((n, self.n_outputs), dtype=dtype)
-        done = self._transform_numbers_at_once(frame, out)
-        j = 0
-        for c in self.state["columns"]:
-            if c["name"] in done:  # its missing cells are noted here, in column order
-                if done[c["name"]] and c["missing_in_training"] == 0:
-                    notes.add_missing(c, done[c["name"]])
-                j += _width(c)
-                continue
-            series = frame[c["name"]]
-            if c["kind"] == "numeric":
-                j = _transform_numeric(c, series, out, j, source, notes)
+            out = np.empty((len(frame), self.n_outputs), dtype=dtype)
+        gaps = self._transform_numeric(frame, out, source)
+        for c, j in self._layout:  # in column order, so the warnings are too
+            if isinstance(c, NumericColumn):
+                if gaps[c.name] and c.missing_in_training == 0:
+                    notes.add_missing(c, gaps[c.name])
             else:
-                j = _transform_categorical(c, series, out, j, notes)
+                _transform_categorical(c, frame[c.name], out, j, notes)
         if own_notes:
             notes.emit(warn, source)
         return out
 
-    def _transform_numbers_at_once(self, frame, out: np.ndarray) -> dict[str, int]:
-        """Transform every numeric column that pandas already read as numbers in one (n, m)
-        float64 pass (the same arithmetic as ``_transform_numeric``, column by column);
-        returns {name: missing cells} for them. A chunk with an infinite or too-large value is
-        left to the column-by-column path, which names the first bad cell."""
+    def _transform_numeric(self, frame, out: np.ndarray, source: str) -> dict[str, int]:
+        """Every numeric column into its place in ``out`` (``_scale``, in float64, then cast to
+        out's dtype), its indicator column where it has one; returns {name: missing cells}.
+
+        Columns pandas read as numbers are taken together, ``BLOCK_CELLS`` at a time, in one
+        (rows, m) pass; a column of text to parse (and every column of a ChunkedTable, which
+        has no ``iloc``) is taken alone. A cell that is not a number, infinite, or too large
+        for out's dtype once scaled is an error naming the first bad cell of the first bad
+        column in feature order, however the columns were grouped."""
         import pandas as pd
 
-        layout = self._numeric_layout()
-        if not layout or not hasattr(frame, "iloc"):  # a ChunkedTable (training data): column by column
-            return {}
-        dtypes = frame.dtypes
-        as_numbers = lambda dtype: pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)  # noqa: E731
-        picked = [(c, j) for c, j in layout if as_numbers(dtypes[c["name"]])]
-        if len(picked) < 2:  # one column: the general path costs the same
-            return {}
-        names = [c["name"] for c, _ in picked]
-        positions = [frame.columns.get_loc(name) for name in names]
-        targets = [j for _, j in picked]
-        fills = np.array([c["fill"] for c, _ in picked])
-        centers = np.array([c["center"] for c, _ in picked])
-        scales = np.array([c["scale"] for c, _ in picked])
-        indicators = [(k, j + 1) for k, (c, j) in enumerate(picked) if c["indicator"]]
-        missing = np.zeros(len(picked), dtype=np.int64)
-        rows = max(1, (1 << 20) // len(picked))  # an 8 MB float64 block of rows at a time
-        for lo in range(0, len(frame), rows):
-            values = frame.iloc[lo : lo + rows, positions].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-            nan = np.isnan(values)  # (an inf fails the range check below)
-            if nan.any():
-                np.copyto(values, fills, where=nan)
-                missing += nan.sum(axis=0)
-            with np.errstate(over="ignore"):
-                values -= centers
-                values /= scales
-            largest = np.finfo(out.dtype).max  # inf after scaling, or beyond float32
-            if values.size and not (-largest <= values.min() and values.max() <= largest):
-                return {}
-            out[lo : lo + rows, targets] = values
-            for k, j in indicators:
-                out[lo : lo + rows, j] = nan[:, k]
-        return dict(zip(names, missing.tolist()))
+        numeric = [(c, j) for c, j in self._layout if isinstance(c, NumericColumn)]
+        gaps: dict[str, int] = {}
+        together = []
+        if numeric and hasattr(frame, "iloc"):
+            dtypes = frame.dtypes
+            together = [(c, j) for c, j in numeric if pd.api.types.is_numeric_dtype(dtypes[c.name]) or pd.api.types.is_bool_dtype(dtypes[c.name])]
+        if together:
+            positions = [frame.columns.get_loc(c.name) for c, _ in together]
+            fills, centers, scales, targets, flags = _block_of([c for c, _ in together], [j for _, j in together])
+            counts = np.zeros(len(together), dtype=np.int64)
+            rows = max(1, BLOCK_CELLS // len(together))
+            for lo in range(0, len(frame), rows):
+                values = frame.iloc[lo : lo + rows, positions].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+                nan = _scale(values, fills, centers, scales)
+                if not _fits(values, out.dtype):
+                    self._raise_first_bad(frame, numeric, source, out.dtype)
+                out[lo : lo + rows, targets] = values
+                for k, j in flags:
+                    out[lo : lo + rows, j] = nan[:, k]
+                counts += nan.sum(axis=0)
+            gaps.update(zip((c.name for c, _ in together), counts.tolist()))
+        for c, j in numeric:
+            if c.name in gaps:
+                continue
+            values = _as_float(frame[c.name], c.name, source)
+            nan = _scale(values, c.fill, c.center, c.scale)
+            if not _fits(values, out.dtype):
+                raise _too_large(c, frame[c.name], values, out.dtype, source)
+            out[:, j] = values
+            if c.indicator:
+                out[:, j + 1] = nan
+            gaps[c.name] = int(nan.sum())
+        return gaps
 
-    def _numeric_layout(self) -> list[tuple[dict, int]]:
-        """(column state, first output column) of every numeric feature."""
-        layout, j = [], 0
-        for c in self.state["columns"]:
-            if c["kind"] == "numeric":
-                layout.append((c, j))
-            j += _width(c)
-        return layout
+    @staticmethod
+    def _raise_first_bad(frame, numeric: list, source: str, dtype) -> None:
+        """The error for the first bad cell of the first bad numeric column, column by column."""
+        for c, _ in numeric:
+            series = frame[c.name]
+            values = _as_float(series, c.name, source)  # (a non-numeric or infinite cell raises here)
+            _scale(values, c.fill, c.center, c.scale)
+            if not _fits(values, dtype):
+                raise _too_large(c, series, values, dtype, source)
+        raise NnclfError(f"{source}: a numeric value is too large for {dtype} numbers once scaled; fix or remove it")
+
+
+def _block_of(columns: list, first: list[int]):
+    """(fills, centers, scales) as (m,) float64, the output columns, and (k, output column) of
+    the indicators, for the numeric ``columns`` written from output columns ``first``."""
+    fills = np.array([c.fill for c in columns], dtype=np.float64)
+    centers = np.array([c.center for c in columns], dtype=np.float64)
+    scales = np.array([c.scale for c in columns], dtype=np.float64)
+    flags = [(k, j + 1) for k, (c, j) in enumerate(zip(columns, first)) if c.indicator]
+    return fills, centers, scales, list(first), flags
+
+
+def _scale(values: np.ndarray, fills, centers, scales) -> np.ndarray:
+    """In place, per column of ``values`` (n,) or (n, m): a missing x becomes its fill, then
+    x' = (x - center) / scale. Returns the (n,) or (n, m) mask of the missing cells."""
+    nan = np.isnan(values)
+    if nan.any():
+        np.copyto(values, fills, where=nan)
+    with np.errstate(over="ignore"):  # an overflow fails ``_fits``
+        values -= centers
+        values /= scales
+    return nan
+
+
+def _fits(values: np.ndarray, dtype) -> bool:
+    """Whether every scaled value is a finite number of ``dtype`` (an inf cell stays inf)."""
+    largest = np.finfo(dtype).max
+    return not values.size or bool(-largest <= values.min() and values.max() <= largest)
+
+
+def _too_large(c: NumericColumn, series, scaled: np.ndarray, dtype, source: str) -> NnclfError:
+    row = int(np.flatnonzero(~(np.abs(scaled) <= np.finfo(dtype).max))[0])
+    return NnclfError(
+        f"{source}, line {file_line(series, row)}: column '{c.name}': value {float(series.iloc[row]):g} is too large "
+        f"for {np.dtype(dtype)} numbers once scaled with the training statistics; fix or remove it"
+    )
 
 
 class TransformNotes:
@@ -175,23 +408,23 @@ class TransformNotes:
         self.missing: dict[str, int] = {}  # column -> missing cells, for columns with none in training
         self.unseen: dict[str, tuple[int, dict]] = {}  # column -> (count, {value: count})
         self.capped: set[str] = set()
-        self.columns: dict[str, dict] = {}
+        self.columns: dict[str, Column] = {}
 
-    def add_missing(self, c, n: int) -> None:
-        self.columns[c["name"]] = c
-        self.missing[c["name"]] = self.missing.get(c["name"], 0) + n
+    def add_missing(self, c: Column, n: int) -> None:
+        self.columns[c.name] = c
+        self.missing[c.name] = self.missing.get(c.name, 0) + n
 
-    def add_unseen(self, c, counts) -> None:
-        self.columns[c["name"]] = c
-        total, seen = self.unseen.get(c["name"], (0, {}))
+    def add_unseen(self, c: Column, counts) -> None:
+        self.columns[c.name] = c
+        total, seen = self.unseen.get(c.name, (0, {}))
         for value, count in counts.items():
             if value in seen:
                 seen[value] += int(count)
             elif len(seen) < self.MAX_EXAMPLES_TRACKED:
                 seen[value] = int(count)
             else:
-                self.capped.add(c["name"])
-        self.unseen[c["name"]] = (total + int(sum(counts.values())), seen)
+                self.capped.add(c.name)
+        self.unseen[c.name] = (total + int(sum(counts.values())), seen)
 
     def emit(self, warn: Warn, source: str) -> None:
         for name, (total, seen) in self.unseen.items():
@@ -204,8 +437,62 @@ class TransformNotes:
             )
         for name, n in self.missing.items():
             c = self.columns[name]
-            fix = f"imputed with the training median {c['fill']:g}" if c["kind"] == "numeric" else "encoded as unknown (all zeros)"
+            fix = f"imputed with the training median {c.fill:g}" if isinstance(c, NumericColumn) else "encoded as unknown (all zeros)"
             warn(f"{source}: column '{name}': {n} missing value(s), none were missing in training; {fix}")
+
+
+# -- numbers in cells ------------------------------------------------------------------------------
+def file_line(rows, row: int) -> int:
+    """File line of position ``row`` of a Series or DataFrame, which keeps the file's row numbers as its index."""
+    return int(rows.index[row]) + 2  # + header line, 1-based
+
+
+def parse_numbers(series) -> np.ndarray:
+    """Text cells as float64 (a fresh, writable array), NaN where a cell is missing or not a
+    number. pandas leaves out what it cannot convert (pandas 2 gives up on '1e400'); Python's
+    float() decides those few cells, so overflowing numbers read as inf on every pandas version."""
+    import pandas as pd
+
+    parsed = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    present = series.notna().to_numpy()
+    retry = np.flatnonzero(np.isnan(parsed) & present)
+    if len(retry) > max(RETRY_CELLS, RETRY_SHARE * present.sum()):  # a text column, not a few odd numbers
+        return parsed
+    for i in retry:
+        try:
+            parsed[i] = float(str(series.iloc[i]).strip())
+        except ValueError:
+            pass
+    return parsed
+
+
+def float_cells(series, source: str, what: str, not_a_number: str, infinite: str) -> np.ndarray:
+    """The column as float64 (a fresh, writable array), NaN where a cell is missing; numbers,
+    booleans (1/0) and text that parses as numbers are accepted. A cell that is not a number,
+    or is infinite, is an error naming its file line:
+    "{source}, line L: {what}: non-numeric value 'x'{not_a_number}" or
+    "{source}, line L: {what}: " + ``infinite`` (formatted with {value}, the inf or -inf)."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    else:
+        values = parse_numbers(series)
+        bad = np.isnan(values) & series.notna().to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise NnclfError(f"{source}, line {file_line(series, row)}: {what}: non-numeric value {quote_cell(series.iloc[row])}{not_a_number}")
+    infinite_at = np.isinf(values)
+    if infinite_at.any():
+        row = int(np.flatnonzero(infinite_at)[0])
+        raise NnclfError(f"{source}, line {file_line(series, row)}: {what}: {infinite.format(value=values[row])}")
+    return values
+
+
+def _as_float(series, name: str, source: str) -> np.ndarray:
+    """A numeric feature column as float64 with NaN for missing; a non-numeric cell or inf is an error."""
+    return float_cells(series, source, f"column '{name}'", f" in a numeric column (fix it, or list '{name}' in data.categorical)",
+                       "infinite value {value} (nnclf does not guess a number for inf; fix or remove it)")
 
 
 # -- numeric columns ---------------------------------------------------------------------------
@@ -220,26 +507,7 @@ def _numeric_kind(series) -> bool:
     values = series.dropna()
     if len(values) == 0:
         return True
-    return np.mean(~np.isnan(_parse_numbers(values))) >= 0.9
-
-
-def _parse_numbers(series) -> np.ndarray:
-    """Text cells as float64, NaN where a cell is missing or not a number. pandas leaves out what
-    it cannot convert (pandas 2 gives up on '1e400'); Python's float() decides those few cells,
-    so overflowing numbers read as inf on every pandas version."""
-    import pandas as pd
-
-    parsed = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    present = series.notna().to_numpy()
-    retry = np.flatnonzero(np.isnan(parsed) & present)
-    if len(retry) > max(10, 0.1 * present.sum()):  # a text column, not a few odd numbers
-        return parsed
-    for i in retry:
-        try:
-            parsed[i] = float(str(series.iloc[i]).strip())
-        except ValueError:
-            pass
-    return parsed
+    return np.mean(~np.isnan(parse_numbers(values))) >= NUMERIC_SHARE
 
 
 def _holds_booleans(series) -> bool:
@@ -257,37 +525,7 @@ def _categorical_reason(series) -> str:
     return "text values"
 
 
-def file_line(rows, row: int) -> int:
-    """File line of position ``row`` of a Series or DataFrame, which keeps the file's row numbers as its index."""
-    return int(rows.index[row]) + 2  # + header line, 1-based
-
-
-def _as_float(series, name: str, source: str) -> np.ndarray:
-    """The column as float64 with NaN for missing; a non-numeric cell or inf is an error."""
-    import pandas as pd
-
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    else:
-        values = _parse_numbers(series)  # a fresh, writable array: scaled in place later
-        bad = np.isnan(values) & series.notna().to_numpy()
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise NnclfError(
-                f"{source}, line {file_line(series, row)}: column '{name}': non-numeric value {quote_cell(series.iloc[row])} "
-                f"in a numeric column (fix it, or list '{name}' in data.categorical)"
-            )
-    infinite = np.isinf(values)
-    if infinite.any():
-        row = int(np.flatnonzero(infinite)[0])
-        raise NnclfError(
-            f"{source}, line {file_line(series, row)}: column '{name}': infinite value {values[row]} "
-            f"(nnclf does not guess a number for inf; fix or remove it)"
-        )
-    return values
-
-
-def _fit_numeric(series, name, source, scaling, missing_indicators):
+def _fit_numeric(series, name, source, scaling, missing_indicators) -> NumericColumn:
     values = _as_float(series, name, source)
     present = values[~np.isnan(values)]
     n_missing = int(values.size - present.size)  # (a column with no values was dropped before)
@@ -297,7 +535,7 @@ def _fit_numeric(series, name, source, scaling, missing_indicators):
         if scaling == "standard":
             center, scale = float(filled.mean()), float(filled.std())
             spread = float(np.abs(filled - center).max())
-            if scale < 1e-150 and spread > 0:  # squares of values below ~1e-154 underflow: rescale first
+            if scale < TINY_STD and spread > 0:
                 scale = spread * float(((filled - center) / spread).std())
         elif scaling == "minmax":
             center, scale = float(filled.min()), float(filled.max() - filled.min())
@@ -308,41 +546,7 @@ def _fit_numeric(series, name, source, scaling, missing_indicators):
     if not (math.isfinite(center) and math.isfinite(scale)):  # an overflowed std is not "constant"
         raise NnclfError(f"{source}: column '{name}': values too large to scale (mean or range overflows)")
     reason = "numbers" if n_missing == 0 else f"numbers, {n_missing} missing imputed with the median"
-    return {
-        "name": name,
-        "kind": "numeric",
-        "reason": reason,
-        "fill": fill,
-        "center": center,
-        "scale": scale,
-        "missing_in_training": n_missing,
-        "indicator": bool(missing_indicators and n_missing > 0),
-    }
-
-
-def _transform_numeric(c, series, out, j, source, notes):
-    values = _as_float(series, c["name"], source)
-    nan = np.isnan(values)
-    if nan.any():
-        if c["missing_in_training"] == 0:
-            notes.add_missing(c, int(nan.sum()))
-        values[nan] = c["fill"]
-    with np.errstate(over="ignore"):  # an overflow is reported just below
-        values -= c["center"]
-        values /= c["scale"]
-    too_large = ~(np.abs(values) <= np.finfo(out.dtype).max)  # inf after scaling, or beyond float32
-    if too_large.any():
-        row = int(np.flatnonzero(too_large)[0])
-        raise NnclfError(
-            f"{source}, line {file_line(series, row)}: column '{c['name']}': value {float(series.iloc[row]):g} is too large "
-            f"for {out.dtype} numbers once scaled with the training statistics; fix or remove it"
-        )
-    out[:, j] = values
-    j += 1
-    if c["indicator"]:
-        out[:, j] = nan
-        j += 1
-    return j
+    return NumericColumn(name, fill, center, scale, n_missing, bool(missing_indicators and n_missing > 0), reason)
 
 
 # -- categorical columns -----------------------------------------------------------------------
@@ -379,19 +583,19 @@ def category_keys(series):
 def _float_keys(values: np.ndarray) -> np.ndarray:
     """Text keys of floats: '3' for an integral value (exactly representable, |v| < 2^53), else
     Python's shortest repr ('2.5', '1e+20')."""
-    integral = (np.mod(values, 1) == 0) & (np.abs(values) < 2.0**53)
+    integral = (np.mod(values, 1) == 0) & (np.abs(values) < EXACT_INTEGERS)
     as_int = np.where(integral, values, 0).astype(np.int64).astype(str)
     return np.where(integral, as_int, values.astype(str)).astype(object)
 
 
-def _fit_categorical(series, name, reason, max_categories, missing_indicators, warn):
+def _fit_categorical(series, name, reason, max_categories, warn) -> CategoricalColumn:
     import pandas as pd
 
     keys = category_keys(series)
     present = pd.Series(keys[keys != None]).value_counts()  # noqa: E711 (element-wise)
     n_missing = int(len(keys) - present.sum())
     n_unique, n_rows = len(present), int(present.sum())
-    if n_rows >= 20 and n_unique >= 0.9 * n_rows:
+    if n_rows >= IDENTIFIER_MIN_ROWS and n_unique >= IDENTIFIER_SHARE * n_rows:
         warn(
             f"column '{name}' looks like an identifier ({n_unique} distinct values in {n_rows} rows); "
             f"one-hot encoding it will not generalise; consider data.ignore: [{name}]"
@@ -408,20 +612,13 @@ def _fit_categorical(series, name, reason, max_categories, missing_indicators, w
         detail += f", {folded} rarest folded into '{OTHER}'"
     if n_missing:
         detail += f", {n_missing} missing kept as their own category"
-    return {
-        "name": name,
-        "kind": "categorical",
-        "reason": detail,
-        "categories": categories,
-        "missing_in_training": n_missing,
-        "indicator": False,
-    }
+    return CategoricalColumn(name, tuple(categories), n_missing, False, detail)
 
 
-def _transform_categorical(c, series, out, j, notes):
+def _transform_categorical(c: CategoricalColumn, series, out, j, notes) -> None:
     import pandas as pd
 
-    categories = c["categories"]
+    categories = c.categories
     named = [k for k in categories if k is not MISSING and k != OTHER]
     keys = category_keys(series)
     missing = np.array([k is None for k in keys], dtype=bool) if len(keys) else np.zeros(0, bool)
@@ -441,10 +638,3 @@ def _transform_categorical(c, series, out, j, notes):
     block[...] = 0
     rows = np.flatnonzero(codes >= 0)
     block[rows, codes[rows]] = 1
-    return j + len(categories)
-
-
-def _width(c) -> int:
-    base = 1 if c["kind"] == "numeric" else len(c["categories"])
-    return base + (1 if c.get("indicator") else 0)
-

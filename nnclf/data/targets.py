@@ -9,15 +9,12 @@ own units. The fitted state is plain data saved in the checkpoint.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from ..errors import NnclfError
-from .preprocess import Preprocessor, _parse_numbers, _width, file_line
-from .reading import quote_cell
-
-Warn = Callable[[str], None]
+from .preprocess import Preprocessor, Warn, float_cells
 
 
 class Targets:
@@ -62,21 +59,7 @@ def target_values(frame, names: list[str], source: str) -> np.ndarray:
         series = frame[name]
         if pd.api.types.is_bool_dtype(series):
             raise NnclfError(f"{source}: target column '{name}' holds true/false values; task: regression needs numbers (use task: classification)")
-        if pd.api.types.is_numeric_dtype(series):
-            values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        else:
-            values = _parse_numbers(series)
-            bad = np.isnan(values) & series.notna().to_numpy()
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0])
-                raise NnclfError(
-                    f"{source}, line {file_line(series, row)}: target '{name}': non-numeric value {quote_cell(series.iloc[row])}; "
-                    f"task: regression needs numbers"
-                )
-        infinite = np.isinf(values)
-        if infinite.any():
-            row = int(np.flatnonzero(infinite)[0])
-            raise NnclfError(f"{source}, line {file_line(series, row)}: target '{name}': infinite value; fix or remove the row")
+        values = float_cells(series, source, f"target '{name}'", "; task: regression needs numbers", "infinite value; fix or remove the row")
         out[:, k] = values
     return out
 
@@ -201,7 +184,7 @@ class PCABaseline:
 
 def column_groups(pre: Preprocessor) -> list[tuple[str, int]]:
     """(original column name, number of input columns it became) in feature-matrix order."""
-    return [(c["name"], _width(c)) for c in pre.state["columns"]]
+    return [(c.name, c.width) for c in pre.columns]
 
 
 def per_feature_error(squared: np.ndarray, groups: list[tuple[str, int]]) -> dict[str, float]:
