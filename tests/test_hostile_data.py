@@ -313,3 +313,31 @@ def test_a_short_row_on_standard_input_is_an_error_naming_its_line(cli, tmp_path
     assert r.stderr.splitlines()[-1] == "error: -, line 100002: expected 3 fields like the header, saw 2"
     quoted = cli(f"{command} runs/r -", input='a,b,label\n"1,5",2,1\n3,"x\ny",1\n')  # quotes: no short row
     assert "expected 3 fields" not in quoted.stderr
+
+
+def test_a_stray_carriage_return_is_an_error_naming_its_line_and_other_endings_work(cli, tmp_path):
+    """pandas ends a row at a lone CR; records here end at newlines. In a file of LF (or CRLF)
+    lines a CR inside a line (outside quotes) would make the two disagree: refused everywhere."""
+    lines = ["a,b,label"] + [f"{i % 7},{i % 3},{i % 2}" for i in range(60)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    _config(tmp_path)
+    assert cli("train c.yaml --name r --quiet").exit_code == 0
+    mixed = list(lines)
+    mixed[30] = "1,2,0\r3,4"  # what concatenating a CR-only file onto an LF file looks like
+    (tmp_path / "mixed.csv").write_bytes(("\n".join(mixed) + "\n").encode())
+    want = "error: mixed.csv, line 31: a carriage return (\\r) inside the line, outside quotes: mixed line endings?"
+    for command in ("predict runs/r mixed.csv", "evaluate runs/r mixed.csv"):
+        r = cli(command)
+        assert r.exit_code == 1 and r.stderr.startswith(want), (command, r.stderr)
+    _config(tmp_path, train="mixed.csv")
+    r = cli("train c.yaml --name m --quiet")
+    assert r.exit_code == 1 and r.stderr.startswith(want.replace("mixed.csv", str(tmp_path / "mixed.csv"))), r.stderr
+    # a CR inside quotes is a character of the cell; CRLF and CR-only files are whole-line endings
+    quoted = list(lines)
+    quoted[5] = '1,2,"0\r"'
+    (tmp_path / "quoted.csv").write_bytes(("\n".join(quoted) + "\n").encode())
+    assert cli("evaluate runs/r quoted.csv").exit_code == 0
+    expected = _predictions(cli, "runs/r", "d.csv")
+    for name, ending in (("crlf.csv", "\r\n"), ("cr.csv", "\r")):
+        (tmp_path / name).write_bytes((ending.join(lines) + ending).encode())
+        assert _predictions(cli, "runs/r", name) == expected, name

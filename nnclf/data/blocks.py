@@ -160,10 +160,52 @@ def record_blocks(f, block_bytes: int, sep: str) -> Iterator[tuple[int, bytes]]:
         carry = data[cut + 1 :]
 
 
+STRAY_CR = -1  # the field count reported for a line that a carriage return cuts (see ``stray_cr``)
+
+
+def stray_cr(data: bytes, sep: str) -> tuple[int, int] | None:
+    """(line within ``data``, STRAY_CR) of the first carriage return outside quotes that does
+    not end a line, or None. pandas ends a row at such a CR (old Mac line endings), while the
+    records here end at newlines; in a file of newline-ended lines (mixed endings, a stray CR)
+    the two would disagree on where rows are, so the readers refuse it instead of guessing."""
+    if b"\r" not in data:
+        return None
+    raw = np.frombuffer(data, dtype=np.uint8)
+    crs = np.flatnonzero(raw == CR)
+    follows = raw[np.minimum(crs + 1, len(raw) - 1)]
+    bare = crs[(follows != NEWLINE) & (crs + 1 < len(raw))]
+    if not bare.size or NEWLINE not in raw:  # none, or a file of CR-only lines: pandas reads those
+        return None
+    records = scan_records(data if data.endswith(b"\n") else data + b"\n", sep)
+    quoted = QUOTE in raw
+    for p in bare.tolist():
+        if quoted and records is not None:
+            i = int(np.searchsorted(records.ends, p))  # the record holding it
+            start = int(records.ends[i - 1]) + 1 if i else 0
+            end = int(records.ends[i]) if i < len(records.ends) else len(data)
+            try:  # csv refuses a CR in an unquoted field, and keeps one inside quotes
+                list(csv.reader([data[start:end].decode("latin-1")], delimiter=sep, skipinitialspace=True))
+                continue
+            except csv.Error:
+                pass
+        line = int(np.count_nonzero(raw[:p] == NEWLINE)) + 1
+        return line, STRAY_CR
+    return None
+
+
 def short_or_long_row(data: bytes, sep: str, n_fields: int, long: bool = True) -> tuple[int, int] | None:
     """(line within ``data``, 1-based; fields) of the first non-blank record of ``data`` with
-    fewer fields than ``n_fields`` (or more, with ``long``), or None. Also None when the block
-    cannot be scanned (see ``scan_records``)."""
+    fewer fields than ``n_fields`` (or more, with ``long``), or a stray carriage return's
+    (line, STRAY_CR), whichever comes first; or None. Also None when the block cannot be
+    scanned (see ``scan_records``)."""
+    cr = stray_cr(data, sep)
+    found = _short_or_long_row(data, sep, n_fields, long)
+    if cr is not None and (found is None or cr[0] <= found[0]):
+        return cr
+    return found
+
+
+def _short_or_long_row(data: bytes, sep: str, n_fields: int, long: bool) -> tuple[int, int] | None:
     if n_fields < 2 and not long:
         return None
     if not data.endswith(b"\n"):
@@ -291,6 +333,9 @@ def iter_blocks(path, f, data_start: int, names: list[str], options: dict, block
             first = long_first_record(block, sep, n_fields)
             if first is None and last_column_has_gaps(frame):
                 first = short_or_long_row(block, sep, n_fields, long=False)
+            elif first is not None:
+                cr = stray_cr(block, sep)  # the likelier cause of a long first record
+                first = cr if cr is not None and cr[0] <= first[0] else first
             if first is not None:
                 raise errors.row(newlines_before(path, offset) + first[0], first[1])
             del block

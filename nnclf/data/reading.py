@@ -631,6 +631,11 @@ class _Errors:
         self.path, self.encoding, self.n_fields = path, encoding, n_fields
 
     def row(self, line: int, fields: int) -> NnclfError:
+        from .blocks import STRAY_CR
+
+        if fields == STRAY_CR:
+            return NnclfError(f"{self.path}, line {line}: a carriage return (\\r) inside the line, outside quotes: mixed "
+                              f"line endings? It would cut the row in two; give the file one kind of line ending")
         hint = "; is the first line a title or a comment instead of the header?" if self.n_fields == 1 and fields > 1 else ""
         return NnclfError(f"{self.path}, line {line}: expected {self.n_fields} fields like the header, saw {fields}{hint}")
 

@@ -1,0 +1,60 @@
+"""The CSV dialect, generated: any text a label or a category can hold (delimiters, quotes, line
+breaks, unicode), written by Python's csv module, reads back as written through every reading
+path (the whole-table reader, the streamed reader and the parallel block reader, in blocks small
+enough to cut records many times). The one rule on top of csv's: spaces right after a delimiter,
+before an unquoted field, are skipped (``skipinitialspace``, so "1, 2, 3" reads as numbers)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nnclf.data.reading import ReadOptions, iter_table, read_table
+
+cell_text = st.text(alphabet=st.sampled_from(list('ab,"\n\r ;\t\'é漢x1.-')), min_size=1, max_size=8).filter(
+    lambda s: s.strip(" ") != "")
+category_text = cell_text.filter(lambda s: any(c.isalpha() for c in s))  # (a feature of numbers is read as numbers)
+
+
+def written(value: str) -> str:
+    """What the reader should give for ``value`` written by csv.writer (QUOTE_MINIMAL)."""
+    out = io.StringIO()
+    csv.writer(out).writerow([value, "x"])
+    field = out.getvalue()[: -len(",x\r\n")]
+    return value if field.startswith('"') else value.lstrip(" ")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(labels=st.lists(cell_text, min_size=2, max_size=12), categories=st.lists(category_text, min_size=2, max_size=12),
+       numbers=st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=2, max_size=12),
+       repeat=st.sampled_from([1, 700]))
+def test_cells_read_back_as_written_on_every_path(tmp_path, labels, categories, numbers, repeat):
+    n = min(len(labels), len(numbers), len(categories))
+    rows = [(numbers[i], categories[i], labels[i]) for i in range(n)] * repeat  # 700 copies: blocks are cut
+    out = io.StringIO()
+    writer = csv.writer(out)  # csv's default \r\n endings (and so a \r in a cell is quoted)
+    writer.writerow(["num", "cat", "label"])
+    writer.writerows([(repr(x), c, y) for x, c, y in rows])
+    path = tmp_path / "d.csv"
+    path.write_bytes(out.getvalue().encode("utf-8"))
+    options = ReadOptions(target="label", delimiter=",")
+    want_labels = [written(y) for _, _, y in rows]
+    want_cats = [written(c) for _, c, _ in rows]
+    want_numbers = np.array([x for x, _, _ in rows])
+    frames = {
+        "whole": [read_table(path, options=options)],
+        "streamed": list(iter_table(path, chunk_rows=64, threads=False, options=options)),
+        "blocks": list(iter_table(path, chunk_rows=64, threads=True, options=options)),
+    }
+    for how, parts in frames.items():
+        got_labels = [v for f in parts for v in f["label"].tolist()]
+        got_cats = [v for f in parts for v in f["cat"].astype(object).tolist()]
+        got_numbers = np.concatenate([f["num"].to_numpy(dtype=np.float64) for f in parts])
+        assert got_labels == want_labels, how
+        assert got_cats == want_cats, how
+        np.testing.assert_array_equal(got_numbers, want_numbers, err_msg=how)
+        assert [i for f in parts for i in f.index] == list(range(len(rows))), how  # file row order kept
