@@ -3,7 +3,11 @@
 A. L-BFGS against scikit-learn's MLPClassifier(solver="lbfgs") on iris, wine, breast cancer and
    digits: hidden (100,), relu, the same L2 (sklearn's alpha = nnclf's weight_decay * n_train),
    the same standardised splits, at most 200 iterations each; test accuracy and wall time,
-   interleaved over several splits (ratios of medians).
+   interleaved over several splits (ratios of medians). nnclf runs from three starts: its
+   default for relu (He-normal weights, zero biases), scikit-learn's scheme (Glorot-uniform
+   weights, zero biases: ``model.init: xavier_uniform``) and scikit-learn's own initial
+   parameters (weights and biases, read off its first objective call), which compares the two
+   L-BFGS implementations on one objective from one point.
 B. Time and "function evaluations" (full passes over the training set: one per evaluation for
    lbfgs/cg/newton_cg, where a newton_cg curvature product counts as 2; one per epoch for
    gd/sgd/adam) to first reach a fixed training objective, for gd, sgd, adam, lbfgs, cg, newton_cg
@@ -13,7 +17,7 @@ C. float32 against float64 for lbfgs, cg and newton_cg: the objective reached, i
 D. The same on a convex problem run to the end (no tolerances): the gap to the best objective
    found, which shows where each precision's line search stalls.
 
-    PYTHONPATH=. python benchmarks/beyond_bench.py [--quick]
+    PYTHONPATH=. python benchmarks/beyond_bench.py [--quick] [--parts abcd] [--splits 5]
 
 Prints markdown tables (pasted into benchmarks/RESULTS.md with the machine's load).
 """
@@ -60,11 +64,17 @@ def load(name: str, seed: int):
     return scaler.transform(x_tr), scaler.transform(x_te), y_tr, y_te, len(classes)
 
 
-def nnclf_fit(name, x, y, k, hidden=(100,), weight_decay=1e-4, epochs=200, seed=0, dtype="float64", **hyper):
+def nnclf_fit(name, x, y, k, hidden=(100,), weight_decay=1e-4, epochs=200, seed=0, dtype="float64", init="auto", **hyper):
+    """Train with ``name`` through the Trainer; ``init`` is an initialiser name or a start
+    (list of W_l, list of b_l) to copy in."""
     loss = LOSSES.get("cross_entropy")(k)
     net = MLP([x.shape[1], *hidden, loss.n_outputs], "relu", dtype=dtype)
     rng = np.random.default_rng(seed)
-    net.initialize("auto", rng)
+    if isinstance(init, str):
+        net.initialize(init, rng)
+    else:
+        for w, b, w0, b0 in zip(net.weights, net.biases, *init):
+            w[...], b[...] = w0, b0
     opt = OPTIMIZERS.get(name)(net.params.size, dtype, net.weight_mask(), **hyper)
     trainer = Trainer(net, loss, opt, SCHEDULES.get("constant")(1e-3, epochs), epochs=epochs, batch_size=None, rng=rng,
                       weight_decay=weight_decay, monitor="train_loss")
@@ -80,34 +90,74 @@ def accuracy(trainer, x, y):
     return float(np.mean(pred == y))
 
 
-def part_a(seeds):
+def _counting_mlp():
+    """MLPClassifier that counts its objective evaluations and keeps its initial parameters."""
     from sklearn.neural_network import MLPClassifier
 
+    class Counting(MLPClassifier):
+        def _loss_grad_lbfgs(self, packed, *args):
+            out = super()._loss_grad_lbfgs(packed, *args)  # unpacks ``packed`` into coefs_ first
+            if not hasattr(self, "start_"):
+                self.start_ = ([c.copy() for c in self.coefs_], [b.copy() for b in self.intercepts_])
+                self.evaluations_ = 0
+            self.evaluations_ += 1
+            return out
+
+    return Counting
+
+
+INITS = {"he_normal": "auto", "xavier_uniform": "xavier_uniform", "sklearn's start": None}
+
+
+def part_a(seeds):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    warnings.simplefilter("ignore", ConvergenceWarning)  # iris: both sides run all 200 iterations
+    Counting = _counting_mlp()
     print("\n### A. L-BFGS vs scikit-learn MLPClassifier(solver='lbfgs'), hidden (100,), relu\n")
-    print("| data | rows (train) | alpha = wd * n | nnclf test acc | sklearn test acc | nnclf s (median) | sklearn s (median) | time ratio nnclf/sklearn | nnclf iters | sklearn iters |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| data | rows (train) | alpha = wd * n | nnclf start | nnclf test acc | sklearn test acc | nnclf s (median) | sklearn s (median) | "
+          "time ratio nnclf/sklearn | nnclf iters / evals | sklearn iters / evals |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in DATASETS:
-        acc_n, acc_s, t_n, t_s, it_n, it_s = [], [], [], [], [], []
+        runs = {label: {"acc": [], "t": [], "it": [], "ev": []} for label in (*INITS, "sklearn")}
         for seed in seeds:
             x_tr, x_te, y_tr, y_te, k = load(name, seed)
             wd = 1e-4
             alpha = wd * len(y_tr)
-            for order in ((0, 1) if seed % 2 == 0 else (1, 0)):  # interleaved, alternating who goes first
-                if order == 0:
+            # interleaved, and who goes first alternates; sklearn's start exists only after its fit
+            order = ["sklearn", "he_normal", "xavier_uniform", "sklearn's start"]
+            if seed % 2:
+                order = ["he_normal", "xavier_uniform", "sklearn", "sklearn's start"]
+            for label in order:
+                r = runs[label]
+                if label == "sklearn":
                     start = time.perf_counter()
-                    tr = nnclf_fit("lbfgs", x_tr, y_tr, k, weight_decay=wd, epochs=200, seed=seed, gtol=1e-4)
-                    t_n.append(time.perf_counter() - start)
-                    acc_n.append(accuracy(tr, x_te, y_te))
-                    it_n.append(tr.epoch)
+                    clf = Counting(hidden_layer_sizes=(100,), solver="lbfgs", alpha=alpha, max_iter=200, random_state=seed).fit(x_tr, y_tr)
+                    r["t"].append(time.perf_counter() - start)
+                    r["acc"].append(clf.score(x_te, y_te))
+                    r["it"].append(clf.n_iter_)
+                    r["ev"].append(clf.evaluations_)
                 else:
+                    init = INITS[label] or clf.start_
                     start = time.perf_counter()
-                    clf = MLPClassifier(hidden_layer_sizes=(100,), solver="lbfgs", alpha=alpha, max_iter=200, random_state=seed).fit(x_tr, y_tr)
-                    t_s.append(time.perf_counter() - start)
-                    acc_s.append(clf.score(x_te, y_te))
-                    it_s.append(clf.n_iter_)
-        mn, ms = statistics.median(t_n), statistics.median(t_s)
-        print(f"| {name} | {len(y_tr)} | {alpha:.4g} | {np.mean(acc_n):.4f} | {np.mean(acc_s):.4f} | {mn:.3f} | {ms:.3f} | {mn / ms:.2f} | "
-              f"{statistics.median(it_n):.0f} | {statistics.median(it_s):.0f} |")
+                    tr = nnclf_fit("lbfgs", x_tr, y_tr, k, weight_decay=wd, epochs=200, seed=seed, init=init, gtol=1e-4)
+                    r["t"].append(time.perf_counter() - start)
+                    r["acc"].append(accuracy(tr, x_te, y_te))
+                    r["it"].append(tr.epoch)
+                    r["ev"].append(sum(rec["evaluations"] for rec in tr.history))
+        s = runs["sklearn"]
+        ms = statistics.median(s["t"])
+        for label in INITS:
+            r = runs[label]
+            mn = statistics.median(r["t"])
+            print(f"| {name} | {len(y_tr)} | {alpha:.4g} | {label} | {np.mean(r['acc']):.4f} | {np.mean(s['acc']):.4f} | {mn:.3f} | {ms:.3f} | "
+                  f"{mn / ms:.2f} | {statistics.median(r['it']):.0f} / {statistics.median(r['ev']):.0f} | "
+                  f"{statistics.median(s['it']):.0f} / {statistics.median(s['ev']):.0f} |", flush=True)
+        for label in INITS:
+            print(f"<!-- {name} {label}: per split test acc {' '.join(f'{a:.4f}' for a in runs[label]['acc'])}; "
+                  f"sklearn {' '.join(f'{a:.4f}' for a in s['acc'])} -->")
 
 
 def objective_value(net, loss, x, y, wd):
@@ -196,8 +246,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--parts", default="abcd")
+    parser.add_argument("--splits", type=int, default=5, help="splits (seeds 0..N-1) of parts A and C")
     args = parser.parse_args()
-    seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    seeds = [0, 1] if args.quick else list(range(args.splits))
     from threadpoolctl import threadpool_limits
 
     # one BLAS thread for both sides: on a shared 2-core machine spinning BLAS threads make

@@ -153,6 +153,54 @@ def test_state_round_trip_continues_exactly():
         assert np.array_equal(second.x, straight.x), name
 
 
+def _dense_lbfgs_inverse(pairs, n):
+    """H from BFGS updates H <- (I - r s y^T) H (I - r y s^T) + r s s^T, r = 1 / s^T y, over
+    ``pairs`` (oldest first) from H_0 = gamma I with the newest pair's gamma = s^T y / y^T y
+    (Nocedal & Wright eq. 7.19-7.20): the matrix the two-loop recursion multiplies by."""
+    s_new, y_new = pairs[-1]
+    h = (s_new @ y_new) / (y_new @ y_new) * np.eye(n)
+    for s, y in pairs:
+        r = 1.0 / (s @ y)
+        left = np.eye(n) - r * np.outer(s, y)
+        h = left @ h @ left.T + r * np.outer(s, s)
+    return h
+
+
+def test_lbfgs_direction_equals_the_dense_bfgs_matrix_of_the_newest_pairs_after_the_ring_wraps():
+    n, m = 6, 3
+    rng = np.random.default_rng(4)
+    opt = OPTIMIZERS.get("lbfgs")(n, "float64", history=m)
+    pushed = []
+    g = rng.normal(size=n)
+    for count in range(1, 8):  # 7 pairs into a ring of 3: it wraps twice, head moves
+        s = rng.normal(size=n)
+        y = s * rng.uniform(0.5, 3.0, n) + 0.1 * rng.normal(size=n)  # s^T y > 0
+        assert s @ y > 0
+        opt._remember(s, y)
+        pushed.append((s, y))
+        kept = pushed[-m:]
+        assert int(opt.pairs) == len(kept)
+        expected = -_dense_lbfgs_inverse(kept, n) @ g
+        assert np.allclose(opt.direction(g), expected, rtol=1e-10, atol=1e-12), count
+    assert int(opt.head) == 7 % m  # the oldest kept pair is the 5th pushed: row 4 mod 3
+
+
+def test_lbfgs_loads_a_history_saved_oldest_first_without_head():
+    """Checkpoints written before the ring (no ``head``) hold rows oldest first: head 0."""
+    n, m = 5, 3
+    rng = np.random.default_rng(1)
+    pairs = [(s, s * rng.uniform(1.0, 2.0, n)) for s in rng.normal(size=(m, n))]
+    opt = OPTIMIZERS.get("lbfgs")(n, "float64", history=m)
+    state = {k: v for k, v in opt.state().items() if k != "head"}
+    state.update(s=np.array([p[0] for p in pairs]), y=np.array([p[1] for p in pairs]), pairs=np.array(m), t=np.array(3))
+    opt.load_state(state)
+    g = rng.normal(size=n)
+    assert int(opt.head) == 0
+    assert np.allclose(opt.direction(g), -_dense_lbfgs_inverse(pairs, n) @ g, rtol=1e-10)
+    with pytest.raises(ValueError, match="head 3 must lie in"):
+        opt.load_state({**state, "head": np.array(3)})
+
+
 # -- through the config and the CLI -------------------------------------------------------------
 CONFIG = f"""
 data: {{train: {DATA / 'wine.csv'}, target: class}}

@@ -188,65 +188,96 @@ class FullBatchOptimizer(Optimizer):
 class LBFGS(FullBatchOptimizer):
     """Limited-memory BFGS (Nocedal 1980; Nocedal & Wright, Algorithm 7.4 and 7.5).
 
-    With the last m pairs s_i = x_{i+1} - x_i, y_i = g_{i+1} - g_i (oldest first, rows of
-    ``s`` and ``y``, (m, P); ``pairs`` of them filled), the two-loop recursion gives
-    d = -H g with H the BFGS inverse-Hessian approximation grown from H_0 = gamma I,
-    gamma = s^T y / y^T y of the newest pair. A pair is kept only if s^T y > 1e-10 ||s|| ||y||
-    (H stays positive definite). Line search: strong Wolfe (c1 = 1e-4, c2 = 0.9), alpha = 1
-    first; if it fails, the history is dropped and a scaled steepest-descent step is tried.
+    With the last m pairs s_i = x_{i+1} - x_i, y_i = g_{i+1} - g_i (``pairs`` of them kept, in
+    rows of ``s`` and ``y``, (m, P)), the two-loop recursion gives d = -H g with H the BFGS
+    inverse-Hessian approximation grown from H_0 = gamma I, gamma = s^T y / y^T y of the newest
+    pair. A pair is kept only if s^T y > 1e-10 ||s|| ||y|| (H stays positive definite). Line
+    search: strong Wolfe (c1 = 1e-4, c2 = 0.9), alpha = 1 first; if it fails, the history is
+    dropped and a scaled steepest-descent step is tried.
+
+    The rows form a ring: the oldest pair is row ``head`` and the i-th oldest row
+    (head + i) mod m, so a new pair overwrites the oldest in place instead of shifting the
+    whole (m, P) history every iteration (for a small network that shift cost about as much as
+    an evaluation of the objective). A checkpoint without ``head`` (written before the ring)
+    holds its rows oldest first, which is the ring with head 0.
     """
 
     name = "lbfgs"
     hyper = {"history": (10, "positive_int"), **FullBatchOptimizer.hyper}
-    arrays = ("s", "y", "pairs")
+    arrays = ("s", "y", "pairs", "head")
 
     def _allocate(self):
         self.s = np.zeros((self.history, self.n))
         self.y = np.zeros((self.history, self.n))
         self.pairs = np.array(0, dtype=np.int64)
+        self.head = np.array(0, dtype=np.int64)
 
     def state(self):
         out = super().state()
         out["pairs"] = np.array(int(self.pairs), dtype=np.int64)
+        out["head"] = np.array(int(self.head), dtype=np.int64)
         return out
+
+    def load_state(self, state):
+        if "head" not in state:
+            state = {**state, "head": np.array(0, dtype=np.int64)}
+        super().load_state(state)
+        if not (0 <= int(self.pairs) <= self.history and 0 <= int(self.head) < self.history):
+            raise ValueError(f"optimizer state: pairs {int(self.pairs)} and head {int(self.head)} must lie in "
+                             f"0..{self.history} and 0..{self.history - 1} (optimizer.history)")
 
     def memory_bytes(self):
         return (2 * self.history + 6) * self.n * 8
 
+    def _forget(self) -> None:
+        self.pairs = np.array(0, dtype=np.int64)
+        self.head = np.array(0, dtype=np.int64)
+
     def direction(self, g: np.ndarray) -> np.ndarray:
-        k = int(self.pairs)
-        q = -g.copy()
+        """d = -H g by the two-loop recursion (Nocedal & Wright Algorithm 7.4). The loops are
+        2m dot products and in-place axpy updates of one work vector q (BLAS ddot / daxpy:
+        numpy's ``q -= a * y`` would make a temporary per update)."""
+        from scipy.linalg.blas import daxpy, ddot
+
+        k, m, head = int(self.pairs), self.history, int(self.head)
+        q = -g  # a new array: the loops update it in place
         if k == 0:
             return q / max(float(np.linalg.norm(g)), 1.0)  # a first step of length <= 1
-        s, y = self.s[:k], self.y[:k]
-        rho = 1.0 / np.einsum("ij,ij->i", s, y)
-        a = np.empty(k)
+        rows = [(head + i) % m for i in range(k)]  # oldest first
+        s, y = self.s, self.y
+        rho = [1.0 / ddot(s[r], y[r]) for r in rows]
+        a = [0.0] * k
         for i in range(k - 1, -1, -1):
-            a[i] = rho[i] * (s[i] @ q)
-            q -= a[i] * y[i]
-        q *= (s[-1] @ y[-1]) / (y[-1] @ y[-1])
+            r = rows[i]
+            a[i] = rho[i] * ddot(s[r], q)
+            q = daxpy(y[r], q, a=-a[i])  # q <- q - a_i y_i
+        newest = rows[-1]
+        q *= ddot(s[newest], y[newest]) / ddot(y[newest], y[newest])
         for i in range(k):
-            b = rho[i] * (y[i] @ q)
-            q += (a[i] - b) * s[i]
+            r = rows[i]
+            b = rho[i] * ddot(y[r], q)
+            q = daxpy(s[r], q, a=a[i] - b)  # q <- q + (a_i - b) s_i
         return q
 
     def _remember(self, s_new, y_new):
         sy = float(s_new @ y_new)
         if not sy > 1e-10 * float(np.linalg.norm(s_new)) * float(np.linalg.norm(y_new)):
             return
-        k = int(self.pairs)
-        if k == self.history:
-            self.s[:-1], self.y[:-1] = self.s[1:].copy(), self.y[1:].copy()
-            k -= 1
-        self.s[k], self.y[k] = s_new, y_new
-        self.pairs = np.array(k + 1, dtype=np.int64)
+        k, m, head = int(self.pairs), self.history, int(self.head)
+        if k < m:
+            row = (head + k) % m
+            self.pairs = np.array(k + 1, dtype=np.int64)
+        else:  # full: the oldest pair's row takes the new one, and the next row is the oldest
+            row = head
+            self.head = np.array((head + 1) % m, dtype=np.int64)
+        self.s[row], self.y[row] = s_new, y_new
 
     def _iterate(self, fun, curvature):
         f, g = float(self.f[0]), self.g
         for attempt in range(2):
             d = self.direction(g)
             if not float(g @ d) < 0:  # rounding made H lose definiteness: restart from -g
-                self.pairs = np.array(0, dtype=np.int64)
+                self._forget()
                 d = self.direction(g)
             alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, 1e-4, 0.9, self.max_line_search)
             if alpha is not None:
@@ -254,10 +285,11 @@ class LBFGS(FullBatchOptimizer):
             if int(self.pairs) == 0:
                 self.status = 3
                 return 0, 0.0
-            self.pairs = np.array(0, dtype=np.int64)
-        old_g = g.copy()
+            self._forget()
+        old_g = g
         self._accept(alpha, d, f_new, g_new)
-        self._remember(alpha * d, self.g - old_g)
+        d *= alpha  # s = alpha d, in d's own storage (d is not used again)
+        self._remember(d, self.g - old_g)
         return 0, alpha
 
 
