@@ -1,6 +1,6 @@
 """nnclf: train neural-network classifiers from YAML configs on CSV data (pure NumPy).
 
-The Python API (``Classifier``, ``load``, ``train``) is imported on first use, so
+The Python API (``Classifier``, ``Regressor``, ``Autoencoder``, ``load``, ``train``) is imported on first use, so
 ``import nnclf`` stays light (the CLI starts without pandas, pydantic or scikit-learn).
 """
 
@@ -8,9 +8,9 @@ __version__ = "0.1.0"
 
 from .errors import NnclfError  # noqa: E402
 
-__all__ = ["Classifier", "NnclfError", "load", "train", "__version__"]
+__all__ = ["Autoencoder", "Classifier", "Model", "NnclfError", "NotFittedError", "Regressor", "load", "train", "__version__"]
 
-_LAZY = {"Classifier": "estimators", "NotFittedError": "estimators", "load": "api", "train": "api", "Model": "api"}
+_LAZY = {"Classifier": "estimators", "Regressor": "estimators", "Autoencoder": "estimators", "NotFittedError": "estimators", "load": "api", "train": "api", "Model": "api"}
 
 
 def __getattr__(name):

@@ -1,5 +1,6 @@
 """The Python face of the CLI: ``nnclf.train`` (= ``nnclf train``) and ``nnclf.load`` (a trained
-model to predict and evaluate with, as ``nnclf predict`` / ``nnclf evaluate --json`` do).
+model to predict, evaluate and encode with, as ``nnclf predict`` / ``nnclf evaluate --json`` /
+``nnclf encode`` do), for every task: classification, regression, reconstruction.
 
 Both call the same library functions as the CLI (``nnclf.runs.train``, ``nnclf.model``,
 ``nnclf.predict``), so the numbers are the CLI's, bit for bit.
@@ -84,10 +85,19 @@ def load(run, checkpoint: str = "auto") -> "Model":
 class Model:
     """A trained nnclf model: predictions and reports on DataFrames, as the CLI makes them.
 
+    What ``predict`` returns follows the run's ``task``, as ``nnclf predict``'s columns do:
+    class labels (classification), values in the targets' units (regression), or each row's
+    reconstruction error (reconstruction). ``encode`` gives a reconstruction model's codes.
+
     Attributes
     ----------
-    classes_ : ndarray of shape (K,)
-        The class labels, in the order of ``predict_proba``'s columns.
+    task : {"classification", "regression", "reconstruction"}
+        What the model was trained for.
+    classes_ : ndarray of shape (K,) or None
+        The class labels, in the order of ``predict_proba``'s columns (classification only).
+    target_names : list of str
+        The target columns (regression; the label column for classification; [] for
+        reconstruction).
     config : dict
         The run's resolved config (``RUN/config.yaml``).
     schema : dict
@@ -101,8 +111,9 @@ class Model:
     def __init__(self, trained, path: Path):
         self._model = trained
         self.path = Path(path)
-        values = trained.labels.values
-        self.classes_ = np.array(values)
+        self.task = trained.task
+        self.classes_ = np.array(trained.labels.values) if self.task == "classification" else None
+        self.target_names = list(trained.target_names)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -121,7 +132,19 @@ class Model:
         return len(self._model.preprocessor.features)
 
     def __repr__(self) -> str:
-        return f"nnclf.Model({str(self.path)!r}, classes={self.classes_.tolist()})"
+        if self.task == "classification":
+            return f"nnclf.Model({str(self.path)!r}, classes={self.classes_.tolist()})"
+        if self.task == "regression":
+            return f"nnclf.Model({str(self.path)!r}, task='regression', targets={self.target_names})"
+        return f"nnclf.Model({str(self.path)!r}, task='reconstruction', code_units={self._code_units})"
+
+    @property
+    def _code_units(self) -> int:
+        return int(self._model.net.sizes[int(self._model.meta["code_layer"]) + 1])
+
+    def _need(self, task: str, what: str) -> None:
+        if self.task != task:
+            raise NnclfError(f"{self.path}: {what} needs a model trained with task: {task}; this one is task: {self.task}")
 
     def _frame(self, X):
         import pandas as pd
@@ -144,18 +167,52 @@ class Model:
         warn : callable, optional
             Receives warnings about the data (unseen categories, missing values) as lines.
         """
+        self._need("classification", "predict_proba")
         return self._predict(X, warn)[1]
+
+    def _inputs(self, X, warn):
+        frame = self._frame(X)
+        return frame, self._model.features(frame, "X", warn or _warn)
 
     def _predict(self, X, warn):
         from .predict import _finite_predict
 
-        frame = self._frame(X)
-        return _finite_predict(self._model, self._model.features(frame, "X", warn or _warn), frame, "X")
+        frame, x = self._inputs(X, warn)
+        return _finite_predict(self._model, x, frame, "X")
+
+    def _outputs(self, X, warn):
+        from .predict import _finite_outputs
+
+        frame, x = self._inputs(X, warn)
+        return x, _finite_outputs(self._model, x, frame, "X")
 
     def predict(self, X, warn: Callable[[str], None] | None = None) -> np.ndarray:
-        """The label of each row (n,), as ``nnclf predict``'s ``prediction`` column."""
-        classes, _ = self._predict(X, warn)
-        return np.asarray(self._model.labels.decode(classes).tolist())
+        """What ``nnclf predict`` writes for each row, before its rounding to text:
+
+        - classification: the label (n,), the ``prediction`` column;
+        - regression: the values in the targets' units, float64, (n,) for one target (the
+          ``prediction`` column) or (n, m) for several (``prediction_<target>``);
+        - reconstruction: the reconstruction error 1/d sum_j (x_hat_j - x_j)^2 (n,), float64,
+          the ``reconstruction_error`` column.
+        """
+        if self.task == "classification":
+            classes, _ = self._predict(X, warn)
+            return np.asarray(self._model.labels.decode(classes).tolist())
+        x, out = self._outputs(X, warn)
+        if self.task == "regression":
+            return out[:, 0] if out.shape[1] == 1 else out
+        return np.square(out - x, dtype=np.float64).mean(axis=1)
+
+    def reconstruct(self, X, warn: Callable[[str], None] | None = None) -> np.ndarray:
+        """A reconstruction model's output x_hat (n, d), in the preprocessed space its
+        inputs are compared in (the columns of ``features``)."""
+        self._need("reconstruction", "reconstruct")
+        return self._outputs(X, warn)[1]
+
+    def features(self, X, warn: Callable[[str], None] | None = None) -> np.ndarray:
+        """The preprocessed rows (n, d) the network reads (imputed, one-hot encoded, scaled
+        with the run's fitted state)."""
+        return self._inputs(X, warn)[1]
 
     def evaluate(self, frame, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
         """The report of ``nnclf evaluate --json`` on a labelled DataFrame (target column included)."""
@@ -163,9 +220,20 @@ class Model:
 
         return evaluate_frame(self._model, frame, "DataFrame", self.path, warn or _warn)
 
-    def encode(self, frame):
-        """Reconstruction codes: not available, this nnclf trains classifiers only."""
-        raise NnclfError(f"{self.path}: encode needs a model trained with task: reconstruction; this one is a classifier")
+    def encode(self, X, warn: Callable[[str], None] | None = None) -> np.ndarray:
+        """The code layer's activations (n, k) of a reconstruction model: the numbers
+        ``nnclf encode`` writes as ``code_0 .. code_{k-1}`` (before its rounding to text).
+
+        Parameters
+        ----------
+        X : DataFrame, or array-like with the feature columns in ``feature_names_in_`` order.
+        warn : callable, optional
+            Receives warnings about the data (unseen categories, missing values) as lines.
+        """
+        self._need("reconstruction", "encode")
+        _, x = self._inputs(X, warn)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._model.encode(x)
 
 
 def _warn(message: str) -> None:

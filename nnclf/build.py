@@ -64,17 +64,19 @@ def curvature_factory(cfg: Config):
     """(net, loss, x, y, weight_decay) -> the curvature product newton_cg asks for, or None."""
     if cfg.optimizer.name != "newton_cg":
         return None
+    from functools import partial
+
+    # a partial of a module-level function, not a closure: the estimators pickle their trainer
+    return partial(_curvature_product, cfg.optimizer.hyperparameters()["curvature"])
+
+
+def _curvature_product(kind: str, net, loss, x, y, weight_decay):
     from .engine.curvature import CurvatureProduct
 
-    kind = cfg.optimizer.hyperparameters()["curvature"]
-
-    def make(net, loss, x, y, weight_decay):
-        try:
-            return CurvatureProduct(net, loss, x, y, weight_decay, kind)
-        except ValueError as e:
-            raise NnclfError(f"optimizer.curvature: {e}") from None
-
-    return make
+    try:
+        return CurvatureProduct(net, loss, x, y, weight_decay, kind)
+    except ValueError as e:
+        raise NnclfError(f"optimizer.curvature: {e}") from None
 
 
 def available_memory() -> int | None:

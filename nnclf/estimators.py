@@ -1,4 +1,4 @@
-"""scikit-learn compatible estimators over nnclf's engine: ``Classifier``.
+"""scikit-learn compatible estimators over nnclf's engine: ``Classifier``, ``Regressor``, ``Autoencoder``.
 
 They are a thin face over the same pieces as the CLI: the constructor's parameters are mapped
 onto the config schema (``nnclf.config.Config``, so a wrong key or value gives the same one-line,
@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import NnclfError
 
-__all__ = ["Classifier", "NotFittedError"]
+__all__ = ["Autoencoder", "Classifier", "NotFittedError", "Regressor"]
 
 
 class NotFittedError(NnclfError, ValueError, AttributeError):
@@ -140,6 +140,9 @@ _CONFIG_KEYS = {
     "missing_indicators": ("data", "missing_indicators"),
     "scaling": ("data", "scaling"),
     "validation_fraction": ("data", "val_split"),
+    "target_scaling": ("data", "target_scaling"),
+    "delta": ("loss", "delta"),
+    "code_layer": ("model", "code_layer"),
 }
 
 
@@ -185,17 +188,24 @@ class _Network(_Base):
 
     _task = "classification"
     _source = "estimator"
+    _supervised = True  # fit needs y
+    _score_metric = "val_accuracy"  # the metrics.csv column validation_scores_ reads (higher is better)
 
-    def _config(self, target: str = "target"):
+    def _config(self, target=None):
         """The validated ``Config`` these parameters describe (errors name the parameter's key)."""
         from .config import validate
 
-        raw: dict[str, Any] = {
-            "seed": _seed(self.random_state),
-            "data": {"train": f"({type(self).__name__}.fit)", "target": target, "test_split": 0.0},
-        }
+        data: dict[str, Any] = {"train": f"({type(self).__name__}.fit)", "test_split": 0.0}
+        if target is not None:
+            data["target"] = target
+        raw: dict[str, Any] = {"seed": _seed(self.random_state), "task": self._task, "data": data}
+        params = set(self._get_param_names())
         for param, (section, key) in _CONFIG_KEYS.items():
+            if param not in params:
+                continue
             value = getattr(self, param)
+            if param == "delta" and self.loss != "huber" and value == 1.0:
+                continue  # the schema refuses loss.delta for any loss but huber; 1.0 is its default
             if param == "validation_fraction" and value is None:
                 value = 0.1 if self.early_stopping not in (None, False) else 0.0
             if param == "class_weight" and value is not None and not isinstance(value, (str, dict)):
@@ -225,28 +235,40 @@ class _Network(_Base):
 
         return not all(pd.api.types.is_numeric_dtype(t) for t in X.dtypes)
 
-    def _validate_X(self, X, reset: bool, y=None):
-        """(features as float array or DataFrame, y or None); scikit-learn's checks when installed."""
+    _y_checks: dict[str, Any] = {"y_numeric": False}  # validate_data's options for y
+
+    def _validate_X(self, X, reset: bool, y=None, fitting: bool = False):
+        """(features as float array or DataFrame, y or None); scikit-learn's checks when installed.
+        ``fitting`` with a supervised estimator: y is required (None is scikit-learn's error)."""
         frame = self._uses_preprocessing(X) if reset else getattr(self, "preprocessor_", None) is not None
+        with_y = fitting and self._supervised
+        if with_y and y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         if _sklearn_available():
             from sklearn.utils.validation import validate_data
 
             if frame:
                 X_checked = X
-                if y is not None:
-                    from sklearn.utils.validation import column_or_1d
-
-                    y = column_or_1d(np.asarray(y), warn=True)
+                if with_y:
+                    y = self._check_frame_y(y, len(X))
                 validate_data(self, X, skip_check_array=True, reset=reset)
             else:
                 dtype = self.dtype if self.dtype in ("float32", "float64") else "float32"
-                if y is None:
+                if not with_y:
                     X_checked = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], order="C")
                 else:
-                    X_checked, y = validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32], order="C", y_numeric=False)
+                    X_checked, y = validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32], order="C", **self._y_checks)
                 X_checked = np.ascontiguousarray(X_checked, dtype=dtype)
             return X_checked, y
-        return _minimal_validate(self, X, y, reset, frame)
+        return _minimal_validate(self, X, y if with_y else None, reset, frame, multi_output=self._y_checks.get("multi_output", False))
+
+    def _check_frame_y(self, y, n: int):
+        """y beside a preprocessed DataFrame (scikit-learn installed): one column of labels."""
+        from sklearn.utils.validation import check_consistent_length, column_or_1d
+
+        y = column_or_1d(np.asarray(y), warn=True)
+        check_consistent_length(y, np.empty((n, 0)))
+        return y
 
     def _features(self, X, dtype=None, warn=lambda m: None) -> np.ndarray:
         """The float matrix the network reads: preprocessed DataFrame rows, or the array itself."""
@@ -264,17 +286,19 @@ class _Network(_Base):
         from .threads import BlasThreads, step_flops
 
         first = not (incremental or self.warm_start) or not self.__sklearn_is_fitted__()
-        target = str(getattr(y, "name", None) or "target")  # a Series' name, as the CLI's data.target
-        X, y = self._validate_X(X, reset=first, y=y)
+        given = y
+        X, y = self._validate_X(X, reset=first, y=y, fitting=True)
+        target = self._target_names(given, y) if first else self.config_.data.target
         cfg = self._config(target)
-        y_idx = self._encode_targets(y, classes if first else None, first)
-        w = self._row_weights(sample_weight, len(y_idx))
+        y_idx = self._encode_targets(y, classes if first else None, first, len(X))
+        w = self._row_weights(sample_weight, len(X))
         if first:
             self._fit_preprocessing(X, cfg)
         x = self._features(X, cfg.training.dtype)
         x_val = y_val = None
         if not incremental and cfg.data.val_split > 0:
             x, y_idx, w, x_val, y_val = self._split_validation(x, y_idx, w, cfg)
+        y_idx, y_val = self._training_targets(x, y_idx, x_val, y_val, first, cfg)
         if first:
             trainer = self._new_trainer(cfg, x, y_idx, x_val is not None)
             if incremental:
@@ -282,7 +306,7 @@ class _Network(_Base):
         else:
             trainer = self._continue_trainer(cfg, x, y_idx, x_val is not None, incremental)
         if self.verbose:
-            trainer.callbacks.append(_Printer())
+            trainer.callbacks.append(_Printer(self._score_metric))
         batch = len(y_idx) if trainer.batch_size is None else min(trainer.batch_size, len(y_idx))
         threads = BlasThreads(cfg.training.threads, step_flops(trainer.net.sizes, batch))
         trainer.speed = threads
@@ -302,7 +326,7 @@ class _Network(_Base):
         self.history_ = list(trainer.history)
         self.n_iter_ = trainer.epoch
         self.loss_curve_ = [r["train_loss"] for r in trainer.history]
-        self.validation_scores_ = [r["val_accuracy"] for r in trainer.history] if x_val is not None else None
+        self.validation_scores_ = [self._validation_score(r) for r in trainer.history] if x_val is not None else None
         self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
         self.stopped_early_ = trainer.stopped_early
         return self
@@ -312,6 +336,10 @@ class _Network(_Base):
         weighted mean sum w_i l_i / sum w_i over the training set."""
         if sample_weight is None:
             return None
+        if isinstance(sample_weight, (int, float, np.number)) and not isinstance(sample_weight, bool):
+            if not math.isfinite(float(sample_weight)) or float(sample_weight) <= 0:
+                raise ValueError(f"sample_weight: one weight for every row must be finite and positive, got {sample_weight}")
+            return None  # equal weights: the unweighted mean, bit for bit
         if _sklearn_available():
             from sklearn.utils.validation import _check_sample_weight
 
@@ -327,6 +355,8 @@ class _Network(_Base):
         total = float(w.sum())
         if total <= 0:
             raise ValueError("sample_weight: the weights sum to zero; at least one row must weigh something")
+        if np.all(w == w[0]):
+            return None  # equal weights: the unweighted mean, bit for bit (scaled they are all 1)
         return w * (n / total)
 
     def _fit_preprocessing(self, X, cfg) -> None:
@@ -339,24 +369,39 @@ class _Network(_Base):
                                                   d.missing_indicators, d.scaling)
 
     def _split_validation(self, x, y, w, cfg):
+        kept, held = self._holdout(y, len(x), cfg)
+        if len(held) == 0:
+            raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(y)} rows are too few for a validation split")
+        y_kept = None if y is None else y[kept]
+        y_held = None if y is None else y[held]
+        return x[kept], y_kept, (None if w is None else w[kept] * (len(kept) / w[kept].sum())), x[held], y_held
+
+    def _holdout(self, y, n: int, cfg):
+        """(kept, held) row positions of the validation split: stratified by class, as the CLI's."""
         from .data.dataset import stratified_holdout
         from .seeds import split_rng
 
-        rng = split_rng(cfg.seed)  # the CLI's split stream
-        kept, held = stratified_holdout(self._stratify(y), cfg.data.val_split, rng)
-        if len(held) == 0:
-            raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(y)} rows are too few for a validation split")
-        return x[kept], y[kept], (None if w is None else w[kept] * (len(kept) / w[kept].sum())), x[held], y[held]
+        return stratified_holdout(y, cfg.data.val_split, split_rng(cfg.seed))  # the CLI's split stream
 
-    def _stratify(self, y):
-        return y
+    def _training_targets(self, x, y, x_val, y_val, first: bool, cfg):
+        """(y, y_val) as the trainer reads them (classification: the class indices as they are)."""
+        return y, y_val
+
+    def _validation_score(self, record: dict) -> float:
+        return record[self._score_metric]
+
+    def _target_names(self, given, y):
+        """data.target of the config: a Series' name, as the CLI's column name, else "target"
+        (``given`` is y as passed to fit, ``y`` as validated)."""
+        return str(getattr(given, "name", None) or "target")
 
     def _new_trainer(self, cfg, x, y, has_val: bool):
         from types import SimpleNamespace
 
         from .runs import _make_trainer
 
-        prepared = SimpleNamespace(labels=self._labels(), train=SimpleNamespace(x=x, y=y), val=_Rows(1) if has_val else None)
+        prepared = SimpleNamespace(labels=self._labels(), targets=getattr(self, "targets_", None),
+                                   train=SimpleNamespace(x=x, y=y), val=_Rows(1) if has_val else None)
         return _make_trainer(cfg, prepared, [])
 
     def _continue_trainer(self, cfg, x, y, has_val: bool, incremental: bool):
@@ -407,12 +452,14 @@ class _Network(_Base):
         state = trainer.state_dict()
         arrays = {f"optimizer.{k}": v for k, v in state["optimizer"].items()}
         net = self.net_
+        loss = {"name": self.config_.loss.name, **({"delta": self.config_.loss.delta} if self.config_.loss.name == "huber" else {})}
         meta = {
             "config_name": type(self).__name__,
             "network": {"sizes": net.sizes, "activation": net.activation_name, "dropout": net.dropout, "dtype": str(net.dtype)},
-            "loss": {"name": self.config_.loss.name},
+            "loss": loss,
             "task": self.config_.task,
             "labels": self._label_values(),
+            **self._task_meta(),
             "preprocessor": self._preprocessor_state(),
             "data_files": {},
             "config": self.config_.to_dict(),
@@ -423,6 +470,16 @@ class _Network(_Base):
         }
         save_checkpoint(path, net.params, meta, arrays)
         return path
+
+    def _task_meta(self) -> dict:
+        """The checkpoint entries of this task (regression's targets, reconstruction's code layer)."""
+        return {}
+
+    def _label_values(self) -> list:
+        return []
+
+    def _labels(self):
+        return None
 
     def _preprocessor_state(self) -> dict:
         if self.preprocessor_ is not None:
@@ -446,8 +503,11 @@ class _Rows:
 class _Printer:
     """verbose=True: one line per epoch on stdout (the only output an estimator makes)."""
 
+    def __init__(self, metric: str = "val_accuracy"):
+        self.metric = metric
+
     def on_epoch_end(self, trainer, record, improved):
-        extra = f", validation score = {record['val_accuracy']:.6f}" if "val_accuracy" in record else ""
+        extra = f", validation {self.metric[4:]} = {record[self.metric]:.6f}" if self.metric in record else ""
         print(f"Iteration {record['epoch']}, loss = {record['train_loss']:.8f}{extra}", flush=True)
 
 
@@ -455,7 +515,7 @@ def _is_frame(X) -> bool:
     return type(X).__module__.startswith("pandas") and hasattr(X, "columns")
 
 
-def _minimal_validate(est, X, y, reset: bool, frame: bool):
+def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = False):
     """Input checks when scikit-learn is not installed: 2-D, finite, consistent width."""
     name = type(est).__name__
     if frame:
@@ -483,8 +543,10 @@ def _minimal_validate(est, X, y, reset: bool, frame: bool):
         raise ValueError(f"X has {n_features} features, but {name} is expecting {est.n_features_in_} features as input.")
     if y is not None:
         y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
+        if y.ndim == 2 and y.shape[1] == 1 and not multi_output:
             y = y[:, 0]
+        if multi_output and y.ndim == 2 and len(y) == len(X):
+            return X, y
         if y.ndim != 1 or len(y) != len(X):
             raise ValueError(f"{name}: y must be 1-D with one value per row of X; got shape {y.shape} for {len(X)} rows")
     return X, y
@@ -661,7 +723,7 @@ class Classifier(_Network):
         self.verbose = verbose
 
     # -- labels ------------------------------------------------------------------------------
-    def _encode_targets(self, y, classes, first: bool) -> np.ndarray:
+    def _encode_targets(self, y, classes, first: bool, n: int) -> np.ndarray:
         if _sklearn_available():
             from sklearn.utils.multiclass import check_classification_targets
 
@@ -769,5 +831,590 @@ class Classifier(_Network):
             estimator_type="classifier",
             target_tags=TargetTags(required=True),
             classifier_tags=ClassifierTags(),
+            input_tags=InputTags(),
+        )
+
+
+_SHARED_PARAMETERS = """
+    hidden : tuple of int
+        Widths of the hidden layers (``model.hidden``).
+    activation : str, default="relu"
+        Hidden-layer activation (``model.activation``: relu, tanh, sigmoid, ...).
+    optimizer : str or dict, default="adam"
+        ``optimizer.name``, or a mapping of the optimizer section's keys, e.g.
+        ``{"name": "momentum", "momentum": 0.9}`` (unknown keys are a did-you-mean error).
+    lr : float, default=0.001
+        Learning rate (``optimizer.lr``).
+    batch_size : int or None, default=64
+        Rows per mini-batch (``training.batch_size``); None is full-batch (all rows).
+    epochs : int, default=100
+        Passes over the training rows (``training.epochs``).
+    weight_decay : float, default=0.0
+        L2 penalty lambda on the weights, not the biases (``loss.weight_decay``).
+    early_stopping : bool or dict or None, default=None
+        Stop when the validation loss stops improving: True for the defaults (patience 10 on
+        val_loss), or a mapping of ``training.early_stopping`` keys. The weights of the best
+        epoch are kept. A ``validation_fraction`` of the rows is held out for it.
+    validation_fraction : float or None, default=None
+        Rows held out (a seeded shuffle, as the CLI's ``data.val_split``) to compute
+        ``validation_scores_``; None is 0.1 with early stopping and 0 otherwise.
+    dtype : {"float32", "float64"}, default="float32"
+        Floating type of the weights and the arithmetic (``training.dtype``).
+    random_state : int, RandomState or None, default=None
+        Seed of initialisation, shuffling and dropout (``seed``); None draws a fresh one.
+    schedule : str or dict or None, default=None
+        Learning-rate schedule (``schedule``): a name or a mapping of its keys; None is constant.
+    warmup_epochs : int, default=0
+        Linear warm-up epochs of the schedule (``schedule.warmup_epochs``).
+    init : str, default="auto"
+        Weight initialiser (``model.init``).
+    dropout : float, default=0.0
+        Dropout rate on hidden activations while training (``model.dropout``).
+    loss : {"mse", "mae", "huber"}, default="mse"
+        ``loss.name``, per element of the residual r = h - y: 1/2 r^2, |r|, or Huber's
+        1/2 r^2 for |r| <= delta and delta (|r| - delta/2) beyond.
+    delta : float, default=1.0
+        Huber's threshold (``loss.delta``; huber only).
+    clip_norm : float or None, default=None
+        Gradient norm clipping (``training.clip_norm``).
+    shuffle : bool, default=True
+        Shuffle rows every epoch (``training.shuffle``).
+    threads : "auto" or int, default="auto"
+        BLAS threads inside ``fit`` (restored afterwards), ``training.threads``.
+    preprocess : {"auto", True, False}, default="auto"
+        Which pandas DataFrames go through nnclf's preprocessing (median imputation, one-hot
+        encoding, ``scaling``), fitted in ``fit``: "auto", those with a column that is not
+        numbers; True, every DataFrame; False, none. Arrays and all-number DataFrames under
+        "auto" are used as given (scikit-learn's convention: scale them in a pipeline).
+    categorical, max_categories, missing_indicators, scaling :
+        The ``data`` keys of that preprocessing (DataFrames only).
+    warm_start : bool, default=False
+        A second ``fit`` continues from the fitted weights and optimizer state for ``epochs``
+        more epochs instead of starting over.
+    verbose : bool, default=False
+        Print one line per epoch; otherwise nothing is printed.
+"""
+
+_SHARED_ATTRIBUTES = """
+    n_features_in_ : int
+        Number of input columns seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` had string column names.
+    n_iter_ : int
+        Epochs run.
+    loss_curve_ : list of float
+        Training loss (weighted mean over rows, summed over outputs) after each epoch.
+    history_ : list of dict
+        The per-epoch records of ``metrics.csv`` (lr, losses, validation metrics, seconds).
+    config_ : nnclf.config.Config
+        The validated config the parameters made.
+    net_ : nnclf.engine.network.MLP
+        The trained network.
+"""
+
+
+def _holdout_shuffled(n: int, cfg):
+    """The regression / reconstruction validation split: ``prepare_real``'s seeded shuffle."""
+    from .data.targets import shuffled_holdout
+    from .seeds import split_rng
+
+    return shuffled_holdout(np.arange(n), cfg.data.val_split, split_rng(cfg.seed))
+
+
+class _RealValued(_Network):
+    """What Regressor and Autoencoder share: identity outputs, the regression losses, a
+    shuffled validation split."""
+
+    def _holdout(self, y, n: int, cfg):
+        return _holdout_shuffled(n, cfg)
+
+    def _outputs(self, X) -> np.ndarray:
+        """(features x, network outputs h (n, m)) for the rows of X."""
+        self._check_fitted()
+        X, _ = self._validate_X(X, reset=False)
+        x = self._features(X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return x, self.net_.logits(x)
+
+
+class Regressor(_RealValued):
+    __doc__ = """A multilayer-perceptron regressor trained by nnclf's engine (one or several
+    real-valued targets), usable wherever a scikit-learn regressor is.
+
+    The network is ``n_features -> hidden[0] -> ... -> hidden[-1] -> m`` with an identity
+    output, trained on standardised targets t = (y - mu) / sigma (``target_scaling``, as the
+    CLI's ``data.target_scaling``; mu and sigma from the training rows, weighted by
+    ``sample_weight``); predictions are mapped back, y_hat = sigma h + mu. The objective is
+
+        J(theta) = sum_i w_i sum_k l(h_ik - t_ik) / sum_i w_i + weight_decay / 2 * sum_l ||W_l||^2
+
+    with l from ``loss``. Parameters mirror the config keys of ``nnclf train`` with
+    ``task: regression`` and are validated by the same schema when ``fit`` is called;
+    ``__init__`` only stores them.
+
+    Parameters
+    ----------""" + _SHARED_PARAMETERS + """    target_scaling : {"standard", "none"}, default="standard"
+        Standardise each target with the training rows' mean and standard deviation
+        (``data.target_scaling``); "none" trains on y as given.
+
+    Attributes
+    ----------""" + _SHARED_ATTRIBUTES + """    n_outputs_ : int
+        Number of targets m.
+    targets_ : nnclf.data.targets.Targets
+        The fitted target scaling (names, center mu, scale sigma).
+    validation_scores_ : list of float or None
+        Validation R^2 (mean over targets) after each epoch, when rows were held out.
+
+    Examples
+    --------
+    >>> import numpy as np, nnclf
+    >>> X = np.random.default_rng(0).normal(size=(200, 3))
+    >>> y = X @ [1.0, -2.0, 0.5]
+    >>> reg = nnclf.Regressor(hidden=(32,), epochs=200, lr=0.01, random_state=0).fit(X, y)
+    >>> reg.score(X, y) > 0.95
+    True
+    """
+
+    _estimator_type = "regressor"
+    _task = "regression"
+    _score_metric = "val_r2"
+    _y_checks = {"y_numeric": True, "multi_output": True}
+
+    def __init__(
+        self,
+        hidden=(100,),
+        activation="relu",
+        optimizer="adam",
+        lr=0.001,
+        batch_size=64,
+        epochs=100,
+        weight_decay=0.0,
+        early_stopping=None,
+        validation_fraction=None,
+        dtype="float32",
+        random_state=None,
+        schedule=None,
+        warmup_epochs=0,
+        init="auto",
+        dropout=0.0,
+        loss="mse",
+        delta=1.0,
+        target_scaling="standard",
+        clip_norm=None,
+        shuffle=True,
+        threads="auto",
+        preprocess="auto",
+        categorical=(),
+        max_categories=None,
+        missing_indicators=False,
+        scaling="standard",
+        warm_start=False,
+        verbose=False,
+    ):
+        self.hidden = hidden
+        self.activation = activation
+        self.optimizer = optimizer
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.dtype = dtype
+        self.random_state = random_state
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.init = init
+        self.dropout = dropout
+        self.loss = loss
+        self.delta = delta
+        self.target_scaling = target_scaling
+        self.clip_norm = clip_norm
+        self.shuffle = shuffle
+        self.threads = threads
+        self.preprocess = preprocess
+        self.categorical = categorical
+        self.max_categories = max_categories
+        self.missing_indicators = missing_indicators
+        self.scaling = scaling
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    # -- targets -----------------------------------------------------------------------------
+    def _target_names(self, given, y):
+        """data.target: a DataFrame's columns, a Series' name, else "target" / target_0.. ."""
+        if _is_frame(given):
+            return [str(c) for c in given.columns]
+        name = getattr(given, "name", None)
+        if isinstance(name, str) and name:
+            return name
+        if y.ndim == 2:
+            return ["target"] if y.shape[1] == 1 else [f"target_{j}" for j in range(y.shape[1])]
+        return "target"
+
+    def _check_frame_y(self, y, n: int):
+        from sklearn.utils.validation import check_array, check_consistent_length
+
+        y = check_array(y, ensure_2d=False, dtype=np.float64, input_name="y")
+        check_consistent_length(y, np.empty((n, 0)))
+        return y
+
+    def _encode_targets(self, y, classes, first: bool, n: int) -> np.ndarray:
+        """The targets as float64 (n, m) in their own units (scaled in ``_training_targets``)."""
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim not in (1, 2):
+            raise ValueError(f"{type(self).__name__}: y must be 1-D or 2-D (n_samples, n_targets), got shape {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{type(self).__name__}: y contains NaN or infinity")
+        # C order, as the CLI's target_values: the means over rows then sum in the same order
+        values = np.ascontiguousarray(y.reshape(len(y), -1))
+        if first:
+            self.n_outputs_ = values.shape[1]
+            self._y_2d = y.ndim == 2
+        elif values.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {values.shape[1]} targets, but {type(self).__name__} was fitted with {self.n_outputs_}")
+        return values
+
+    def _training_targets(self, x, y, x_val, y_val, first: bool, cfg):
+        from .data.targets import Targets
+
+        if first:
+            names = cfg.data.targets
+            self.targets_ = Targets.fit(y, names, cfg.data.target_scaling, self._fit_weights)
+        dtype = cfg.training.dtype
+        return self.targets_.encode(y, dtype), (None if y_val is None else self.targets_.encode(y_val, dtype))
+
+    def _row_weights(self, sample_weight, n: int):
+        w = super()._row_weights(sample_weight, n)
+        self._fit_weights = w  # the target scaling's weights (before the validation split: see _split_validation)
+        return w
+
+    def _split_validation(self, x, y, w, cfg):
+        out = super()._split_validation(x, y, w, cfg)
+        self._fit_weights = out[2]
+        return out
+
+    def _task_meta(self) -> dict:
+        return {"targets": self.targets_.state}
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        """Train on (X, y).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or DataFrame
+            Training rows: an array is used as given; a DataFrame is preprocessed (see the
+            class docstring).
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            Real-valued targets, finite.
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights w_i >= 0: the loss becomes the weighted mean sum w_i l_i / sum w_i.
+
+        Returns
+        -------
+        self
+        """
+        try:
+            return self._fit(X, y, sample_weight)
+        finally:
+            self._fit_weights = None
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing the weights, optimizer state and target scaling
+        of earlier calls (the first call fits the scaling on its rows).
+
+        Parameters
+        ----------
+        X, y, sample_weight : as in ``fit``.
+
+        Returns
+        -------
+        self
+        """
+        if not self.__sklearn_is_fitted__() and self.early_stopping not in (None, False):
+            raise ValueError("partial_fit does not hold out validation rows: set early_stopping=None")
+        try:
+            return self._fit(X, y, sample_weight, incremental=True)
+        finally:
+            self._fit_weights = None
+
+    # -- predicting --------------------------------------------------------------------------
+    def predict(self, X) -> np.ndarray:
+        """Predictions in the targets' units (float64): (n_samples,) when ``fit`` had a 1-D y,
+        else (n_samples, n_targets)."""
+        _, h = self._outputs(X)
+        y = self.targets_.decode(h)
+        return y if self._y_2d else y[:, 0]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """Coefficient of determination R^2 of ``predict(X)`` (mean over targets, weighted by
+        ``sample_weight``): 1 - sum_i w_i (y_i - y_hat_i)^2 / sum_i w_i (y_i - ybar_w)^2."""
+        pred = self.predict(X)
+        if _sklearn_available():
+            from sklearn.metrics import r2_score
+
+            return float(r2_score(y, pred, sample_weight=sample_weight))
+        return _r2(np.asarray(y, dtype=np.float64), pred, sample_weight)
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="regressor",
+            target_tags=TargetTags(required=True, multi_output=True, single_output=True),
+            regressor_tags=RegressorTags(),
+            input_tags=InputTags(),
+        )
+
+
+def _r2(y: np.ndarray, pred: np.ndarray, sample_weight=None) -> float:
+    """R^2 averaged over targets (scikit-learn's r2_score, 'uniform_average'), for when it is
+    not installed: a constant target scores 1 if predicted exactly, else 0, as there."""
+    y = y.reshape(len(y), -1)
+    pred = np.asarray(pred, dtype=np.float64).reshape(len(pred), -1)
+    w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    mean = np.average(y, axis=0, weights=w)
+    ss_res = (w[:, None] * np.square(y - pred)).sum(axis=0)
+    ss_tot = (w[:, None] * np.square(y - mean)).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.where(ss_res == 0, 1.0, 0.0))
+    return float(np.mean(r2))
+
+
+class Autoencoder(_RealValued):
+    __doc__ = """An autoencoder trained by nnclf's engine: a transformer whose ``transform`` gives
+    the code layer's activations, usable wherever a scikit-learn transformer is.
+
+    The network is ``d -> hidden[0] -> ... -> hidden[-1] -> d`` with an identity output,
+    trained to reproduce its input x (the array as given, or a DataFrame's preprocessed
+    columns) as in ``nnclf train`` with ``task: reconstruction``:
+
+        J(theta) = sum_i w_i sum_j l(x_hat_ij - x_ij) / sum_i w_i + weight_decay / 2 * sum_l ||W_l||^2
+
+    The code is the activation of hidden layer ``code_layer`` (the first narrowest by
+    default). Parameters mirror the config keys and are validated by the same schema when
+    ``fit`` is called; ``__init__`` only stores them.
+
+    Parameters
+    ----------""" + _SHARED_PARAMETERS + """    code_layer : int or None, default=None
+        Index into ``hidden`` of the code layer (``model.code_layer``); None is the first
+        narrowest layer.
+
+    Attributes
+    ----------""" + _SHARED_ATTRIBUTES + """    code_layer_ : int
+        Index into ``hidden`` of the code layer.
+    n_components_ : int
+        Width k of the code (``transform``'s columns).
+    validation_scores_ : list of float or None
+        Minus the validation reconstruction error (mean squared, per element) after each
+        epoch, when rows were held out (higher is better, as ``score``).
+
+    Notes
+    -----
+    ``score_samples`` is the per-row reconstruction error (higher = worse reconstructed, the
+    number ``nnclf predict`` writes as ``reconstruction_error``), the opposite sign of
+    scikit-learn's outlier detectors, whose ``score_samples`` is higher for normal rows;
+    ``score`` is minus its mean, so that a grid search maximising it minimises the error.
+
+    Examples
+    --------
+    >>> import numpy as np, nnclf
+    >>> X = np.random.default_rng(0).normal(size=(200, 6))
+    >>> ae = nnclf.Autoencoder(hidden=(16, 3, 16), epochs=20, random_state=0).fit(X)
+    >>> ae.transform(X).shape
+    (200, 3)
+    """
+
+    _task = "reconstruction"
+    _supervised = False
+    _score_metric = "val_mse"
+
+    def __init__(
+        self,
+        hidden=(32, 8, 32),
+        activation="relu",
+        optimizer="adam",
+        lr=0.001,
+        batch_size=64,
+        epochs=100,
+        weight_decay=0.0,
+        early_stopping=None,
+        validation_fraction=None,
+        dtype="float32",
+        random_state=None,
+        schedule=None,
+        warmup_epochs=0,
+        init="auto",
+        dropout=0.0,
+        loss="mse",
+        delta=1.0,
+        code_layer=None,
+        clip_norm=None,
+        shuffle=True,
+        threads="auto",
+        preprocess="auto",
+        categorical=(),
+        max_categories=None,
+        missing_indicators=False,
+        scaling="standard",
+        warm_start=False,
+        verbose=False,
+    ):
+        self.hidden = hidden
+        self.activation = activation
+        self.optimizer = optimizer
+        self.lr = lr
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.weight_decay = weight_decay
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.dtype = dtype
+        self.random_state = random_state
+        self.schedule = schedule
+        self.warmup_epochs = warmup_epochs
+        self.init = init
+        self.dropout = dropout
+        self.loss = loss
+        self.delta = delta
+        self.code_layer = code_layer
+        self.clip_norm = clip_norm
+        self.shuffle = shuffle
+        self.threads = threads
+        self.preprocess = preprocess
+        self.categorical = categorical
+        self.max_categories = max_categories
+        self.missing_indicators = missing_indicators
+        self.scaling = scaling
+        self.warm_start = warm_start
+        self.verbose = verbose
+
+    def _target_names(self, given, y):
+        return None
+
+    def _encode_targets(self, y, classes, first: bool, n: int):
+        return None  # the targets are the inputs themselves (``_training_targets``)
+
+    def _training_targets(self, x, y, x_val, y_val, first: bool, cfg):
+        if first:
+            from .data.targets import code_layer
+
+            self.code_layer_ = code_layer(cfg.model.hidden, cfg.model.code_layer)
+            self.n_components_ = int(cfg.model.hidden[self.code_layer_])
+        return x, x_val
+
+    def _validation_score(self, record: dict) -> float:
+        return -record["val_mse"]
+
+    def _task_meta(self) -> dict:
+        return {"code_layer": int(self.code_layer_)}
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X, y=None, sample_weight=None):
+        """Train the network to reconstruct the rows of X.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or DataFrame
+            Training rows: an array is used as given; a DataFrame is preprocessed (see the
+            class docstring).
+        y : ignored
+            Accepted for pipelines.
+        sample_weight : array-like of shape (n_samples,), optional
+            Row weights w_i >= 0: the loss becomes the weighted mean sum w_i l_i / sum w_i.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, None, sample_weight)
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One epoch over X, continuing the weights and optimizer state of earlier calls.
+
+        Returns
+        -------
+        self
+        """
+        if not self.__sklearn_is_fitted__() and self.early_stopping not in (None, False):
+            raise ValueError("partial_fit does not hold out validation rows: set early_stopping=None")
+        return self._fit(X, None, sample_weight, incremental=True)
+
+    def fit_transform(self, X, y=None, sample_weight=None):
+        """``fit(X)`` then ``transform(X)``: the codes (n_samples, n_components_)."""
+        return self.fit(X, y, sample_weight).transform(X)
+
+    # -- codes and reconstructions -----------------------------------------------------------
+    def _inputs(self, X) -> np.ndarray:
+        self._check_fitted()
+        X, _ = self._validate_X(X, reset=False)
+        return self._features(X)
+
+    def transform(self, X) -> np.ndarray:
+        """The code: hidden layer ``code_layer_``'s activations (n_samples, n_components_), the
+        numbers ``nnclf encode`` writes for a saved checkpoint."""
+        x = self._inputs(X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self.net_.hidden_activations(x, self.code_layer_)
+
+    def inverse_transform(self, X) -> np.ndarray:
+        """Decode codes (n_samples, n_components_) through the layers after the code layer: the
+        reconstruction x_hat (n_samples, n_features) in the space the network reads (the array
+        as given, or a DataFrame's preprocessed columns). ``inverse_transform(transform(X))``
+        equals ``reconstruct(X)``."""
+        self._check_fitted()
+        net = self.net_
+        codes = np.asarray(X, dtype=net.dtype)
+        if codes.ndim != 2 or codes.shape[1] != self.n_components_:
+            raise ValueError(f"expected codes of shape (n_samples, {self.n_components_}), got {codes.shape}")
+        a = codes
+        with np.errstate(over="ignore", invalid="ignore"):
+            for layer in range(self.code_layer_ + 1, net.n_layers):
+                # Z = [A, 1] [W; b]: the same single product per layer as the forward pass, so the
+                # numbers equal reconstruct's
+                z = np.hstack([a, np.ones((len(a), 1), dtype=net.dtype)]) @ net._wb[layer]
+                if layer == net.n_layers - 1:
+                    return z
+                a = np.empty_like(z)
+                net.activation.forward(z, a)
+        return a
+
+    def reconstruct(self, X) -> np.ndarray:
+        """x_hat = the network's output (n_samples, n_features), in the space it reads."""
+        _, h = self._outputs(X)
+        return h
+
+    predict = reconstruct
+
+    def score_samples(self, X) -> np.ndarray:
+        """Per-row reconstruction error 1/d sum_j (x_hat_ij - x_ij)^2 (n_samples,), float64: the
+        ``reconstruction_error`` column of ``nnclf predict`` (higher = worse reconstructed)."""
+        x, h = self._outputs(X)
+        return np.square(h - x, dtype=np.float64).mean(axis=1)
+
+    def score(self, X, y=None, sample_weight=None) -> float:
+        """Minus the mean reconstruction error of the rows (weighted by ``sample_weight``)."""
+        return -float(np.average(self.score_samples(X), weights=sample_weight))
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """``code_0`` ... ``code_{k-1}``, the columns of ``transform`` (as ``nnclf encode`` names them)."""
+        self._check_fitted()
+        if input_features is not None:
+            n = len(input_features)
+            if n != self.n_features_in_:
+                raise ValueError(f"input_features should have length equal to number of features ({self.n_features_in_}), got {n}")
+            names = getattr(self, "feature_names_in_", None)
+            if names is not None and not np.array_equal(np.asarray(input_features, dtype=object), names):
+                raise ValueError("input_features is not equal to feature_names_in_")
+        return np.array([f"code_{j}" for j in range(self.n_components_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(
+            estimator_type=None,
+            target_tags=TargetTags(required=False),
+            transformer_tags=TransformerTags(preserves_dtype=[self.dtype if self.dtype in ("float32", "float64") else "float32"]),
             input_tags=InputTags(),
         )

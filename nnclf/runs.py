@@ -181,15 +181,25 @@ class TrainingRun:
 def validation_metrics(cfg: Config, prepared):
     """The trainer's ``metrics`` for the task: None (classification's accuracy and F1), RMSE, MAE
     and R^2 in the targets' units (means over targets), or the reconstruction's mean squared
-    error per input column in the preprocessed space."""
+    error per input column in the preprocessed space. Picklable (module-level functions under
+    ``functools.partial``): the estimators pickle their trainer."""
     if cfg.task == "regression":
-        from .metrics import regression_means
+        from functools import partial
 
-        decode = prepared.targets.decode
-        return lambda outputs, y: regression_means(decode(y), decode(outputs))
+        return partial(_regression_metrics, prepared.targets)
     if cfg.task == "reconstruction":
-        return lambda outputs, y: {"mse": float(np.mean(np.square(outputs - y, dtype=np.float64)))}
+        return _reconstruction_metrics
     return None
+
+
+def _regression_metrics(targets, outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    from .metrics import regression_means
+
+    return regression_means(targets.decode(y), targets.decode(outputs))
+
+
+def _reconstruction_metrics(outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    return {"mse": float(np.mean(np.square(outputs - y, dtype=np.float64)))}
 
 
 def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:

@@ -60,3 +60,63 @@ def test_full_batch_methods_refuse_sample_weights():
     with pytest.raises(nnclf.NnclfError, match="lbfgs does not take sample weights"):
         nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2).fit(X, y, sample_weight=np.ones(20))
     nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2).fit(X, y)  # unweighted: fine
+
+
+def _hand_loss_and_derivative(name, r, delta=1.0):
+    """l(r) and l'(r) of the regression losses written out independently of nnclf's code."""
+    if name == "mse":
+        return 0.5 * r**2, r
+    if name == "mae":
+        return np.abs(r), np.sign(r)
+    a = np.abs(r)
+    return np.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta)), np.clip(r, -delta, delta)
+
+
+@pytest.mark.parametrize("name", ["mse", "mae", "huber"])
+@pytest.mark.parametrize("m", [1, 3])
+def test_regression_losses_take_row_weights_by_the_hand_formula(name, m):
+    """J = 1/B sum_i r_i sum_k l(z_ik - y_ik), dJ/dz_ik = r_i l'(z_ik - y_ik) / B."""
+    from nnclf.engine.regression import REGRESSION_LOSSES
+
+    rng = np.random.default_rng(1)
+    b = 9
+    loss = REGRESSION_LOSSES.get(name)(m, **({"delta": 0.7} if name == "huber" else {}))
+    z, y = rng.normal(size=(b, m)) * 2, rng.normal(size=(b, m))
+    r = rng.uniform(0.0, 3.0, size=b)
+    elementwise, derivative = _hand_loss_and_derivative(name, z - y, 0.7)
+    loss.row_weights = r
+    delta = np.empty_like(z)
+    value = loss.forward_backward(z, y, delta)
+    loss.row_weights = None
+    np.testing.assert_allclose(value, np.sum(r * elementwise.sum(axis=1)) / b, rtol=1e-12)
+    np.testing.assert_allclose(delta, r[:, None] * derivative / b, rtol=1e-12, atol=1e-15)
+    # unit weights are the unweighted loss; no weights after the call leaves them off
+    loss.row_weights = np.ones(b)
+    ones = loss.forward_backward(z, y, delta.copy())
+    loss.row_weights = None
+    plain = loss.forward_backward(z, y, delta)
+    np.testing.assert_allclose(ones, plain, rtol=1e-12)
+    np.testing.assert_allclose(plain, elementwise.sum() / b, rtol=1e-12)
+
+
+def test_a_regression_step_with_weights_equals_repeated_rows():
+    """A row of weight 2 in a full batch is that row twice (weights scaled to mean 1): the same
+    gradient, to rounding."""
+    from nnclf.engine.network import MLP
+    from nnclf.engine.regression import REGRESSION_LOSSES
+    from nnclf.engine.step import TrainingStep
+    from nnclf.engine.optimizers import OPTIMIZERS
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    w = np.array([1.0, 2.0, 1.0, 1.0, 3.0, 1.0])
+    reps = np.repeat(np.arange(6), w.astype(int))
+    grads = []
+    for xs, ys, ws in ((x, y, w * len(w) / w.sum()), (x[reps], y[reps], None)):
+        net = MLP([3, 4, 2], "tanh", 0.0, "float64")
+        net.initialize("auto", np.random.default_rng(0))
+        loss = REGRESSION_LOSSES.get("huber")(2, delta=0.5)
+        step = TrainingStep(net, loss, OPTIMIZERS.get("sgd")(net.params.size, np.float64))
+        step.gradient(xs, ys, ws=ws)
+        grads.append(net.grads.copy())
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-12, atol=1e-14)

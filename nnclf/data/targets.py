@@ -26,11 +26,19 @@ class Targets:
         self.scale = np.asarray(state["scale"], dtype=np.float64)
 
     @classmethod
-    def fit(cls, values: np.ndarray, names: list[str], scaling: str) -> "Targets":
+    def fit(cls, values: np.ndarray, names: list[str], scaling: str, weights: Optional[np.ndarray] = None) -> "Targets":
         """mu and sigma per column of the training targets ``values`` (n, m); sigma = 1 for a
-        constant target (it stays constant instead of dividing by zero) or ``scaling: none``."""
+        constant target (it stays constant instead of dividing by zero) or ``scaling: none``.
+
+        ``weights`` (n,) >= 0 (the estimators' sample_weight): the weighted mean and standard
+        deviation mu = sum_i w_i y_i / sum_i w_i, sigma^2 = sum_i w_i (y_i - mu)^2 / sum_i w_i,
+        so a row of weight 2 scales the targets as that row twice would."""
         if scaling == "standard":
-            center, scale = values.mean(axis=0), values.std(axis=0)
+            if weights is None:
+                center, scale = values.mean(axis=0), values.std(axis=0)
+            else:
+                center = np.average(values, axis=0, weights=weights)
+                scale = np.sqrt(np.average(np.square(values - center), axis=0, weights=weights))
             scale = np.where(scale > 0, scale, 1.0)
         else:
             center, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])

@@ -13,6 +13,14 @@ the delta is the loss's derivative itself (no Jacobian of an output function to 
     mae:    l(r) = |r|                                   l'(r) = sign(r)      (0 at r = 0, a subgradient)
     huber:  l(r) = 1/2 r^2 if |r| <= d else d (|r| - d/2)  l'(r) = clip(r, -d, d)
 
+Optional per-row weights r_i (scikit-learn's ``sample_weight``, set in ``row_weights`` for one
+batch by the training step, as for the classification losses) make it
+
+    J = 1/B sum_i r_i sum_k l(z_ik - y_ik),    dJ/dz_ik = r_i l'(z_ik - y_ik) / B
+
+(the caller scales r to mean 1 over the training set, so an epoch's J is the weighted mean);
+without weights the unweighted code path runs unchanged, so the CLI's bits do not move.
+
 These live apart from ``losses.LOSSES`` because ``mse`` there is the classification loss on
 sigmoid outputs against one-hot targets: a config's ``loss.name`` is looked up in the registry
 of its task.
@@ -34,6 +42,8 @@ class RegressionLoss:
     classifies = False  # the training loop counts no correct classes for it
     hyper: dict[str, float] = {}  # the config keys of loss.* this loss reads, with defaults
     last_classes = None
+    # per-row weights r_i (B,) of the batch being processed, or None (see the module docstring)
+    row_weights: np.ndarray | None = None
 
     def __init__(self, n_outputs: int, **hyper: float):
         self._n_outputs = int(n_outputs)
@@ -55,16 +65,28 @@ class RegressionLoss:
     def derivative(self, r: np.ndarray, out: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def row_factors(self, y: np.ndarray) -> np.ndarray | None:
+        """r_i (B,) in float64, or None when every row weighs 1."""
+        return None if self.row_weights is None else np.asarray(self.row_weights, dtype=np.float64)
+
     def forward(self, z: np.ndarray, y: np.ndarray) -> float:
-        """J = 1/B sum_i sum_k l(z_ik - y_ik); keeps the residuals for ``backward``."""
+        """J = 1/B sum_i r_i sum_k l(z_ik - y_ik) (r_i = 1 without weights); keeps the residuals
+        for ``backward``."""
         self._r = np.subtract(z, y, dtype=z.dtype)
         per_element = self.elementwise(self._r)
+        w = self.row_factors(y)
+        if w is not None:
+            return float(np.dot(per_element.sum(axis=1, dtype=np.float64), w)) / len(z)
         return float(per_element.sum(dtype=np.float64)) / len(z)
 
     def backward(self, y: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """delta = l'(z - y) / B, shape (B, m), after ``forward`` on the same batch."""
+        """delta = r_i l'(z - y) / B, shape (B, m), after ``forward`` on the same batch."""
         self.derivative(self._r, delta)
-        delta *= delta.dtype.type(1.0 / len(delta))
+        w = self.row_factors(y)
+        if w is not None:
+            delta *= (w / len(delta)).astype(delta.dtype)[:, None]
+        else:
+            delta *= delta.dtype.type(1.0 / len(delta))
         return delta
 
     def forward_backward(self, z: np.ndarray, y: np.ndarray, delta: np.ndarray) -> float:
