@@ -58,8 +58,12 @@ def test_full_batch_methods_refuse_sample_weights():
     X = np.random.default_rng(0).normal(size=(20, 3))
     y = (X[:, 0] > 0).astype(int)
     with pytest.raises(nnclf.NnclfError, match="lbfgs does not take sample weights"):
-        nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2).fit(X, y, sample_weight=np.ones(20))
+        nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2).fit(X, y, sample_weight=np.arange(20.0))
     nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2).fit(X, y)  # unweighted: fine
+    # equal weights are the unweighted mean exactly (scaled to mean 1 they are all 1): accepted, the same bits
+    a = nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2, random_state=0).fit(X, y, sample_weight=np.full(20, 3.0))
+    b = nnclf.Classifier(hidden=(3,), optimizer="lbfgs", batch_size=None, epochs=2, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(a.net_.params, b.net_.params)
 
 
 def _hand_loss_and_derivative(name, r, delta=1.0):
