@@ -65,7 +65,8 @@ def load(run, checkpoint: str = "auto") -> "Model":
     ----------
     run : str, Path or RunResult
         A run folder (``RUN/checkpoints/{checkpoint}.npz`` is read), a checkpoint ``.npz``
-        (also one written by ``Classifier.save``), or what ``nnclf.train`` returned.
+        (also one written by ``Classifier.save``, ``Regressor.save`` or ``Autoencoder.save``),
+        or what ``nnclf.train`` returned.
     checkpoint : {"auto", "best", "last", "calibrated", "refit"}, default="auto"
         Which checkpoint of a run folder, as the CLI's ``--checkpoint`` (auto: refit.npz when
         training.refit made one, else best.npz).
@@ -73,6 +74,14 @@ def load(run, checkpoint: str = "auto") -> "Model":
     Returns
     -------
     Model
+        Its ``predict`` / ``predict_proba`` / ``evaluate`` / ``encode`` give the CLI's numbers
+        for the run's task.
+
+    Examples
+    --------
+    >>> model = nnclf.load("runs/iris-2026-01-01-120000")           # doctest: +SKIP
+    >>> model.predict(pandas.read_csv("data/iris.csv"))[:2]          # doctest: +SKIP
+    array(['setosa', 'setosa'], dtype='<U10')
     """
     from .model import TrainedModel
     from .predict import checkpoint_path

@@ -39,12 +39,15 @@ def test_import_nnclf_and_cli_do_not_import_sklearn():
     code = (
         "import sys, nnclf, nnclf.cli\n"
         "assert 'sklearn' not in sys.modules, 'sklearn imported'\n"
-        "assert 'pandas' not in sys.modules or True\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'\n"
+        "nnclf.Classifier, nnclf.Regressor, nnclf.Autoencoder, nnclf.load, nnclf.train\n"
+        "assert 'sklearn' not in sys.modules and 'pandas' not in sys.modules, 'imported by the API names'\n"
         "print(sorted(nnclf.__all__))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
-    assert "Classifier" in out.stdout and "load" in out.stdout and "train" in out.stdout
+    for name in ("Classifier", "Regressor", "Autoencoder", "Model", "load", "train", "NnclfError"):
+        assert f"'{name}'" in out.stdout
 
 
 def test_estimator_works_without_sklearn(tmp_path):
