@@ -45,7 +45,7 @@ FLOAT32_ROWS = (
     "OpenBLAS computes a one-row product with gemv and a 20-row one with gemm, whose float32 "
     "sums differ in the last bits (measured up to 2e-7 on outputs near 1, above the check's "
     "atol of 1e-7); the float64 configuration passes (there the difference is ~1e-16), and "
-    "the rows themselves do not interact (tests/test_api.py checks one row against many to "
+    "the rows themselves do not interact (tests/test_api_real.py checks one row against many to "
     "float32 rounding)"
 )
 
