@@ -7,52 +7,28 @@ file, the line and the dotted key, say what is wrong and suggest the closest val
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from .data.reading import DEFAULT_NA_VALUES
 from .engine.activations import ACTIVATIONS
 from .engine.init import INITIALIZERS
 from .engine.losses import LOSSES
 from .engine.optimizers import OPTIMIZERS
 from .engine.regression import REGRESSION_LOSSES
-from .engine.schedules import SCHEDULES
-from .data.reading import DEFAULT_NA_VALUES
 from .errors import NnclfError
+from .hyperparams import OPTIMIZER_KEYS, SCHEDULE_KEYS, AdamKeys, ScheduleKeys, chosen_by_name
 from .registry import Registry, did_you_mean
+from .schema import KeyProblem, Section
+from .schema import shown as _shown
 
 PATH_KEYS = ("train", "test", "val", "cache_dir")
 FULL_BATCH_DTYPE = "float64"  # the default precision of lbfgs, cg, newton_cg (see Config._full_batch_methods)
 TASKS = ("classification", "regression", "reconstruction")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_booleans_as_numbers(cls, value, info):
-        """YAML reads yes/no/on/off/true as booleans, and pydantic would quietly take them as 1/0
-        for a number (``epochs: yes`` trains one epoch): a boolean is only valid for a bool key."""
-        text = str(cls.model_fields[info.field_name].annotation)
-        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
-            if text.startswith("list[int]"):
-                raise ValueError(f"expected a list of integers, got {_shown(value)}")
-            if "int" in text or "float" in text:
-                raise ValueError(f"expected {'an integer' if 'int' in text else 'a number'}, got the boolean {value!r}")
-        return value
-
-
-def _shown(value: Any) -> str:
-    """repr(value), cut short: a config value can be huge (YAML aliases nest exponentially)."""
-    import reprlib
-
-    short = reprlib.Repr()  # (keyword arguments need Python 3.12)
-    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 6, 6, 60, 60
-    shown = short.repr(value)
-    return shown if len(shown) <= 200 else shown[:197] + "..."
 
 
 def _registered(registry: Registry, extra: tuple[str, ...] = ()):
@@ -209,75 +185,6 @@ class LossConfig(Section):
         return weights
 
 
-class _WithHyper(Section):
-    """A section whose allowed extra keys depend on ``name`` (each class declares ``hyper``)."""
-
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
-    _registry: Registry
-
-    @model_validator(mode="after")
-    def _check_hyper(self):
-        hyper = self._registry.get(self.name).hyper if self.name in self._registry else {}
-        for key, value in (self.model_extra or {}).items():
-            if key not in hyper:
-                allowed = [*type(self).model_fields, *hyper]
-                raise ValueError(
-                    f"{key}: unknown key for {self._registry.kind} '{self.name}'{did_you_mean(key, allowed)}; "
-                    f"valid keys: {', '.join(allowed)}"
-                )
-            _check_rule(key, value, hyper[key][1])
-        return self
-
-    def hyperparameters(self) -> dict[str, Any]:
-        """The class's own keys: defaults overridden by the config."""
-        hyper = self._registry.get(self.name).hyper
-        return {key: (self.model_extra or {}).get(key, default) for key, (default, _) in hyper.items()}
-
-
-def _check_rule(key: str, value: Any, rule: str) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    checks = {
-        "unit": (number and 0 <= value < 1, "a number in [0, 1)"),
-        "positive": (number and value > 0 and math.isfinite(value), "a number > 0"),
-        "nonneg": (number and value >= 0 and math.isfinite(value), "a number >= 0"),
-        "positive_int": (isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an integer >= 1"),
-        "nonneg_int": (isinstance(value, int) and not isinstance(value, bool) and value >= 0, "an integer >= 0"),
-        "metric": (isinstance(value, str) and bool(value), "a metric name such as val_loss"),
-        "mode": (value in ("auto", "min", "max"), "one of auto, min, max"),
-    }
-    if rule.startswith("choice:"):
-        options = rule.split(":", 1)[1].split(",")
-        if value not in options:
-            raise ValueError(f"{key}: must be one of {', '.join(options)}, got {_shown(value)}{did_you_mean(str(value), options)}")
-        return
-    ok, expected = checks[rule]
-    if not ok:
-        raise ValueError(f"{key}: must be {expected}, got {_shown(value)}")
-
-
-class OptimizerConfig(_WithHyper):
-    _registry = OPTIMIZERS
-    name: str = "adam"
-    lr: float = Field(0.001, gt=0)
-
-    _check_name = field_validator("name")(_registered(OPTIMIZERS))
-
-    @field_validator("lr")
-    @classmethod
-    def _finite(cls, lr):
-        if not math.isfinite(lr):
-            raise ValueError(f"must be a finite number, got {lr}")
-        return lr
-
-
-class ScheduleConfig(_WithHyper):
-    _registry = SCHEDULES
-    name: str = "constant"
-    warmup_epochs: int = Field(0, ge=0)
-
-    _check_name = field_validator("name")(_registered(SCHEDULES))
-
-
 class TrainingConfig(Section):
     epochs: int = Field(100, ge=1)
     batch_size: Union[int, Literal["full"]] = 64
@@ -331,8 +238,9 @@ class Config(Section):
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    # each optimizer and schedule has its own keys: the model its name picks (nnclf/hyperparams.py)
+    optimizer: chosen_by_name(OPTIMIZER_KEYS, "adam") = Field(default_factory=AdamKeys)
+    schedule: chosen_by_name(SCHEDULE_KEYS, "constant") = Field(default_factory=ScheduleKeys)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     # the search of ``nnclf tune`` (nnclf/tune/space.py checks it); ``nnclf train`` ignores it,
     # so one file serves both commands
@@ -356,8 +264,8 @@ class Config(Section):
         if "batch_size" not in self.training.model_fields_set:
             self.training.batch_size = "full"
         elif self.training.batch_size != "full":
-            raise ValueError(
-                f"training.batch_size: optimizer '{self.optimizer.name}' is a full-batch method (every step uses all "
+            raise KeyProblem(
+                "training.batch_size", f"optimizer '{self.optimizer.name}' is a full-batch method (every step uses all "
                 f"training rows); batch_size must be 'full', got {self.training.batch_size}"
             )
         if "dtype" not in self.training.model_fields_set:
@@ -369,68 +277,90 @@ class Config(Section):
         """What each task needs of data.target, the loss and the model (messages name the key)."""
         task, data, loss = self.task, self.data, self.loss
         if task != "reconstruction" and data.target is None:
-            raise ValueError("data.target: required key is missing")
+            raise KeyProblem("data.target", "required key is missing")
         if task == "classification":
             if isinstance(data.target, list):
-                raise ValueError(
-                    "data.target: classification takes one target column, got a list; "
+                raise KeyProblem(
+                    "data.target", "classification takes one target column, got a list; "
                     "for several real-valued targets use task: regression"
                 )
             if loss.name not in LOSSES:
-                raise ValueError(
-                    f"loss.name: '{loss.name}' is a loss for task: regression or reconstruction; "
+                raise KeyProblem(
+                    "loss.name", f"'{loss.name}' is a loss for task: regression or reconstruction; "
                     f"with task: classification use one of {', '.join(LOSSES.names())}"
                 )
         else:
             if "name" not in loss.model_fields_set:
                 loss.name = "mse"  # the lecture's 1/2 ||h - y||^2
             elif loss.name not in REGRESSION_LOSSES:
-                raise ValueError(
-                    f"loss.name: '{loss.name}' is a classification loss; with task: {task} use one of "
+                raise KeyProblem(
+                    "loss.name", f"'{loss.name}' is a classification loss; with task: {task} use one of "
                     f"{', '.join(REGRESSION_LOSSES.names())}"
                 )
             if self.optimizer.name == "newton_cg" and loss.name == "mae":
-                raise ValueError(
-                    "optimizer.name: newton_cg needs curvature, and absolute error (loss mae) has none (its second "
+                raise KeyProblem(
+                    "optimizer.name", "newton_cg needs curvature, and absolute error (loss mae) has none (its second "
                     "derivative is 0 almost everywhere); use loss mse or huber, or lbfgs or cg"
                 )
             if self.training.calibration != "none":
-                raise ValueError(f"training.calibration: temperature scaling calibrates class probabilities; task: {task} has none")
+                raise KeyProblem("training.calibration", f"temperature scaling calibrates class probabilities; task: {task} has none")
             for key in ("label_smoothing", "class_weights"):
                 if key in loss.model_fields_set and getattr(loss, key) not in (None, 0, 0.0):
-                    raise ValueError(f"loss.{key}: applies to task: classification only, not {task}")
+                    raise KeyProblem(f"loss.{key}", f"applies to task: classification only, not {task}")
         if "delta" in loss.model_fields_set and loss.name != "huber":
-            raise ValueError(f"loss.delta: only the huber loss takes delta (loss.name is '{loss.name}')")
+            raise KeyProblem("loss.delta", f"only the huber loss takes delta (loss.name is '{loss.name}')")
         if task == "reconstruction":
             if not self.model.hidden:
-                raise ValueError("model.hidden: reconstruction needs at least one hidden layer (the code), e.g. [32, 8, 32]")
+                raise KeyProblem("model.hidden", "reconstruction needs at least one hidden layer (the code), e.g. [32, 8, 32]")
             code = self.model.code_layer
             if code is not None and code >= len(self.model.hidden):
-                raise ValueError(
-                    f"model.code_layer: {code} is not an index of model.hidden {self.model.hidden} "
+                raise KeyProblem(
+                    "model.code_layer", f"{code} is not an index of model.hidden {self.model.hidden} "
                     f"(0 to {len(self.model.hidden) - 1})"
                 )
         elif self.model.code_layer is not None:
-            raise ValueError(f"model.code_layer: applies to task: reconstruction only, not {task}")
+            raise KeyProblem("model.code_layer", f"applies to task: reconstruction only, not {task}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """Every key with its value, defaults included (optimizer/schedule keys filled in)."""
+        """Every key with its value, defaults included (the chosen optimizer's and schedule's own keys too)."""
         out = self.model_dump(mode="json")
         if self.loss.name != "huber":
             del out["loss"]["delta"]  # only huber reads it (and _task_rules refuses it elsewhere)
         if out.get("tune") is None:
             out.pop("tune", None)
-        out["optimizer"] = {"name": self.optimizer.name, "lr": self.optimizer.lr, **self.optimizer.hyperparameters()}
-        out["schedule"] = {
-            "name": self.schedule.name,
-            "warmup_epochs": self.schedule.warmup_epochs,
-            **self.schedule.hyperparameters(),
-        }
         return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def schema_fields() -> dict[str, tuple[Any, tuple[str, ...]]]:
+    """Every dotted key of the schema -> (its pydantic field, the optimizer or schedule names that
+    take it; empty for keys every config has). Sections that default to null (early_stopping)
+    are walked too; ``tune`` is a key of its own (nnclf/tune/space.py checks its content)."""
+    out: dict[str, tuple[Any, tuple[str, ...]]] = {}
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = prefix + name
+            registry = _CHOSEN.get(tuple(key.split(".")))
+            sub = _submodel(field.annotation)
+            if registry is not None:
+                models = {chosen: registry.get(chosen) for chosen in registry.names()}
+                shared = set.intersection(*(set(m.model_fields) for m in models.values()))
+                for chosen, chosen_model in models.items():
+                    for own, own_field in chosen_model.model_fields.items():
+                        first, names = out.setdefault(f"{key}.{own}", (own_field, ()))
+                        if own not in shared:
+                            out[f"{key}.{own}"] = (first, (*names, chosen))
+            elif sub is not None:
+                walk(sub, key + ".")
+            else:
+                out[key] = (field, ())
+
+    walk(Config, "")
+    return out
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -463,14 +393,15 @@ def load_config(path: str | Path | dict, overrides: list[str] = (), values: dict
         raise NnclfError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise NnclfError(f"{path}: cannot read config ({e.strerror})") from None
-    raw = parse_yaml(text, str(path))
+    raw, lines = read_yaml(text, str(path))
     base = path.resolve().parent
     _resolve_paths(raw, base)
     for item in overrides:
         apply_override(raw, item)
     for key, value in values.items():
         set_key(raw, key, value, "override")
-    return validate(raw, str(path), text, [*(item.partition("=")[0].strip() for item in overrides), *values])
+    overridden = [*(item.partition("=")[0].strip() for item in overrides), *values]
+    return validate(raw, str(path), overridden=overridden, lines=lines)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -505,8 +436,17 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:set", _StrictLoader.construct_y
 
 
 def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """The config mapping of YAML ``text`` (errors name ``source`` and the line)."""
+    return read_yaml(text, source)[0]
+
+
+def read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    """(the config mapping, the line of every key path) from one parse of ``text``."""
+    loader = None
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        loader = _StrictLoader(text)
+        node = loader.get_single_node()
+        raw = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -520,11 +460,55 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
         if "integer string conversion" in text:  # Python words this differently from version to version
             text = "a number with more than 4300 digits"
         raise NnclfError(f"{source}: invalid YAML: {_shown(text)[1:-1]}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if raw is None:
         raise NnclfError(f"{source}: the config is empty; it needs at least data.train and data.target")
     if not isinstance(raw, dict):
         raise NnclfError(f"{source}: the config must be a mapping of keys to values, got {type(raw).__name__}")
-    return raw
+    return raw, _key_lines(node)
+
+
+def _key_lines(node) -> dict[tuple[str, ...], int]:
+    """The 1-based line of every key path of a composed YAML document (``("optimizer", "lr")``).
+    A mapping reached again through an alias is not walked twice (aliases can nest exponentially)."""
+    lines: dict[tuple[str, ...], int] = {}
+    seen: set[int] = set()
+    todo = [((), node)]
+    while todo:
+        path, node = todo.pop()
+        if not isinstance(node, yaml.MappingNode) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (*path, str(key_node.value))
+                lines.setdefault(key, key_node.start_mark.line + 1)
+                todo.append((key, value_node))
+    return lines
+
+
+def _text_lines(text: str) -> dict[tuple[str, ...], int]:
+    """The key lines of a YAML text read elsewhere (empty if it does not parse)."""
+    try:
+        return _key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return {}
+
+
+def line_of(lines: dict[tuple[str, ...], int], keys: list[str]) -> int | None:
+    """The line of the deepest of ``keys``' prefixes present in the file."""
+    for depth in range(len(keys), 0, -1):
+        line = lines.get(tuple(keys[:depth]))
+        if line is not None:
+            return line
+    return None
+
+
+def _line_of(text: str, keys: list[str]) -> int | None:
+    """``line_of`` for a YAML text (nnclf/tune/space.py names lines of the tune: section)."""
+    return line_of(_text_lines(text), keys)
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
@@ -567,24 +551,43 @@ def set_key(raw: dict, key: str, value: Any, origin: str = "--set") -> None:
     node[parts[-1]] = value
 
 
-def validate(raw: dict, source: str = "config", text: str | None = None, overridden: list[str] = ()) -> Config:
-    """``overridden``: dotted keys set with --set, so their errors name --set, not a file line."""
+def validate(
+    raw: dict,
+    source: str = "config",
+    text: str | None = None,
+    overridden: list[str] = (),
+    lines: dict[tuple[str, ...], int] | None = None,
+) -> Config:
+    """Validate the raw config mapping; errors name ``source`` and the key's line, from
+    ``lines`` (``read_yaml``'s) or else the YAML ``text`` the mapping was read from.
+    ``overridden``: dotted keys set with --set, so their errors name --set, not a file line."""
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        raise NnclfError(format_errors(e, source, text, overridden)) from None
+        if lines is None and text is not None:
+            lines = _text_lines(text)
+        raise NnclfError(format_errors(e, source, None, overridden, lines)) from None
 
 
-def format_errors(error: ValidationError, source: str, text: str | None, overridden: list[str] = ()) -> str:
+def format_errors(
+    error: ValidationError,
+    source: str,
+    text: str | None = None,
+    overridden: list[str] = (),
+    lines: dict[tuple[str, ...], int] | None = None,
+) -> str:
     """One line: ``source, line N: key.path: message`` for up to three problems."""
+    if lines is None:
+        lines = _text_lines(text) if text is not None else {}
     messages, seen = [], set()
     for item in error.errors():
-        loc = [str(p) for p in item["loc"] if not _is_union_tag(p)]
-        key = ".".join(loc)
-        if key in seen:  # a union reports each alternative; the first says enough
+        keys, owner, chosen = _walk([str(p) for p in item["loc"] if not _is_union_tag(p)])
+        path = ".".join(keys)
+        if path in seen:  # a union reports each alternative; the first says enough
             continue
-        seen.add(key)
-        messages.append(_describe(item, loc, source, text, overridden))
+        seen.add(path)
+        key, message = _problem(item, keys, owner, chosen)
+        messages.append(_placed(key, message, source, lines, overridden))
     # name the file once: "cfg.yaml, line 3: a: ...; line 9: b: ..."
     named = messages[0].startswith(source + ", ")
     shown = "; ".join([messages[0], *(m[len(source) + 2 :] if named and m.startswith(source + ", ") else m for m in messages[1:3])])
@@ -592,70 +595,95 @@ def format_errors(error: ValidationError, source: str, text: str | None, overrid
     return shown + more
 
 
+# sections whose model is picked by their ``name`` (a tag pydantic puts in the error's loc)
+_CHOSEN = {("optimizer",): OPTIMIZER_KEYS, ("schedule",): SCHEDULE_KEYS}
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
+
+
 def _is_union_tag(part) -> bool:
-    return isinstance(part, str) and (part.startswith(("function-", "literal[", "int", "float", "str", "dict[")) or part in ("bool",))
+    """pydantic names each alternative of a Union in the loc (``int``, ``literal['full']``)."""
+    return isinstance(part, str) and (part in ("int", "float", "str", "bool", "none") or part.startswith(("function-", "literal[", "dict[", "list[")))
 
 
-def _describe(item: dict, loc: list[str], source: str, text: str | None, overridden: list[str] = ()) -> str:
-    kind, msg = item["type"], item["msg"]
-    key = ".".join(loc)
-    line = _line_of(text, loc) if text else None
-    where = f"{source}, line {line}" if line else source
-    if msg.startswith("Value error, ") and ":" in msg[len("Value error, ") :].split(" ")[0]:
-        full_key = f"{key + '.' if key else ''}{msg[len('Value error, '):].split(':', 1)[0]}"
-    else:
-        full_key = key
-    if any(full_key == k or full_key.startswith(k + ".") or (line is None and k.startswith(full_key + ".")) for k in overridden):
-        # the bad value came from --set, not from the file: a file line would mislead
-        return _describe(item, loc, "--set", None).replace("--set: ", "--set ", 1)
-    if kind == "extra_forbidden":
-        parent = _section_for(loc[:-1])
-        valid = list(parent.model_fields) if parent else []
-        return f"{where}: {key}: unknown key{did_you_mean(loc[-1], valid)}; valid keys: {', '.join(valid)}"
-    if kind == "missing":
-        return f"{where}: {key}: required key is missing"
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-        if ":" in msg.split(" ")[0]:  # the message names its own sub-key (optimizer extras)
-            sub = msg.split(":", 1)[0]
-            line = _line_of(text, [*loc, *sub.split(".")]) if text else None
-            where = f"{source}, line {line}" if line else source
-            return f"{where}: {key + '.' if key else ''}{msg}"
-        return f"{where}: {key}: {msg}" if key else f"{where}: {msg}"
-    value = item.get("input")
-    got = f", got {_shown(value)}" if not isinstance(value, dict) else ""
-    return f"{where}: {key}: {msg[0].lower() + msg[1:]}{got}"
-
-
-def _section_for(loc: list[str]):
+def _walk(loc: list[str]) -> tuple[list[str], Any, tuple[str, str] | None]:
+    """(the config keys of ``loc``, the model owning its last key, (kind, name) when that model is
+    the one an optimizer's or schedule's name picked). pydantic puts the name after
+    ``optimizer`` in the loc; it is no key and is dropped."""
+    keys: list[str] = []
     model: Any = Config
-    for part in loc:
-        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        args = getattr(annotation, "__args__", None)
-        if args:  # Optional[EarlyStopping]
-            annotation = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), annotation)
-        model = annotation
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _line_of(text: str, loc: list[str]) -> int | None:
-    """1-based line of the deepest key of ``loc`` present in the YAML text."""
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in loc:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        for key_node, value_node in node.value:
-            if str(key_node.value) == part:
-                line = key_node.start_mark.line + 1
-                node = value_node
-                break
+    owner, chosen, parts = None, None, list(loc)
+    while parts:
+        keys.append(parts.pop(0))
+        owner = model
+        field = model.model_fields.get(keys[-1]) if model is not None else None
+        registry = _CHOSEN.get(tuple(keys)) if owner is Config else None
+        if registry is not None and parts:
+            name = parts.pop(0)
+            model, chosen = (registry.get(name) if name in registry else None), (registry.kind, name)
         else:
-            break
-    return line
+            model = _submodel(field.annotation) if field is not None else None
+    return keys, owner, (chosen if owner is not Config else None)
+
+
+def _submodel(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):  # Optional[EarlyStopping]
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _problem(item: dict, keys: list[str], owner: Any, chosen: tuple[str, str] | None) -> tuple[str, str]:
+    """(dotted key, what is wrong with it) for one pydantic error."""
+    kind, ctx, value = item["type"], item.get("ctx") or {}, item.get("input")
+    key = ".".join(keys)
+    error = ctx.get("error")
+    if isinstance(error, KeyProblem):  # a model validator naming the key it is about
+        return ".".join([*keys, error.key]), error.message
+    if isinstance(error, Exception):  # a field validator's ValueError
+        return key, str(error)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        registry = _CHOSEN[tuple(keys)]
+        if not isinstance(value, dict):
+            example = Config.model_fields[keys[0]].default_factory().name
+            return key, f"expected a mapping of {registry.kind} keys such as {{name: {example}}}, got {_shown(value)}"
+        name, names = value.get("name"), registry.names()
+        return f"{key}.name", f"unknown {registry.kind} {_shown(name)}{did_you_mean(str(name), names)}; valid: {', '.join(names)}"
+    if kind == "extra_forbidden":
+        valid = list(owner.model_fields) if owner is not None else []
+        whose = f" for {chosen[0]} '{chosen[1]}'" if chosen else ""
+        return key, f"unknown key{whose}{did_you_mean(keys[-1], valid)}; valid keys: {', '.join(valid)}"
+    if kind == "missing":
+        return key, "required key is missing"
+    field = owner.model_fields.get(keys[-1]) if owner is not None and keys else None
+    if field is not None and kind in _BOUNDS:
+        return key, f"must be {_expected(field, finite=kind == 'finite_number')}, got {_shown(value)}"
+    if field is not None and kind == "literal_error" and typing.get_origin(field.annotation) is Literal:
+        choices = [str(c) for c in typing.get_args(field.annotation)]
+        return key, f"must be one of {', '.join(choices)}, got {_shown(value)}{did_you_mean(str(value), choices)}"
+    msg = item["msg"]
+    got = f", got {_shown(value)}" if not isinstance(value, dict) else ""
+    return key, f"{msg[0].lower() + msg[1:]}{got}"
+
+
+def _expected(field, finite: bool = False) -> str:
+    """A numeric field's valid values from its constraints: "a number in [0, 1)", "an integer >= 1"."""
+    bounds = {name: getattr(m, name) for m in field.metadata for name in ("ge", "gt", "le", "lt") if getattr(m, name, None) is not None}
+    integer = int in (field.annotation, *typing.get_args(field.annotation))  # int or Optional[int]
+    what = "an integer" if integer else "a finite number" if finite else "a number"
+    low = (">=", bounds["ge"]) if "ge" in bounds else (">", bounds["gt"]) if "gt" in bounds else None
+    high = ("<=", bounds["le"]) if "le" in bounds else ("<", bounds["lt"]) if "lt" in bounds else None
+    if low and high:
+        return f"{what} in {'[' if low[0] == '>=' else '('}{low[1]}, {high[1]}{']' if high[0] == '<=' else ')'}"
+    bound = low or high
+    return f"{what} {bound[0]} {bound[1]}" if bound else what
+
+
+def _placed(key: str, message: str, source: str, lines: dict, overridden: list[str]) -> str:
+    """``source, line N: key: message``; ``--set key: message`` when --set gave the value."""
+    line = line_of(lines, key.split(".")) if key else None
+    if any(key == k or key.startswith(k + ".") or (line is None and k.startswith(key + ".")) for k in overridden):
+        return f"--set {key}: {message}"  # the bad value came from --set: a file line would mislead
+    where = f"{source}, line {line}" if line else source
+    return f"{where}: {key}: {message}" if key else f"{where}: {message}"

@@ -393,7 +393,7 @@ def _resume_config(folder: Path, meta: dict, overrides: list[str], warn) -> Conf
     and the --set overrides applied under the same rule (only RESUMABLE_KEYS may change)."""
     import copy
 
-    from .config import apply_override, parse_yaml
+    from .config import apply_override, read_yaml
 
     source = f"{folder / 'checkpoints' / 'last.npz'} (config)"
     try:
@@ -408,9 +408,9 @@ def _resume_config(folder: Path, meta: dict, overrides: list[str], warn) -> Conf
             text = config_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise NnclfError(f"{config_file}: cannot read ({getattr(e, 'strerror', None) or e})") from None
-        parsed = parse_yaml(text, str(config_file))
+        parsed, lines = read_yaml(text, str(config_file))
         _refuse_fixed(_differences(base, parsed), str(config_file))  # before validating: name the key
-        edited = validate(parsed, str(config_file), text).to_dict()
+        edited = validate(parsed, str(config_file), lines=lines).to_dict()
         edits = _differences(base, edited)
         _refuse_fixed(edits, str(config_file))
         for key, old, new in edits:

@@ -143,7 +143,7 @@ def test_missing_required_key(cli, tmp_path):
         ("model:\n  hidden: 5\n", "c.yaml, line 5: model.hidden: input should be a valid list, got 5"),
         ("training:\n  shuffle: maybe\n",
          "c.yaml, line 5: training.shuffle: input should be a valid boolean, unable to interpret input, got 'maybe'"),
-        ("optimizer: adam\n", "c.yaml, line 4: optimizer: input should be a valid dictionary or instance of OptimizerConfig, got 'adam'"),
+        ("optimizer: adam\n", "c.yaml, line 4: optimizer: expected a mapping of optimizer keys such as {name: adam}, got 'adam'"),
     ],
     ids=["int", "list", "bool", "section"],
 )
@@ -154,12 +154,12 @@ def test_wrong_types(cli, tmp_path, extra, expected):
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        ("optimizer:\n  lr: 0\n", "c.yaml, line 5: optimizer.lr: input should be greater than 0, got 0"),
-        ("optimizer:\n  lr: -0.1\n", "c.yaml, line 5: optimizer.lr: input should be greater than 0, got -0.1"),
-        ("optimizer:\n  lr: .nan\n", "c.yaml, line 5: optimizer.lr: input should be greater than 0, got nan"),
+        ("optimizer:\n  lr: 0\n", "c.yaml, line 5: optimizer.lr: must be a number > 0, got 0"),
+        ("optimizer:\n  lr: -0.1\n", "c.yaml, line 5: optimizer.lr: must be a number > 0, got -0.1"),
+        ("optimizer:\n  lr: .nan\n", "c.yaml, line 5: optimizer.lr: must be a finite number > 0, got nan"),
         ("training:\n  batch_size: 0\n", "c.yaml, line 5: training.batch_size: must be an integer >= 1 or 'full', got 0"),
-        ("model:\n  dropout: 1.0\n", "c.yaml, line 5: model.dropout: input should be less than 1, got 1.0"),
-        ("model:\n  dropout: -0.1\n", "c.yaml, line 5: model.dropout: input should be greater than or equal to 0, got -0.1"),
+        ("model:\n  dropout: 1.0\n", "c.yaml, line 5: model.dropout: must be a number in [0, 1), got 1.0"),
+        ("model:\n  dropout: -0.1\n", "c.yaml, line 5: model.dropout: must be a number in [0, 1), got -0.1"),
         ("  test_split: 0.5\n  val_split: 0.5\n", "c.yaml, line 1: data: test_split + val_split must be < 1, got 0.5 + 0.5"),
         ("optimizer:\n  name: momentum\n  momentum: 1.5\n",
          "c.yaml, line 6: optimizer.momentum: must be a number in [0, 1), got 1.5"),
@@ -210,7 +210,7 @@ def test_unknown_names_list_choices_and_suggest(cli, tmp_path, extra, kind, name
 
 def test_several_problems_in_one_line(cli, tmp_path):
     _fails(cli, tmp_path, DATA + "training:\n  epochs: 0\n  shuffle: x\n",
-           "c.yaml, line 5: training.epochs: input should be greater than or equal to 1, got 0; "
+           "c.yaml, line 5: training.epochs: must be an integer >= 1, got 0; "
            "line 6: training.shuffle: input should be a valid boolean, unable to interpret input, got 'x'")
 
 
@@ -227,7 +227,7 @@ def test_set_overrides_values(cli, tmp_path):
 def test_set_errors_name_the_override_not_a_file_line(cli, tmp_path):
     # the file's lr (line 5) is fine; the bad value came from --set
     _fails(cli, tmp_path, DATA + "optimizer:\n  lr: 0.1\n",
-           "--set optimizer.lr: input should be greater than 0, got -1", "--set optimizer.lr=-1")
+           "--set optimizer.lr: must be a number > 0, got -1", "--set optimizer.lr=-1")
     _fails(cli, tmp_path, DATA + "optimizer:\n  lr: 0.1\n",
            "--set optimizer.lrr: unknown key for optimizer 'adam' (did you mean 'lr'?); valid keys: name, lr, beta1, beta2, eps",
            "--set optimizer.lrr=1")

@@ -218,7 +218,7 @@ def test_classification_warns_on_many_integer_values(cli, tmp_path):
          "c.yaml, line 8: optimizer.name: newton_cg needs curvature, and absolute error (loss mae) has none (its second "
          "derivative is 0 almost everywhere); use loss mse or huber, or lbfgs or cg"),
         ("task: clustering\ndata:\n  train: data.csv\n  target: y1\n",
-         "c.yaml, line 1: task: input should be 'classification', 'regression' or 'reconstruction', got 'clustering'"),
+         "c.yaml, line 1: task: must be one of classification, regression, reconstruction, got 'clustering'"),
     ],
     ids=["list-for-classification", "no-target", "ce-for-regression", "huber-for-classification", "delta-without-huber",
          "smoothing", "code-layer-range", "no-hidden", "code-layer-regression", "newton-cg", "unknown-task"],

@@ -69,7 +69,7 @@ SPACE_ERRORS = [
     (
         "    model.dropout: {type: uniform, low: 0.0, high: 1.5}\n",
         "line 5: tune.space.model.dropout: high 1.5 would be refused by the config schema: "
-        "model.dropout: input should be less than 1, got 1.5",
+        "model.dropout: must be a number in [0, 1), got 1.5",
     ),
     (
         "    training.epochs: {type: uniform, low: 5, high: 20}\n",

@@ -91,11 +91,11 @@ class FullBatchOptimizer(Optimizer):
 
     full_batch = True
     needs_curvature = False
-    # hyperparameters shared by all three (name -> (default, rule) as in engine/optimizers.py)
+    # hyperparameters shared by all three (name -> default, as in engine/optimizers.py)
     hyper = {
-        "gtol": (1e-5, "nonneg"),
-        "ftol": (1e-9, "nonneg"),
-        "max_line_search": (20, "positive_int"),
+        "gtol": 1e-5,
+        "ftol": 1e-9,
+        "max_line_search": 20,
     }
     arrays: tuple[str, ...] = ()  # the method's own state arrays besides x, g, f, status
 
@@ -103,9 +103,8 @@ class FullBatchOptimizer(Optimizer):
         unknown = set(hyper) - set(self.hyper)
         if unknown:
             raise TypeError(f"{self.name}: unknown hyperparameters {sorted(unknown)}")
-        for key, (default, rule) in self.hyper.items():
-            value = hyper.get(key, default)
-            setattr(self, key, int(value) if rule.endswith("_int") else value if rule.startswith("choice") else float(value))
+        for key, default in self.hyper.items():
+            setattr(self, key, type(default)(hyper.get(key, default)))  # counts stay int, names str
         self.dtype, self.weight_mask, self.n = np.dtype(dtype), weight_mask, int(n_params)
         self.t = 0
         self.x = np.zeros(self.n)
@@ -203,7 +202,7 @@ class LBFGS(FullBatchOptimizer):
     """
 
     name = "lbfgs"
-    hyper = {"history": (10, "positive_int"), **FullBatchOptimizer.hyper}
+    hyper = {"history": 10, **FullBatchOptimizer.hyper}
     arrays = ("s", "y", "pairs", "head")
 
     def _allocate(self):
@@ -307,7 +306,7 @@ class ConjugateGradient(FullBatchOptimizer):
     """
 
     name = "cg"
-    hyper = {"restart": (0, "nonneg_int"), "c2": (0.1, "positive"), **FullBatchOptimizer.hyper}
+    hyper = {"restart": 0, "c2": 0.1, **FullBatchOptimizer.hyper}
     arrays = ("d", "since_restart")
 
     def _allocate(self):
@@ -361,9 +360,9 @@ class NewtonCG(FullBatchOptimizer):
     name = "newton_cg"
     needs_curvature = True
     hyper = {
-        "curvature": ("gauss_newton", "choice:gauss_newton,hessian"),
-        "damping": (1e-4, "nonneg"),
-        "max_cg": (50, "positive_int"),
+        "curvature": "gauss_newton",
+        "damping": 1e-4,
+        "max_cg": 50,
         **FullBatchOptimizer.hyper,
     }
 

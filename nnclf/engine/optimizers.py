@@ -4,9 +4,9 @@ Each optimizer's state is a dict of arrays lined up with x (plus the step count 
 saves straight into a checkpoint and a resumed run continues exactly. The learning rate is
 passed to every ``step``: schedules live outside optimizers.
 
-Hyperparameters are declared per class in ``hyper`` as name -> (default, rule); the config
-schema reads them, so a typo in an optimizer key is an error, never silently ignored.
-Rules: "unit" means 0 <= v < 1, "positive" v > 0, "nonneg" v >= 0.
+Hyperparameters are declared per class in ``hyper`` as name -> default; an unknown keyword is
+a TypeError. The config's keys and their valid ranges are declared in nnclf/hyperparams.py
+(one model per optimizer, checked against these defaults by tests/test_hyperparams.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ OPTIMIZERS: Registry[type["Optimizer"]] = Registry("optimizer")
 
 class Optimizer:
     name = ""
-    hyper: dict[str, tuple[float, str]] = {}
+    hyper: dict[str, float] = {}
     state_names: tuple[str, ...] = ()
 
     def __init__(self, n_params: int, dtype="float32", weight_mask: np.ndarray | None = None, **hyper: float):
         unknown = set(hyper) - set(self.hyper)
         if unknown:
             raise TypeError(f"{self.name}: unknown hyperparameters {sorted(unknown)}")
-        for key, (default, _rule) in self.hyper.items():
+        for key, default in self.hyper.items():
             setattr(self, key, float(hyper.get(key, default)))
         self.dtype = np.dtype(dtype)
         self.t = 0
@@ -82,7 +82,7 @@ class Momentum(Optimizer):
     """v <- beta v + g,  x <- x - lr v   (heavy ball; beta = ``momentum``)."""
 
     name = "momentum"
-    hyper = {"momentum": (0.9, "unit")}
+    hyper = {"momentum": 0.9}
     state_names = ("velocity",)
 
     def _step(self, x, g, lr):
@@ -100,7 +100,7 @@ class Nesterov(Optimizer):
     """
 
     name = "nesterov"
-    hyper = {"momentum": (0.9, "unit")}
+    hyper = {"momentum": 0.9}
     state_names = ("velocity",)
 
     def _step(self, x, g, lr):
@@ -119,7 +119,7 @@ class AdaGrad(Optimizer):
     """s <- s + g^2,   x <- x - lr g / (sqrt(s) + eps)."""
 
     name = "adagrad"
-    hyper = {"eps": (1e-8, "positive")}
+    hyper = {"eps": 1e-8}
     state_names = ("sum_squares",)
 
     def _step(self, x, g, lr):
@@ -138,7 +138,7 @@ class RMSProp(Optimizer):
     """s <- rho s + (1 - rho) g^2,   x <- x - lr g / (sqrt(s) + eps)."""
 
     name = "rmsprop"
-    hyper = {"rho": (0.9, "unit"), "eps": (1e-8, "positive")}
+    hyper = {"rho": 0.9, "eps": 1e-8}
     state_names = ("mean_square",)
 
     def _step(self, x, g, lr):
@@ -166,7 +166,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
-    hyper = {"beta1": (0.9, "unit"), "beta2": (0.999, "unit"), "eps": (1e-8, "positive")}
+    hyper = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     state_names = ("m", "v")
 
     def _step(self, x, g, lr):
@@ -200,7 +200,7 @@ class AdamW(Adam):
     """
 
     name = "adamw"
-    hyper = {**Adam.hyper, "weight_decay": (0.01, "nonneg")}
+    hyper = {**Adam.hyper, "weight_decay": 0.01}
 
     def _step(self, x, g, lr):
         if self.weight_decay:

@@ -17,13 +17,13 @@ SCHEDULES: Registry[type["Schedule"]] = Registry("schedule")
 
 class Schedule:
     name = ""
-    hyper: dict[str, tuple[float, str]] = {}
+    hyper: dict[str, float] = {}
 
     def __init__(self, base_lr: float, epochs: int, warmup_epochs: int = 0, **hyper: float):
         unknown = set(hyper) - set(self.hyper)
         if unknown:
             raise TypeError(f"{self.name}: unknown hyperparameters {sorted(unknown)}")
-        for key, (default, _rule) in self.hyper.items():
+        for key, default in self.hyper.items():
             setattr(self, key, hyper.get(key, default))
         self.base_lr = float(base_lr)
         self.epochs = int(epochs)
@@ -66,7 +66,7 @@ class StepDecay(Schedule):
     """lr_t = lr * gamma^floor(t / step_size)."""
 
     name = "step"
-    hyper = {"step_size": (10, "positive_int"), "gamma": (0.1, "positive")}
+    hyper = {"step_size": 10, "gamma": 0.1}
 
     def decayed(self, t):
         return self.base_lr * self.gamma ** (t // int(self.step_size))
@@ -77,7 +77,7 @@ class ExponentialDecay(Schedule):
     """lr_t = lr * gamma^t."""
 
     name = "exponential"
-    hyper = {"gamma": (0.95, "positive")}
+    hyper = {"gamma": 0.95}
 
     def decayed(self, t):
         return self.base_lr * self.gamma**t
@@ -89,7 +89,7 @@ class CosineDecay(Schedule):
     end of warmup down to min_lr at the last epoch."""
 
     name = "cosine"
-    hyper = {"min_lr": (0.0, "nonneg")}
+    hyper = {"min_lr": 0.0}
 
     def decayed(self, t):
         span = max(1, self.epochs - self.warmup_epochs - 1)
@@ -104,12 +104,12 @@ class ReduceOnPlateau(Schedule):
 
     name = "reduce_on_plateau"
     hyper = {
-        "monitor": ("val_loss", "metric"),
-        "mode": ("auto", "mode"),
-        "factor": (0.1, "unit"),
-        "patience": (5, "nonneg_int"),
-        "min_delta": (0.0, "nonneg"),
-        "min_lr": (0.0, "nonneg"),
+        "monitor": "val_loss",
+        "mode": "auto",
+        "factor": 0.1,
+        "patience": 5,
+        "min_delta": 0.0,
+        "min_lr": 0.0,
     }
 
     def __init__(self, *args, **kwargs):

@@ -27,11 +27,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from ..config import Config, _line_of, _shown, format_errors
-from ..engine.optimizers import OPTIMIZERS
-from ..engine.schedules import SCHEDULES, resolve_mode
+from ..config import Config, _line_of, _shown, format_errors, schema_fields
+from ..engine.schedules import resolve_mode
 from ..errors import NnclfError
 from ..registry import did_you_mean
 
@@ -110,30 +109,7 @@ class TuneSpec:
 def tunable_keys(cfg: Config) -> list[str]:
     """Every dotted key of the schema (sections that are null, like early_stopping, included),
     plus every optimizer's and schedule's own keys (the schema then checks them per name)."""
-    keys: list[str] = []
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, info in model.model_fields.items():
-            sub = _submodel(info.annotation)
-            if sub is not None:
-                walk(sub, f"{prefix}{name}.")
-            elif prefix + name != "tune":
-                keys.append(prefix + name)
-
-    walk(Config, "")
-    for section, registry in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-        for name in registry.names():
-            keys.extend(f"{section}.{k}" for k in registry.get(name).hyper if f"{section}.{k}" not in keys)
-    return keys
-
-
-def _submodel(annotation) -> Optional[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
+    return [key for key in schema_fields() if key != "tune"]
 
 
 class _Where:
