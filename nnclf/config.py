@@ -588,9 +588,10 @@ def format_errors(
         seen.add(path)
         key, message = _problem(item, keys, owner, chosen)
         messages.append(_placed(key, message, source, lines, overridden))
-    # name the file once: "cfg.yaml, line 3: a: ...; line 9: b: ..."
-    named = messages[0].startswith(source + ", ")
-    shown = "; ".join([messages[0], *(m[len(source) + 2 :] if named and m.startswith(source + ", ") else m for m in messages[1:3])])
+    # name the file once: "cfg.yaml, line 3: a: ...; line 9: b: ..." (or "config: a: ...; b: ...")
+    named = messages[0].startswith((source + ", ", source + ": "))
+    rest = [m[len(source) + 2 :] if named and m.startswith((source + ", ", source + ": ")) else m for m in messages[1:3]]
+    shown = "; ".join([messages[0], *rest])
     more = f" (and {len(messages) - 3} more)" if len(messages) > 3 else ""
     return shown + more
 

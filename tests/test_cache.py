@@ -221,7 +221,7 @@ def test_auto_picks_mmap_only_when_memory_is_short(tmp_path, monkeypatch):
 def test_config_rejects_an_unknown_cache_mode(tmp_path):
     cfg = _config(tmp_path, ", cache: disk")
     r = run_cli(["train", cfg], tmp_path)
-    assert r.exit_code == 1 and "data.cache" in r.stderr and "'auto', 'memory' or 'mmap'" in r.stderr
+    assert r.exit_code == 1 and "data.cache" in r.stderr and "must be one of auto, memory, mmap, got 'disk'" in r.stderr
 
 
 TRAIN = """\
