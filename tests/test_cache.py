@@ -357,3 +357,20 @@ training: {{epochs: 1, batch_size: 1024, workers: 1}}
     assert built < 300, f"peak anonymous memory {built:.0f} MB for a {matrix / 1e9:.2f} GB matrix"
     summary = json.loads((tmp_path / "runs" / "big" / "summary.json").read_text())
     assert summary["rows"]["train"] == matrix // (cols * 4) and summary["test"]["accuracy"] > 0.6
+
+
+def test_auto_does_not_open_a_file_that_fits_even_at_one_number_a_byte(tmp_path, monkeypatch):
+    cfg = load_config(_config(tmp_path, ", cache: auto"))
+    size = Path(cfg.data.train).stat().st_size
+    estimate = cache_module.estimated_matrix_bytes(cfg.data.train, cfg.data)
+    assert 0 < estimate < size * 4  # the bound holds: a cell takes at least a byte of text
+
+    def no_look(*args, **kwargs):
+        raise AssertionError("the file was opened")
+
+    monkeypatch.setattr(cache_module, "estimated_matrix_bytes", no_look)
+    monkeypatch.setattr(cache_module, "available_memory", lambda: 2 * size * 4 * cache_module.PEAK_PER_MATRIX_BYTE / cache_module.AUTO_SHARE)
+    assert resolve_mode(cfg.data, "float32") == "memory"
+    monkeypatch.setattr(cache_module, "available_memory", lambda: size)  # too little for the bound: the file is looked at
+    with pytest.raises(AssertionError, match="the file was opened"):
+        resolve_mode(cfg.data, "float32")

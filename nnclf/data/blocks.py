@@ -23,6 +23,9 @@ import numpy as np
 from ..errors import NnclfError
 
 QUOTE, NEWLINE, CR = 34, 10, 13
+# parse threads at most: each holds a block of up to reading.MAX_BLOCK_BYTES (and one more waits), so
+# memory grows with the count, while the caller's work on each chunk bounds what more would win
+MAX_PARSE_THREADS = 4
 
 
 class Records(NamedTuple):
@@ -264,14 +267,14 @@ def newlines_before(path, offset: int) -> int:
 
 
 def parse_workers() -> int:
-    """Threads for parsing: the CPUs this process may use, at most 4."""
+    """Threads for parsing: the CPUs this process may use, at most ``MAX_PARSE_THREADS``."""
     import os
 
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         cpus = os.cpu_count() or 1
-    return min(cpus, 4)
+    return min(cpus, MAX_PARSE_THREADS)
 
 
 def iter_blocks(path, f, data_start: int, names: list[str], options: dict, block_bytes: int, workers: int, errors) -> Iterator:

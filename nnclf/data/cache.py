@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import uuid
@@ -68,24 +69,17 @@ def estimated_matrix_bytes(path: str, data, dtype: str = "float32") -> int:
     """A lower estimate of the float training matrix's size: rows (file size over the mean line
     length of the head; compressed files counted as 5x their size) x feature columns x itemsize.
     One-hot columns only make the real matrix larger."""
-    from .reading import is_parquet
-
-    def _open_text_head(path, encoding, size=65536):  # the file's first characters (decompressed)
-        from pandas.io.common import get_handle
-
-        with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
-            raw = handles.handle.read(size * 4)
-        return raw.decode(encoding, errors="replace")[:size].lstrip("\ufeff")
+    from .reading import is_parquet, sniff_file
 
     p = Path(path)
     size = p.stat().st_size
     if is_parquet(p):
         return size * 2  # no cheap line count; parquet is typically 2-4x smaller than its floats
     try:
-        head = _open_text_head(p, data.encoding)
-    except (OSError, UnicodeError, NnclfError):
+        sniffed = sniff_file(p, data.encoding, data.delimiter)
+    except Exception:  # noqa: BLE001 (an estimate: the reader itself then reports what is wrong with the file)
         return 0
-    lines = head.splitlines()
+    lines = sniffed.head.splitlines()
     if len(lines) < 2:
         return 0
     from pandas.io.common import infer_compression
@@ -94,12 +88,23 @@ def estimated_matrix_bytes(path: str, data, dtype: str = "float32") -> int:
     body = lines[1:-1] or lines[1:]
     line_bytes = max(1.0, sum(len(line) + 1 for line in body) / len(body))
     rows = text_bytes / line_bytes
-    first = lines[0]
-    sep = data.delimiter or max(",;\t|", key=first.count)
-    columns = max(1, len(lines[0].split(sep)) - 1 - len(data.ignore or []))
+    columns = max(1, len(sniffed.names) - 1 - len(data.ignore or []))
     if data.features is not None:
         columns = len(data.features)
     return int(rows * columns * np.dtype(dtype).itemsize)
+
+
+def _at_most_one_number_a_byte(path: str, dtype: str) -> float:
+    """An upper bound of the matrix's bytes for a plain CSV (a cell takes at least one byte with
+    its delimiter), before one-hot columns; inf where the file's size bounds nothing (compressed,
+    Parquet)."""
+    from pandas.io.common import infer_compression
+
+    from .reading import is_parquet
+
+    if is_parquet(Path(path)) or infer_compression(str(path), "infer") is not None:
+        return math.inf
+    return Path(path).stat().st_size * np.dtype(dtype).itemsize
 
 
 def resolve_mode(data, dtype: str = "float32", warn: Warn = lambda m: None) -> str:
@@ -110,6 +115,8 @@ def resolve_mode(data, dtype: str = "float32", warn: Warn = lambda m: None) -> s
     available = available_memory()
     if available is None or not Path(data.train).is_file():
         return "memory"
+    if _at_most_one_number_a_byte(data.train, dtype) * PEAK_PER_MATRIX_BYTE <= AUTO_SHARE * available:
+        return "memory"  # fits even if every byte of text were a cell: no need to look inside the file
     estimate = estimated_matrix_bytes(data.train, data, dtype)
     if estimate * PEAK_PER_MATRIX_BYTE > AUTO_SHARE * available:
         warn(

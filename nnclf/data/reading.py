@@ -22,6 +22,7 @@ DEFAULT_NA_VALUES = (
 )  # pandas' default list, written out so a pandas release cannot change what a file means
 HEAD_BYTES = 1 << 18  # read for sniffing, after the header record
 MAX_HEADER_BYTES = 64 << 20  # a header record longer than this is refused, not read forever
+HEAD_GROWTH = 4  # a header longer than the head read so far: read 4x as much (few reads even for 50,000 columns)
 CELL_QUOTE_CHARS = 40  # at most this much of a cell is quoted in a message
 
 
@@ -169,14 +170,14 @@ class Sniffed:
     line_bytes: int  # mean bytes per line of the head
 
 
-def sniff(path: Path, head: bytes, complete: bool, encoding: str, delimiter: Optional[str], cuttable: bool) -> Sniffed:
+def sniff(path: Path, head: bytes, text: str, complete: bool, encoding: str, delimiter: Optional[str], cuttable: bool) -> Sniffed:
     """Decide everything from ``head`` (the first bytes of the decompressed file, through the
-    header record)."""
+    header record) and ``text``, the same bytes decoded (``_read_head`` decodes them once)."""
     wide = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not wide:
         # read as utf-8 it would fail later with a misleading "expected N fields" on some line
         raise NnclfError(f"{path}: the file is UTF-16 text (it starts with a UTF-16 byte-order mark); set data.encoding: utf-16")
-    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
+    text = text.lstrip("\ufeff")
     if not complete and not wide:
         text = text[: len(text) - 1]  # the last character may be cut mid-sequence
     if not text.strip():
@@ -204,6 +205,17 @@ def sniff(path: Path, head: bytes, complete: bool, encoding: str, delimiter: Opt
                    max(1, len(head) // max(newlines, 1)))
 
 
+def sniff_file(path: str | Path, encoding: str = "utf-8", delimiter: Optional[str] = None) -> Sniffed:
+    """The head of a (possibly compressed) file sniffed by the reader's own rules, for a look
+    taken before the file is read (``cache.estimated_matrix_bytes``)."""
+    from pandas.io.common import get_handle
+
+    path = Path(path)
+    with get_handle(str(path), "rb", compression="infer", is_text=False) as handles:
+        head, text, complete = _read_head(path, handles.handle, encoding)
+    return sniff(path, head, text, complete, encoding, delimiter, cuttable=False)
+
+
 def _sniff_delimiter(first_line: str) -> str:
     """Comma unless the header line clearly uses ';', tab or '|' instead."""
     counts = {d: first_line.count(d) for d in DELIMITERS}
@@ -211,9 +223,9 @@ def _sniff_delimiter(first_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def _header_complete(head: bytes, encoding: str) -> bool:
-    """Whether ``head`` holds the whole header record (and a line end after it)."""
-    text = head.decode(encoding, errors="replace").lstrip("\ufeff")
+def _header_complete(text: str) -> bool:
+    """Whether ``text`` (the decoded head) holds the whole header record (and a line end after it)."""
+    text = text.lstrip("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         for row in reader:
@@ -282,6 +294,10 @@ READ_CHUNK_ROWS = 65_536  # when the file's head cannot tell how long its lines 
 # the most text parsed at a time (by one parse thread, or per chunk of the single reader):
 # the trade between time and peak memory is measured in benchmarks/RESULTS.md
 MAX_BLOCK_BYTES = 8 << 20
+# a block (or chunk) of very long lines still holds this many rows, and a block of short ones
+# this many bytes: below that each pandas call costs more in set-up than in parsing
+MIN_CHUNK_ROWS = 1024
+MIN_BLOCK_BYTES = 1 << 16
 
 
 def read_table(path: str | Path, encoding: str = "utf-8", delimiter: str | None = None, options: ReadOptions | None = None):
@@ -440,16 +456,16 @@ class TableReader:
         else:
             source = hashing = _HashingReader(raw)
         stream = _decompress(path, source, compression)
-        head, complete = _read_head(path, stream, options.encoding)
+        head, text, complete = _read_head(path, stream, options.encoding)
         cuttable = self.threads and compression is None and not self.stdin and codec in _CUTTABLE
-        sniffed = sniff(path, head, complete, options.encoding, options.delimiter, cuttable)
+        sniffed = sniff(path, head, text, complete, options.encoding, options.delimiter, cuttable)
         kwargs = dict(sep=sniffed.sep, decimal=sniffed.decimal, skipinitialspace=True, low_memory=False,
                       **options.pandas(sniffed.names))
-        chunk_rows = self.chunk_rows or max(1024, MAX_BLOCK_BYTES // sniffed.line_bytes)
+        chunk_rows = self.chunk_rows or max(MIN_CHUNK_ROWS, MAX_BLOCK_BYTES // sniffed.line_bytes)
         if sniffed.data_start is not None:
             from .blocks import iter_blocks, parse_workers
 
-            block_bytes = min(max(1 << 16, chunk_rows * sniffed.line_bytes), MAX_BLOCK_BYTES)
+            block_bytes = min(max(MIN_BLOCK_BYTES, chunk_rows * sniffed.line_bytes), MAX_BLOCK_BYTES)
             frames = iter_blocks(path, raw, sniffed.data_start, sniffed.names,
                                  {**kwargs, "encoding": options.encoding, "header": None, "names": sniffed.names},
                                  block_bytes, parse_workers(), _Errors(path, options.encoding, len(sniffed.names)))
@@ -605,23 +621,27 @@ def _decompress(path: Path, source, compression: Optional[str]):
         raise NnclfError(f"{path}: reading {compression} files needs a module that is not installed ({e})") from None
 
 
-def _read_head(path: Path, stream, encoding: str) -> tuple[bytes, bool]:
-    """(the first bytes of ``stream``: the whole header record and ``HEAD_BYTES`` more,
-    whether that is the whole stream)."""
-    head = b""
+def _read_head(path: Path, stream, encoding: str) -> tuple[bytes, str, bool]:
+    """(the first bytes of ``stream``: the whole header record and ``HEAD_BYTES`` more, those
+    bytes decoded, whether that is the whole stream). Each byte is decoded once, as it is read:
+    the text is what ``head.decode(encoding, errors="replace")`` gives."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    head, text = b"", ""
     size = HEAD_BYTES
     while True:
         more = stream.read(size - len(head))
         head += more
+        text += decoder.decode(more)
         if len(head) < size and more:
             continue  # a short read (a pipe): read on
         if not more or len(head) < size:
-            return head, True
-        if _header_complete(head, encoding):
-            return head + stream.read(HEAD_BYTES), False
+            return head, text + decoder.decode(b"", final=True), True
+        if _header_complete(text):
+            more = stream.read(HEAD_BYTES)
+            return head + more, text + decoder.decode(more, final=True), False
         if size >= MAX_HEADER_BYTES:
             raise NnclfError(f"{path}: the header record is longer than {MAX_HEADER_BYTES >> 20} MB; is this a CSV file?")
-        size *= 4
+        size *= HEAD_GROWTH
 
 
 class _Errors:
