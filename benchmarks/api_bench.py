@@ -8,7 +8,12 @@
 2. ``GridSearchCV`` over hidden x lr (4 candidates, 3 folds) with n_jobs=1 and n_jobs=2
    (estimators cloned and fitted in joblib's worker processes), interleaved.
 
-    PYTHONPATH=. python benchmarks/api_bench.py [--rounds 3]
+    PYTHONPATH=. python benchmarks/api_bench.py [--rounds 3] [--sklearn-blas-threads 1] [--no-grid]
+
+``--sklearn-blas-threads N`` runs MLPClassifier under ``threadpool_limits(N)`` (by default it
+gets OpenBLAS's own thread count, as a user's would; on an oversubscribed machine those threads
+wait for each other, so this separates the implementations from that effect). ``--no-grid``
+skips part 2.
 
 Prints one line per measurement and a summary; the machine's load average is printed first,
 since other processes change every figure.
@@ -54,7 +59,18 @@ def grid_seconds(X, y, n_jobs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sklearn-blas-threads", type=int, default=None)
+    parser.add_argument("--no-grid", action="store_true")
     args = parser.parse_args()
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    def sklearn_limits():
+        if args.sklearn_blas_threads is None:
+            return nullcontext()
+        return threadpool_limits(limits=args.sklearn_blas_threads, user_api="blas")
+
     from sklearn.datasets import load_digits
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
@@ -68,14 +84,18 @@ def main() -> None:
                                    batch_size=200, alpha=0.0, tol=0.0, n_iter_no_change=10**9, random_state=0)
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     cv_seconds(ours, X, y)  # warm-up: imports, first BLAS calls
-    cv_seconds(theirs, X, y)
+    with sklearn_limits():
+        cv_seconds(theirs, X, y)
+    if args.sklearn_blas_threads is not None:
+        print(f"MLPClassifier under threadpool_limits({args.sklearn_blas_threads}, 'blas')", flush=True)
     for label, busy in (("quiet", False), ("one busy process", True)):
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
             ratios = []
             for r in range(args.rounds):
                 t_ours, acc_ours = cv_seconds(ours, X, y)
-                t_theirs, acc_theirs = cv_seconds(theirs, X, y)
+                with sklearn_limits():
+                    t_theirs, acc_theirs = cv_seconds(theirs, X, y)
                 ratios.append(t_theirs / t_ours)
                 print(f"cross_val_score [{label}] round {r + 1}: nnclf {t_ours:.2f} s (acc {acc_ours:.3f}), "
                       f"MLPClassifier {t_theirs:.2f} s (acc {acc_theirs:.3f}), ratio {t_theirs / t_ours:.2f}x", flush=True)
@@ -84,6 +104,9 @@ def main() -> None:
             if hog is not None:
                 hog.kill()
                 hog.wait()
+    if args.no_grid:
+        print(f"load average after: {os.getloadavg()[0]:.1f}", flush=True)
+        return
     grid_seconds(X, y, 2)  # warm-up of the worker pool
     ratios = []
     for r in range(args.rounds):

@@ -366,3 +366,27 @@ def test_a_pipeline_and_a_grid_search_over_regressors():
     assert search.best_score_ > 0.8 and len(search.cv_results_["params"]) == 4
     ae = GridSearchCV(nnclf.Autoencoder(epochs=5, random_state=0), {"hidden": [(4, 1, 4), (4, 2, 4)]}, cv=3).fit(X / 50)
     assert ae.best_params_["hidden"] in [(4, 1, 4), (4, 2, 4)]
+
+
+def test_dataframes_with_text_columns_go_through_nnclf_preprocessing(tmp_path, cli):
+    """Penguins (text columns, missing cells): Regressor and Autoencoder preprocess the
+    DataFrame themselves (preprocess="auto"), keep the column names, and their saved
+    checkpoints predict on the raw CSV through the CLI with the same numbers."""
+    from conftest import DATA
+
+    frame = read_table(DATA / "penguins.csv").dropna(subset=["body_mass_g"])
+    X, y = frame.drop(columns=["body_mass_g"]), frame["body_mass_g"]
+    reg = nnclf.Regressor(hidden=(16,), epochs=20, lr=0.01, random_state=0).fit(X, y)
+    assert reg.preprocessor_ is not None and reg.feature_names_in_.tolist() == list(X.columns)
+    assert reg.targets_.names == ["body_mass_g"] and reg.score(X, y) > 0.5
+    reg.save(tmp_path / "reg.npz")
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    assert cli("predict reg.npz p.csv -o pred.csv").exit_code == 0
+    header, rows = csv_rows(tmp_path / "pred.csv")
+    assert header == ["prediction"] and rows == numbers(reg.predict(X))
+    ae = nnclf.Autoencoder(hidden=(8, 3, 8), epochs=5, random_state=0).fit(X)
+    assert ae.preprocessor_ is not None and ae.transform(X).shape == (len(X), 3)
+    ae.save(tmp_path / "ae.npz")
+    X.to_csv(tmp_path / "x.csv", index=False)
+    assert cli("encode ae.npz x.csv -o codes.csv").exit_code == 0
+    assert csv_rows(tmp_path / "codes.csv")[1] == numbers(ae.transform(X))
