@@ -571,7 +571,7 @@ def tune(
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with StudyDisplay(setup, quiet) as display:
-            result = run_study(setup, jobs, stop, warn, display.update)
+            result = run_study(setup, jobs, stop, warn, None if quiet else display.update)
     finally:
         signal.signal(signal.SIGINT, previous)
     for message in result.errors:

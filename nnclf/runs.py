@@ -88,7 +88,8 @@ class _Checkpointer:
         durable = self.run.durable and now - self.last_sync >= self.SYNC_SECONDS
         if durable:
             self.last_sync = now
-        self.run.write_metrics(trainer.history, durable)
+        if not self.run.deferred:
+            self.run.write_metrics(trainer.history, durable)
         if improved:
             self.run.save("best", trainer, trainer.net.params, durable)
         if trainer.epoch % self.every == 0 or trainer.epoch == trainer.epochs or trainer.stopped_early:
@@ -108,6 +109,13 @@ class TrainingRun:
         # False: writes stay atomic but are not forced to disk (nnclf tune's trials: the study's
         # storage is their record, and ~13 fsyncs were most of a small trial's cost)
         self.durable = True
+        # True: checkpoints and metrics.csv are kept in memory during training and written once
+        # at its end (``flush``), the same bytes; nnclf tune's small trials, where writing them
+        # after every epoch (~27 file replacements for 8 epochs) cost more than the training.
+        # A run killed mid-way then leaves no checkpoint (a killed trial is run again anyway).
+        self.deferred = False
+        self._pending: dict[str, tuple] = {}
+        self._history = None
         folder.columns = metric_columns(cfg.task)
         if cfg.task == "reconstruction":
             from .data.targets import code_layer
@@ -147,9 +155,29 @@ class TrainingRun:
             arrays["trainer.permutation"] = state["permutation"]
         if self.prepared.pca is not None:
             arrays["pca.mean"], arrays["pca.components"] = self.prepared.pca.mean, self.prepared.pca.components
-        save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, self.checkpoint_meta(trainer, state), arrays, durable)
+        meta = self.checkpoint_meta(trainer, state)
+        if self.deferred and which in ("best", "last"):  # copies: training goes on updating the arrays in place
+            import copy
+
+            self._pending[which] = (params.copy(), copy.deepcopy(meta), {k: np.array(v, copy=True) for k, v in arrays.items()}, trainer.epoch)
+            self._history = trainer.history
+            return
+        save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, meta, arrays, durable)
         if which == "last":
             self.last_saved_epoch = trainer.epoch
+
+    def flush(self, history=None) -> None:
+        """Write what ``deferred`` kept back: metrics.csv, then the checkpoints."""
+        if not self.writes or not self.deferred:
+            return
+        history = history if history is not None else self._history
+        if history is not None:
+            self.files.write_metrics(history, self.durable)
+        for which, (params, meta, arrays, epoch) in list(self._pending.items()):
+            save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, meta, arrays, self.durable)
+            if which == "last":
+                self.last_saved_epoch = epoch
+            del self._pending[which]
 
     def write_metrics(self, history, durable: bool = True) -> None:
         if self.writes:
@@ -273,13 +301,20 @@ def train(
     durable: bool = True,
     values: dict[str, Any] | None = None,
     comm=None,
+    prepare_data: Optional[Callable] = None,
+    deferred: bool = False,
 ) -> RunResult:
     """Validate, read data, make the run folder, train, test, summarise. ``durable=False``: the
     run's files are written atomically but not forced to disk (for many small runs).
 
     ``config_path``: a YAML file or an already-read mapping; ``values``: dotted key -> Python
-    value applied after the ``KEY=VALUE`` ``overrides``."""
+    value applied after the ``KEY=VALUE`` ``overrides``; ``deferred=True``: checkpoints and
+    metrics.csv are written once when training ends (``TrainingRun.deferred``); ``prepare_data``: a stand-in for
+    ``nnclf.data.dataset.prepare`` with its signature (nnclf tune's trials pass one that keeps
+    the arrays of earlier trials, ``nnclf.tune.prepared``)."""
     from .data.dataset import prepare
+
+    prepare = prepare_data or prepare
 
     comm = comm if comm is not None else SingleProcess()
     if comm.rank != 0:
@@ -318,6 +353,7 @@ def train(
     try:
         run = TrainingRun(folder, cfg, prepared, stem, comm=comm)
         run.durable = durable
+        run.deferred = deferred
         if comm.size > 1:
             comm.broadcast((str(folder.path), mode))
         run.write_static_files()
@@ -621,6 +657,7 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
             with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 trainer.fit(prepared.train.x, prepared.train.y, val.x if val else None, val.y if val else None)
         except TrainingDiverged as e:
+            run.flush(trainer.history)
             run.sync()
             run.write_summary(_summary(run, trainer, started, status="diverged", error=str(e)))
             last = run.folder / "checkpoints" / "last.npz"
@@ -628,6 +665,7 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
             raise TrainingDiverged(f"{e}{kept}") from None
         if trainer.interrupted:
             run.save("last", trainer, trainer.net.params)
+        run.flush(trainer.history)
         temperature = 1.0
         if not trainer.interrupted and cfg.training.calibration == "temperature" and run.writes:
             temperature = _calibrate(run, warn)

@@ -268,7 +268,9 @@ def test_ctrl_c_keeps_finished_trials_and_marks_the_running_one(tmp_path):
     path = config(tmp_path, "tune: {trials: 40}", "training: {epochs: 300, batch_size: 8}")
     folder = tmp_path / "runs" / "s"
     proc = _tune_process([str(path), "--study", "s"], tmp_path)
-    assert _wait_for(lambda: (folder / "trial-0001" / "metrics.csv").exists()), proc.communicate(timeout=5)
+    # (a trial writes metrics.csv when it ends; config.yaml when it starts)
+    assert _wait_for(lambda: (folder / "trial-0001" / "config.yaml").exists()), proc.communicate(timeout=5)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -323,7 +325,8 @@ def test_a_killed_workers_trial_is_failed_and_retried(tmp_path):
     folder = tmp_path / "runs" / "s"
     proc = _tune_process([str(path), "--study", "s", "--jobs", "2", "--heartbeat", "1"], tmp_path)
     # kill one worker in the middle of its trial (a child of the tune process)
-    assert _wait_for(lambda: (folder / "trial-0001" / "metrics.csv").exists()), proc.communicate(timeout=5)
+    assert _wait_for(lambda: (folder / "trial-0001" / "config.yaml").exists()), proc.communicate(timeout=5)
+    time.sleep(0.5)
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     assert len(children) == 2
     os.kill(int(children[0]), signal.SIGKILL)

@@ -108,6 +108,8 @@ def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str):
     if len(frame) < 2:
         what = "row(s) with target values" if task == "regression" else "row(s)"
         raise NnclfError(f"{source}: {len(frame)} {what}; training needs at least 2")
+    if getattr(data, "split_seed", None) is not None:  # nnclf tune varies seed, not the split
+        seed = data.split_seed
     rng = np.random.default_rng([seed, 0])  # the split's own stream, independent of the model's
     positions = np.arange(len(frame))
 

@@ -37,10 +37,12 @@ import yaml
 from ..checkpoint import atomic_write_text
 from ..config import _resolve_paths, apply_override, load_config, parse_yaml, validate
 from ..errors import NnclfError
+from .prepared import process_memo
 from .space import TuneSpec, parse_tune
 
 INSTALL_HINT = 'nnclf tune needs Optuna: pip install ".[tune]" in a clone, or pip install "nnclf[tune]"'
 STATES = ("complete", "pruned", "failed", "running", "waiting")
+WAIT_POLL = 0.2  # seconds between a waiting worker's looks at the study (one cheap query each)
 
 
 def import_optuna():
@@ -299,12 +301,16 @@ class TrialSkipped(Exception):
 
 
 class _Reporter:
-    """Trainer callback: the metric to Optuna after every epoch; stops training when pruned."""
+    """Trainer callback: the metric to Optuna after every epoch; stops training when pruned.
+    Without a pruner nothing reads the per-epoch values, and each report is a storage write
+    (a commit, and with several workers a wait for the database lock), so none is made."""
 
-    def __init__(self, trial, metric: str):
-        self.trial, self.metric, self.pruned = trial, metric, False
+    def __init__(self, trial, metric: str, prunes: bool = True):
+        self.trial, self.metric, self.pruned, self.prunes = trial, metric, False, prunes
 
     def on_epoch_end(self, trainer, record: dict, improved: bool) -> None:
+        if not self.prunes:
+            return
         value = record.get(self.metric)
         if value is None or not math.isfinite(value):
             return
@@ -393,10 +399,10 @@ def _counted(trial) -> bool:
     return name in ("COMPLETE", "PRUNED") or (name == "FAIL" and bool(trial.user_attrs.get("diverged")))
 
 
-def _counts(study) -> dict[str, int]:
+def _counts(study, trials=None) -> dict[str, int]:
     optuna = import_optuna()
     S = optuna.trial.TrialState
-    trials = study.get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
     return {
         "done": sum(_counted(t) for t in trials),
         "running": sum(t.state == S.RUNNING for t in trials),
@@ -443,20 +449,22 @@ def run_worker(
     def objective(trial):
         S = optuna.trial.TrialState
         # another worker may have taken the budget's last trial between our count and our ask
-        # (one process alone cannot race itself: the check would only cost a query)
-        earlier = [] if solo else [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and (_counted(t) or t.state in (S.RUNNING, S.WAITING))]
-        if len(earlier) >= setup.trials:
-            trial.set_user_attr("skipped", "the study had its trials when this one started")
-            raise TrialSkipped()
+        # (one process alone cannot race itself: the check would only cost a query). Trial
+        # numbers count every earlier trial, so below the budget no query is needed either.
+        if not solo and trial.number >= setup.trials:
+            earlier = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and (_counted(t) or t.state in (S.RUNNING, S.WAITING))]
+            if len(earlier) >= setup.trials:
+                trial.set_user_attr("skipped", "the study had its trials when this one started")
+                raise TrialSkipped()
         params = suggest(trial, setup.spec)
+        # (the overrides and the folder follow from the number and the params: not stored)
         overrides = trial_overrides(setup, trial.number, params)
-        trial.set_user_attr("overrides", overrides)
         folder = setup.trial_folder(trial.number)
-        trial.set_user_attr("folder", str(folder))
-        reporter = _Reporter(trial, setup.spec.metric)
+        reporter = _Reporter(trial, setup.spec.metric, prunes=setup.spec.pruner != "none")
         t0 = time.time()
         try:
-            run = runs.train(setup.study_yaml, overrides, setup.folder, folder.name, [reporter, *callbacks], once, stop, durable=False)
+            run = runs.train(setup.study_yaml, overrides, setup.folder, folder.name, [reporter, *callbacks], once, stop,
+                             durable=False, deferred=True, prepare_data=process_memo().prepare)
         except TrainingDiverged as e:
             trial.set_user_attr("error", str(e))
             trial.set_user_attr("diverged", True)
@@ -479,29 +487,32 @@ def run_worker(
         if value is None or not math.isfinite(value):
             raise NnclfError(f"trial {trial.number}: metric '{setup.spec.metric}' was not logged")
         test = (summary.get("test") or {}).get("accuracy")
-        trial.set_user_attr("epochs", summary["epochs_run"])
-        if test is not None:
-            trial.set_user_attr("test_accuracy", test)
+        # one storage write for both (each set_user_attr is a commit)
+        trial.set_user_attr("result", {"epochs": summary["epochs_run"], "test_accuracy": test})
         _write_trial_json(folder, _trial_json(setup, trial.number, params, {
             "state": "complete", "value": value, "best_epoch": summary["best_epoch"], "epochs": summary["epochs_run"],
             "test_accuracy": test, "seconds": seconds}))
         return float(value)
 
+    trials = None  # the study's trials as on_trial read them: the next count needs no query
     while not stop.is_set():
         if setup.timeout is not None and time.monotonic() - started >= setup.timeout:
             break
-        counts = _counts(study)
+        counts = _counts(study, trials)
+        trials = None
         if counts["done"] >= setup.trials:
             break
         if counts["done"] + counts["running"] >= setup.trials and not counts["waiting"]:
-            # the last trials are running elsewhere; wait: a killed worker's trial comes back
+            # the last trials are running elsewhere; wait: a killed worker's trial comes back.
+            # A short wait: the command ends when its last worker does, so a worker that slept
+            # a second here after the study's last trial made the whole study a second longer.
             optuna.storages.fail_stale_trials(study)
-            stop.wait(min(1.0, setup.heartbeat / 2))
+            stop.wait(min(WAIT_POLL, setup.heartbeat / 2))
             continue
         try:
             study.optimize(objective, n_trials=1, catch=(TrainingDiverged, TrialSkipped, TrialInterrupted), gc_after_trial=False)
         finally:
-            on_trial(study)
+            trials = on_trial(study)
         result.ran += 1
     result.interrupted = stop.is_set()
     return result
@@ -542,13 +553,36 @@ def _worker_main(setup: StudySetup, index: int, threads: Optional[int]) -> None:
     os._exit(code)  # no atexit handlers of the parent (rich, the CLI) in a forked child
 
 
-def start_workers(setup: StudySetup, jobs: int) -> list:
+def warm_up(setup: StudySetup, warn: Callable[[str], None] = lambda m: None) -> bool:
+    """Before forking: import the data layer (pandas) and prepare the study's data once in
+    this process, so forked workers share both instead of each paying for them (on a busy
+    machine the two imports and reads cost more than one). Returns whether data was prepared.
+    A problem is left to the trials to report (they name it as ``nnclf train`` would)."""
+    from .. import runs
+    from ..config import load_config
+
+    try:
+        cfg = load_config(setup.study_yaml, trial_overrides(setup, 0, {}))
+        if runs._cache_mode(cfg, lambda m: None) == "mmap":
+            return False
+        process_memo().prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task)
+    except (NnclfError, OSError, MemoryError):
+        return False
+    return True
+
+
+def start_workers(setup: StudySetup, jobs: int, warn: Callable[[str], None] = lambda m: None) -> list:
     """``jobs`` worker processes (fork where available: no second import of nnclf and Optuna)."""
     import multiprocessing as mp
 
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    if method == "fork":
+        warm_up(setup, warn)
+    # one BLAS thread per worker when the workers fill the cores: more would oversubscribe them
+    from ..threads import _usable_cores
+
+    threads = max(1, _usable_cores() // jobs)
     for storage in _STORAGES.values():  # no connection of this process shared with a child
         dispose(storage)
     procs = []
@@ -571,18 +605,27 @@ def state_name(trial) -> str:
     return name
 
 
-def trial_rows(study) -> list[dict[str, Any]]:
+def _result(trial) -> dict:
+    """epochs and test_accuracy of a finished trial (one user attribute; studies made before
+    kept them as two)."""
+    result = trial.user_attrs.get("result")
+    if isinstance(result, dict):
+        return result
+    return {"epochs": trial.user_attrs.get("epochs"), "test_accuracy": trial.user_attrs.get("test_accuracy")}
+
+
+def trial_rows(study, trials=None) -> list[dict[str, Any]]:
     """One row per trial: number, state, value, params, epochs, test accuracy, seconds."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False) if trials is None else trials:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         # Optuna stores a pruned trial's last reported value as its value: shown as such
         value = t.value if t.values and t.state.name == "COMPLETE" else None
         value_last = t.intermediate_values[max(t.intermediate_values)] if value is None and t.intermediate_values else None
         rows.append({
             "number": t.number, "state": state_name(t), "value": value, "last_value": value_last,
-            "params": decoded_params(t), "epochs": t.user_attrs.get("epochs", max(t.intermediate_values) if t.intermediate_values else None),
-            "test_accuracy": t.user_attrs.get("test_accuracy"), "seconds": seconds, "folder": t.user_attrs.get("folder"),
+            "params": decoded_params(t), "epochs": _result(t).get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None),
+            "test_accuracy": _result(t).get("test_accuracy"), "seconds": seconds,
             "error": t.user_attrs.get("error"),
         })
     return rows
@@ -647,28 +690,37 @@ def tune(
     jobs: int = 1,
     stop: Optional[threading.Event] = None,
     warn: Callable[[str], None] = lambda m: None,
-    on_update: Callable[[list[dict]], None] = lambda rows: None,
+    on_update: Optional[Callable[[list[dict]], None]] = lambda rows: None,
     callbacks: list = (),
     poll: float = 0.5,
 ) -> StudyResult:
     """Run the study with ``jobs`` workers (1: in this process) and finish it: trials.csv,
-    best.yaml. ``on_update(rows)`` is called whenever a trial ends (and while workers run)."""
+    best.yaml. ``on_update(rows)`` is called whenever a trial ends (and while workers run);
+    None: nobody watches, so with ``jobs`` > 1 this process does not read the study while
+    the workers run (each read is queries against the storage they write to)."""
+    from multiprocessing.connection import wait as wait_for
+
     stop = stop or threading.Event()
+    watched = on_update is not None
+    on_update = on_update or (lambda rows: None)
     errors: list[str] = []
     before = {r["number"] for r in read_rows(setup) if r["state"] not in ("running", "waiting")}
     if jobs <= 1:
         def on_trial(study):
-            rows = trial_rows(study)
+            trials = study.get_trials(deepcopy=False)
+            rows = trial_rows(study, trials)
             write_trials_csv(setup, rows)
             on_update(rows)
+            return trials
 
         worker = run_worker(setup, stop, warn, on_trial, worker=-1 if setup.storage_url.startswith("sqlite") else 0, callbacks=callbacks)
         warnings = worker.warnings
     else:
-        procs = start_workers(setup, jobs)
+        procs = start_workers(setup, jobs, warn)
         warnings = []
         forwarded = False
         last_rows = None
+        study = import_optuna().load_study(study_name=setup.name, storage=open_storage(setup)) if watched else None
         try:
             while any(p.is_alive() for p in procs):
                 if stop.is_set() and not forwarded:
@@ -678,11 +730,13 @@ def tune(
                         if p.is_alive():
                             os.kill(p.pid, signal.SIGINT)
                     forwarded = True
-                time.sleep(poll)
-                rows = read_rows(setup)
-                if rows != last_rows:
-                    last_rows = rows
-                    on_update(rows)
+                # wakes when a worker exits (the end of the study is not a poll interval late)
+                wait_for([p.sentinel for p in procs if p.is_alive()], timeout=poll)
+                if study is not None:
+                    rows = trial_rows(study)
+                    if rows != last_rows:
+                        last_rows = rows
+                        on_update(rows)
         except KeyboardInterrupt:  # a second Ctrl-C: the workers stop now, their trials fail
             for p in procs:
                 if p.is_alive():

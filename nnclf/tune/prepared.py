@@ -1,0 +1,178 @@
+"""The prepared data of a study's trials, kept in the worker process between trials.
+
+Why: a trial is an ordinary ``nnclf.runs.train`` run, which reads the CSV, splits it, fits the
+preprocessor and transforms every row. Trials of one study usually change only the network
+and the optimizer, so that work gives the same arrays every time; for a small data set it was
+the largest part of a trial's overhead. ``PreparedMemo.prepare`` has the signature of
+``nnclf.data.dataset.prepare`` (``runs.train(..., prepare=memo.prepare)``) and returns the
+arrays of an earlier call when everything preparation depends on is unchanged:
+
+- the ``data`` section (every key, defaults included: a trial parameter such as
+  ``data.scaling`` gives another entry),
+- the seed the split is drawn from (``data.split_seed``, else ``seed``),
+- the dtype (``training.dtype``) and the task,
+- each input file's identity: resolved path, device, inode, size and modification time in
+  nanoseconds (a file rewritten between trials, even to the same size, is read again).
+
+Inputs that are not regular files (stdin, pipes) and the memory-mapped cache are never kept.
+The arrays handed out are marked read-only, so a trial that wrote into them would fail
+loudly instead of changing the next trial's data; each call gets its own shallow copy of the
+``Prepared`` record (``pca`` and other per-run attributes are set on the copy). Warnings of a
+preparation are repeated on every hit, as a fresh read would give them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+# Entries kept: the latest always; older ones while all of them together stay under this
+# many bytes of arrays (a choice over data.scaling alternates between a few entries).
+MAX_ENTRIES = 4
+MAX_BYTES = 256 * 2**20
+
+
+def _file_identity(path: Optional[str]) -> Optional[tuple]:
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return ("missing", str(p))  # prepare names the problem; never a hit
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (str(p.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def memo_key(data, seed: int, dtype: str, task: str) -> Optional[str]:
+    """The key of a preparation, or None when it must not be kept (an input that is not a
+    regular file, or the memory-mapped cache)."""
+    if getattr(data, "cache", "memory") == "mmap":
+        return None
+    files = {}
+    for role in ("train", "val", "test"):
+        path = getattr(data, role, None)
+        if path is None:
+            continue
+        ident = _file_identity(path)
+        if ident is None or ident[0] == "missing":
+            return None
+        files[role] = ident
+    split_seed = getattr(data, "split_seed", None)
+    return json.dumps(
+        {"data": data.model_dump(mode="json"), "split_seed": split_seed if split_seed is not None else int(seed),
+         "dtype": str(dtype), "task": task, "files": files},
+        sort_keys=True, default=str,
+    )
+
+
+def _arrays(prepared) -> list[np.ndarray]:
+    out = []
+    for split in (prepared.train, prepared.val, prepared.test):
+        if split is None:
+            continue
+        for name in ("x", "y", "rows", "values"):
+            a = getattr(split, name, None)
+            if isinstance(a, np.ndarray):
+                out.append(a)
+    return out
+
+
+def _nbytes(prepared) -> int:
+    seen, total = set(), 0
+    for a in _arrays(prepared):
+        if id(a) not in seen:
+            seen.add(id(a))
+            total += a.nbytes
+    return total
+
+
+def _shallow(prepared):
+    """A copy of the record and of its splits (attributes set by a run stay on the copy); the
+    arrays themselves are shared and read-only."""
+    out = copy.copy(prepared)
+    for role in ("train", "val", "test"):
+        split = getattr(prepared, role)
+        if split is not None:
+            setattr(out, role, copy.copy(split))
+    return out
+
+
+class PreparedMemo:
+    """``prepare`` with the results of earlier calls kept (see the module docstring)."""
+
+    def __init__(self, prepare: Optional[Callable] = None):
+        if prepare is None:
+            from ..data.dataset import prepare
+        self._prepare = prepare
+        self._entries: "OrderedDict[str, tuple[Any, list[str]]]" = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def prepare(self, data, seed: int, dtype: str = "float32", warn: Callable[[str], None] = lambda m: None,
+                task: str = "classification", cache=None):
+        key = None if cache is not None else memo_key(data, seed, dtype, task)
+        if key is not None and key in self._entries:
+            self._entries.move_to_end(key)
+            prepared, warnings = self._entries[key]
+            for message in warnings:
+                warn(message)
+            self.hits += 1
+            return _shallow(prepared)
+        self.misses += 1
+        warnings: list[str] = []
+
+        def record(message: str) -> None:
+            warnings.append(message)
+            warn(message)
+
+        prepared = self._prepare(data, seed, dtype, record, task, cache=cache)
+        if key is None:
+            return prepared
+        if prepared.pca is not None:  # (set by a run; not part of the preparation)
+            prepared = copy.copy(prepared)
+            prepared.pca = None
+        for a in _arrays(prepared):
+            a.flags.writeable = False
+        self._entries[key] = (prepared, warnings)
+        self._trim()
+        return _shallow(prepared)
+
+    def _trim(self) -> None:
+        while len(self._entries) > 1 and (
+            len(self._entries) > MAX_ENTRIES or sum(_nbytes(p) for p, _ in self._entries.values()) > MAX_BYTES
+        ):
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_PROCESS_MEMO: dict[int, PreparedMemo] = {}
+
+
+def process_memo() -> PreparedMemo:
+    """This process's memo (a forked worker starts with a copy of its parent's entries, so
+    data the parent prepared before forking is not read again by each worker)."""
+    pid = os.getpid()
+    memo = _PROCESS_MEMO.get(pid)
+    if memo is None:
+        parent = next(iter(_PROCESS_MEMO.values()), None)
+        memo = PreparedMemo()
+        if parent is not None:
+            memo._entries = OrderedDict(parent._entries)
+        _PROCESS_MEMO.clear()
+        _PROCESS_MEMO[pid] = memo
+    return memo
