@@ -1,8 +1,9 @@
 """nnclf tune benchmarks: search quality against scikit-learn defaults, per-trial overhead, workers.
 
-    python benchmarks/tune_bench.py accuracy [--trials 30] [--datasets iris,wine,...] [--jobs 1]
-    python benchmarks/tune_bench.py overhead [--trials 20]
-    python benchmarks/tune_bench.py jobs [--trials 20] [--rounds 2]
+    python benchmarks/tune_bench.py accuracy [--trials 30] [--datasets iris,wine,...] [--jobs 1] [--space issue|shipped]
+    python benchmarks/tune_bench.py regression [--trials 30] [--space issue|shipped]
+    python benchmarks/tune_bench.py overhead [--trials 20] [--rounds 2]
+    python benchmarks/tune_bench.py jobs [--trials 20] [--rounds 2] [--case tiny|shipped]
 
 accuracy
     For each shipped classification data set: ``nnclf tune`` (the real command, in a subprocess)
@@ -12,15 +13,26 @@ accuracy
     (max_iter raised for the first two where they do not converge), fitted on the trial's
     training + validation rows (nnclf's preprocessing: the same split, one-hot, scaling,
     imputation) and scored on the same test rows.
+regression
+    The same on data/diabetes.csv from configs/diabetes.yaml (metric val_rmse): the best trial's
+    test RMSE (target units) against MLPRegressor, Ridge and HistGradientBoostingRegressor with
+    their defaults (MLPRegressor's max_iter raised to 2000), fitted on the trial's training +
+    validation rows with nnclf's preprocessing (standardised features) and the target
+    standardised on those rows (as nnclf's data.target_scaling: standard does), scored on the
+    same test rows.
 overhead
     ``nnclf tune`` of N one-epoch trials of a 4-unit network on iris: (wall time of the whole
     command - the sum of the trials' training seconds from their summary.json) / N. This is
     everything but training: interpreter start and imports (once), the config checks, the
     storage (SQLite, heartbeats), reading the CSV and preprocessing, the run folder's files.
+    Also printed: the steady state ((last trial's end - first trial's start) - training) / N,
+    without the command's start, and the CPU seconds (user + system) of the command per trial.
 jobs
-    The same 20-trial study (digits, a 32-unit network, 8 epochs) with --jobs 1 and --jobs 2, in
-    interleaved rounds (1, 2, 2, 1, ...); the ratio is the median of the per-round ratios
-    time(jobs 2) / time(jobs 1). The machine's load average is printed with each run.
+    The same 20-trial study with --jobs 1 and --jobs 2, in interleaved rounds (1, 2, 2, 1, ...);
+    the ratio is the median of the per-round ratios time(jobs 2) / time(jobs 1). The machine's
+    load average is printed with each run. Cases: ``tiny`` (digits, a 32-unit network, 8
+    epochs, lr and batch size searched: the trials are mostly overhead) and ``shipped``
+    (configs/digits.yaml as shipped: 64 units, 40 epochs, lr and batch size searched).
 """
 
 from __future__ import annotations
@@ -62,11 +74,20 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def study_config(folder: Path, dataset: str, trials: int, extra: dict | None = None) -> Path:
-    cfg = yaml.safe_load((ROOT / "configs" / f"{dataset}.yaml").read_text())
-    cfg["data"]["train"] = str(ROOT / "data" / f"{dataset}.csv")
-    cfg.setdefault("training", {}).update(epochs=150, early_stopping={"monitor": "val_loss", "patience": 15})
-    cfg["tune"] = {"metric": "val_loss", "trials": trials, "sampler": "tpe", "pruner": "median", "space": SPACE}
+def study_config(folder: Path, dataset: str, trials: int, extra: dict | None = None, space: str = "issue") -> Path:
+    """``space``: ``issue`` (SPACE above, 150 epochs, early stopping on val_loss, patience 15)
+    or ``shipped`` (the tune section of configs/tune/DATASET.yaml, epochs and early stopping as
+    that file says)."""
+    if space == "shipped":
+        cfg = yaml.safe_load((ROOT / "configs" / "tune" / f"{dataset}.yaml").read_text())
+        cfg["data"]["train"] = str(ROOT / "data" / f"{dataset}.csv")
+        cfg["tune"]["trials"] = trials
+    else:
+        cfg = yaml.safe_load((ROOT / "configs" / f"{dataset}.yaml").read_text())
+        cfg["data"]["train"] = str(ROOT / "data" / f"{dataset}.csv")
+        monitor = "val_rmse" if cfg.get("task") == "regression" else "val_loss"
+        cfg.setdefault("training", {}).update(epochs=150, early_stopping={"monitor": monitor, "patience": 15})
+        cfg["tune"] = {"metric": monitor, "trials": trials, "sampler": "tpe", "pruner": "median", "space": SPACE}
     for key, value in (extra or {}).items():
         node = cfg
         *parents, last = key.split(".")
@@ -109,13 +130,13 @@ def sklearn_baselines(best_yaml: Path) -> dict[str, float]:
 
 
 def accuracy(args) -> None:
-    print(f"nnclf tune, {args.trials} trials (tpe, median pruner, val_loss) vs scikit-learn defaults; load {load()}")
+    print(f"nnclf tune, {args.trials} trials ({args.space} space) vs scikit-learn defaults; load {load()}")
     print(f"| data set | test rows | nnclf tune best trial | MLPClassifier | LogisticRegression | HistGradientBoosting | tune time |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for dataset in args.datasets.split(","):
-            path = study_config(tmp, dataset, args.trials)
+            path = study_config(tmp, dataset, args.trials, space=args.space)
             seconds, _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--jobs", str(args.jobs), "-q"], tmp)
             folder = tmp / "runs" / dataset
             best_yaml = folder / "best.yaml"
@@ -129,6 +150,79 @@ def accuracy(args) -> None:
                   f"{base['LogisticRegression']:.4f} | {base['HistGradientBoosting']:.4f} | {seconds:.0f} s |", flush=True)
 
 
+def regression_baselines(best_yaml: Path) -> dict[str, float]:
+    import warnings
+
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Ridge
+    from sklearn.neural_network import MLPRegressor
+
+    sys.path.insert(0, str(ROOT))
+    from nnclf.config import load_config
+    from nnclf.data.dataset import prepare
+
+    cfg = load_config(best_yaml)
+    p = prepare(cfg.data, cfg.seed, "float64", task="regression")
+    x = np.concatenate([p.train.x, p.val.x]) if p.val is not None else p.train.x
+    values = np.concatenate([p.train.values, p.val.values]) if p.val is not None else p.train.values
+    center, scale = values.mean(axis=0), values.std(axis=0)
+    y = ((values - center) / scale).ravel()
+    out = {}
+    for name, model in (
+        ("MLPRegressor", MLPRegressor(random_state=0, max_iter=2000)),
+        ("Ridge", Ridge()),
+        ("HistGradientBoosting", HistGradientBoostingRegressor(random_state=0)),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(x, y)
+        pred = model.predict(p.test.x).reshape(-1, 1) * scale + center
+        out[name] = float(np.sqrt(np.mean((pred - p.test.values) ** 2)))
+    out["test rows"] = len(p.test.values)
+    return out
+
+
+def regression(args) -> None:
+    print(f"nnclf tune, {args.trials} trials ({args.space} space) on diabetes vs scikit-learn defaults, test RMSE; load {load()}")
+    print("| data set | test rows | nnclf tune best trial | MLPRegressor | Ridge | HistGradientBoosting | tune time |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        path = study_config(tmp, "diabetes", args.trials, space=args.space)
+        seconds, _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--jobs", str(args.jobs), "-q"], tmp)
+        folder = tmp / "runs" / "diabetes"
+        best_yaml = folder / "best.yaml"
+        number = int(best_yaml.read_text().split("best trial ")[1].split()[0])
+        summary = json.loads((folder / f"trial-{number:04d}" / "summary.json").read_text())
+        ours = summary["test"]["rmse"]
+        base = regression_baselines(best_yaml)
+        top = min(base[k] for k in ("MLPRegressor", "Ridge", "HistGradientBoosting"))
+        verdict = "ok" if ours <= top else "above"
+        print(f"| diabetes | {base['test rows']} | **{ours:.2f}** ({verdict}) | {base['MLPRegressor']:.2f} | "
+              f"{base['Ridge']:.2f} | {base['HistGradientBoosting']:.2f} | {seconds:.0f} s |", flush=True)
+
+
+def _cpu_children() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _steady(folder: Path) -> tuple[float, int]:
+    """(last trial's end - first trial's start) in seconds, from the trials' trial.json and
+    summary.json files, and the number of trials between them."""
+    import datetime as dt
+
+    starts, ends = [], []
+    for s in folder.glob("trial-*/summary.json"):
+        summary = json.loads(s.read_text())
+        starts.append(dt.datetime.fromisoformat(summary["started_at"]))
+        ends.append(s.stat().st_mtime)
+    return max(ends) - min(starts).timestamp(), len(ends)
+
+
 def overhead(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -139,27 +233,39 @@ def overhead(args) -> None:
         path.write_text(yaml.safe_dump(cfg))
         for round_ in range(args.rounds):
             runs = tmp / f"runs{round_}"
+            cpu0 = _cpu_children()
             wall, _ = nnclf(["tune", str(path), "--runs-dir", str(runs), "-q"], tmp)
+            cpu = _cpu_children() - cpu0
             trained = sum(json.loads(s.read_text())["seconds"]["train"] for s in (runs / "iris").glob("trial-*/summary.json"))
-            print(f"{args.trials} trials: wall {wall:.2f} s, training {trained:.2f} s, overhead {(wall - trained) / args.trials * 1000:.0f} ms per trial "
-                  f"(load {load()})", flush=True)
+            span, n = _steady(runs / "iris")
+            steady = (span - trained) / max(n - 1, 1)
+            print(f"{args.trials} trials: wall {wall:.2f} s, training {trained:.2f} s, overhead {(wall - trained) / args.trials * 1000:.0f} ms per trial; "
+                  f"steady state {steady * 1000:.0f} ms per trial; CPU {cpu / args.trials * 1000:.0f} ms per trial (load {load()})", flush=True)
 
 
 def jobs(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        path = study_config(tmp, "digits", args.trials, {"training.epochs": 8, "training.early_stopping": None, "tune.pruner": "none"})
+        if args.case == "tiny":
+            path = study_config(tmp, "digits", args.trials, {"training.epochs": 8, "training.early_stopping": None, "tune.pruner": "none"})
+        else:
+            path = study_config(tmp, "digits", args.trials, {"training.epochs": 40, "training.early_stopping": None, "tune.pruner": "none"})
         cfg = yaml.safe_load(path.read_text())
         cfg["tune"]["space"] = {"optimizer.lr": SPACE["optimizer.lr"], "training.batch_size": SPACE["training.batch_size"]}
-        cfg["model"]["hidden"] = [32]
+        cfg["model"]["hidden"] = [32] if args.case == "tiny" else [64]
         path.write_text(yaml.safe_dump(cfg))
+        print(f"case {args.case}: digits, hidden {cfg['model']['hidden']}, {cfg['training']['epochs']} epochs, {args.trials} trials")
         ratios = []
         for round_ in range(args.rounds):
             times = {}
             for j in ((1, 2) if round_ % 2 == 0 else (2, 1)):
                 before = load()
+                cpu0 = _cpu_children()
                 times[j], _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / f"r{round_}j{j}"), "--jobs", str(j), "-q"], tmp)
-                print(f"round {round_ + 1}: --jobs {j}: {times[j]:.2f} s (load before {before})", flush=True)
+                cpu = _cpu_children() - cpu0
+                trained = sum(json.loads(s.read_text())["seconds"]["train"] for s in (tmp / f"r{round_}j{j}" / "digits").glob("trial-*/summary.json"))
+                print(f"round {round_ + 1}: --jobs {j}: {times[j]:.2f} s, CPU {cpu:.2f} s, trials' training {trained:.2f} s "
+                      f"(load before {before}, after {load()})", flush=True)
             ratios.append(times[2] / times[1])
         print(f"--jobs 2 / --jobs 1: median {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
 
@@ -171,14 +277,20 @@ def main() -> None:
     a.add_argument("--trials", type=int, default=30)
     a.add_argument("--datasets", default=",".join(DATASETS))
     a.add_argument("--jobs", type=int, default=1)
+    a.add_argument("--space", choices=("issue", "shipped"), default="issue")
+    r = sub.add_parser("regression")
+    r.add_argument("--trials", type=int, default=30)
+    r.add_argument("--jobs", type=int, default=1)
+    r.add_argument("--space", choices=("issue", "shipped"), default="issue")
     o = sub.add_parser("overhead")
     o.add_argument("--trials", type=int, default=20)
     o.add_argument("--rounds", type=int, default=2)
     j = sub.add_parser("jobs")
     j.add_argument("--trials", type=int, default=20)
     j.add_argument("--rounds", type=int, default=2)
+    j.add_argument("--case", choices=("tiny", "shipped"), default="tiny")
     args = ap.parse_args()
-    {"accuracy": accuracy, "overhead": overhead, "jobs": jobs}[args.what](args)
+    {"accuracy": accuracy, "regression": regression, "overhead": overhead, "jobs": jobs}[args.what](args)
 
 
 if __name__ == "__main__":

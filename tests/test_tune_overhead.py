@@ -266,3 +266,30 @@ tune:
         assert t.intermediate_values == {}  # nothing prunes: no per-epoch writes
     lines = (tmp_path / "runs" / "s" / "trials.csv").read_text().splitlines()
     assert all(line.split(",")[3] == "5" for line in lines[1:])  # epochs, from the one attribute
+
+
+# -- the shipped tune configs ---------------------------------------------------------------------
+TUNE_CONFIGS = sorted((DATA.parent / "configs" / "tune").glob("*.yaml"))
+
+
+def test_every_data_set_has_a_shipped_tune_config():
+    shipped = {p.stem for p in (DATA.parent / "configs").glob("*.yaml")} & {p.stem for p in DATA.glob("*.csv")}
+    assert shipped - {"digits_autoencoder"} <= {p.stem for p in TUNE_CONFIGS}
+
+
+@pytest.mark.parametrize("path", TUNE_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_tune_configs_validate(path):
+    from nnclf.tune.study import load_study_config
+
+    raw, spec, cfg = load_study_config(path, [])
+    assert spec.trials == 30 and spec.pruner == "median" and len(spec.space) >= 3
+    assert Path(cfg.data.train).is_file()
+    assert cfg.training.early_stopping is not None and spec.metric == cfg.training.early_stopping.monitor
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", TUNE_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_tune_configs_run(cli, tmp_path, path):
+    result = cli(f"tune {path} --trials 2 --set training.epochs=3 --study s -q")
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "runs" / "s" / "best.yaml").is_file()
