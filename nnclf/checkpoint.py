@@ -18,19 +18,10 @@ import numpy as np
 from .engine.network import parameter_count
 from .errors import NnclfError
 from .memory import available_memory, size_text as _gb
-from .files import fsync_path, write_file, write_text  # noqa: F401  (fsync_path: re-exported)
+from .files import write_file
 
 FORMAT = "nnclf-checkpoint"
 VERSION = 1
-
-
-def atomic_write_bytes(path: Path, write, durable: bool = True) -> None:
-    """Write via ``write(fileobj)``; the rules (atomic, umask, non-regular files) are in ``nnclf.files``."""
-    write_file(path, write, durable)
-
-
-def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
-    write_text(path, text, durable)
 
 
 def save_checkpoint(path: Path, params: np.ndarray, meta: dict[str, Any], arrays: dict[str, np.ndarray] = {}, durable: bool = True) -> None:
@@ -39,7 +30,7 @@ def save_checkpoint(path: Path, params: np.ndarray, meta: dict[str, Any], arrays
         raise NnclfError(f"{path}: refusing to save a checkpoint with NaN or infinite weights")
     document = json.dumps({"format": FORMAT, "version": VERSION, **meta}, allow_nan=False, default=_json_default)
     payload = {"params": params, "meta": np.array(document), **arrays}
-    atomic_write_bytes(path, lambda f: np.savez(f, **payload), durable)
+    write_file(path, lambda f: np.savez(f, **payload), durable)  # atomic: nnclf/files.py
 
 
 def _json_default(value):

@@ -464,7 +464,7 @@ def gradcheck(
     curvature: bool = typer.Option(False, "--curvature", help="Also check the Hessian- and Gauss-Newton-vector products (newton_cg) against differences of the gradient, along 3 random directions."),
 ):
     """Compare backprop gradients with central finite differences (float64) on real rows."""
-    from .predict import gradient_check
+    from .gradcheck import gradient_check
     from .ui import render_gradcheck
 
     checks, note = gradient_check(config, set_, samples, warn, curvature)

@@ -307,7 +307,7 @@ def build_onnx(model: TrainedModel, features_output: bool = False):
 
 def export(run, output: Optional[str | Path], which: str = "best", overwrite: bool = False) -> Path:
     """Write the ONNX file of a run's checkpoint (default RUN/model.onnx); returns its path."""
-    from .checkpoint import atomic_write_bytes
+    from .files import write_file
     from .predict import checkpoint_path
 
     path = checkpoint_path(run, which)
@@ -321,7 +321,7 @@ def export(run, output: Optional[str | Path], which: str = "best", overwrite: bo
     if not output.parent.is_dir():
         raise NnclfError(f"{output}: folder {output.parent} does not exist")
     payload = build_onnx(TrainedModel.load(path)).SerializeToString()
-    atomic_write_bytes(output, lambda f: f.write(payload))
+    write_file(output, lambda f: f.write(payload))
     return output
 
 

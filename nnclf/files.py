@@ -74,7 +74,7 @@ def write_file(
 ) -> None:
     """Write via ``write(binary_fileobj)`` to ``path`` following the module's rules.
 
-    ``durable`` also forces the file and the rename to disk (fsync; ~10 ms here), which
+    ``durable`` also forces the file and the rename to disk (fsync; its cost: benchmarks/RESULTS.md, "Figures that were in code comments"), which
     survives power loss. ``overwrite=False`` refuses an existing regular file. Failures (disk
     full, permission denied) are an NnclfError naming ``path``; no temporary file is left.
     """

@@ -121,7 +121,7 @@ def plot(fn: TestFunction, traces: list[Trace], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise NnclfError(PLOT_HINT) from None
-    from .checkpoint import atomic_write_bytes
+    from .files import write_file
 
     x1 = np.linspace(fn.box[0], fn.box[1], 300)
     x2 = np.linspace(fn.box[2], fn.box[3], 300)
@@ -144,5 +144,5 @@ def plot(fn: TestFunction, traces: list[Trace], path: Path) -> None:
     if suffix not in ("png", "svg", "pdf"):
         plt.close(fig)
         raise NnclfError(f"--plot {path}: use a .png, .svg or .pdf file name")
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format=suffix, dpi=120))
+    write_file(path, lambda f: fig.savefig(f, format=suffix, dpi=120))
     plt.close(fig)

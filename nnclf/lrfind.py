@@ -150,7 +150,7 @@ def _step_function(net, loss, optimizer, weight_decay: float, clip_norm, rng):
 
 def plot(result: LrFindResult, path: Path) -> Path:
     """loss (raw and smoothed) against lr on a log axis, the suggestion marked. Needs matplotlib."""
-    from .checkpoint import atomic_write_bytes
+    from .files import write_file
 
     try:
         import matplotlib
@@ -177,5 +177,5 @@ def plot(result: LrFindResult, path: Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    atomic_write_bytes(path, lambda f: f.write(buffer.getvalue()))
+    write_file(path, lambda f: f.write(buffer.getvalue()))
     return path

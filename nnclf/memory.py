@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .engine.network import parameter_count
 from .errors import NnclfError
 
 INFERENCE_ROWS = 2048  # the evaluation chunk (engine.network.INFERENCE_ROWS)
@@ -49,7 +50,7 @@ def training_bytes(sizes: list[int], itemsize: int, optimizer_vectors: int, batc
     P each), the best epoch's copy P and one P of slack for the checkpoint and evaluation
     copies. Per-row: each layer's outputs and deltas for a batch, and for an evaluation chunk.
     """
-    p = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+    p = parameter_count(sizes)
     vectors = (4 + optimizer_vectors) * p * itemsize
     widths = sum(sizes[1:])
     buffers = 2 * (batch_rows + INFERENCE_ROWS) * widths * itemsize
@@ -75,7 +76,7 @@ def check_training_fits(cfg, n_inputs: int, n_outputs: int, n_train_rows: int) -
     if available is None or vectors + buffers <= available:
         return
     need = size_text(vectors + buffers)
-    p = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+    p = parameter_count(sizes)
     if buffers > vectors and batch > INFERENCE_ROWS:
         raise NnclfError(
             f"training.batch_size: {cfg.training.batch_size} rows through layers {sizes} need about {need} of buffers, "

@@ -1,22 +1,18 @@
-"""Using a trained model: evaluate on labelled data, predict a CSV in chunks, gradient check."""
+"""Using a trained model: evaluate on labelled data, predict a CSV in chunks."""
 
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
-from .errors import NnclfError
+from .errors import NnclfError, Warn
 from .data.preprocess import TransformNotes, file_line
 from .metrics import classification_report
 from .model import TrainedModel
-from .seeds import model_rng
-
-Warn = Callable[[str], None]
-
 
 CHECKPOINTS = ("auto", "best", "last", "calibrated", "refit")
 
@@ -199,14 +195,19 @@ def _finite_outputs(model: TrainedModel, x: np.ndarray, frame, source: str) -> n
     """``model.outputs(x)``, with an overflowing row an error naming its line (see ``_finite_predict``)."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = model.outputs(x)
-    bad = ~np.isfinite(out).all(axis=1)
+    _refuse_overflow(out, frame, source)
+    return out
+
+
+def _refuse_overflow(values: np.ndarray, frame, source: str) -> None:
+    """An error naming the line of the first row of ``values`` (n, m) that is not finite."""
+    bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise NnclfError(
             f"{source}, line {file_line(frame, row)}: the model's output for this row overflows to NaN "
             f"(feature values far outside the training range?); fix or remove the row"
         )
-    return out
 
 
 def _undefined_as_none(value):
@@ -245,19 +246,19 @@ def predict_csv(
 
         def render(text, frame, x, source):
             classes, proba = _finite_predict(model, x, frame, source)
-            _write_rows(text, model.labels.decode(classes), proba)
+            _write_rows(text, proba, model.labels.decode(classes), digits=6)
     elif model.task == "regression":
         names = model.target_names
         header = ["prediction"] if len(names) == 1 else [f"prediction_{n}" for n in names]
 
         def render(text, frame, x, source):
-            _write_numbers(text, _finite_outputs(model, x, frame, source))
+            _write_rows(text, _finite_outputs(model, x, frame, source))
     else:
         header = ["reconstruction_error"]
 
         def render(text, frame, x, source):
             error = np.square(_finite_outputs(model, x, frame, source) - x, dtype=np.float64).mean(axis=1)
-            _write_numbers(text, error[:, None])
+            _write_rows(text, error[:, None])
     return stream_csv(model, data, output, header, render, chunk_rows, overwrite, warn, stdout)
 
 
@@ -274,7 +275,7 @@ def encode_csv(run, data, output, which: str = "best", chunk_rows: int = 100_000
     def render(text, frame, x, source):
         with np.errstate(over="ignore", invalid="ignore"):
             codes = model.encode(x)
-        _write_numbers(text, codes)
+        _write_rows(text, codes)
 
     return stream_csv(model, data, output, [f"code_{j}" for j in range(k)], render, chunk_rows, overwrite, warn, stdout)
 
@@ -307,7 +308,7 @@ def stream_csv(model: TrainedModel, data, output, header: list[str], render, chu
         writer = csv.writer(text, lineterminator="\n")
         n = 0
         # the reader parses in threads on every core: a one-thread BLAS does not fight them for
-        # the cores (measured: 1.85 s instead of 2.2 s for 200,000 x 100 rows on 2 cores)
+        # the cores (benchmarks/RESULTS.md, "Figures that were in code comments")
         with threadpool_limits(limits=1, user_api="blas"):
             for frame in iter_table(data, chunk_rows=chunk_rows, options=options):
                 x = model.features(frame, source, warn, notes)
@@ -349,35 +350,28 @@ def _finite_predict(model: TrainedModel, x: np.ndarray, frame, source: str) -> t
     or a report."""
     with np.errstate(over="ignore", invalid="ignore"):
         classes, proba = model.predict(x)
-    bad = ~np.isfinite(proba).all(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise NnclfError(
-            f"{source}, line {file_line(frame, row)}: the model's output for this row overflows to NaN "
-            f"(feature values far outside the training range?); fix or remove the row"
-        )
+    _refuse_overflow(proba, frame, source)
     return classes, proba
 
 
-def _write_rows(text, predicted: np.ndarray, proba: np.ndarray) -> None:
-    """CSV rows 'label,p1,...,pK', probabilities with 6 significant digits.
+def _write_rows(text, values: np.ndarray, labels: Optional[np.ndarray] = None, digits: int = 8) -> None:
+    """CSV rows of ``values`` (n, m) with ``digits`` significant digits, after a label column
+    when ``labels`` (n,) is given ('label,p1,...,pK').
 
     One ``%`` format per row over Python floats is the fastest pure-Python CSV writer measured
-    here (about 5x np.char.mod and pandas.to_csv); labels are escaped once per distinct value.
+    here (benchmarks/RESULTS.md, "After the data-layer changes"); labels are escaped once per
+    distinct value.
     """
-    escaped: dict = {}
-    labels = [escaped[v] if v in escaped else escaped.setdefault(v, _csv_field(v)) for v in predicted.tolist()]
-    row = "%s" + ",%.6g" * proba.shape[1] + "\n"
-    columns = [proba[:, k].tolist() for k in range(proba.shape[1])]
-    text.write("".join([row % values for values in zip(labels, *columns)]))
-
-
-def _write_numbers(text, values: np.ndarray) -> None:
-    """CSV rows of numbers (n, m) with 8 significant digits (one ``%`` format per row, as
-    ``_write_rows``)."""
-    row = ",".join(["%.8g"] * values.shape[1]) + "\n"
+    cell = f",%.{digits}g"
     columns = [values[:, k].tolist() for k in range(values.shape[1])]
-    text.write("".join([row % v for v in zip(*columns)]))
+    if labels is None:
+        row = (cell * values.shape[1])[1:] + "\n"
+        text.write("".join([row % v for v in zip(*columns)]))
+        return
+    escaped: dict = {}
+    shown = [escaped[v] if v in escaped else escaped.setdefault(v, _csv_field(v)) for v in labels.tolist()]
+    row = "%s" + cell * values.shape[1] + "\n"
+    text.write("".join([row % v for v in zip(shown, *columns)]))
 
 
 def _label_text(value) -> str:
@@ -389,30 +383,3 @@ def _csv_field(value) -> str:
     if any(ch in s for ch in ',"\n\r') or s != s.strip():  # quoted, a reader keeps the spaces
         s = '"' + s.replace('"', '""') + '"'
     return s
-
-
-def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: None, curvature: bool = False):
-    """Backprop vs finite differences on ``samples`` training rows of the configured network;
-    with ``curvature``, also the Hessian- and Gauss-Newton-vector products newton_cg uses."""
-    from .build import build_network, build_task_loss
-    from .config import load_config
-    from .data.dataset import prepare
-    from .engine.gradcheck import check_gradients
-
-    cfg = load_config(config_path, overrides)
-    prepared = prepare(cfg.data, cfg.seed, "float64", warn, cfg.task)
-    train = prepared.train
-    x, y = train.x[:samples], train.y[:samples]
-    loss = build_task_loss(cfg, prepared)
-    net = build_network(cfg, x.shape[1], loss)
-    net.initialize(cfg.model.init, model_rng(cfg.seed))
-    note = "dropout is off during the check (it makes the loss random)" if cfg.model.dropout > 0 else ""
-    checks = check_gradients(net, loss, x, y, cfg.loss.weight_decay)
-    if curvature:
-        from .engine.gradcheck import check_curvature
-
-        try:
-            checks += check_curvature(net, loss, x, y, cfg.loss.weight_decay, seed=cfg.seed)
-        except ValueError as e:
-            raise NnclfError(f"--curvature: {e}") from None
-    return checks, note

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import atomic_write_text
+from .files import write_text
 from .errors import NnclfError
 from .runfolder import RunFolder
 
@@ -89,7 +89,7 @@ def make_report(run: str | Path, warn: Callable[[str], None] = lambda m: None, w
     if evaluation is None:
         warn(f"report without test metrics: {missing}")
     page = _page(run, summary, metrics, model, evaluation, missing)
-    atomic_write_text(run / "report.html", page)
+    write_text(run / "report.html", page)
     chart = {"t": [m["train_loss"] for m in metrics]}
     if "val_loss" in metrics[0]:
         chart["v"] = [m["val_loss"] for m in metrics]

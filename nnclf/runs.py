@@ -74,7 +74,7 @@ class RunResult:
 class _Checkpointer:
     """Writes metrics.csv and checkpoints after each epoch (the trainer's callback)."""
 
-    SYNC_SECONDS = 10.0  # force files to disk at most this often; an fsync costs ~10 ms here
+    SYNC_SECONDS = 10.0  # force files to disk at most this often (an fsync's cost: benchmarks/RESULTS.md)
 
     def __init__(self, run: "TrainingRun", every: int):
         self.run, self.every = run, every

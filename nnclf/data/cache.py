@@ -35,11 +35,11 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import NnclfError
+from ..errors import NnclfError, Warn
 
 CACHE_FORMAT = "nnclf-data-cache"
 CACHE_VERSION = 1
@@ -48,8 +48,6 @@ CACHE_VERSION = 1
 # 8 bytes a number, plus the matrix)
 AUTO_SHARE = 0.5
 PEAK_PER_MATRIX_BYTE = 3.0
-
-Warn = Callable[[str], None]
 
 
 # -- choosing --------------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import NnclfError
+from ..errors import NnclfError, Warn
 from ..registry import did_you_mean
 from .labels import Labels
-from .preprocess import Preprocessor, TransformNotes, Warn
+from .preprocess import Preprocessor, TransformNotes
 from .reading import ChunkedTable, ReadOptions, quote_cell, read_chunks, read_table_hashed
 from ..seeds import split_rng
 
@@ -254,8 +254,8 @@ def _prepare(data, seed: int, dtype: str, warn: Warn, cache) -> Prepared:
 def _transform_releasing(pre: Preprocessor, frame, source: str, dtype, warn: Warn) -> np.ndarray:
     """``pre.transform(frame)``; a ChunkedTable is transformed chunk by chunk, each parsed chunk
     dropped and its memory handed back once its rows are in the float matrix, so the parsed
-    table and the matrix are not both held whole (measured on the benchmark's 200,000 x 40 CSV:
-    load peak 245 -> 224 MB; the numbers are the same: ``tests/test_prepare_memory.py``)."""
+    table and the matrix are not both held whole (the peak it saves: benchmarks/RESULTS.md,
+    "Training memory"; the numbers are the same: ``tests/test_prepare_memory.py``)."""
     if not isinstance(frame, ChunkedTable) or len(frame.chunks) == 1:
         return pre.transform(frame, source, dtype, warn)
     out = np.empty((len(frame), pre.n_outputs), dtype=dtype)

@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import NnclfError
-from .preprocess import Preprocessor, Warn, float_cells
+from ..errors import NnclfError, Warn
+from .preprocess import Preprocessor, float_cells
 
 
 class Targets:

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from ..checkpoint import atomic_write_text
+from ..files import write_text as atomic_write_text
 from ..errors import NnclfError
 
 PLOT_HINT = 'nnclf report needs matplotlib: pip install ".[plot]" in a clone, or pip install "nnclf[plot]"'

@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import yaml
 
-from ..checkpoint import atomic_write_text
+from ..files import write_text as atomic_write_text
 from ..config import _resolve_paths, apply_override, load_config, parse_yaml, validate
 from ..errors import NnclfError
 from .prepared import process_memo
