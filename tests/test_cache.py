@@ -202,6 +202,24 @@ def test_a_damaged_manifest_is_built_again(tmp_path):
     _assert_same(first, second)
 
 
+@pytest.mark.parametrize("damage", [
+    lambda m: m["preprocessor"]["columns"][0].update(scale="x"),
+    lambda m: m["preprocessor"].pop("columns"),
+    lambda m: m["splits"]["train"].update(x=[1, 2, 3]),  # fewer numbers than the file holds
+    lambda m: m["splits"]["train"].update(x=m["splits"]["train"]["x"][::-1]),  # the same size, transposed
+])
+def test_a_manifest_with_damaged_contents_is_built_again(tmp_path, damage):
+    cfg = _config(tmp_path)
+    first, _, cache = _prepare(cfg, tmp_path / "cache")
+    manifest = tmp_path / "cache" / cache.key / "manifest.json"
+    meta = json.loads(manifest.read_text())
+    damage(meta)
+    manifest.write_text(json.dumps(meta))
+    second, _, again = _prepare(cfg, tmp_path / "cache")
+    assert not again.hit
+    _assert_same(first, second)
+
+
 def test_auto_picks_mmap_only_when_memory_is_short(tmp_path, monkeypatch):
     cfg = load_config(_config(tmp_path, ", cache: auto"))
     estimate = cache_module.estimated_matrix_bytes(cfg.data.train, cfg.data)

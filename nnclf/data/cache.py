@@ -392,6 +392,11 @@ SUFFIX = {"float32": "f32", "float64": "f64", "int64": "i64"}
 
 
 def _open_array(path: Path, dtype: str, shape: list[int]):
+    """The raw file mapped read-only; a ValueError unless its size is exactly that of ``shape``."""
+    if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise ValueError(f"{path}: bad shape {shape!r}")
+    if path.stat().st_size != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+        raise ValueError(f"{path}: the file's size does not match the shape {shape}")
     if int(np.prod(shape)) == 0:  # an empty file cannot be mapped
         return np.empty(shape, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r", shape=tuple(shape))
@@ -434,26 +439,30 @@ class DiskCache:
             return None  # unreadable: built again (into a fresh folder, renamed over nothing)
         if meta.get("material") != self.material:
             return None
+        try:
+            prepared = self._prepared(meta, self.folder)
+        except (KeyError, TypeError, ValueError, OSError, NnclfError):
+            return None  # a damaged entry (its preprocessor state, splits or arrays): built again
         for message in meta.get("warnings", []):
             warn(message)
         self.hit = True
-        return self._prepared(meta, self.folder)
+        return prepared
 
     def _prepared(self, meta: dict, folder: Path):
         from .dataset import Prepared, Split
         from .labels import Labels
         from .preprocess import Preprocessor
 
+        pre = Preprocessor.from_json(meta["preprocessor"])
         splits = {}
         for role, info in meta["splits"].items():
             x = _open_array(folder / f"{role}.x.{SUFFIX[self.dtype]}", self.dtype, info["x"])
             y = _open_array(folder / f"{role}.y.i64", "int64", info["y"])
             rows = _open_array(folder / f"{role}.rows.i64", "int64", info["y"])
+            if x.ndim != 2 or x.shape[1] != pre.n_outputs or y.shape != (len(x),):
+                raise ValueError(f"{folder}: the {role} arrays do not match the preprocessing")
             splits[role] = Split(x, y, rows, info["source"])
-        return Prepared(
-            Preprocessor.from_json(meta["preprocessor"]), Labels(meta["labels"]), splits["train"], splits.get("val"), splits.get("test"),
-            self.files,
-        )
+        return Prepared(pre, Labels(meta["labels"]), splits["train"], splits.get("val"), splits.get("test"), self.files)
 
     # -- building an entry ----------------------------------------------------------------------
     def read_train(self, data, options=None):
