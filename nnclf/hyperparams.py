@@ -105,7 +105,8 @@ class CGKeys(FullBatchKeys):
 @OPTIMIZER_KEYS.register("newton_cg")
 class NewtonCGKeys(FullBatchKeys):
     curvature: Literal["gauss_newton", "hessian"] = "gauss_newton"
-    damping: NonNegative = 1e-4
+    damping: NonNegative = 1e-4  # lam of (B + lam I) d = -g: the start, with damping_rule adaptive
+    damping_rule: Literal["adaptive", "fixed"] = "adaptive"  # adaptive: Martens' Levenberg-Marquardt rule on rho
     max_cg: Count = 50
 
 

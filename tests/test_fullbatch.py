@@ -201,6 +201,94 @@ def test_lbfgs_loads_a_history_saved_oldest_first_without_head():
         opt.load_state({**state, "head": np.array(3)})
 
 
+# -- newton_cg's adaptive damping (Levenberg-Marquardt rule, Martens 2010) ---------------------
+def test_adaptive_damping_shrinks_by_two_thirds_when_the_model_is_exact():
+    """On a quadratic with its exact Hessian the quadratic model is f itself, so rho = 1 at every
+    step and lam <- 2/3 lam each iteration: lam_t = lam_0 (2/3)^t."""
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    a = q @ np.diag(np.geomspace(0.5, 5, 5)) @ q.T
+    fun = lambda x: (0.5 * x @ a @ x, a @ x)  # noqa: E731
+    opt = OPTIMIZERS.get("newton_cg")(5, "float64", None, curvature="hessian", damping=2.0, gtol=1e-12, ftol=0.0)
+    x0 = rng.normal(size=5)
+    for t in range(1, 7):
+        opt.iterate(fun, x0, lambda x, v: a @ v)
+        assert abs(float(opt.rho) - 1.0) < 1e-9, t
+        assert float(opt.lam) == pytest.approx(2.0 * (2.0 / 3.0) ** t, rel=1e-12)
+
+
+def test_adaptive_damping_grows_while_the_curvature_is_underestimated():
+    """f = (x1^2 + 4 x2^2) / 2 with a curvature product B = 0.1 I (far too flat). CG solves
+    (B + lam I) d = -g exactly, d = -g / c with c = 0.1 + lam, so by hand
+
+        f(x + d) - f(x) = -g.g / c + g.H g / (2 c^2),   q(d) = -g.g / c + 0.1 g.g / (2 c^2)
+
+    and rho is their ratio. Small c overshoots (f rises: rho < 0), so lam grows by 3/2 per
+    iteration until rho >= 1/4; the line search still makes progress meanwhile."""
+    h = np.array([1.0, 4.0])
+    fun = lambda x: (0.5 * float(x @ (h * x)), h * x)  # noqa: E731
+    opt = OPTIMIZERS.get("newton_cg")(2, "float64", None, curvature="hessian", damping=0.01, gtol=1e-10, ftol=0.0)
+    lams, x0 = [0.01], np.array([3.0, 1.0])
+    while not opt.converged and opt.t < 300:
+        g = h * (opt.x if opt.t else x0)
+        c = 0.1 + float(opt.lam)
+        opt.iterate(fun, x0, lambda x, v: 0.1 * v)
+        expected = (-(g @ g) / c + (g @ (h * g)) / (2 * c * c)) / (-(g @ g) / c + 0.1 * (g @ g) / (2 * c * c))
+        assert float(opt.rho) == pytest.approx(expected, rel=1e-9)
+        step = float(opt.lam) / lams[-1]
+        assert step == pytest.approx(1.5 if expected < 0.25 else 2.0 / 3.0 if expected > 0.75 else 1.0)
+        lams.append(float(opt.lam))
+    assert opt.converged and np.max(np.abs(opt.x)) < 1e-9
+    assert lams[1:6] == pytest.approx([0.01 * 1.5**k for k in range(1, 6)])  # c = 0.115 ... 0.176: f rose
+    assert max(lams) > 0.5  # it grew until the damped model was good enough
+
+
+def test_adaptive_damping_converges_on_rosenbrock_where_fixed_damping_crawls():
+    """From lam_0 = 10 the rule lowers lam as the model improves near the minimum, and the method
+    ends in fewer iterations than scipy's undamped Newton-CG; a fixed lam = 10 keeps every step
+    short (linear convergence along the valley) and needs more than twice as many."""
+    reference = minimize(lambda x: rosenbrock(x)[0], [-1.2, 1], jac=lambda x: rosenbrock(x)[1], hessp=rosenbrock_hessian,
+                         method="Newton-CG", options={"xtol": 1e-12})
+    adaptive, _ = run("newton_cg", rosenbrock, [-1.2, 1.0], rosenbrock_hessian, limit=2000, curvature="hessian", damping=10.0, gtol=1e-8, ftol=0.0)
+    fixed, _ = run("newton_cg", rosenbrock, [-1.2, 1.0], rosenbrock_hessian, limit=2000, curvature="hessian", damping=10.0,
+                   damping_rule="fixed", gtol=1e-8, ftol=0.0)
+    for opt in (adaptive, fixed):
+        assert opt.status == 1 and np.allclose(opt.x, [1.0, 1.0], atol=1e-6)
+    assert adaptive.t <= reference.nit
+    assert fixed.t > 2 * adaptive.t
+    assert float(adaptive.lam) < 0.01 * 10.0 and float(fixed.lam) == 10.0
+
+
+def test_newton_cg_state_round_trip_restores_the_damping_exactly():
+    x, y = _logistic_problem(3, seed=2)
+    loss = LOSSES.get("cross_entropy")(3)
+    net = MLP([5, 4, 3], "tanh", dtype="float64")
+    net.initialize("auto", np.random.default_rng(0))
+    x0 = net.params.copy()
+    objective = Objective(net, loss, x, y, 0.01)
+    curvature = CurvatureProduct(net, loss, x, y, 0.01, kind="gauss_newton")
+    make = lambda: OPTIMIZERS.get("newton_cg")(x0.size, "float64", damping=1.0, gtol=0.0, ftol=0.0)  # noqa: E731
+    straight = make()
+    lams = []
+    for _ in range(8):
+        straight.iterate(objective, x0, curvature)
+        lams.append(float(straight.lam))
+    assert len(set(lams)) > 2  # the damping moved
+    first = make()
+    for _ in range(4):
+        first.iterate(objective, x0, curvature)
+    saved = {k: np.array(v) for k, v in first.state().items()}
+    second = make()
+    second.load_state(saved)
+    for _ in range(4):
+        second.iterate(objective, x0, curvature)
+    assert np.array_equal(second.x, straight.x) and float(second.lam) == float(straight.lam)
+    old = {k: v for k, v in saved.items() if k != "lam"}  # a checkpoint from before the rule
+    third = make()
+    third.load_state(old)
+    assert float(third.lam) == 1.0
+
+
 # -- through the config and the CLI -------------------------------------------------------------
 CONFIG = f"""
 data: {{train: {DATA / 'wine.csv'}, target: class}}
@@ -278,6 +366,8 @@ def test_resume_restores_the_history_and_continues_bit_for_bit(cli, tmp_path, na
     if name == "lbfgs":  # the (s, y) history came back from the checkpoint whole
         assert int(b["optimizer.pairs"]) > 5
         assert np.array_equal(a["optimizer.s"], b["optimizer.s"]) and np.array_equal(a["optimizer.y"], b["optimizer.y"])
+    else:  # the adapted damping came back (it moved away from the configured 1e-4)
+        assert float(b["optimizer.lam"]) == float(a["optimizer.lam"]) != 1e-4
 
 
 @pytest.mark.parametrize("name", ["lbfgs", "newton_cg"])

@@ -55,13 +55,22 @@ class _Counted:
     def __init__(self, objective: Function):
         self.objective, self.calls = objective, 0
         self.x: np.ndarray | None = None
+        self.values: list[tuple[np.ndarray, float]] = []  # (point, f) of every evaluation
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         if self.x is None or not np.array_equal(x, self.x):
             self.calls += 1
             f, g = self.objective(x)
             self.x, self.f, self.g = np.array(x, dtype=np.float64), float(f), np.asarray(g, dtype=np.float64)
+            self.values.append((self.x, self.f))
         return self.f, self.g
+
+    def value_at(self, x: np.ndarray) -> float | None:
+        """f at a point evaluated before, or None."""
+        for point, f in self.values:
+            if np.array_equal(point, x):
+                return f
+        return None
 
 
 def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evaluations: int, previous_f: float | None = None):
@@ -349,12 +358,30 @@ class ConjugateGradient(FullBatchOptimizer):
 class NewtonCG(FullBatchOptimizer):
     """Truncated Newton, "Hessian-free" (Nocedal & Wright Algorithm 7.1; Martens 2010).
 
-    Each iteration solves (B + damping I) d = -g approximately by linear conjugate gradient,
-    using only products B v (``curvature``: the Gauss-Newton matrix, PSD for matched losses, or
-    the exact Hessian by the R-operator), stopping when ||r|| <= min(0.5, sqrt(||g||)) ||g||
+    Each iteration solves (B + lam I) d = -g approximately by linear conjugate gradient, using
+    only products B v (``curvature``: the Gauss-Newton matrix, PSD for matched losses, or the
+    exact Hessian by the R-operator), stopping when ||r|| <= min(0.5, sqrt(||g||)) ||g||
     (superlinear convergence), after ``max_cg`` products, or when it meets a direction of
     non-positive curvature (possible with the exact Hessian; then it keeps the last d, or -g if
     there is none yet). Then a strong-Wolfe line search with alpha = 1 first (the Newton step).
+
+    The damping lam starts at ``damping``. With ``damping_rule: adaptive`` (the default) it
+    follows the Levenberg-Marquardt rule of Martens 2010 (section 4.1): after the step, the
+    reduction ratio of the full CG step d
+
+        rho = (f(x + d) - f(x)) / q(d),   q(d) = g^T d + 1/2 d^T B d   (the undamped model;
+                                                                      Martens & Sutskever 2012)
+
+    says how well the quadratic model predicted the decrease: rho < 1/4 -> lam <- 3/2 lam (trust
+    the model less: shorter, more gradient-like steps), rho > 3/4 -> lam <- 2/3 lam (towards the
+    Newton step). f(x + d) is the line search's first trial (alpha = 1), so rho costs no
+    evaluation; if the search never tried alpha = 1, rho is taken at the accepted step alpha d.
+    d^T B d comes from the CG recursion itself: with the residual r = -g - (B + lam I) d,
+    d^T (B + lam I) d = -g^T d - r^T d, so q costs no product either. When the solve gave no
+    model (non-positive curvature at once, or no descent direction) lam <- 3/2 lam. lam = 0
+    stays 0 (pure Newton / Gauss-Newton steps). ``damping_rule: fixed`` keeps lam = ``damping``.
+    State: ``lam`` (saved with the checkpoint, so a resumed run continues with the damping it had);
+    ``rho``, the last reduction ratio (NaN when there was none), is for inspection only.
     """
 
     name = "newton_cg"
@@ -362,12 +389,29 @@ class NewtonCG(FullBatchOptimizer):
     hyper = {
         "curvature": "gauss_newton",
         "damping": 1e-4,
+        "damping_rule": "adaptive",
         "max_cg": 50,
         **FullBatchOptimizer.hyper,
     }
+    arrays = ("lam",)
+    INCREASE, DECREASE = 1.5, 2.0 / 3.0  # Martens 2010's factors
+    LOW, HIGH = 0.25, 0.75  # the rho thresholds
 
-    def solve(self, curvature, x, g) -> tuple[np.ndarray, int]:
-        """d with (B + damping I) d ~ -g by linear CG from d = 0; returns (d, products used)."""
+    def _allocate(self):
+        self.lam = np.array(float(self.damping))
+        self.rho = math.nan
+
+    def load_state(self, state):
+        # checkpoints from before the adaptive rule have no lam: they ran with lam = damping
+        state = {"lam": np.array(float(self.damping)), **state}
+        super().load_state(state)
+        if not (math.isfinite(float(self.lam)) and float(self.lam) >= 0):
+            raise ValueError(f"optimizer state 'lam' must be a finite number >= 0, got {float(self.lam)}")
+
+    def solve(self, curvature, x, g) -> tuple[np.ndarray, int, float | None]:
+        """d with (B + lam I) d ~ -g by linear CG from d = 0; returns (d, products used,
+        d^T B d), the last None when the solve gave no model (d = -g)."""
+        lam = float(self.lam)
         gnorm = float(np.linalg.norm(g))
         tolerance = min(0.5, math.sqrt(gnorm)) * gnorm
         d = np.zeros_like(g)
@@ -376,12 +420,12 @@ class NewtonCG(FullBatchOptimizer):
         rr = float(r @ r)
         used = 0
         for _ in range(self.max_cg):
-            bp = curvature(x, p) + self.damping * p
+            bp = curvature(x, p) + lam * p
             used += 1
             curv = float(p @ bp)
             if not curv > 0:
                 if used == 1:
-                    d = -g.copy()
+                    return -g.copy(), used, None
                 break
             a = rr / curv
             d += a * p
@@ -392,16 +436,39 @@ class NewtonCG(FullBatchOptimizer):
             p *= rr_new / rr
             p += r
             rr = rr_new
-        return d, used
+        dbd = -float(g @ d) - float(r @ d) - lam * float(d @ d)
+        return d, used, dbd
+
+    def _adapt(self, rho: float | None) -> None:
+        """lam from the reduction ratio (None: no model this iteration)."""
+        self.rho = math.nan if rho is None else rho
+        if self.damping_rule != "adaptive":
+            return
+        if rho is None or not rho >= self.LOW:  # NaN (the trial overflowed) counts as a bad model
+            self.lam = np.array(float(self.lam) * self.INCREASE)
+        elif rho > self.HIGH:
+            self.lam = np.array(float(self.lam) * self.DECREASE)
 
     def _iterate(self, fun, curvature):
         if curvature is None:
             raise ValueError("newton_cg needs a curvature product")
         f, g = float(self.f[0]), self.g
-        d, used = self.solve(curvature, self.x, g)
-        if not float(g @ d) < 0:
-            d = -g / max(float(np.linalg.norm(g)), 1.0)
+        d, used, dbd = self.solve(curvature, self.x, g)
+        gd = float(g @ d)
+        if not gd < 0:
+            d, dbd = -g / max(float(np.linalg.norm(g)), 1.0), None
+            gd = float(g @ d)
         alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, 1e-4, 0.9, self.max_line_search)
+        rho = None
+        if dbd is not None:
+            f_full = fun.value_at(self.x + d)
+            step = 1.0 if f_full is not None else alpha
+            if f_full is None and alpha is not None:
+                f_full = f_new
+            if f_full is not None:
+                predicted = step * gd + 0.5 * step * step * dbd
+                rho = (f_full - f) / predicted if predicted < 0 else None
+        self._adapt(rho)
         if alpha is None:
             self.status = 3
             return used, 0.0
