@@ -45,7 +45,7 @@ def test_the_built_engine_part_gets_the_configured_values(section, keys, engine)
         own = _own_defaults(keys.get(name))
         # a value other than the default for every key (within its range)
         changed = {k: (v + 1 if isinstance(v, int) else "min" if k == "mode" else "train_loss" if k == "monitor"
-                       else "hessian" if k == "curvature" else v / 2 if v else 0.25) for k, v in own.items()}
+                       else "hessian" if k == "curvature" else "fixed" if k == "damping_rule" else v / 2 if v else 0.25) for k, v in own.items()}
         cfg = validate({"data": DATA, section: {"name": name, **changed}})
         part = build_optimizer(cfg, net) if section == "optimizer" else build_schedule(cfg)
         assert {k: getattr(part, k) for k in own} == changed, name
