@@ -294,8 +294,8 @@ def iter_blocks(path, f, data_start: int, names: list[str], options: dict, block
     plain = {**options, "skipinitialspace": False}
 
     def parse(block: bytes):
-        """(frame, None) or (None, error). Parsing without skipinitialspace is ~20% faster and
-        reads numbers the same; a block whose text cells start with a space (or that fails:
+        """(frame, None) or (None, error). Parsing without skipinitialspace is faster (the
+        figure is in benchmarks/RESULTS.md) and reads numbers the same; a block whose text cells start with a space (or that fails:
         a space before a quote) is parsed again with it, so the result never differs."""
         try:
             try:

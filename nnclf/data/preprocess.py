@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
 import numpy as np
 
-from ..errors import NnclfError
+from ..errors import NnclfError, Warn
 from .reading import quote_cell
 
 MISSING = None  # the category of a missing cell in a categorical column (JSON null)
 OTHER = "__other__"
-Warn = Callable[[str], None]
 
 # -- thresholds ----------------------------------------------------------------------------------
 # Numeric columns are transformed in row blocks of about this many float64 cells (8 MB): large

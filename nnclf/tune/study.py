@@ -195,7 +195,7 @@ _STORAGES: dict[tuple[str, int], Any] = {}
 def _sqlite_pragmas(dbapi_connection, record) -> None:
     """SQLite in write-ahead-log mode with synchronous=NORMAL: readers do not block the writer
     and a commit does not wait for the disk (a crashed process loses nothing; a power cut may
-    lose the last trials' records). Optuna commits ~20 times per trial; each fsync was ~10 ms."""
+    lose the last trials' records). Optuna commits about 20 times per trial, each an fsync (its cost is in benchmarks/RESULTS.md)."""
     import sqlite3
 
     if isinstance(dbapi_connection, sqlite3.Connection):
