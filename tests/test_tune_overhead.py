@@ -293,3 +293,29 @@ def test_shipped_tune_configs_run(cli, tmp_path, path):
     result = cli(f"tune {path} --trials 2 --set training.epochs=3 --study s -q")
     assert result.exit_code == 0, result.stderr
     assert (tmp_path / "runs" / "s" / "best.yaml").is_file()
+
+
+def test_the_kept_data_is_let_go_when_the_study_ends(tmp_path):
+    pytest.importorskip("optuna")
+    from nnclf.tune import study as st
+    from nnclf.tune.prepared import process_memo
+
+    text = merged(BASE.format(train=DATA / "iris.csv"), """
+tune:
+  metric: val_loss
+  trials: 3
+  sampler: random
+  space:
+    optimizer.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-1}
+""")
+    setup = st.prepare_study(write_config(tmp_path, text, "s.yaml"), runs_dir=tmp_path / "runs")
+    seen = []
+
+    class Look:
+        def on_epoch_end(self, trainer, record, improved):
+            seen.append((len(process_memo()), process_memo().hits))
+
+    result = st.tune(setup, callbacks=[Look()])
+    assert result.ran == 3
+    assert seen[0] == (1, 0) and seen[-1] == (1, 2)  # one preparation, then two hits
+    assert len(process_memo()) == 0

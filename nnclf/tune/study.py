@@ -685,7 +685,16 @@ def read_rows(setup: StudySetup) -> list[dict]:
     return trial_rows(optuna.load_study(study_name=setup.name, storage=open_storage(setup)))
 
 
-def tune(
+def tune(setup: StudySetup, jobs: int = 1, *args, **kwargs) -> StudyResult:
+    """Run the study (``_tune``); the data kept for its trials is let go when it ends (a
+    program that runs a study and goes on must not keep the arrays)."""
+    try:
+        return _tune(setup, jobs, *args, **kwargs)
+    finally:
+        process_memo().clear()
+
+
+def _tune(
     setup: StudySetup,
     jobs: int = 1,
     stop: Optional[threading.Event] = None,
