@@ -27,9 +27,11 @@ from functools import lru_cache
 MIN_FLOPS = 4e7
 WINDOW_STEPS = 16  # steps timed per measurement window
 ABORT_RATIO = 1.5  # a trial step this much slower than the chosen count's mean ends the trial
+SLOW_STEPS = 3  # steps in a row this much slower than one thread's mean drop a multi-thread choice
 FIRST_EXPLOIT_WINDOWS = 8  # windows at the chosen count before the next re-check...
 MAX_EXPLOIT_WINDOWS = 64  # ...doubling while the choice holds, so a settled choice costs <= 1/65 of the steps
 LOADAVG = "/proc/loadavg"  # Linux: its fourth field counts the threads running right now
+TASKS = "/proc/self/task"  # Linux: this process's threads, each with its state in stat
 
 
 def step_flops(sizes: list[int], batch: int) -> float:
@@ -69,11 +71,14 @@ class BlasThreads:
     - the faster becomes the chosen count; the number of windows before the next trial doubles
       while the choice holds (up to ``MAX_EXPLOIT_WINDOWS``) and starts again when it changes;
     - a trial of more threads is put off by one window when the kernel's count of running
-      threads says no core is idle for them: another process holds it, and the trial would
-      only cost a slow step to learn so (asking costs one read of /proc/loadavg);
-    - while more than one thread is chosen, a step slower than ``ABORT_RATIO`` times the last
-      one-thread mean drops back to one thread at once: the machine got busy, and one thread is
-      the plain path a run must never be slower than.
+      threads says another process holds a core they need: the trial would only cost a slow
+      step to learn so (asking costs a few reads in /proc);
+    - while more than one thread is chosen, ``SLOW_STEPS`` steps in a row slower than
+      ``ABORT_RATIO`` times the last one-thread mean drop back to one thread at once: the machine
+      got busy, and one thread is the plain path a run must never be slower than (one slow step
+      alone is a hiccup of a shared machine, not a busy one). A choice remembered from an earlier fit
+      (whose one-thread mean is not known here) starts at one thread when another process
+      holds a core it needs, and is put to a trial of one thread after its first window.
 
     The choice is remembered in this process for steps of the same size, so a cross-validation's
     fits do not each start the search over. The previous counts are restored on exit.
@@ -100,6 +105,7 @@ class BlasThreads:
         self._mean: dict[int, float] = {}
         self._steps, self._elapsed = 0, 0.0
         self._applied: int | None = None
+        self._slow = 0  # steps in a row at the chosen count slower than ABORT_RATIO x one thread's mean
         self._timer = _StepTimer(self)
 
     @property
@@ -111,8 +117,20 @@ class BlasThreads:
         return self._trial if self._trial is not None else self.chosen
 
     def __enter__(self) -> "BlasThreads":
+        if self.chosen != self.candidates[0]:
+            # a remembered choice of more threads is checked again soon: by a trial of one thread
+            # after the first window, or at once when another process holds a core it needs
+            self._left = 1
+            if not self._cores_free_for(self.chosen):
+                self.chosen = self.candidates[0]
         self._apply(self.current)
         return self
+
+    @staticmethod
+    def _cores_free_for(n: int) -> bool:
+        """Whether no other process runs on the cores ``n`` threads need (True when unknown)."""
+        spare = _spare_cores()
+        return spare is None or spare >= n
 
     def __exit__(self, *exc) -> None:
         if self.adaptive:
@@ -139,9 +157,11 @@ class BlasThreads:
             self._end_trial(seconds)  # lost already: one slow step is enough
             return
         plain = self._mean.get(self.candidates[0])
-        if self._trial is None and self.chosen != self.candidates[0] and plain is not None and seconds > ABORT_RATIO * plain:
-            self._fall_back()
-            return
+        if self._trial is None and self.chosen != self.candidates[0] and plain is not None:
+            self._slow = self._slow + 1 if seconds > ABORT_RATIO * plain else 0
+            if self._slow >= SLOW_STEPS:
+                self._fall_back()
+                return
         if self._steps < WINDOW_STEPS:
             return
         mean = self._elapsed / self._steps
@@ -155,8 +175,8 @@ class BlasThreads:
             others = [n for n in self.candidates if n != self.chosen]
             self._trials += 1
             trial = others[self._trials % len(others)]  # each other count in turn
-            idle = _idle_cores(self.chosen)
-            if trial > self.chosen and idle is not None and idle < trial - self.chosen:
+            spare = _spare_cores()
+            if trial > self.chosen and spare is not None and spare < trial:
                 self._left = 1  # no core for the extra threads: ask again after the next window
                 return
             self._trial = trial
@@ -164,6 +184,7 @@ class BlasThreads:
 
     def _fall_back(self) -> None:
         """Back to the plain count (one thread) now, as if it had just won a trial."""
+        self._slow = 0
         self.chosen, self._exploit = self.candidates[0], FIRST_EXPLOIT_WINDOWS
         self._left = self._exploit
         self._steps, self._elapsed = 0, 0.0
@@ -187,16 +208,23 @@ class BlasThreads:
         self._apply(self.chosen)
 
 
-def _idle_cores(own_threads: int) -> int | None:
-    """Usable cores not running a thread right now, ours (``own_threads``) aside; None where the
+def _spare_cores() -> int | None:
+    """Usable cores that no other process is running a thread on right now; None where the
     kernel does not say (not Linux). /proc/loadavg's fourth field is the instantaneous count of
-    running threads machine-wide, this one included."""
+    running threads machine-wide; this process's own running threads (``TASKS``) are not others."""
     try:
         with open(LOADAVG, "rb") as f:
             running = int(f.read().split()[3].split(b"/")[0])
+        ours = 0
+        for task in os.listdir(TASKS):
+            try:
+                with open(os.path.join(TASKS, task, "stat"), "rb") as f:
+                    ours += f.read().rsplit(b")", 1)[1].split()[0] == b"R"
+            except (OSError, IndexError):
+                continue  # a thread that ended meanwhile
     except (OSError, ValueError, IndexError):
         return None
-    return _usable_cores() - max(running, own_threads)
+    return _usable_cores() - max(0, running - max(ours, 1))
 
 
 class _StepTimer:

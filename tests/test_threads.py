@@ -26,10 +26,10 @@ def feed(t: BlasThreads, seconds_at: dict[int, float], windows: int) -> list[int
     return seen
 
 
-def adaptive(monkeypatch, idle_cores=8) -> BlasThreads:
-    """An auto BlasThreads choosing between 1 and 2 threads, the kernel saying ``idle_cores``."""
+def adaptive(monkeypatch, spare_cores=8) -> BlasThreads:
+    """An auto BlasThreads choosing between 1 and 2 threads, the kernel saying ``spare_cores``."""
     monkeypatch.setattr(BlasThreads, "_memory", {})
-    monkeypatch.setattr(threads_module, "_idle_cores", lambda own: idle_cores)
+    monkeypatch.setattr(threads_module, "_spare_cores", lambda: spare_cores)
     t = BlasThreads("auto", flops_per_step=10 * MIN_FLOPS)
     t.candidates = [1, 2]  # whatever this machine's BLAS default is
     t.__enter__()
@@ -55,42 +55,87 @@ def test_auto_keeps_the_faster_count_and_a_losing_trial_costs_one_step(monkeypat
     assert again.chosen == 1
 
 
-def test_chosen_two_threads_fall_back_to_one_on_the_first_slow_step(monkeypatch):
+def test_chosen_two_threads_fall_back_to_one_after_slow_steps_in_a_row(monkeypatch):
     t = adaptive(monkeypatch)
     try:
         feed(t, {1: 2e-3, 2: 1e-3}, 3)  # one window at 1, then 2 wins
         assert t.chosen == 2
         t._observe(2e-3)  # as slow as one thread: within ABORT_RATIO, kept
         assert t.current == 2
-        t._observe(4e-3)  # twice one thread's mean: the machine got busy
+        for _ in range(threads_module.SLOW_STEPS - 1):
+            t._observe(4e-3)  # twice one thread's mean: a hiccup...
+            assert t.current == 2
+        t._observe(1e-3)  # ...over, the count starts again
+        for _ in range(threads_module.SLOW_STEPS - 1):
+            t._observe(4e-3)
+        assert t.current == 2
+        t._observe(4e-3)  # SLOW_STEPS in a row: the machine got busy
         assert t.chosen == 1 and t.current == 1
     finally:
         t.__exit__()
 
 
-def test_no_idle_core_means_no_trial_of_more_threads_until_one_is_free(monkeypatch):
-    t = adaptive(monkeypatch, idle_cores=0)
+def test_no_spare_core_means_no_trial_of_more_threads_until_one_is_free(monkeypatch):
+    t = adaptive(monkeypatch, spare_cores=1)  # another process holds the second core
     try:
         seen = feed(t, {1: 2e-3, 2: 1e-3}, 300)  # two threads would win, but no core is free
         assert seen.count(2) == 0
-        monkeypatch.setattr(threads_module, "_idle_cores", lambda own: 1)  # the other process ended
+        monkeypatch.setattr(threads_module, "_spare_cores", lambda: 2)  # the other process ended
         seen = feed(t, {1: 2e-3, 2: 1e-3}, 2)
         assert seen[WINDOW_STEPS:] == [2] * WINDOW_STEPS and t.chosen == 2  # tried after one window, and kept
     finally:
         t.__exit__()
 
 
-def test_idle_cores_reads_the_running_count(monkeypatch, tmp_path):
+def test_a_remembered_choice_of_two_threads_starts_at_one_when_a_core_is_taken(monkeypatch):
+    t = adaptive(monkeypatch)
+    feed(t, {1: 2e-3, 2: 1e-3}, 3)
+    t.__exit__()
+    again = BlasThreads("auto", flops_per_step=10 * MIN_FLOPS)
+    again.candidates = [1, 2]
+    assert again.chosen == 2  # two threads remembered for this step size
+    monkeypatch.setattr(threads_module, "_spare_cores", lambda: 1)
+    again.__enter__()
+    try:
+        assert again.current == 1
+    finally:
+        again.__exit__()
+    # with the cores free it starts at two and tries one thread after the first window (the
+    # machine may have changed since the choice was made): here one thread is now the faster
+    monkeypatch.setattr(threads_module, "_spare_cores", lambda: 2)
+    BlasThreads._memory[again._key] = (2, threads_module.MAX_EXPLOIT_WINDOWS)
+    third = BlasThreads("auto", flops_per_step=10 * MIN_FLOPS)
+    third.candidates = [1, 2]
+    third.__enter__()
+    try:
+        seen = feed(third, {1: 2e-3, 2: 6e-3}, 3)
+        assert seen[:WINDOW_STEPS] == [2] * WINDOW_STEPS and seen[WINDOW_STEPS] == 1 and third.chosen == 1
+    finally:
+        third.__exit__()
+
+
+def test_spare_cores_counts_other_processes_running_threads(monkeypatch, tmp_path):
     loadavg = tmp_path / "loadavg"
     loadavg.write_text("0.52 0.41 0.30 3/119 1234\n")
+    tasks = tmp_path / "task"
+    for tid, state in ((100, "R"), (101, "S"), (102, "R")):
+        (tasks / str(tid)).mkdir(parents=True)
+        (tasks / str(tid) / "stat").write_text(f"{tid} (python (a) b) {state} 1 2 3\n")  # a ')' in the name
     monkeypatch.setattr(threads_module, "LOADAVG", str(loadavg))
+    monkeypatch.setattr(threads_module, "TASKS", str(tasks))
     monkeypatch.setattr(threads_module, "_usable_cores", lambda: 4)
-    assert threads_module._idle_cores(1) == 1  # 3 running, this thread among them
-    assert threads_module._idle_cores(4) == 0  # our own 4 threads fill the cores
+    assert threads_module._spare_cores() == 3  # 3 running, 2 of them ours: one other
+    loadavg.write_text("0.52 0.41 0.30 7/119 1234\n")
+    assert threads_module._spare_cores() == -1  # five others on four cores
     loadavg.write_text("garbage\n")
-    assert threads_module._idle_cores(1) is None
+    assert threads_module._spare_cores() is None
     monkeypatch.setattr(threads_module, "LOADAVG", str(tmp_path / "absent"))
-    assert threads_module._idle_cores(1) is None
+    assert threads_module._spare_cores() is None
+
+
+def test_spare_cores_on_this_machine_is_a_count_or_unknown():
+    spare = threads_module._spare_cores()
+    assert spare is None or -1000 < spare <= threads_module._usable_cores()
 
 
 def test_small_steps_never_try_a_second_thread():
