@@ -76,9 +76,10 @@ class BlasThreads:
     - while more than one thread is chosen, ``SLOW_STEPS`` steps in a row slower than
       ``ABORT_RATIO`` times the last one-thread mean drop back to one thread at once: the machine
       got busy, and one thread is the plain path a run must never be slower than (one slow step
-      alone is a hiccup of a shared machine, not a busy one). A choice remembered from an earlier fit
-      (whose one-thread mean is not known here) starts at one thread when another process
-      holds a core it needs, and is put to a trial of one thread after its first window.
+      alone is a hiccup of a shared machine, not a busy one);
+    - a choice of more threads remembered from an earlier fit (whose one-thread mean is not
+      known here) starts at one thread when another process holds a core it needs, and is put
+      to a trial of one thread after its first window.
 
     The choice is remembered in this process for steps of the same size, so a cross-validation's
     fits do not each start the search over. The previous counts are restored on exit.
@@ -196,14 +197,8 @@ class BlasThreads:
         self._mean[trial] = mean
         if mean < self._mean[self.chosen]:
             self.chosen, self._exploit = trial, FIRST_EXPLOIT_WINDOWS
-            self._left = self._exploit
-            self._apply(self.chosen)
         else:
-            self._keep_choice()
-
-    def _keep_choice(self) -> None:
-        """The trial lost: the chosen count again, for twice as many windows as before."""
-        self._exploit = min(max(self._exploit, FIRST_EXPLOIT_WINDOWS // 2) * 2, MAX_EXPLOIT_WINDOWS)
+            self._exploit = min(max(self._exploit, FIRST_EXPLOIT_WINDOWS // 2) * 2, MAX_EXPLOIT_WINDOWS)
         self._left = self._exploit
         self._apply(self.chosen)
 
