@@ -321,7 +321,9 @@ def test_worker_processes_share_one_study(cli, tmp_path, jobs, total):
 
 @pytest.mark.slow
 def test_a_killed_workers_trial_is_failed_and_retried(tmp_path):
-    path = config(tmp_path, "tune: {trials: 6}", "training: {epochs: 150, batch_size: 4}")
+    # trials of about 2 s here (0.25 s at 150 epochs, too short: the kill below found both
+    # workers between or past their trials), so the kill lands inside one
+    path = config(tmp_path, "tune: {trials: 6}", "training: {epochs: 1200, batch_size: 4}")
     folder = tmp_path / "runs" / "s"
     proc = _tune_process([str(path), "--study", "s", "--jobs", "2", "--heartbeat", "1"], tmp_path)
     # kill one worker in the middle of its trial (a child of the tune process)
