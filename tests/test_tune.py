@@ -265,7 +265,9 @@ def _wait_for(predicate, seconds: float = 60.0):
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_trials_and_marks_the_running_one(tmp_path):
-    path = config(tmp_path, "tune: {trials: 40}", "training: {epochs: 300, batch_size: 8}")
+    # trials of about 2 s, so that 0.5 s after one starts it is still running (at 300 epochs a
+    # trial took about 0.25 s here, and the signal could fall between two trials)
+    path = config(tmp_path, "tune: {trials: 40}", "training: {epochs: 2400, batch_size: 8}")
     folder = tmp_path / "runs" / "s"
     proc = _tune_process([str(path), "--study", "s"], tmp_path)
     # (a trial writes metrics.csv when it ends; config.yaml when it starts)
