@@ -71,3 +71,18 @@ def merged(*texts: str) -> str:
     for text in texts:
         result = merge(result, yaml.safe_load(text) or {})
     return yaml.safe_dump(result, sort_keys=False)
+
+
+# a small two-class project: a CSV, a config, and (from ``train_small_run``) a trained run "r"
+SMALL_CSV = "a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 2}\n" for i in range(40))
+SMALL_CONFIG = "seed: 1\ndata: {train: d.csv, target: label}\nmodel: {hidden: [4]}\ntraining: {epochs: 2, batch_size: 8}\n"
+
+
+def train_small_run(folder: Path) -> Path:
+    """``folder`` with d.csv, c.yaml and runs/r trained from them (through the CLI)."""
+    (folder / "d.csv").write_text(SMALL_CSV)
+    write_config(folder, SMALL_CONFIG, "c.yaml")
+    r = run_cli("train c.yaml --name r --quiet", folder)
+    assert r.exit_code == 0, r.stderr
+    return folder
+

@@ -19,20 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli, write_config
+from conftest import ROOT, run_cli, SMALL_CONFIG, SMALL_CSV, train_small_run, write_config
 
-CSV = "a,b,label\n" + "".join(f"{i % 7},{(i * 3) % 5},{i % 2}\n" for i in range(40))
-CONFIG = "seed: 1\ndata: {train: d.csv, target: label}\nmodel: {hidden: [4]}\ntraining: {epochs: 2, batch_size: 8}\n"
+CSV, CONFIG = SMALL_CSV, SMALL_CONFIG
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hostile")
-    (folder / "d.csv").write_text(CSV)
-    write_config(folder, CONFIG, "c.yaml")
-    r = run_cli("train c.yaml --name r --quiet", folder)
-    assert r.exit_code == 0, r.stderr
-    return folder
+    return train_small_run(tmp_path_factory.mktemp("hostile"))
 
 
 def one_line(r, code: int = 1) -> str:
