@@ -557,23 +557,28 @@ def tune(
     import signal
     import threading
 
-    from .tune.study import prepare_study, tune as run_study
+    from .tune.study import close_storages, prepare_study, tune as run_study
     from .tune.display import StudyDisplay, render_result
 
-    setup = prepare_study(config, set_, runs_dir, study, storage, trials, timeout, heartbeat)
-    stop = threading.Event()
-
-    def on_sigint(signum, frame):
-        if stop.is_set():  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    global _exit_fast
+    _exit_fast = True
     try:
-        with StudyDisplay(setup, quiet) as display:
-            result = run_study(setup, jobs, stop, warn, None if quiet else display.update)
+        setup = prepare_study(config, set_, runs_dir, study, storage, trials, timeout, heartbeat)
+        stop = threading.Event()
+
+        def on_sigint(signum, frame):
+            if stop.is_set():  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            stop.set()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            with StudyDisplay(setup, quiet) as display:
+                result = run_study(setup, jobs, stop, warn, None if quiet else display.update)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        close_storages()  # study.db whole on disk before main() ends the process
     for message in result.errors:
         warn(message)
     if quiet:
@@ -636,5 +641,35 @@ def show_config(
     print(load_config(config, set_).to_yaml(), end="")
 
 
+# Set by a command whose process should end without the interpreter's teardown (see main).
+_exit_fast = False
+
+
 def main() -> None:
-    app()
+    """The console entry point. After ``nnclf tune`` the process ends with ``os._exit`` once
+    the command's files are closed, stdout/stderr flushed and the atexit handlers run: tearing
+    down the modules a study loads (pandas, SQLAlchemy, Optuna) is CPU work of a few tenths of
+    a second that nothing needs (benchmarks/RESULTS.md), and it is the serial end of every
+    study. In-process callers (tests, ``app()``) never take this path."""
+    code = 0
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code
+    if not _exit_fast:
+        sys.exit(code)
+    import atexit
+    import os
+
+    if not isinstance(code, int):  # sys.exit("message") prints it and exits with 1
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):  # a closed pipe: what could be written was
+            code = code or EXIT_BROKEN_PIPE
+    os._exit(code)

@@ -116,6 +116,7 @@ class TrainingRun:
         self.deferred = False
         self._pending: dict[str, tuple] = {}
         self._history = None
+        self._static: Optional[dict[str, Any]] = None  # static_meta, copied once (deferred saves)
         folder.columns = metric_columns(cfg.task)
         if cfg.task == "reconstruction":
             from .data.targets import code_layer
@@ -124,7 +125,20 @@ class TrainingRun:
         if self.writes:
             (self.folder / "checkpoints").mkdir(exist_ok=True)
 
-    def checkpoint_meta(self, trainer: Trainer, state: dict[str, Any]) -> dict[str, Any]:
+    def checkpoint_meta(self, trainer: Trainer, state: dict[str, Any], static: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """The checkpoint's JSON: ``static`` (what cannot change while the run trains, from
+        ``static_meta``) with the trainer's progress, the schedule's state and the time."""
+        static = static if static is not None else self.static_meta(trainer)
+        head = {k: v for k, v in static.items() if k != "optimizer"}
+        return {
+            **head,
+            "trainer": state["progress"],
+            "schedule": state["schedule"],
+            "optimizer": static["optimizer"],
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def static_meta(self, trainer: Trainer) -> dict[str, Any]:
         p = self.prepared
         return {
             "config_name": self.config_name,
@@ -140,10 +154,7 @@ class TrainingRun:
             "preprocessor": p.preprocessor.state,
             "data_files": p.files,
             "config": self.cfg.to_dict(),
-            "trainer": state["progress"],
-            "schedule": state["schedule"],
             "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
-            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
     def save(self, which: str, trainer: Trainer, params: np.ndarray, durable: bool = True) -> None:
@@ -155,13 +166,21 @@ class TrainingRun:
             arrays["trainer.permutation"] = state["permutation"]
         if self.prepared.pca is not None:
             arrays["pca.mean"], arrays["pca.components"] = self.prepared.pca.mean, self.prepared.pca.components
-        meta = self.checkpoint_meta(trainer, state)
-        if self.deferred and which in ("best", "last"):  # copies: training goes on updating the arrays in place
+        if self.deferred and which in ("best", "last"):
             import copy
 
-            self._pending[which] = (params.copy(), copy.deepcopy(meta), {k: np.array(v, copy=True) for k, v in arrays.items()}, trainer.epoch)
+            # copies: training goes on updating the arrays and the progress in place. The static
+            # part (config, preprocessor, labels: most of the JSON) is copied once per run and
+            # shared by the kept checkpoints; copying it at every save was most of a small
+            # trial's bookkeeping (a profile in benchmarks/RESULTS.md).
+            if self._static is None:
+                self._static = copy.deepcopy(self.static_meta(trainer))
+            dynamic = copy.deepcopy({"progress": state["progress"], "schedule": state["schedule"]})
+            meta = self.checkpoint_meta(trainer, dynamic, self._static)
+            self._pending[which] = (params.copy(), meta, {k: np.array(v, copy=True) for k, v in arrays.items()}, trainer.epoch)
             self._history = trainer.history
             return
+        meta = self.checkpoint_meta(trainer, state)
         save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, meta, arrays, durable)
         if which == "last":
             self.last_saved_epoch = trainer.epoch

@@ -39,10 +39,12 @@ from ..config import _resolve_paths, apply_override, load_config, parse_yaml, va
 from ..errors import NnclfError
 from .prepared import process_memo
 from .space import TuneSpec, parse_tune
+from .sqlite_schema import open_rdb_storage
 
 INSTALL_HINT = 'nnclf tune needs Optuna: pip install ".[tune]" in a clone, or pip install "nnclf[tune]"'
 STATES = ("complete", "pruned", "failed", "running", "waiting")
 WAIT_POLL = 0.2  # seconds between a waiting worker's looks at the study (one cheap query each)
+WAKE_POLL = 0.01  # seconds between a waiting local worker's looks at its siblings' trial counter (no query)
 
 
 def import_optuna():
@@ -238,7 +240,7 @@ def _open_storage(setup: StudySetup):
     try:
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+                return open_rdb_storage(url, engine_kwargs, **kwargs)
             except ImportError:
                 raise
             except Exception:
@@ -261,6 +263,16 @@ def dispose(storage) -> None:
     engine = getattr(storage, "engine", None)
     if engine is not None:
         engine.dispose()
+
+
+def close_storages() -> None:
+    """Close this process's storage connections. SQLite copies its write-ahead log into
+    study.db when the last connection closes, so afterwards study.db alone holds the study
+    (no study.db-wal beside it) even if the process then ends without the interpreter's
+    teardown (``nnclf.cli.main``)."""
+    for key, storage in list(_STORAGES.items()):
+        if key[1] == os.getpid():
+            dispose(storage)
 
 
 class _StaleTrials:
@@ -417,9 +429,14 @@ def run_worker(
     on_trial: Callable[[Any], None] = lambda study: None,
     worker: int = 0,
     callbacks: list = (),
+    ended=None,
 ) -> WorkerResult:
     """Run trials until the study holds ``setup.trials`` complete or pruned trials, the
-    timeout passes, or ``stop`` is set. Many workers (processes, machines) may share a study."""
+    timeout passes, or ``stop`` is set. Many workers (processes, machines) may share a study.
+    ``ended``: a counter shared by the workers of one ``--jobs`` command (a
+    ``multiprocessing.Value``), raised by each at the end of each of its trials, so a worker
+    waiting for the study's last trials looks again as soon as one ends instead of up to
+    ``WAIT_POLL`` later (the command ends when its last worker does)."""
     from .. import runs
     from ..trainer import TrainingDiverged
 
@@ -507,15 +524,31 @@ def run_worker(
             # A short wait: the command ends when its last worker does, so a worker that slept
             # a second here after the study's last trial made the whole study a second longer.
             optuna.storages.fail_stale_trials(study)
-            stop.wait(min(WAIT_POLL, setup.heartbeat / 2))
+            _wait_for_a_trial(stop, ended, min(WAIT_POLL, setup.heartbeat / 2))
             continue
         try:
             study.optimize(objective, n_trials=1, catch=(TrainingDiverged, TrialSkipped, TrialInterrupted), gc_after_trial=False)
         finally:
             trials = on_trial(study)
+            if ended is not None:
+                with ended.get_lock():
+                    ended.value += 1
         result.ran += 1
     result.interrupted = stop.is_set()
     return result
+
+
+def _wait_for_a_trial(stop: threading.Event, ended, seconds: float) -> None:
+    """Sleep ``seconds``, or less: until ``stop`` is set or another local worker ends a trial."""
+    if ended is None:
+        stop.wait(seconds)
+        return
+    seen, until = ended.value, time.monotonic() + seconds
+    while not stop.is_set() and ended.value == seen:
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        stop.wait(min(WAKE_POLL, left))
 
 
 def _mark_summary(folder: Path, status: str) -> None:
@@ -527,7 +560,7 @@ def _mark_summary(folder: Path, status: str) -> None:
 
 
 # -- many workers ---------------------------------------------------------------------------------
-def _worker_main(setup: StudySetup, index: int, threads: Optional[int]) -> None:
+def _worker_main(setup: StudySetup, index: int, threads: Optional[int], ended=None) -> None:
     """A forked worker process: its own storage connection, Ctrl-C stops it after its trial."""
     import signal
 
@@ -544,7 +577,7 @@ def _worker_main(setup: StudySetup, index: int, threads: Optional[int]) -> None:
 
             limiter = threadpool_limits(limits=threads, user_api="blas")
         with limiter:
-            run_worker(setup, stop, worker=index)
+            run_worker(setup, stop, worker=index, ended=ended)
     except NnclfError as e:
         import sys
 
@@ -585,9 +618,10 @@ def start_workers(setup: StudySetup, jobs: int, warn: Callable[[str], None] = la
     threads = max(1, _usable_cores() // jobs)
     for storage in _STORAGES.values():  # no connection of this process shared with a child
         dispose(storage)
+    ended = ctx.Value("l", 0)  # trials ended by these workers (wakes a waiting one)
     procs = []
     for index in range(jobs):
-        p = ctx.Process(target=_worker_main, args=(setup, index, threads), name=f"nnclf-tune-{index}")
+        p = ctx.Process(target=_worker_main, args=(setup, index, threads, ended), name=f"nnclf-tune-{index}")
         p.start()
         procs.append(p)
     return procs
@@ -692,6 +726,7 @@ def tune(setup: StudySetup, jobs: int = 1, *args, **kwargs) -> StudyResult:
         return _tune(setup, jobs, *args, **kwargs)
     finally:
         process_memo().clear()
+        close_storages()
 
 
 def _tune(
