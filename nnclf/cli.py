@@ -650,14 +650,15 @@ def main() -> None:
     the command's files are closed, stdout/stderr flushed and the atexit handlers run: tearing
     down the modules a study loads (pandas, SQLAlchemy, Optuna) is CPU work of a few tenths of
     a second that nothing needs (benchmarks/RESULTS.md), and it is the serial end of every
-    study. In-process callers (tests, ``app()``) never take this path."""
+    study. In-process callers (tests, ``app()``) and a process under a profiler or a tracer
+    never take this path."""
     code = 0
     try:
         app()
     except SystemExit as e:
         code = e.code
-    if not _exit_fast:
-        sys.exit(code)
+    if not _exit_fast or sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(code)  # a profiler or debugger (python -m cProfile) reports after main returns
     import atexit
     import os
 
