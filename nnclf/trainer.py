@@ -286,7 +286,7 @@ class Trainer:
                 result = opt.iterate(objective, self.net.params, curvature)
             if not math.isfinite(result.value):
                 raise diverged(f"the loss became {result.value} at epoch {self.epoch + 1}", lr)
-            accepted = opt.x.astype(self.net.dtype)
+            accepted = opt.x if opt.x.dtype == self.net.dtype else opt.x.astype(self.net.dtype)
             if np.array_equal(self.net.params, accepted) and result.evaluations:
                 train_loss, train_accuracy = objective.last_loss, objective.last_correct / len(y)  # its last call was here
             else:  # the last call was a rejected trial point (or there was none): one more pass
@@ -314,8 +314,8 @@ class Trainer:
         loss still looks fine); checked once per epoch, so no NaN is ever checkpointed."""
         if not np.all(np.isfinite(self.net.params)):
             raise diverged(f"the weights became NaN or infinite during epoch {self.epoch + 1}", lr)
-        for name, value in self.optimizer.state().items():
-            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                raise diverged(
-                    f"the gradients overflowed (optimizer state '{name}' became NaN or infinite) during epoch {self.epoch + 1}", lr
-                )
+        name = self.optimizer.nonfinite_state()
+        if name is not None:
+            raise diverged(
+                f"the gradients overflowed (optimizer state '{name}' became NaN or infinite) during epoch {self.epoch + 1}", lr
+            )

@@ -147,6 +147,17 @@ class FullBatchOptimizer(Optimizer):
                 raise ValueError(f"optimizer state '{name}' has shape {value.shape}, expected {getattr(self, name).shape}")
             setattr(self, name, np.array(value, dtype=getattr(self, name).dtype))
 
+    def nonfinite_state(self) -> str | None:
+        for name in ("x", "g", "f", *self._checked_arrays()):
+            value = np.asarray(getattr(self, name))
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                return name
+        return None
+
+    def _checked_arrays(self) -> tuple[str, ...]:
+        """The method's own arrays that ``nonfinite_state`` scans whole."""
+        return self.arrays
+
     @property
     def converged(self) -> bool:
         return self.status != 0
@@ -168,7 +179,8 @@ class FullBatchOptimizer(Optimizer):
             self.g = g.copy()
         if self.status:
             return Iteration(float(self.f[0]), 0, 0, 0.0)
-        if np.max(np.abs(self.g), initial=0.0) <= self.gtol:
+        # later iterations tested g at the end of the one before (status 1 if it was small)
+        if self.t == 0 and np.max(np.abs(self.g), initial=0.0) <= self.gtol:
             self.status = 1
             self.t += 1
             return Iteration(float(self.f[0]), fun.calls, 0, 0.0)
@@ -219,6 +231,32 @@ class LBFGS(FullBatchOptimizer):
         self.y = np.zeros((self.history, self.n))
         self.pairs = np.array(0, dtype=np.int64)
         self.head = np.array(0, dtype=np.int64)
+        self._products()
+
+    def _products(self) -> None:
+        """s_i^T y_i and y_i^T y_i of every row, kept beside the rows (not state: they follow
+        from s and y), so the two-loop recursion does not recompute 2 m + 1 of its dot products
+        each iteration; and every row marked for the next finiteness check."""
+        from scipy.linalg.blas import ddot
+
+        self._sy = np.array([ddot(self.s[r], self.y[r]) for r in range(self.history)])
+        self._yy = np.array([ddot(self.y[r], self.y[r]) for r in range(self.history)])
+        self._unchecked = set(range(self.history))
+
+    def _checked_arrays(self):
+        return ()  # s and y: only the rows written since the last check (``nonfinite_state``)
+
+    def nonfinite_state(self):
+        """Besides x, g and f, only the rows of s and y written since the last call: every
+        other row was found finite when it was written, and rows change only by being written."""
+        name = super().nonfinite_state()
+        if name is None:
+            for r in sorted(self._unchecked):
+                for array in ("s", "y"):
+                    if not np.all(np.isfinite(getattr(self, array)[r])):
+                        return array
+            self._unchecked.clear()
+        return name
 
     def state(self):
         out = super().state()
@@ -233,6 +271,7 @@ class LBFGS(FullBatchOptimizer):
         if not (0 <= int(self.pairs) <= self.history and 0 <= int(self.head) < self.history):
             raise ValueError(f"optimizer state: pairs {int(self.pairs)} and head {int(self.head)} must lie in "
                              f"0..{self.history} and 0..{self.history - 1} (optimizer.history)")
+        self._products()
 
     def memory_bytes(self):
         return (2 * self.history + 6) * self.n * 8
@@ -252,15 +291,15 @@ class LBFGS(FullBatchOptimizer):
         if k == 0:
             return q / max(float(np.linalg.norm(g)), 1.0)  # a first step of length <= 1
         rows = [(head + i) % m for i in range(k)]  # oldest first
-        s, y = self.s, self.y
-        rho = [1.0 / ddot(s[r], y[r]) for r in rows]
+        s, y, sy = self.s, self.y, self._sy
+        rho = [1.0 / sy[r] for r in rows]
         a = [0.0] * k
         for i in range(k - 1, -1, -1):
             r = rows[i]
             a[i] = rho[i] * ddot(s[r], q)
             q = daxpy(y[r], q, a=-a[i])  # q <- q - a_i y_i
         newest = rows[-1]
-        q *= ddot(s[newest], y[newest]) / ddot(y[newest], y[newest])
+        q *= sy[newest] / self._yy[newest]
         for i in range(k):
             r = rows[i]
             b = rho[i] * ddot(y[r], q)
@@ -279,6 +318,10 @@ class LBFGS(FullBatchOptimizer):
             row = head
             self.head = np.array((head + 1) % m, dtype=np.int64)
         self.s[row], self.y[row] = s_new, y_new
+        from scipy.linalg.blas import ddot
+
+        self._sy[row], self._yy[row] = ddot(self.s[row], self.y[row]), ddot(self.y[row], self.y[row])
+        self._unchecked.add(row)
 
     def _iterate(self, fun, curvature):
         f, g = float(self.f[0]), self.g
@@ -340,7 +383,7 @@ class ConjugateGradient(FullBatchOptimizer):
         if alpha is None:
             self.status = 3
             return 0, 0.0
-        old_g = g.copy()
+        old_g = g  # _accept rebinds self.g to a new array; g itself is not written
         self._accept(alpha, d, f_new, g_new)
         g = self.g
         period = self.restart or self.n

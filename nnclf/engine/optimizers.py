@@ -59,6 +59,14 @@ class Optimizer:
         for name in self.state_names:
             getattr(self, name)[...] = state[name]
 
+    def nonfinite_state(self) -> str | None:
+        """The name of the first floating-point state array that holds a NaN or an infinity,
+        or None. The trainer asks once per epoch, so no such state is ever checkpointed."""
+        for name, value in self.state().items():
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                return name
+        return None
+
 
 @OPTIMIZERS.register("sgd")
 class SGD(Optimizer):

@@ -139,23 +139,33 @@ class Objective:
         net, n = self.net, len(self.y)
         self.evaluations += 1
         net.params[...] = theta
-        total = self._total
-        total[...] = 0
         value, correct = 0.0, 0
         counts = self.loss.classifies
+        single = n <= self.chunk
+        total = self._total
+        if not single:
+            total[...] = 0
         for start in range(0, n, self.chunk):
             stop = min(start + self.chunk, n)
             logits = net.forward(self.x[start:stop])
-            # classes taken before the loss sees z (a loss may reuse its buffer); a loss with real-valued
-            # targets (classifies = False) has none to count
-            classes = self.loss.predict_classes(logits) if counts else None
             delta = net.output_delta_buffer(stop - start)
             value += self.loss.forward_backward(logits, self.y[start:stop], delta) * ((stop - start) / n)
-            if counts:
+            if counts:  # a loss with real-valued targets (classifies = False) has none to count
+                classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
+                if classes is None:
+                    classes = self.loss.predict_classes(logits)  # no loss writes into z
                 correct += int(np.count_nonzero(classes == self.y[start:stop]))
-            delta *= delta.dtype.type((stop - start) / n)
-            total += net.backward(delta)
-        net.grads[...] = total
+            if not single:  # one chunk: its weight n_c / n is 1 (multiplying by 1.0 changes no bit)
+                delta *= delta.dtype.type((stop - start) / n)
+            grads = net.backward(delta)
+            if not single:
+                total += grads
+        if single:
+            # 0 + g, as the sum over chunks starting from 0 gives it (-0.0 becomes +0.0), without
+            # the zeroed accumulator and the two copies
+            np.add(net.grads, 0.0, out=net.grads)
+        else:
+            net.grads[...] = total
         self.last_loss, self.last_correct = value, correct
         value += net.l2_penalty(self.weight_decay)
         net.add_l2_gradient(self.weight_decay)
