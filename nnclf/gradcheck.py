@@ -13,6 +13,7 @@ def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: 
     from .build import build_network, build_task_loss
     from .config import load_config
     from .data.dataset import prepare
+    from .engine.fullbatch import FULL_BATCH
     from .engine.gradcheck import check_gradients
 
     cfg = load_config(config_path, overrides)
@@ -21,7 +22,7 @@ def gradient_check(config_path, overrides, samples: int, warn: Warn = lambda m: 
     x, y = train.x[:samples], train.y[:samples]
     loss = build_task_loss(cfg, prepared)
     net = build_network(cfg, x.shape[1], loss)
-    net.initialize(cfg.model.init, model_rng(cfg.seed))
+    net.initialize(cfg.model.init, model_rng(cfg.seed), full_batch=cfg.optimizer.name in FULL_BATCH)
     note = "dropout is off during the check (it makes the loss random)" if cfg.model.dropout > 0 else ""
     checks = check_gradients(net, loss, x, y, cfg.loss.weight_decay)
     if curvature:

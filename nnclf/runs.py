@@ -23,6 +23,7 @@ from .memory import check_training_fits
 from .registry import did_you_mean
 from .metrics import classification_report
 from .data.cache import DiskCache, resolve_mode as resolve_cache_mode
+from .engine.fullbatch import FULL_BATCH
 from .distributed import AgreedStop, DataParallelStep, SingleProcess, blas_threads_per_rank
 from .runfolder import (  # noqa: F401  (re-exported: older imports use nnclf.runs)
     METRIC_COLUMNS, METRICS_HEADER, RunFolder, check_run_name, list_runs, metrics_line, now_iso,
@@ -254,7 +255,7 @@ def _make_trainer(cfg: Config, prepared, callbacks) -> Trainer:
     loss = build_task_loss(cfg, prepared)
     net = build_network(cfg, train.x.shape[1], loss)
     rng = model_rng(cfg.seed)
-    net.initialize(cfg.model.init, rng)
+    net.initialize(cfg.model.init, rng, full_batch=cfg.optimizer.name in FULL_BATCH)
     batch = None if cfg.training.batch_size == "full" else cfg.training.batch_size
     has_val = prepared.val is not None and len(prepared.val) > 0
     optimizer = build_optimizer(cfg, net)

@@ -16,10 +16,25 @@ INITIALIZERS: Registry = Registry("init")
 RELU_FAMILY = {"relu", "leaky_relu", "elu", "gelu", "softplus"}
 
 
-def resolve_init(name: str, activation: str) -> str:
-    """``auto`` is He for the ReLU family and Xavier (Glorot) otherwise."""
+def resolve_init(name: str, activation: str, full_batch: bool = False) -> str:
+    """``auto``: for the full-batch methods (lbfgs, cg, newton_cg; ``full_batch=True``)
+    Glorot-uniform, whatever the activation; for every other optimizer He-normal for the ReLU
+    family and Glorot-uniform otherwise.
+
+    Why the full-batch methods differ: He's variance 2 / fan_in keeps the activations' scale
+    through deep ReLU stacks, which is what SGD needs; a quasi-Newton or Newton method starts
+    further from the optimum with it (larger initial outputs) and spends evaluations undoing
+    that. On the training objective alone (benchmarks/init_bench.py: 16 problems, 10 seeds;
+    the numbers are in benchmarks/RESULTS.md, "Full-batch methods, third pass") Glorot's
+    variance 2 / (fan_in + fan_out) reached a fixed objective in fewer L-BFGS evaluations on
+    most seeds and ended within 1% of He's final objective or below it, iris being the one
+    exception (for cg and newton_cg too); normal or uniform made no difference, the variance
+    did. Mini-batch defaults are unchanged.
+    """
     if name != "auto":
         return name
+    if full_batch:
+        return "xavier_uniform"
     return "he_normal" if activation in RELU_FAMILY else "xavier_uniform"
 
 

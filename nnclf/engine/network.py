@@ -86,9 +86,10 @@ class MLP:
             mask[start:stop] = 1
         return mask
 
-    def initialize(self, init: str, rng: np.random.Generator) -> None:
-        """W_l from the named initialiser (``auto`` picks by activation), b_l = 0."""
-        initializer = INITIALIZERS.get(resolve_init(init, self.activation_name))
+    def initialize(self, init: str, rng: np.random.Generator, full_batch: bool = False) -> None:
+        """W_l from the named initialiser (``auto`` picks by activation and, with
+        ``full_batch``, for the full-batch methods: see ``init.resolve_init``), b_l = 0."""
+        initializer = INITIALIZERS.get(resolve_init(init, self.activation_name, full_batch))
         for w, b in zip(self.weights, self.biases):
             w[...] = initializer(w.shape[0], w.shape[1], rng)
             b[...] = 0
