@@ -21,14 +21,15 @@ with the two distributions (normal, uniform), so a difference can be traced to o
     PYTHONPATH=$PWD python benchmarks/init_bench.py [--seeds 10] [--methods lbfgs,cg,newton_cg]
         [--problems all|NAME,...] [--out runs.jsonl] [--summary-only runs.jsonl]
 
-Prints a markdown table (benchmarks/RESULTS.md, full-batch section) and writes every run's
-curve as a JSON line to ``--out``.
+Prints two markdown tables (benchmarks/RESULTS.md, full-batch section): every initialiser, and
+He-normal against Glorot-uniform seed by seed; writes every run's curve as a JSON line to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -175,6 +176,38 @@ def summarise(rows: list[dict]) -> None:
                   f"{lowest}/{len(seeds)} | {statistics.median(r['iterations'] for r in mine):.0f} |", flush=True)
 
 
+def paired(rows: list[dict], a: str = "he_normal", b: str = "xavier_uniform") -> None:
+    """Seed by seed, ``b`` against ``a``: evaluations to J* + 0.1% (J_0 - J*) and the final J."""
+    print(f"\n| problem | method | seeds | evaluations to J* + 0.1% gap, {a} / {b} (median; runs that reached it) | "
+          f"seeds where {b} needed fewer / as many / more | final J, {b} / {a} (median ratio) |")
+    print("|---|---|---|---|---|---|")
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["problem"], row["method"]), []).append(row)
+    for (problem, method), runs in groups.items():
+        j_star = min(min(p[0] for p in r["curve"]) for r in runs)
+        j_0 = statistics.median(r["curve"][0][0] for r in runs)
+        target = j_star + 0.001 * (j_0 - j_star)
+        by = {(r["init"], r["seed"]): r for r in runs}
+        seeds = [s for s in sorted({r["seed"] for r in runs}) if (a, s) in by and (b, s) in by]
+        if not seeds:
+            continue
+
+        def hit(r):
+            return next((ev + 2 * pr for j, ev, pr, sec in r["curve"] if j <= target), math.inf)
+
+        ha, hb = [hit(by[(a, s)]) for s in seeds], [hit(by[(b, s)]) for s in seeds]
+        fewer = sum(y < x for x, y in zip(ha, hb))
+        more = sum(y > x for x, y in zip(ha, hb))
+
+        def med(v):
+            got = [x for x in v if x < math.inf]
+            return f"{statistics.median(got):.0f} ({len(got)})" if got else "- (0)"
+
+        ratio = statistics.median(by[(b, s)]["curve"][-1][0] / by[(a, s)]["curve"][-1][0] for s in seeds)
+        print(f"| {problem} | {method} | {len(seeds)} | {med(ha)} / {med(hb)} | {fewer} / {len(seeds) - fewer - more} / {more} | {ratio:.3f} |")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=10)
@@ -183,10 +216,12 @@ def main():
     parser.add_argument("--inits", default=",".join(INITS))
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--summary-only", default=None, help="summarise an earlier --out file")
+    parser.add_argument("--summary-only", default=None, help="summarise earlier --out files (comma-separated)")
     args = parser.parse_args()
     if args.summary_only:
-        summarise([json.loads(line) for line in Path(args.summary_only).read_text().splitlines() if line.strip()])
+        rows = [json.loads(line) for name in args.summary_only.split(",") for line in Path(name).read_text().splitlines() if line.strip()]
+        summarise(rows)
+        paired(rows)
         return
     from threadpoolctl import threadpool_limits
 
@@ -210,6 +245,7 @@ def main():
         if out:
             out.close()
     summarise(rows)
+    paired(rows)
     print(f"\nload average at end: {os.getloadavg()}")
 
 
