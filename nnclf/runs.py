@@ -691,7 +691,11 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
             temperature = _calibrate(run, warn)
         run.sync()
         try:
-            summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished", temperature=temperature)
+            # the test and validation products on the count the steps chose: with more threads
+            # than that (the process's default), OpenBLAS's idle threads spin on another core
+            # after them (measured in benchmarks/RESULTS.md, "nnclf tune"), once per tune trial
+            with BlasThreads(threads.chosen):
+                summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished", temperature=temperature)
         except TrainingDiverged as e:  # the trained weights give NaN on the test rows
             run.write_summary(_summary(run, trainer, started, "diverged", str(e)))
             raise

@@ -181,3 +181,27 @@ def test_a_waiting_worker_wakes_when_another_ends_a_trial():
     t0 = time.monotonic()
     _wait_for_a_trial(threading.Event(), None, 0.2)  # a worker alone (or on another machine) sleeps the poll
     assert time.monotonic() - t0 >= 0.19
+
+
+def test_a_small_runs_test_products_use_the_steps_thread_count(tmp_path, monkeypatch):
+    """After training, the summary's products run on the count the steps chose (one for a
+    small network), not the process's default, whose idle threads would spin after them."""
+    from nnclf import runs
+    from nnclf.threads import _blas_libraries
+
+    libraries = _blas_libraries()
+    if not libraries:
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    default = [lib.num_threads for lib in libraries]
+    seen = []
+    real = runs._summary
+
+    def summary(*args, **kwargs):
+        seen.append([lib.num_threads for lib in libraries])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runs, "_summary", summary)
+    path = write_config(tmp_path, merged(BASE, "tune: null\ndata: {test_split: 0.2}\n"), "t.yaml")
+    runs.train(path, [], tmp_path / "runs", "t")
+    assert seen and all(counts == [1] * len(libraries) for counts in seen)
+    assert [lib.num_threads for lib in libraries] == default  # given back afterwards
