@@ -30,7 +30,9 @@ overhead
 jobs
     The same 20-trial study with --jobs 1 and --jobs 2, in interleaved rounds (1, 2, 2, 1, ...);
     the ratio is the median of the per-round ratios time(jobs 2) / time(jobs 1). The machine's
-    load average is printed with each run. Cases: ``tiny`` (digits, a 32-unit network, 8
+    load average is printed with each run, and where the time went: from the command's start
+    to the first trial's start (interpreter, imports, storage, data), the trials, and from the
+    last trial's end to the command's end (the serial parts that a second worker cannot share). Cases: ``tiny`` (digits, a 32-unit network, 8
     epochs, lr and batch size searched: the trials are mostly overhead) and ``shipped``
     (configs/digits.yaml as shipped: 64 units, 40 epochs, lr and batch size searched).
 """
@@ -233,6 +235,18 @@ def _steady(folder: Path) -> tuple[float, int]:
     return max(ends) - min(starts).timestamp(), len(ends)
 
 
+def _first_start_last_end(folder: Path) -> tuple[float, float]:
+    """The first trial's start (summary.json's started_at, to the millisecond) and the last
+    trial's end (its summary.json's modification time), as epoch seconds."""
+    import datetime as dt
+
+    starts, ends = [], []
+    for s in folder.glob("trial-*/summary.json"):
+        starts.append(dt.datetime.fromisoformat(json.loads(s.read_text())["started_at"]).timestamp())
+        ends.append(s.stat().st_mtime)
+    return min(starts), max(ends)
+
+
 def overhead(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -271,10 +285,15 @@ def jobs(args) -> None:
             for j in ((1, 2) if round_ % 2 == 0 else (2, 1)):
                 before = load()
                 cpu0 = _cpu_children()
+                t0 = time.time()
                 times[j], _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / f"r{round_}j{j}"), "--jobs", str(j), "-q"], tmp)
+                t1 = time.time()
                 cpu = _cpu_children() - cpu0
-                trained = sum(json.loads(s.read_text())["seconds"]["train"] for s in (tmp / f"r{round_}j{j}" / "digits").glob("trial-*/summary.json"))
-                print(f"round {round_ + 1}: --jobs {j}: {times[j]:.2f} s, CPU {cpu:.2f} s, trials' training {trained:.2f} s "
+                folder = tmp / f"r{round_}j{j}" / "digits"
+                trained = sum(json.loads(s.read_text())["seconds"]["train"] for s in folder.glob("trial-*/summary.json"))
+                first, last = _first_start_last_end(folder)
+                print(f"round {round_ + 1}: --jobs {j}: {times[j]:.2f} s, CPU {cpu:.2f} s, trials' training {trained:.2f} s; "
+                      f"start to the first trial {first - t0:.2f} s, trials {last - first:.2f} s, last trial to the end {t1 - last:.2f} s "
                       f"(load before {before}, after {load()})", flush=True)
             ratios.append(times[2] / times[1])
         print(f"--jobs 2 / --jobs 1: median {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
