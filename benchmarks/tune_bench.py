@@ -1,7 +1,7 @@
 """nnclf tune benchmarks: search quality against scikit-learn defaults, per-trial overhead, workers.
 
-    python benchmarks/tune_bench.py accuracy [--trials 30] [--datasets iris,wine,...] [--jobs 1] [--space issue|shipped]
-    python benchmarks/tune_bench.py regression [--trials 30] [--space issue|shipped]
+    python benchmarks/tune_bench.py accuracy [--trials 30] [--datasets iris,wine,...] [--jobs 1] [--space issue|shipped] [--cv K]
+    python benchmarks/tune_bench.py regression [--trials 30] [--space issue|shipped] [--seeds 0 1 2] [--cv K]
     python benchmarks/tune_bench.py overhead [--trials 20] [--rounds 2]
     python benchmarks/tune_bench.py jobs [--trials 20] [--rounds 2] [--case tiny|shipped]
 
@@ -11,8 +11,18 @@ accuracy
     val_loss) is scored on its held-out test rows (its summary.json). Against it, scikit-learn's
     MLPClassifier, LogisticRegression and HistGradientBoostingClassifier with their defaults
     (max_iter raised for the first two where they do not converge), fitted on the trial's
-    training + validation rows (nnclf's preprocessing: the same split, one-hot, scaling,
-    imputation) and scored on the same test rows.
+    training + validation rows (the training pool) with nnclf's preprocessing (one-hot,
+    scaling, imputation) fitted on the whole pool, rows in file order (``data.val_split=0``
+    with the same seed: the same test rows), and scored on the same test rows. (Before
+    2026-12-01 16:00 the baselines were fitted on the trial's training rows followed by its
+    validation rows, scaled with the training rows' statistics: MLPClassifier's result then
+    depended on the config's val_split through the row order.)
+    ``--cv K``: the studies score each trial by K folds (``tune.cv: K``, with data.val_split
+    1/K as tune.cv requires); printed are the best trial's own run (fold 0: training rows only)
+    and the study's final model (``final-NNNN``: the best settings refitted on every
+    training-pool row for the folds' mean best epoch count), both on the same test rows. The
+    test rows do not depend on data.val_split (the test split is cut first), and the
+    baselines are fitted on the same training pool either way.
 regression
     The same on data/diabetes.csv from configs/diabetes.yaml (metric val_rmse): the best trial's
     test RMSE (target units) against MLPRegressor, Ridge and HistGradientBoostingRegressor with
@@ -113,7 +123,7 @@ def sklearn_baselines(best_yaml: Path) -> dict[str, float]:
     from nnclf.config import load_config
     from nnclf.data.dataset import prepare
 
-    cfg = load_config(best_yaml)
+    cfg = load_config(best_yaml, ["data.val_split=0"])  # the whole training pool, in file order
     p = prepare(cfg.data, cfg.seed, "float64")
     x = np.concatenate([p.train.x, p.val.x]) if p.val is not None else p.train.x
     y = np.concatenate([p.train.y, p.val.y]) if p.val is not None else p.train.y
@@ -131,25 +141,40 @@ def sklearn_baselines(best_yaml: Path) -> dict[str, float]:
     return out
 
 
+def cv_settings(k: int) -> dict:
+    return {"tune.cv": k, "data.val_split": 1 / k} if k else {}
+
+
+def study_results(folder: Path, headline: str) -> tuple[Path, float, float | None, int]:
+    """(best.yaml, the best trial's test metric, the final model's (None without one), trial)."""
+    best_yaml = folder / "best.yaml"
+    number = int(best_yaml.read_text().split("best trial ")[1].split()[0])
+    trial = json.loads((folder / f"trial-{number:04d}" / "summary.json").read_text())["test"][headline]
+    final = folder / f"final-{number:04d}" / "summary.json"
+    return best_yaml, trial, json.loads(final.read_text())["test"][headline] if final.is_file() else None, number
+
+
 def accuracy(args) -> None:
-    print(f"nnclf tune, {args.trials} trials ({args.space} space) vs scikit-learn defaults; load {load()}")
-    print(f"| data set | test rows | nnclf tune best trial | MLPClassifier | LogisticRegression | HistGradientBoosting | tune time |")
-    print("|---|---|---|---|---|---|---|")
+    cv = f", {args.cv}-fold cv per trial" if args.cv else ""
+    print(f"nnclf tune, {args.trials} trials ({args.space} space{cv}) vs scikit-learn defaults; load {load()}")
+    final = " final model (refit) |" if args.cv else ""
+    print(f"| data set | test rows | nnclf tune best trial |{final} MLPClassifier | LogisticRegression | HistGradientBoosting | tune time |")
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.cv else ""))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for dataset in args.datasets.split(","):
-            path = study_config(tmp, dataset, args.trials, space=args.space)
+            path = study_config(tmp, dataset, args.trials, cv_settings(args.cv), space=args.space)
             seconds, _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--jobs", str(args.jobs), "-q"], tmp)
-            folder = tmp / "runs" / dataset
-            best_yaml = folder / "best.yaml"
-            number = int(best_yaml.read_text().split("best trial ")[1].split()[0])
-            summary = json.loads((folder / f"trial-{number:04d}" / "summary.json").read_text())
-            ours = summary["test"]["accuracy"]
+            best_yaml, ours, refit, _ = study_results(tmp / "runs" / dataset, "accuracy")
             base = sklearn_baselines(best_yaml)
             top = max(base[k] for k in ("MLPClassifier", "LogisticRegression", "HistGradientBoosting"))
-            verdict = "ok" if ours >= top else "below"
-            print(f"| {dataset} | {base['test rows']} | **{ours:.4f}** ({verdict}) | {base['MLPClassifier']:.4f} | "
-                  f"{base['LogisticRegression']:.4f} | {base['HistGradientBoosting']:.4f} | {seconds:.0f} s |", flush=True)
+
+            def cell(v):
+                return f"**{v:.4f}** ({'ok' if v >= top else 'below'}: {round((v - top) * base['test rows']):+d} rows)"
+
+            final = f" {cell(refit)} |" if args.cv else ""
+            print(f"| {dataset} | {base['test rows']} | {cell(ours)} |{final} {base['MLPClassifier']:.4f} | "
+                  f"{base['LogisticRegression']:.4f} | {base['HistGradientBoosting']:.4f} | {seconds:.0f} s (load {load()}) |", flush=True)
 
 
 def regression_baselines(best_yaml: Path) -> dict[str, float]:
@@ -164,7 +189,7 @@ def regression_baselines(best_yaml: Path) -> dict[str, float]:
     from nnclf.config import load_config
     from nnclf.data.dataset import prepare
 
-    cfg = load_config(best_yaml)
+    cfg = load_config(best_yaml, ["data.val_split=0"])  # the whole training pool, in file order
     p = prepare(cfg.data, cfg.seed, "float64", task="regression")
     x = np.concatenate([p.train.x, p.val.x]) if p.val is not None else p.train.x
     values = np.concatenate([p.train.values, p.val.values]) if p.val is not None else p.train.values
@@ -189,30 +214,30 @@ def regression(args) -> None:
     """One study per split (``--seeds``: the config's seed, which is also the split's), and
     the mean test RMSE over the splits."""
     names = ("MLPRegressor", "Ridge", "HistGradientBoosting")
-    print(f"nnclf tune, {args.trials} trials ({args.space} space) on diabetes vs scikit-learn defaults, test RMSE; load {load()}")
-    print("| split seed | test rows | nnclf tune best trial | MLPRegressor | Ridge | HistGradientBoosting | tune time |")
-    print("|---|---|---|---|---|---|---|")
+    cv = f", {args.cv}-fold cv per trial" if args.cv else ""
+    print(f"nnclf tune, {args.trials} trials ({args.space} space{cv}) on diabetes vs scikit-learn defaults, test RMSE; load {load()}")
+    final = " final model (refit) |" if args.cv else ""
+    print(f"| split seed | test rows | nnclf tune best trial |{final} MLPRegressor | Ridge | HistGradientBoosting | tune time |")
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.cv else ""))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        path = study_config(tmp, "diabetes", args.trials, space=args.space)
+        path = study_config(tmp, "diabetes", args.trials, cv_settings(args.cv), space=args.space)
         for seed in args.seeds:
             study = f"diabetes-s{seed}"
             seconds, _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--study", study, "--set", f"seed={seed}",
                                 "--jobs", str(args.jobs), "-q"], tmp)
-            folder = tmp / "runs" / study
-            best_yaml = folder / "best.yaml"
-            number = int(best_yaml.read_text().split("best trial ")[1].split()[0])
-            summary = json.loads((folder / f"trial-{number:04d}" / "summary.json").read_text())
-            ours = summary["test"]["rmse"]
+            best_yaml, ours, refit, _ = study_results(tmp / "runs" / study, "rmse")
             base = regression_baselines(best_yaml)
-            results.append({"nnclf": ours, **{k: base[k] for k in names}})
-            verdict = "ok" if ours <= min(base[k] for k in names) else "above"
-            print(f"| {seed} | {base['test rows']} | **{ours:.2f}** ({verdict}) | {base['MLPRegressor']:.2f} | "
-                  f"{base['Ridge']:.2f} | {base['HistGradientBoosting']:.2f} | {seconds:.0f} s |", flush=True)
+            results.append({"nnclf": ours, **({"refit": refit} if args.cv else {}), **{k: base[k] for k in names}})
+            top = min(base[k] for k in names)
+            final = f" **{refit:.2f}** ({'ok' if refit <= top else 'above'}) |" if args.cv else ""
+            print(f"| {seed} | {base['test rows']} | **{ours:.2f}** ({'ok' if ours <= top else 'above'}) |{final} {base['MLPRegressor']:.2f} | "
+                  f"{base['Ridge']:.2f} | {base['HistGradientBoosting']:.2f} | {seconds:.0f} s (load {load()}) |", flush=True)
     if len(results) > 1:
         mean = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-        print(f"| mean | | **{mean['nnclf']:.2f}** | {mean['MLPRegressor']:.2f} | {mean['Ridge']:.2f} | {mean['HistGradientBoosting']:.2f} | |")
+        final = f" **{mean['refit']:.2f}** |" if args.cv else ""
+        print(f"| mean | | **{mean['nnclf']:.2f}** |{final} {mean['MLPRegressor']:.2f} | {mean['Ridge']:.2f} | {mean['HistGradientBoosting']:.2f} | |")
 
 
 def _cpu_children() -> float:
@@ -307,11 +332,13 @@ def main() -> None:
     a.add_argument("--datasets", default=",".join(DATASETS))
     a.add_argument("--jobs", type=int, default=1)
     a.add_argument("--space", choices=("issue", "shipped"), default="issue")
+    a.add_argument("--cv", type=int, default=0, help="folds per trial (tune.cv); 0: the config's one validation split")
     r = sub.add_parser("regression")
     r.add_argument("--trials", type=int, default=30)
     r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--space", choices=("issue", "shipped"), default="shipped")
     r.add_argument("--seeds", type=int, nargs="+", default=[0])
+    r.add_argument("--cv", type=int, default=0, help="folds per trial (tune.cv); 0: the config's one validation split")
     o = sub.add_parser("overhead")
     o.add_argument("--trials", type=int, default=20)
     o.add_argument("--rounds", type=int, default=2)

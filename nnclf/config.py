@@ -207,6 +207,8 @@ class TrainingConfig(Section):
     # after training, train again on training + validation rows for the best epoch's count
     # (checkpoints/refit.npz, the model predict and evaluate use by default)
     refit: bool = False
+    # the refit's epoch count; null: the run's best epoch (nnclf tune with cv sets the folds' mean)
+    refit_epochs: Optional[int] = Field(None, ge=1)
 
     @field_validator("threads", mode="before")
     @classmethod

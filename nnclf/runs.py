@@ -754,9 +754,9 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
     from types import SimpleNamespace
 
     cfg, p = run.cfg, run.prepared
-    epochs = trainer.best_epoch or trainer.epoch
-    if cfg.task != "classification":
-        warn(f"training.refit: classification only so far (this run is {cfg.task}); the run keeps best.npz only")
+    epochs = cfg.training.refit_epochs or trainer.best_epoch or trainer.epoch
+    if cfg.task == "reconstruction":
+        warn("training.refit: classification and regression only so far (this run is reconstruction); the run keeps best.npz only")
         return
     if p.val is None or len(p.val) == 0:
         warn("training.refit: no validation rows, so nothing to add; the run keeps best.npz only")
@@ -769,7 +769,7 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
     refit_cfg = cfg.model_copy(deep=True)
     refit_cfg.training.epochs = epochs
     refit_cfg.training.early_stopping = None
-    both = SimpleNamespace(labels=p.labels, train=SimpleNamespace(x=x, y=y), val=None)
+    both = SimpleNamespace(labels=p.labels, targets=p.targets, train=SimpleNamespace(x=x, y=y), val=None)
     refitter = _make_trainer(refit_cfg, both, [])
 
     class StopWatcher:
@@ -799,8 +799,10 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
     if test is not None and len(test) > 0 and "test" in summary:
         with np.errstate(over="ignore", invalid="ignore"):
             logits = refitter.net.logits(test.x)
-            classes = refitter.loss.predict_classes(logits)
-            proba = refitter.loss.predict_proba(logits)
+            if cfg.task == "classification":
+                classes, proba = refitter.loss.predict_classes(logits), refitter.loss.predict_proba(logits)
+            else:  # regression: the outputs themselves, decoded to target units by _test_metrics
+                classes, proba = None, logits
         if np.all(np.isfinite(proba)):
             summary["test_before_refit"] = summary["test"]
             summary["test"] = _test_metrics(cfg.task, p, test, proba, classes)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+
+import numpy as np
 from typing import Optional
 
 from rich.console import Console
@@ -20,12 +22,15 @@ def _value(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if not isinstance(v, str) else v
 
 
-def study_table(rows: list[dict], metric: str, direction: str, keys: list[str], title: str) -> Table:
+def study_table(rows: list[dict], metric: str, direction: str, keys: list[str], title: str, cv: int | None = None) -> Table:
+    """With ``cv`` the metric column is the mean of the trial's folds, followed by their
+    standard deviation (the spread says how far apart two trials must be to differ)."""
     from .study import best_row
 
     best = best_row(rows, direction)
     table = Table(title=title, title_justify="left")
-    for col in ("trial", "state", metric, "epochs", *keys, "seconds"):
+    spread = ["± sd"] if cv else []
+    for col in ("trial", "state", f"{metric} (mean of {cv} folds)" if cv else metric, *spread, "epochs", *keys, "seconds"):
         table.add_column(col, justify="left" if col in ("state",) else "right")
     shown = rows[-SHOWN_ROWS:]
     if best is not None and best not in shown:
@@ -34,11 +39,12 @@ def study_table(rows: list[dict], metric: str, direction: str, keys: list[str], 
         value = r["value"] if r["value"] is not None else r.get("last_value")
         mark = r is best or (best is not None and r["number"] == best["number"])
         cells = [str(r["number"]), r["state"] + (" (best)" if mark else ""), _value(value) + (" (last)" if r["value"] is None and value is not None else ""),
+                 *([_value(float(np.std(r["cv"]["values"]))) if r.get("cv") else "-"] if cv else []),
                  _value(r["epochs"]), *(_value(r["params"].get(k)) for k in keys), "-" if r["seconds"] is None else f"{r['seconds']:.2f}"]
         table.add_row(*cells, style="bold green" if mark else None)
     done = sum(r["state"] in ("complete", "pruned") for r in rows)
     if best is not None:
-        table.caption = f"{done} done; best so far: trial {best['number']}, {metric} {best['value']:.6g}"
+        table.caption = f"{done} done; best so far: trial {best['number']}, {metric} {best['value']:.6g}" + (f" (mean of {cv} folds)" if cv else "")
     return table
 
 
@@ -67,7 +73,8 @@ class StudyDisplay:
 
     def _table(self, rows):
         s = self.setup
-        return study_table(rows, s.spec.metric, s.spec.direction, self.keys, f"study {s.name} ({s.spec.sampler} sampler, {s.spec.pruner} pruner, {s.trials} trials)")
+        cv = f", {s.spec.cv}-fold cv" if s.spec.cv else ""
+        return study_table(rows, s.spec.metric, s.spec.direction, self.keys, f"study {s.name} ({s.spec.sampler} sampler, {s.spec.pruner} pruner, {s.trials} trials{cv})", s.spec.cv)
 
     def update(self, rows: list[dict]) -> None:
         if self.quiet:
@@ -105,8 +112,10 @@ def render_result(result) -> None:
         out.print("no trial completed yet")
         return
     b = result.best
-    out.print(f"best trial {b['number']}: {s.spec.metric} {b['value']:.6g}" + (f", test accuracy {b['test_accuracy']:.4f}" if b.get("test_accuracy") is not None else ""))
+    out.print(f"best trial {b['number']}: {s.spec.metric} {b['value']:.6g}" + (f" (mean of {s.spec.cv} folds)" if s.spec.cv else "") + (f", test accuracy {b['test_accuracy']:.4f}" if b.get("test_accuracy") is not None else ""))
     for k, v in b["params"].items():
         out.print(f"  {k}: {_value(v)}")
     out.print(f"run folder: {s.trial_folder(b['number'])}")
     out.print(f"best config: {result.best_yaml}  (nnclf train {result.best_yaml} repeats the trial)")
+    if getattr(result, "final", None) is not None:
+        out.print(f"final model: {result.final} (the best trial's settings trained on every training-pool row: checkpoints/refit.npz)")

@@ -8,6 +8,8 @@ tune:
   timeout: null           # seconds; stop starting trials after this long (per command)
   sampler: tpe            # tpe, random, grid
   pruner: none            # none, median, hyperband
+  cv: null                # K >= 2: score each trial by the mean of K validation folds (nnclf/tune/folds.py)
+  refit: auto             # with cv: train the winner on every training-pool row (auto = on with cv)
   space:                  # dotted config keys
     optimizer.lr:   {type: loguniform, low: 1.0e-4, high: 1.0e-1}
     model.hidden:   {type: choice, values: [[64], [128], [256, 128]]}
@@ -49,7 +51,7 @@ def task_metrics(task: str) -> list[str]:
 
     extra = ["train_accuracy"] if task == "classification" else []
     return ["val_loss", *(f"val_{m}" for m in TASK_METRICS[task]), "train_loss", *extra]
-SECTION_KEYS = ("metric", "mode", "trials", "timeout", "sampler", "pruner", "space")
+SECTION_KEYS = ("metric", "mode", "trials", "timeout", "sampler", "pruner", "cv", "refit", "space")
 NOT_TUNABLE = {"seed": "each trial's seed is derived from the config's seed and the trial number"}
 
 
@@ -93,6 +95,8 @@ class TuneSpec:
     timeout: Optional[float] = None
     sampler: str = "tpe"
     pruner: str = "none"
+    cv: Optional[int] = None  # folds per trial (None: the config's one validation split)
+    refit: bool = False  # after the study, the final model on every training-pool row (cv only)
     space: dict[str, Param] = field(default_factory=dict)
 
     @property
@@ -162,6 +166,7 @@ def parse_tune(raw: dict[str, Any], cfg: Config, source: str = "config", text: O
     if timeout is not None and (not _is_number(timeout) or not timeout > 0 or not math.isfinite(timeout)):
         raise where.error(["timeout"], f"must be a number of seconds > 0 (or null), got {_shown(timeout)}")
     spec.timeout = timeout
+    spec.cv, spec.refit = _parse_cv(section, cfg, metric, where)
     space = section.get("space")
     if not isinstance(space, dict) or not space:
         raise where.error(["space"], "must map dotted config keys to ranges, e.g. optimizer.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-1}")
@@ -175,6 +180,39 @@ def parse_tune(raw: dict[str, Any], cfg: Config, source: str = "config", text: O
             raise where.error(["space", ranged[0], "type"], f"the grid sampler needs choice or int dimensions, got {spec.space[ranged[0]].type}")
     spec.trials = trials if trials is not None else spec.grid_size()
     return spec
+
+
+CV_TOLERANCE = 0.02  # data.val_split may differ from 1/K by 2% of 1/K (0.33 for 3 folds)
+
+
+def _parse_cv(section: dict, cfg: Config, metric: str, where: _Where) -> tuple[Optional[int], bool]:
+    """``tune.cv`` and ``tune.refit``. Fold 0 is the config's own validation split (so each
+    trial's run folder stays the ordinary run best.yaml repeats) and the other K-1 folds are
+    equal parts of the remaining training rows: the folds are equal only when
+    data.val_split is 1/K, which is therefore required."""
+    cv = section.get("cv")
+    refit = section.get("refit", "auto")
+    if refit not in ("auto", True, False):
+        raise where.error(["refit"], f"must be auto, true or false, got {_shown(refit)}")
+    if cv is None:
+        if refit is True:
+            raise where.error(["refit"], "needs tune.cv: the final model trains for the folds' mean best epoch count; set tune.cv: 5, or use training.refit for one run")
+        return None, False
+    if not _is_int(cv) or cv < 2:
+        raise where.error(["cv"], f"must be an integer >= 2 (the number of folds), or null, got {_shown(cv)}")
+    if cfg.data.val is not None:
+        raise where.error(["cv"], "the folds are cut from the training rows, so data.val (a separate file) cannot be one of them; "
+                                  f"remove data.val and set data.val_split: {_fraction(cv)}")
+    if not metric.startswith("val_"):
+        raise where.error(["cv"], f"scores each fold on its validation rows; tune.metric '{metric}' is not a validation metric")
+    if abs(cfg.data.val_split * cv - 1) > CV_TOLERANCE:
+        raise where.error(["cv"], f"{cv} folds need data.val_split: {_fraction(cv)} (fold 0 is the config's validation split, "
+                                  f"the other folds are equal parts of the rest), got {cfg.data.val_split!r}")
+    return cv, refit in ("auto", True)
+
+
+def _fraction(k: int) -> str:
+    return f"{1 / k:.4g}"
 
 
 def _is_int(value) -> bool:

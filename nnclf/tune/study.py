@@ -478,15 +478,18 @@ def run_worker(
         overrides = trial_overrides(setup, trial.number, params)
         folder = setup.trial_folder(trial.number)
         reporter = _Reporter(trial, setup.spec.metric, prunes=setup.spec.pruner != "none")
+        prepared: list = []  # the run's data, kept for the other folds
+
+        def prepare_data(*args, **kwargs):
+            prepared.append(process_memo().prepare(*args, **kwargs))
+            return prepared[-1]
+
         t0 = time.time()
         try:
             run = runs.train(setup.study_yaml, overrides, setup.folder, folder.name, [reporter, *callbacks], once, stop,
-                             durable=False, deferred=True, prepare_data=process_memo().prepare)
+                             durable=False, deferred=True, prepare_data=prepare_data)
         except TrainingDiverged as e:
-            trial.set_user_attr("error", str(e))
-            trial.set_user_attr("diverged", True)
-            if folder.is_dir():
-                _write_trial_json(folder, _trial_json(setup, trial.number, params, {"state": "diverged", "error": str(e)}))
+            _diverged(setup, trial, folder, params, str(e))
             raise
         seconds = time.time() - t0
         if run.interrupted and not reporter.pruned:
@@ -504,11 +507,26 @@ def run_worker(
         if value is None or not math.isfinite(value):
             raise NnclfError(f"trial {trial.number}: metric '{setup.spec.metric}' was not logged")
         test = (summary.get("test") or {}).get("accuracy")
-        # one storage write for both (each set_user_attr is a commit)
-        trial.set_user_attr("result", {"epochs": summary["epochs_run"], "test_accuracy": test})
+        result = {"epochs": summary["epochs_run"], "test_accuracy": test}
+        extra = {}
+        if setup.spec.cv:
+            cv = _other_folds(setup, trial.number, overrides, prepared[-1], float(value), summary, stop)
+            if cv.get("interrupted"):
+                trial.set_user_attr("error", "interrupted (Ctrl-C)")
+                _write_trial_json(folder, _trial_json(setup, trial.number, params, {"state": "interrupted", "seconds": time.time() - t0}))
+                raise TrialInterrupted()
+            if cv.get("error"):
+                _diverged(setup, trial, folder, params, cv["error"])
+                raise TrainingDiverged(cv["error"])
+            result["cv"] = {k: cv[k] for k in ("values", "best_epochs")}
+            extra = {"fold_0_value": value, "cv": cv}
+            value = cv["mean"]
+            seconds = time.time() - t0
+        # one storage write for all (each set_user_attr is a commit)
+        trial.set_user_attr("result", result)
         _write_trial_json(folder, _trial_json(setup, trial.number, params, {
             "state": "complete", "value": value, "best_epoch": summary["best_epoch"], "epochs": summary["epochs_run"],
-            "test_accuracy": test, "seconds": seconds}))
+            "test_accuracy": test, "seconds": seconds, **extra}))
         return float(value)
 
     trials = None  # the study's trials as on_trial read them: the next count needs no query
@@ -549,6 +567,46 @@ def _wait_for_a_trial(stop: threading.Event, ended, seconds: float) -> None:
         if left <= 0:
             return
         stop.wait(min(WAKE_POLL, left))
+
+
+def _diverged(setup: StudySetup, trial, folder: Path, params: dict, error: str) -> None:
+    trial.set_user_attr("error", error)
+    trial.set_user_attr("diverged", True)
+    if folder.is_dir():
+        _write_trial_json(folder, _trial_json(setup, trial.number, params, {"state": "diverged", "error": error}))
+
+
+def _other_folds(setup: StudySetup, number: int, overrides: list[str], prepared, value0: float, summary: dict, stop) -> dict:
+    """Folds 1..K-1 of trial ``number`` (fold 0 is its run, value ``value0``): trained in
+    memory on the run's prepared arrays. Returns the trial.json ``cv`` record: values, best
+    epochs, epochs and seeds per fold, their mean and (population) standard deviation;
+    ``interrupted`` or ``error`` (a fold diverged) instead when the folds did not all finish."""
+    from ..config import load_config
+    from ..trainer import TrainingDiverged
+    from .folds import check_folds, fold_data, fold_seed, train_fold
+
+    k = setup.spec.cv
+    check_folds(prepared, k, f"{setup.config_path}: tune.cv")
+    cfg = load_config(setup.study_yaml, overrides)
+    values, best, epochs, seeds = [value0], [summary["best_epoch"] or summary["epochs_run"]], [summary["epochs_run"]], [cfg.seed]
+    for fold in range(1, k):
+        fold_cfg = cfg.model_copy(deep=True)
+        fold_cfg.seed = fold_seed(cfg.seed, fold)
+        try:
+            r = train_fold(fold_cfg, fold_data(prepared, fold, k, setup.split_seed), setup.spec.metric, stop)
+        except TrainingDiverged as e:
+            return {"error": f"fold {fold}: {e}"}
+        if r["interrupted"]:
+            return {"interrupted": True}
+        if r["value"] is None:
+            return {"error": f"fold {fold}: metric '{setup.spec.metric}' is not finite"}
+        values.append(r["value"])
+        best.append(r["best_epoch"])
+        epochs.append(r["epochs"])
+        seeds.append(fold_cfg.seed)
+    mean = float(np.mean(values))
+    return {"folds": k, "values": values, "best_epochs": best, "epochs": epochs, "seeds": seeds,
+            "mean": mean, "std": float(np.std(values))}
 
 
 def _mark_summary(folder: Path, status: str) -> None:
@@ -602,6 +660,20 @@ def warm_up(setup: StudySetup, warn: Callable[[str], None] = lambda m: None) -> 
     except (NnclfError, OSError, MemoryError):
         return False
     return True
+
+
+def check_cv(setup: StudySetup, warn: Callable[[str], None] = lambda m: None) -> None:
+    """Before any trial: the data can be cut into ``tune.cv`` stratified folds (the data is
+    prepared as the trials will, into this process's memo, so the first trial reads no CSV)."""
+    from .. import runs
+    from ..config import load_config
+    from .folds import check_folds
+
+    cfg = load_config(setup.study_yaml, trial_overrides(setup, 0, {}))
+    if runs._cache_mode(cfg, lambda m: None) == "mmap":
+        return  # (checked by each trial instead: no second copy of a cached data set here)
+    prepared = process_memo().prepare(cfg.data, cfg.seed, cfg.training.dtype, lambda m: None, cfg.task)
+    check_folds(prepared, setup.spec.cv, f"{setup.config_path}: tune.cv")
 
 
 def start_workers(setup: StudySetup, jobs: int, warn: Callable[[str], None] = lambda m: None) -> list:
@@ -660,7 +732,7 @@ def trial_rows(study, trials=None) -> list[dict[str, Any]]:
             "number": t.number, "state": state_name(t), "value": value, "last_value": value_last,
             "params": decoded_params(t), "epochs": _result(t).get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None),
             "test_accuracy": _result(t).get("test_accuracy"), "seconds": seconds,
-            "error": t.user_attrs.get("error"),
+            "error": t.user_attrs.get("error"), "cv": _result(t).get("cv"),
         })
     return rows
 
@@ -677,11 +749,16 @@ def write_trials_csv(setup: StudySetup, rows: list[dict]) -> None:
     keys = list(setup.spec.space)
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["number", "state", setup.spec.metric, "epochs", "test_accuracy", "seconds", *keys])
+    # with tune.cv the metric column is the folds' mean; fold_values / fold_best_epochs list
+    # each fold's (fold 0 first: the trial's run folder); epochs and test_accuracy are fold 0's
+    folds = ["fold_values", "fold_best_epochs"] if setup.spec.cv else []
+    w.writerow(["number", "state", setup.spec.metric, "epochs", "test_accuracy", "seconds", *folds, *keys])
     for r in rows:
         value = r["value"] if r["value"] is not None else r["last_value"]  # pruned: the last reported
+        cv = r.get("cv") or {}
         w.writerow([r["number"], r["state"], "" if value is None else repr(value), r["epochs"] if r["epochs"] is not None else "",
                     "" if r["test_accuracy"] is None else repr(r["test_accuracy"]), "" if r["seconds"] is None else f"{r['seconds']:.3f}",
+                    *([json.dumps(cv["values"]) if cv else "", json.dumps(cv["best_epochs"]) if cv else ""] if folds else []),
                     *(json.dumps(r["params"][k]) if k in r["params"] else "" for k in keys)])
     atomic_write_text(Path(setup.folder) / "trials.csv", out.getvalue(), durable=False)
 
@@ -691,15 +768,50 @@ def write_best_yaml(setup: StudySetup, best: dict) -> Path:
     every default written out and no tune: section; ``nnclf train`` on it repeats the trial."""
     from ..config import load_config
 
-    overrides = trial_overrides(setup, best["number"], best["params"])
+    overrides = trial_overrides(setup, best["number"], best["params"]) + final_overrides(setup, best)
     cfg = load_config(setup.study_yaml, overrides)
     path = Path(setup.folder) / "best.yaml"
+    what = f"mean of {setup.spec.cv} folds" if setup.spec.cv else "its run"
     header = (
-        f"# best trial {best['number']} of study '{setup.name}': {setup.spec.metric} {best['value']!r}\n"
+        f"# best trial {best['number']} of study '{setup.name}': {setup.spec.metric} {best['value']!r} ({what})\n"
         f"# run folder {setup.trial_folder(best['number'])}; `nnclf train {path}` repeats it bit for bit\n"
     )
+    if final_overrides(setup, best):
+        header += (f"# and then trains the final model on every training-pool row for {cfg.training.refit_epochs} epochs "
+                   f"(the folds' mean best epoch; checkpoints/refit.npz): {final_folder(setup, best)}\n")
     atomic_write_text(path, header + cfg.to_yaml())
     return path
+
+
+def final_overrides(setup: StudySetup, best: dict) -> list[str]:
+    """With tune.cv and tune.refit: training.refit on, for the folds' mean best epoch count."""
+    from .folds import cv_epochs
+
+    cv = best.get("cv")
+    if not (setup.spec.cv and setup.spec.refit and cv):
+        return []
+    return ["training.refit=true", f"training.refit_epochs={cv_epochs(cv['best_epochs'])}"]
+
+
+def final_folder(setup: StudySetup, best: dict) -> Path:
+    return Path(setup.folder) / f"final-{best['number']:04d}"
+
+
+def train_final(setup: StudySetup, best: dict, best_yaml: Path, stop, warn) -> Optional[Path]:
+    """``nnclf train best.yaml`` into DIR/STUDY/final-NNNN (once per best trial: a study
+    continued without a new best keeps its final run): the best trial's run again, then the
+    refit on every training-pool row, the study's deliverable (refit.npz, which evaluate and
+    predict use by default)."""
+    from .. import runs
+
+    folder = final_folder(setup, best)
+    if (folder / "summary.json").is_file():
+        return folder
+    if folder.exists():
+        warn(f"{folder}: an unfinished final run is in the way (nothing was overwritten); remove it and run the command again")
+        return None
+    runs.train(best_yaml, [], setup.folder, folder.name, [], warn, stop, prepare_data=process_memo().prepare)
+    return folder
 
 
 @dataclass
@@ -712,6 +824,7 @@ class StudyResult:
     ran: int  # trials that ended during this command (any worker, any machine)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    final: Optional[Path] = None  # with tune.cv and tune.refit: the final run folder (refit.npz)
 
 
 def read_rows(setup: StudySetup) -> list[dict]:
@@ -745,6 +858,8 @@ def _tune(
     from multiprocessing.connection import wait as wait_for
 
     stop = stop or threading.Event()
+    if setup.spec.cv:
+        check_cv(setup, warn)
     watched = on_update is not None
     on_update = on_update or (lambda rows: None)
     errors: list[str] = []
@@ -798,4 +913,7 @@ def _tune(
     ran = sum(r["number"] not in before and r["state"] not in ("running", "waiting", "skipped") for r in rows)
     best = best_row(rows, setup.spec.direction)
     best_yaml = write_best_yaml(setup, best) if best is not None else None
-    return StudyResult(setup, rows, best, best_yaml, stop.is_set(), ran, warnings, errors)
+    final = None
+    if best_yaml is not None and final_overrides(setup, best) and not stop.is_set():
+        final = train_final(setup, best, best_yaml, stop, warn)
+    return StudyResult(setup, rows, best, best_yaml, stop.is_set(), ran, warnings, errors, final)
