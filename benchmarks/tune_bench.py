@@ -101,6 +101,9 @@ def study_config(folder: Path, dataset: str, trials: int, extra: dict | None = N
         cfg.setdefault("training", {}).update(epochs=150, early_stopping={"monitor": monitor, "patience": 15})
         cfg["tune"] = {"metric": monitor, "trials": trials, "sampler": "tpe", "pruner": "median", "space": SPACE}
     for key, value in (extra or {}).items():
+        if key.startswith("tune.space."):  # a dimension: its name is itself a dotted key
+            cfg["tune"]["space"][key[len("tune.space."):]] = value
+            continue
         node = cfg
         *parents, last = key.split(".")
         for p in parents:
@@ -141,8 +144,18 @@ def sklearn_baselines(best_yaml: Path) -> dict[str, float]:
     return out
 
 
-def cv_settings(k: int) -> dict:
-    return {"tune.cv": k, "data.val_split": 1 / k} if k else {}
+def cv_settings(args) -> dict:
+    """--cv K and every --extra KEY=YAML (a study setting or, as tune.space.KEY, a dimension)."""
+    out = {"tune.cv": args.cv, "data.val_split": 1 / args.cv} if args.cv else {}
+    for item in args.extra:
+        key, _, value = item.partition("=")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def picked(folder: Path) -> str:
+    """The validation-side score of the best trial, as best.yaml's header gives it."""
+    return folder.joinpath("best.yaml").read_text().split("\n")[0].split(": ", 1)[1]
 
 
 def study_results(folder: Path, headline: str) -> tuple[Path, float, float | None, int]:
@@ -163,7 +176,7 @@ def accuracy(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for dataset in args.datasets.split(","):
-            path = study_config(tmp, dataset, args.trials, cv_settings(args.cv), space=args.space)
+            path = study_config(tmp, dataset, args.trials, cv_settings(args), space=args.space)
             seconds, _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--jobs", str(args.jobs), "-q"], tmp)
             best_yaml, ours, refit, _ = study_results(tmp / "runs" / dataset, "accuracy")
             base = sklearn_baselines(best_yaml)
@@ -175,6 +188,7 @@ def accuracy(args) -> None:
             final = f" {cell(refit)} |" if args.cv else ""
             print(f"| {dataset} | {base['test rows']} | {cell(ours)} |{final} {base['MLPClassifier']:.4f} | "
                   f"{base['LogisticRegression']:.4f} | {base['HistGradientBoosting']:.4f} | {seconds:.0f} s (load {load()}) |", flush=True)
+            print(f"  picked on validation: {picked(tmp / 'runs' / dataset)}", flush=True)
 
 
 def regression_baselines(best_yaml: Path) -> dict[str, float]:
@@ -222,7 +236,7 @@ def regression(args) -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        path = study_config(tmp, "diabetes", args.trials, cv_settings(args.cv), space=args.space)
+        path = study_config(tmp, "diabetes", args.trials, cv_settings(args), space=args.space)
         for seed in args.seeds:
             study = f"diabetes-s{seed}"
             seconds, _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--study", study, "--set", f"seed={seed}",
@@ -234,6 +248,7 @@ def regression(args) -> None:
             final = f" **{refit:.2f}** ({'ok' if refit <= top else 'above'}) |" if args.cv else ""
             print(f"| {seed} | {base['test rows']} | **{ours:.2f}** ({'ok' if ours <= top else 'above'}) |{final} {base['MLPRegressor']:.2f} | "
                   f"{base['Ridge']:.2f} | {base['HistGradientBoosting']:.2f} | {seconds:.0f} s (load {load()}) |", flush=True)
+            print(f"  picked on validation: {picked(tmp / 'runs' / study)}", flush=True)
     if len(results) > 1:
         mean = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
         final = f" **{mean['refit']:.2f}** |" if args.cv else ""
@@ -333,12 +348,14 @@ def main() -> None:
     a.add_argument("--jobs", type=int, default=1)
     a.add_argument("--space", choices=("issue", "shipped"), default="issue")
     a.add_argument("--cv", type=int, default=0, help="folds per trial (tune.cv); 0: the config's one validation split")
+    a.add_argument("--extra", action="append", default=[], metavar="KEY=YAML", help="a study setting, e.g. tune.space.model.hidden={type: choice, values: [[], [32]]}")
     r = sub.add_parser("regression")
     r.add_argument("--trials", type=int, default=30)
     r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--space", choices=("issue", "shipped"), default="shipped")
     r.add_argument("--seeds", type=int, nargs="+", default=[0])
     r.add_argument("--cv", type=int, default=0, help="folds per trial (tune.cv); 0: the config's one validation split")
+    r.add_argument("--extra", action="append", default=[], metavar="KEY=YAML", help="a study setting, e.g. tune.space.model.hidden={type: choice, values: [[], [32]]}")
     o = sub.add_parser("overhead")
     o.add_argument("--trials", type=int, default=20)
     o.add_argument("--rounds", type=int, default=2)
