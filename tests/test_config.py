@@ -277,7 +277,7 @@ def test_config_prints_every_key_with_defaults(cli, tmp_path):
     assert cfg["optimizer"] == {"name": "momentum", "lr": 0.001, "momentum": 0.9}
     assert cfg["schedule"] == {"name": "constant", "warmup_epochs": 0}
     assert set(cfg["training"]) == {"epochs", "batch_size", "shuffle", "early_stopping", "dtype", "clip_norm",
-                                    "checkpoint_every", "threads", "workers", "calibration", "refit"}
+                                    "checkpoint_every", "threads", "workers", "calibration", "refit", "refit_epochs"}
     assert cfg["loss"]["name"] == "cross_entropy"
     assert (cfg["seed"], cfg["data"]["test_split"], cfg["data"]["val_split"]) == (0, 0.2, 0.1)
 
