@@ -18,7 +18,8 @@ accuracy
     validation rows, scaled with the training rows' statistics: MLPClassifier's result then
     depended on the config's val_split through the row order.)
     ``--cv K``: the studies score each trial by K folds (``tune.cv: K``, with data.val_split
-    1/K as tune.cv requires); printed are the best trial's own run (fold 0: training rows only)
+    1/K as tune.cv requires; ``--cv 0``: tune.cv off; without --cv: as the config says, and the
+    shipped configs/tune files say 5); printed are the best trial's own run (fold 0: training rows only)
     and the study's final model (``final-NNNN``: the best settings refitted on every
     training-pool row for the folds' mean best epoch count), both on the same test rows. The
     test rows do not depend on data.val_split (the test split is cut first), and the
@@ -146,7 +147,7 @@ def sklearn_baselines(best_yaml: Path) -> dict[str, float]:
 
 def cv_settings(args) -> dict:
     """--cv K and every --extra KEY=YAML (a study setting or, as tune.space.KEY, a dimension)."""
-    out = {"tune.cv": args.cv, "data.val_split": 1 / args.cv} if args.cv else {}
+    out = {} if args.cv is None else {"tune.cv": None} if args.cv == 0 else {"tune.cv": args.cv, "data.val_split": 1 / args.cv}
     for item in args.extra:
         key, _, value = item.partition("=")
         out[key] = yaml.safe_load(value)
@@ -167,12 +168,17 @@ def study_results(folder: Path, headline: str) -> tuple[Path, float, float | Non
     return best_yaml, trial, json.loads(final.read_text())["test"][headline] if final.is_file() else None, number
 
 
+def cv_on(args) -> bool:
+    """Whether the studies cross-validate: --cv K, or (no --cv) the shipped configs' tune.cv: 5."""
+    return bool(args.cv) if args.cv is not None else args.space == "shipped"
+
+
 def accuracy(args) -> None:
-    cv = f", {args.cv}-fold cv per trial" if args.cv else ""
+    cv = f", cv {args.cv or 'as shipped'}" if cv_on(args) else ", no cv"
     print(f"nnclf tune, {args.trials} trials ({args.space} space{cv}) vs scikit-learn defaults; load {load()}")
-    final = " final model (refit) |" if args.cv else ""
+    final = " final model (refit) |" if cv_on(args) else ""
     print(f"| data set | test rows | nnclf tune best trial |{final} MLPClassifier | LogisticRegression | HistGradientBoosting | tune time |")
-    print("|---|---|---|---|---|---|---|" + ("---|" if args.cv else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if cv_on(args) else ""))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for dataset in args.datasets.split(","):
@@ -185,7 +191,7 @@ def accuracy(args) -> None:
             def cell(v):
                 return f"**{v:.4f}** ({'ok' if v >= top else 'below'}: {round((v - top) * base['test rows']):+d} rows)"
 
-            final = f" {cell(refit)} |" if args.cv else ""
+            final = f" {cell(refit)} |" if cv_on(args) else ""
             print(f"| {dataset} | {base['test rows']} | {cell(ours)} |{final} {base['MLPClassifier']:.4f} | "
                   f"{base['LogisticRegression']:.4f} | {base['HistGradientBoosting']:.4f} | {seconds:.0f} s (load {load()}) |", flush=True)
             print(f"  picked on validation: {picked(tmp / 'runs' / dataset)}", flush=True)
@@ -228,11 +234,11 @@ def regression(args) -> None:
     """One study per split (``--seeds``: the config's seed, which is also the split's), and
     the mean test RMSE over the splits."""
     names = ("MLPRegressor", "Ridge", "HistGradientBoosting")
-    cv = f", {args.cv}-fold cv per trial" if args.cv else ""
+    cv = f", cv {args.cv or 'as shipped'}" if cv_on(args) else ", no cv"
     print(f"nnclf tune, {args.trials} trials ({args.space} space{cv}) on diabetes vs scikit-learn defaults, test RMSE; load {load()}")
-    final = " final model (refit) |" if args.cv else ""
+    final = " final model (refit) |" if cv_on(args) else ""
     print(f"| split seed | test rows | nnclf tune best trial |{final} MLPRegressor | Ridge | HistGradientBoosting | tune time |")
-    print("|---|---|---|---|---|---|---|" + ("---|" if args.cv else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if cv_on(args) else ""))
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -243,15 +249,15 @@ def regression(args) -> None:
                                 "--jobs", str(args.jobs), "-q"], tmp)
             best_yaml, ours, refit, _ = study_results(tmp / "runs" / study, "rmse")
             base = regression_baselines(best_yaml)
-            results.append({"nnclf": ours, **({"refit": refit} if args.cv else {}), **{k: base[k] for k in names}})
+            results.append({"nnclf": ours, **({"refit": refit} if cv_on(args) else {}), **{k: base[k] for k in names}})
             top = min(base[k] for k in names)
-            final = f" **{refit:.2f}** ({'ok' if refit <= top else 'above'}) |" if args.cv else ""
+            final = f" **{refit:.2f}** ({'ok' if refit <= top else 'above'}) |" if cv_on(args) else ""
             print(f"| {seed} | {base['test rows']} | **{ours:.2f}** ({'ok' if ours <= top else 'above'}) |{final} {base['MLPRegressor']:.2f} | "
                   f"{base['Ridge']:.2f} | {base['HistGradientBoosting']:.2f} | {seconds:.0f} s (load {load()}) |", flush=True)
             print(f"  picked on validation: {picked(tmp / 'runs' / study)}", flush=True)
     if len(results) > 1:
         mean = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-        final = f" **{mean['refit']:.2f}** |" if args.cv else ""
+        final = f" **{mean['refit']:.2f}** |" if cv_on(args) else ""
         print(f"| mean | | **{mean['nnclf']:.2f}** |{final} {mean['MLPRegressor']:.2f} | {mean['Ridge']:.2f} | {mean['HistGradientBoosting']:.2f} | |")
 
 
@@ -347,14 +353,14 @@ def main() -> None:
     a.add_argument("--datasets", default=",".join(DATASETS))
     a.add_argument("--jobs", type=int, default=1)
     a.add_argument("--space", choices=("issue", "shipped"), default="issue")
-    a.add_argument("--cv", type=int, default=0, help="folds per trial (tune.cv); 0: the config's one validation split")
+    a.add_argument("--cv", type=int, default=None, help="folds per trial (tune.cv, with data.val_split 1/K); 0: none, the config's one validation split; default: as the config says (shipped: 5)")
     a.add_argument("--extra", action="append", default=[], metavar="KEY=YAML", help="a study setting, e.g. tune.space.model.hidden={type: choice, values: [[], [32]]}")
     r = sub.add_parser("regression")
     r.add_argument("--trials", type=int, default=30)
     r.add_argument("--jobs", type=int, default=1)
     r.add_argument("--space", choices=("issue", "shipped"), default="shipped")
     r.add_argument("--seeds", type=int, nargs="+", default=[0])
-    r.add_argument("--cv", type=int, default=0, help="folds per trial (tune.cv); 0: the config's one validation split")
+    r.add_argument("--cv", type=int, default=None, help="folds per trial (tune.cv, with data.val_split 1/K); 0: none, the config's one validation split; default: as the config says (shipped: 5)")
     r.add_argument("--extra", action="append", default=[], metavar="KEY=YAML", help="a study setting, e.g. tune.space.model.hidden={type: choice, values: [[], [32]]}")
     o = sub.add_parser("overhead")
     o.add_argument("--trials", type=int, default=20)
