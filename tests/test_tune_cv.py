@@ -363,3 +363,27 @@ def test_cv_study_on_breast_cancer_end_to_end(cli, tmp_path):
     r = cli(f"predict {finals[0]} {tmp_path / 'new.csv'} --output {tmp_path / 'out.csv'}")
     assert r.exit_code == 0, r.stderr
     assert len(pd.read_csv(tmp_path / "out.csv")) == 20
+
+
+def test_ctrl_c_during_a_later_fold_marks_the_trial_interrupted(tmp_path):
+    """Stop requested after fold 0's last epoch: fold 1 stops at its first batch, the trial is
+    interrupted (not complete with a partial mean), and the study ends."""
+    import threading
+
+    from nnclf.tune import study as st
+
+    path = config(tmp_path, "tune: {trials: 3}", "training: {epochs: 5, early_stopping: null}")
+    setup = st.prepare_study(path, runs_dir=tmp_path / "runs", study="s")
+    stop = threading.Event()
+
+    class AfterFold0:
+        def on_epoch_end(self, trainer, record, improved):
+            if record["epoch"] == 5:
+                stop.set()
+
+    result = st.tune(setup, stop=stop, callbacks=[AfterFold0()])
+    assert result.interrupted
+    assert [r["state"] for r in result.rows] == ["interrupted"]
+    trial = json.loads((tmp_path / "runs" / "s" / "trial-0000" / "trial.json").read_text())
+    assert trial["state"] == "interrupted" and "cv" not in trial
+    assert result.best is None and not list((tmp_path / "runs" / "s").glob("final-*"))
