@@ -387,3 +387,18 @@ def test_ctrl_c_during_a_later_fold_marks_the_trial_interrupted(tmp_path):
     trial = json.loads((tmp_path / "runs" / "s" / "trial-0000" / "trial.json").read_text())
     assert trial["state"] == "interrupted" and "cv" not in trial
     assert result.best is None and not list((tmp_path / "runs" / "s").glob("final-*"))
+
+
+@pytest.mark.slow
+def test_cv_study_with_two_worker_processes(cli, tmp_path):
+    path = config(tmp_path, "tune: {trials: 4}")
+    result = cli(f"tune {path} --study s --jobs 2 -q")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "runs" / "s"
+    rows = table(folder)
+    assert sorted(int(r["number"]) for r in rows) == [0, 1, 2, 3]
+    for r in rows:
+        assert r["state"] == "complete"
+        assert float(r["val_loss"]) == pytest.approx(statistics.fmean(json.loads(r["fold_values"])), rel=1e-15)
+    best = int((folder / "best.yaml").read_text().split("best trial ")[1].split()[0])
+    assert (folder / f"final-{best:04d}" / "checkpoints" / "refit.npz").is_file()
