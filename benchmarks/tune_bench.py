@@ -181,10 +181,12 @@ def accuracy(args) -> None:
     print("|---|---|---|---|---|---|---|" + ("---|" if cv_on(args) else ""))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for dataset in args.datasets.split(","):
+        for dataset, seed in ((d, s) for d in args.datasets.split(",") for s in args.seeds or [None]):
             path = study_config(tmp, dataset, args.trials, cv_settings(args), space=args.space)
-            seconds, _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--jobs", str(args.jobs), "-q"], tmp)
-            best_yaml, ours, refit, _ = study_results(tmp / "runs" / dataset, "accuracy")
+            study = dataset if seed is None else f"{dataset}-s{seed}"
+            extra = [] if seed is None else ["--set", f"seed={seed}"]
+            seconds, _ = nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--study", study, *extra, "--jobs", str(args.jobs), "-q"], tmp)
+            best_yaml, ours, refit, _ = study_results(tmp / "runs" / study, "accuracy")
             base = sklearn_baselines(best_yaml)
             top = max(base[k] for k in ("MLPClassifier", "LogisticRegression", "HistGradientBoosting"))
 
@@ -192,9 +194,10 @@ def accuracy(args) -> None:
                 return f"**{v:.4f}** ({'ok' if v >= top else 'below'}: {round((v - top) * base['test rows']):+d} rows)"
 
             final = f" {cell(refit)} |" if cv_on(args) else ""
-            print(f"| {dataset} | {base['test rows']} | {cell(ours)} |{final} {base['MLPClassifier']:.4f} | "
+            name = dataset if seed is None else f"{dataset} (split {seed})"
+            print(f"| {name} | {base['test rows']} | {cell(ours)} |{final} {base['MLPClassifier']:.4f} | "
                   f"{base['LogisticRegression']:.4f} | {base['HistGradientBoosting']:.4f} | {seconds:.0f} s (load {load()}) |", flush=True)
-            print(f"  picked on validation: {picked(tmp / 'runs' / dataset)}", flush=True)
+            print(f"  picked on validation: {picked(tmp / 'runs' / study)}", flush=True)
 
 
 def regression_baselines(best_yaml: Path) -> dict[str, float]:
@@ -353,6 +356,7 @@ def main() -> None:
     a.add_argument("--datasets", default=",".join(DATASETS))
     a.add_argument("--jobs", type=int, default=1)
     a.add_argument("--space", choices=("issue", "shipped"), default="issue")
+    a.add_argument("--seeds", type=int, nargs="+", default=None, help="one study per split (--set seed=S); default: the config's seed")
     a.add_argument("--cv", type=int, default=None, help="folds per trial (tune.cv, with data.val_split 1/K); 0: none, the config's one validation split; default: as the config says (shipped: 5)")
     a.add_argument("--extra", action="append", default=[], metavar="KEY=YAML", help="a study setting, e.g. tune.space.model.hidden={type: choice, values: [[], [32]]}")
     r = sub.add_parser("regression")
