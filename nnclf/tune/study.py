@@ -6,12 +6,16 @@
     DIR/STUDY/trial-0007/       one run folder per trial, plus trial.json (state, params, value)
     DIR/STUDY/trials.csv        every trial of the study (all workers and machines), rewritten
     DIR/STUDY/best.yaml         the best trial's complete config (no tune: section)
+    DIR/STUDY/final-0007/       with tune.cv and tune.refit: best.yaml trained, with the final
+                                model on every training-pool row (checkpoints/refit.npz)
 
 A trial is ``nnclf.runs.train`` on study.yaml with overrides: its parameters, ``seed`` derived
 from the config's seed and the trial number, ``data.split_seed`` fixed at the config's seed (so
 every trial is scored on the same validation rows) and ``tune: null``. The trial's value is
 the metric at the epoch whose weights the run keeps (checkpoints/best.npz, the trainer's
-monitored best), so the number in the table is the one ``nnclf evaluate`` reproduces.
+monitored best), so the number in the table is the one ``nnclf evaluate`` reproduces. With
+``tune.cv: K`` the value is the mean of that number over K folds (``nnclf.tune.folds``; fold 0
+is the trial's run folder, the others train in memory).
 
 Optuna is imported here only: ``pip install "nnclf[tune]"``.
 """
