@@ -304,3 +304,17 @@ def test_same_seed_same_weights_and_zero_biases():
     for bias in a.biases:
         np.testing.assert_array_equal(bias, 0)
     assert np.all(a.params[a.weight_mask() == 1] != 7.0)
+
+
+def test_dropout_without_hidden_layers_drops_nothing():
+    """Dropout acts on hidden units; with none (a single-layer perceptron) a training pass is the
+    plain pass, and backward works (it used to look for dropout buffers that are never made)."""
+    rng = np.random.default_rng(3)
+    x, delta = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    with_dropout = MLP([4, 3], "relu", dropout=0.5, dtype="float64")
+    plain = MLP([4, 3], "relu", dtype="float64")
+    with_dropout.initialize("xavier_uniform", np.random.default_rng(0))
+    plain.initialize("xavier_uniform", np.random.default_rng(0))
+    np.testing.assert_array_equal(with_dropout.forward(x, rng=np.random.default_rng(1)), plain.forward(x))
+    np.testing.assert_array_equal(with_dropout.backward(delta), plain.backward(delta))
+    np.testing.assert_allclose(plain.grads[: 4 * 3].reshape(4, 3), x.T @ delta, rtol=1e-12)

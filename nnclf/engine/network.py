@@ -136,7 +136,8 @@ class MLP:
         The returned array is an internal buffer, overwritten by the next call.
         """
         v = self._batch_views(x.shape[0])
-        self._dropout_on = dropout_on = rng is not None and self.dropout > 0
+        # dropout acts on hidden units: a network without hidden layers has none to drop
+        self._dropout_on = dropout_on = rng is not None and self.dropout > 0 and self.n_layers > 1
         np.copyto(v.x, x, casting="same_kind")
         activation = self.activation.forward
         a, last = v.inputs[0], self.n_layers - 1
