@@ -244,6 +244,12 @@ def test_refit_false_makes_no_final_run(cli, tmp_path):
     assert cli(f"tune {path} --study s -q").exit_code == 0
     folder = tmp_path / "runs" / "s"
     assert not list(folder.glob("final-*"))
+    meta = json.loads((folder / "study.json").read_text())
+    assert (meta["cv"], meta["refit"]) == (3, False)
+    pytest.importorskip("matplotlib")
+    r = cli(f"report {folder}")
+    assert r.exit_code == 0, r.stderr
+    assert (folder / "report.html").is_file()
     assert "refit" not in yaml.safe_load((folder / "best.yaml").read_text())["training"] or \
         yaml.safe_load((folder / "best.yaml").read_text())["training"]["refit"] is False
 
@@ -352,7 +358,7 @@ def test_cv_study_on_breast_cancer_end_to_end(cli, tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     result = cli(f"tune {path} --study bc")
     assert result.exit_code == 0, result.stderr
-    assert "(mean of 5 folds)" in result.stdout and "final model:" in result.stdout
+    assert "(mean of 5 folds)" in result.stdout and "final model:" in result.stdout and "final model's test_accuracy: 0." in result.stdout
     folder = tmp_path / "runs" / "bc"
     rows = table(folder)
     assert len(rows) == 4 and {r["state"] for r in rows} <= {"complete", "pruned"}

@@ -119,3 +119,9 @@ def render_result(result) -> None:
     out.print(f"best config: {result.best_yaml}  (nnclf train {result.best_yaml} repeats the trial)")
     if getattr(result, "final", None) is not None:
         out.print(f"final model: {result.final} (the best trial's settings trained on every training-pool row: checkpoints/refit.npz)")
+        try:
+            headline = json.loads((result.final / "summary.json").read_text()).get("headline") or {}
+        except (OSError, ValueError):
+            headline = {}
+        if headline.get("value") is not None:
+            out.print(f"  final model's {headline['metric']}: {headline['value']:.4f}")

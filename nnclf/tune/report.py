@@ -118,7 +118,8 @@ def make_study_report(folder: str | Path, warn: Callable[[str], None] = lambda m
     if xs:
         ax.step(xs, ys, where="post", color="tab:red", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel(metric)
+    # with tune.cv a complete trial's value is its folds' mean, a pruned one's fold 0's last epoch
+    ax.set_ylabel(f"{metric} (complete: mean of {meta['cv']} folds; pruned: fold 0)" if meta.get("cv") else metric)
     ax.grid(alpha=0.3)
     ax.legend()
     save(fig, "history.png")

@@ -155,6 +155,7 @@ def prepare_study(
     meta = {
         "name": name, "storage": hidden_password(url), "config": str(Path(config_path).resolve()),
         "metric": spec.metric, "direction": spec.direction, "sampler": spec.sampler, "pruner": spec.pruner,
+        "cv": spec.cv, "refit": spec.refit,
         "space": {k: {kk: vv for kk, vv in p.__dict__.items() if vv not in (None, ())} for k, p in spec.space.items()},
     }
     atomic_write_text(folder / "study.json", json.dumps(meta, indent=2, default=list) + "\n")
