@@ -250,8 +250,7 @@ def test_refit_false_makes_no_final_run(cli, tmp_path):
     r = cli(f"report {folder}")
     assert r.exit_code == 0, r.stderr
     assert (folder / "report.html").is_file()
-    assert "refit" not in yaml.safe_load((folder / "best.yaml").read_text())["training"] or \
-        yaml.safe_load((folder / "best.yaml").read_text())["training"]["refit"] is False
+    assert yaml.safe_load((folder / "best.yaml").read_text())["training"]["refit"] is False
 
 
 def test_continuing_a_cv_study_equals_running_it_at_once(cli, tmp_path):
@@ -410,3 +409,26 @@ def test_cv_study_with_two_worker_processes(cli, tmp_path):
         assert float(r["val_loss"]) == pytest.approx(statistics.fmean(json.loads(r["fold_values"])), rel=1e-15)
     best = int((folder / "best.yaml").read_text().split("best trial ")[1].split()[0])
     assert (folder / f"final-{best:04d}" / "checkpoints" / "refit.npz").is_file()
+
+
+def test_a_reconstruction_study_cross_validates_without_a_final_run(cli, tmp_path):
+    text = f"""
+task: reconstruction
+data: {{train: {DATA / 'iris.csv'}, target: species, val_split: 0.25}}
+model: {{hidden: [4, 2, 4]}}
+training: {{epochs: 3}}
+tune:
+  metric: val_mse
+  trials: 1
+  cv: 4
+  space:
+    optimizer.lr: {{type: loguniform, low: 1.0e-3, high: 1.0e-2}}
+"""
+    path = write_config(tmp_path, text, "ae.yaml")
+    result = cli(f"tune {path} --study s -q")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "runs" / "s"
+    trial = json.loads((folder / "trial-0000" / "trial.json").read_text())
+    assert len(trial["cv"]["values"]) == 4 and trial["value"] == pytest.approx(statistics.fmean(trial["cv"]["values"]), rel=1e-15)
+    assert not list(folder.glob("final-*"))
+    assert yaml.safe_load((folder / "best.yaml").read_text())["training"]["refit"] is False

@@ -793,8 +793,8 @@ def final_overrides(setup: StudySetup, best: dict) -> list[str]:
     from .folds import cv_epochs
 
     cv = best.get("cv")
-    if not (setup.spec.cv and setup.spec.refit and cv):
-        return []
+    if not (setup.spec.cv and setup.spec.refit and cv) or setup.raw.get("task") == "reconstruction":
+        return []  # (training.refit does not refit reconstruction yet)
     return ["training.refit=true", f"training.refit_epochs={cv_epochs(cv['best_epochs'])}"]
 
 
