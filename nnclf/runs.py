@@ -5,6 +5,7 @@ writers and readers are in ``nnclf.runfolder`` (README, "Run folder").
 from __future__ import annotations
 
 import json
+import math
 import platform
 import time
 from dataclasses import dataclass
@@ -73,13 +74,27 @@ class RunResult:
 
 
 class _Checkpointer:
-    """Writes metrics.csv and checkpoints after each epoch (the trainer's callback)."""
+    """Writes metrics.csv and checkpoints after each epoch (the trainer's callback).
+
+    metrics.csv and the checkpoints are written at most every ``WRITE_SECONDS`` (the first
+    epoch's at once): an epoch that ends sooner after the last write keeps its metrics rows and
+    its best.npz / last.npz in memory (copies of that epoch's complete state) and the next
+    write, or the end of training, writes them, metrics.csv first (so it never holds fewer
+    epochs than last.npz, which ``--resume`` needs). The end of training (the last epoch,
+    early stopping, a method that converged), Ctrl-C / SIGTERM / SIGHUP and divergence always
+    write what is held, so only a ``kill -9`` (or power loss) can lose it: then the files on
+    disk are at most ``WRITE_SECONDS`` of epochs older than metrics.csv, and ``--resume``
+    trains those epochs again, bit for bit. For epochs longer than ``WRITE_SECONDS`` every
+    epoch writes, as before; for full-batch methods an epoch is a few milliseconds and each
+    checkpoint write about as long (benchmarks/RESULTS.md)."""
 
     SYNC_SECONDS = 10.0  # force files to disk at most this often (an fsync's cost: benchmarks/RESULTS.md)
+    WRITE_SECONDS = 2.0  # write checkpoints at most this often while epochs are short
 
     def __init__(self, run: "TrainingRun", every: int):
         self.run, self.every = run, every
         self.last_sync = time.monotonic()
+        self.last_write = -math.inf  # the first epoch writes
 
     def on_epoch_end(self, trainer: Trainer, record, improved: bool) -> None:
         # Every write is atomic (a killed process leaves old or new files, never partial ones);
@@ -89,12 +104,20 @@ class _Checkpointer:
         durable = self.run.durable and now - self.last_sync >= self.SYNC_SECONDS
         if durable:
             self.last_sync = now
+        final = trainer.epoch == trainer.epochs or trainer.stopped_early or getattr(trainer.optimizer, "converged", False)
+        write = final or now - self.last_write >= self.WRITE_SECONDS
         if not self.run.deferred:
-            self.run.write_metrics(trainer.history, durable)
+            if write:  # metrics.csv before the checkpoints: it never holds fewer epochs than last.npz
+                self.run.write_metrics(trainer.history, durable)
+            else:
+                self.run.hold_metrics(trainer.history)
         if improved:
-            self.run.save("best", trainer, trainer.net.params, durable)
-        if trainer.epoch % self.every == 0 or trainer.epoch == trainer.epochs or trainer.stopped_early:
-            self.run.save("last", trainer, trainer.net.params, durable)
+            self.run.save("best", trainer, trainer.net.params, durable, hold=not write)
+        if trainer.epoch % self.every == 0 or final:
+            self.run.save("last", trainer, trainer.net.params, durable, hold=not write)
+        if write and not self.run.deferred:
+            self.run.flush_checkpoints(durable)  # a best.npz held from an earlier epoch
+            self.last_write = now
 
 
 class TrainingRun:
@@ -117,6 +140,7 @@ class TrainingRun:
         self.deferred = False
         self._pending: dict[str, tuple] = {}
         self._history = None
+        self._metrics_held = False  # metrics.csv is behind self._history (short epochs: _Checkpointer)
         self._static: Optional[dict[str, Any]] = None  # static_meta, copied once (deferred saves)
         folder.columns = metric_columns(cfg.task)
         if cfg.task == "reconstruction":
@@ -158,7 +182,10 @@ class TrainingRun:
             "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
         }
 
-    def save(self, which: str, trainer: Trainer, params: np.ndarray, durable: bool = True) -> None:
+    def save(self, which: str, trainer: Trainer, params: np.ndarray, durable: bool = True, hold: bool = False) -> None:
+        """Write checkpoints/``which``.npz from the trainer's state now, or with ``hold`` (and
+        always when ``deferred``) keep a copy of it in memory for ``flush_checkpoints``; a
+        write replaces what was held for the same file."""
         if not self.writes:
             return
         state = trainer.state_dict()
@@ -167,7 +194,7 @@ class TrainingRun:
             arrays["trainer.permutation"] = state["permutation"]
         if self.prepared.pca is not None:
             arrays["pca.mean"], arrays["pca.components"] = self.prepared.pca.mean, self.prepared.pca.components
-        if self.deferred and which in ("best", "last"):
+        if (self.deferred or hold) and which in ("best", "last"):
             import copy
 
             # copies: training goes on updating the arrays and the progress in place. The static
@@ -183,25 +210,43 @@ class TrainingRun:
             return
         meta = self.checkpoint_meta(trainer, state)
         save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, meta, arrays, durable)
+        self._pending.pop(which, None)  # what was held for this file is older
         if which == "last":
             self.last_saved_epoch = trainer.epoch
 
     def flush(self, history=None) -> None:
-        """Write what ``deferred`` kept back: metrics.csv, then the checkpoints."""
-        if not self.writes or not self.deferred:
+        """Write what was kept back: with ``deferred`` metrics.csv, then the checkpoints held
+        (``deferred``, or ``save(hold=True)``)."""
+        if not self.writes:
             return
         history = history if history is not None else self._history
-        if history is not None:
+        if (self.deferred or self._metrics_held) and history is not None:
             self.files.write_metrics(history, self.durable)
+            self._metrics_held = False
+        self.flush_checkpoints(self.durable)
+
+    def flush_checkpoints(self, durable: bool = True) -> None:
+        """Write the checkpoints held in memory (each is a complete epoch's state)."""
         for which, (params, meta, arrays, epoch) in list(self._pending.items()):
-            save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, meta, arrays, self.durable)
+            save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, meta, arrays, durable)
             if which == "last":
                 self.last_saved_epoch = epoch
             del self._pending[which]
 
+    def hold_metrics(self, history) -> None:
+        """metrics.csv is behind ``history``: ``flush`` (or the next ``write_metrics``) writes it."""
+        self._metrics_held, self._history = True, history
+
+    def write_held_metrics(self, history=None) -> None:
+        """Write metrics.csv now if it is behind (not under ``deferred``: ``flush`` does that)."""
+        history = history if history is not None else self._history
+        if self.writes and self._metrics_held and not self.deferred and history is not None:
+            self.write_metrics(history, self.durable)
+
     def write_metrics(self, history, durable: bool = True) -> None:
         if self.writes:
             self.files.write_metrics(history, durable)
+            self._metrics_held = False
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.writes:
@@ -684,6 +729,7 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
             kept = f"; the last good checkpoint is {last}" if last.exists() else ""
             raise TrainingDiverged(f"{e}{kept}") from None
         if trainer.interrupted:
+            run.write_held_metrics(trainer.history)  # before last.npz (see _Checkpointer)
             run.save("last", trainer, trainer.net.params)
         run.flush(trainer.history)
         temperature = 1.0
