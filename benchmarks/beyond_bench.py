@@ -253,11 +253,18 @@ def main():
     parser.add_argument("--splits", type=int, default=5, help="splits (seeds 0..N-1) of parts A and C")
     args = parser.parse_args()
     seeds = [0, 1] if args.quick else list(range(args.splits))
-    from threadpoolctl import threadpool_limits
+    # scipy's own OpenBLAS (line searches, L-BFGS-B, the two-loop's ddot) and sklearn's OpenMP
+    # runtime must be loaded before the limit: threadpool_limits covers only the
+    # libraries loaded when it is called (before this, scipy's BLAS ran with 2 threads here)
+    import scipy.linalg.blas  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    import sklearn.neural_network  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     # one BLAS thread for both sides: on a shared 2-core machine spinning BLAS threads make
     # timings meaningless, and these problems are far too small to gain from two
     threadpool_limits(1)
+    assert all(lib["num_threads"] == 1 for lib in threadpool_info()), threadpool_info()
     print(f"load average at start: {os.getloadavg()}; BLAS threads: 1")
     if "a" in args.parts:
         part_a(seeds)

@@ -223,9 +223,14 @@ def main():
         summarise(rows)
         paired(rows)
         return
-    from threadpoolctl import threadpool_limits
+    # scipy's own OpenBLAS (line searches, L-BFGS-B, the two-loop's ddot) must be loaded before the limit: threadpool_limits covers only the
+    # libraries loaded when it is called (before this, scipy's BLAS ran with 2 threads here)
+    import scipy.linalg.blas  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     threadpool_limits(1)
+    assert all(lib["num_threads"] == 1 for lib in threadpool_info()), threadpool_info()
     print(f"load average at start: {os.getloadavg()}; BLAS threads: 1", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -181,8 +181,9 @@ class RunFolder:
     def read_metrics(self, epochs: Optional[int] = None) -> list[dict[str, float]]:
         """metrics.csv rows (``epoch`` an int, the rest floats; an empty cell is left out).
 
-        With ``epochs``, exactly the first ``epochs`` rows (the file may hold one more than the
-        checkpoint if the process died between the two writes). Floats were written with repr,
+        With ``epochs``, exactly the first ``epochs`` rows (the file may hold more than the
+        checkpoint: it is written first, and the process may die, or a checkpoint write fail,
+        after it). Floats were written with repr,
         so they read back exactly (resume relies on it)."""
         path = self.path / self.METRICS
         try:
