@@ -76,11 +76,11 @@ class RunResult:
 class _Checkpointer:
     """Writes metrics.csv and checkpoints after each epoch (the trainer's callback).
 
-    metrics.csv and the checkpoints are written at most every ``WRITE_SECONDS`` (the first
-    epoch's at once): an epoch that ends sooner after the last write keeps its metrics rows and
-    its best.npz / last.npz in memory (copies of that epoch's complete state) and the next
-    write, or the end of training, writes them, metrics.csv first (so it never holds fewer
-    epochs than last.npz, which ``--resume`` needs). The end of training (the last epoch,
+    metrics.csv is rewritten every epoch (a watcher of the run folder sees every epoch, and it
+    never holds fewer epochs than last.npz, which ``--resume`` needs). Checkpoints are written at
+    most every ``WRITE_SECONDS`` (the first epoch's at once): an epoch that ends sooner after
+    the last write keeps its best.npz / last.npz in memory (copies of that epoch's complete
+    state) and the next write, or the end of training, writes them. The end of training (the last epoch,
     early stopping, a method that converged), Ctrl-C / SIGTERM / SIGHUP and divergence always
     write what is held, so only a ``kill -9`` (or power loss) can lose it: then the files on
     disk are at most ``WRITE_SECONDS`` of epochs older than metrics.csv, and ``--resume``
@@ -106,11 +106,8 @@ class _Checkpointer:
             self.last_sync = now
         final = trainer.epoch == trainer.epochs or trainer.stopped_early or getattr(trainer.optimizer, "converged", False)
         write = final or now - self.last_write >= self.WRITE_SECONDS
-        if not self.run.deferred:
-            if write:  # metrics.csv before the checkpoints: it never holds fewer epochs than last.npz
-                self.run.write_metrics(trainer.history, durable)
-            else:
-                self.run.hold_metrics(trainer.history)
+        if not self.run.deferred:  # every epoch, before the checkpoints: never behind last.npz
+            self.run.write_metrics(trainer.history, durable)
         if improved:
             self.run.save("best", trainer, trainer.net.params, durable, hold=not write)
         if trainer.epoch % self.every == 0 or final:
@@ -140,7 +137,6 @@ class TrainingRun:
         self.deferred = False
         self._pending: dict[str, tuple] = {}
         self._history = None
-        self._metrics_held = False  # metrics.csv is behind self._history (short epochs: _Checkpointer)
         self._static: Optional[dict[str, Any]] = None  # static_meta, copied once (deferred saves)
         folder.columns = metric_columns(cfg.task)
         if cfg.task == "reconstruction":
@@ -219,10 +215,10 @@ class TrainingRun:
         (``deferred``, or ``save(hold=True)``)."""
         if not self.writes:
             return
-        history = history if history is not None else self._history
-        if (self.deferred or self._metrics_held) and history is not None:
-            self.files.write_metrics(history, self.durable)
-            self._metrics_held = False
+        if self.deferred:
+            history = history if history is not None else self._history
+            if history is not None:
+                self.files.write_metrics(history, self.durable)
         self.flush_checkpoints(self.durable)
 
     def flush_checkpoints(self, durable: bool = True) -> None:
@@ -233,20 +229,9 @@ class TrainingRun:
                 self.last_saved_epoch = epoch
             del self._pending[which]
 
-    def hold_metrics(self, history) -> None:
-        """metrics.csv is behind ``history``: ``flush`` (or the next ``write_metrics``) writes it."""
-        self._metrics_held, self._history = True, history
-
-    def write_held_metrics(self, history=None) -> None:
-        """Write metrics.csv now if it is behind (not under ``deferred``: ``flush`` does that)."""
-        history = history if history is not None else self._history
-        if self.writes and self._metrics_held and not self.deferred and history is not None:
-            self.write_metrics(history, self.durable)
-
     def write_metrics(self, history, durable: bool = True) -> None:
         if self.writes:
             self.files.write_metrics(history, durable)
-            self._metrics_held = False
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.writes:
@@ -729,7 +714,6 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
             kept = f"; the last good checkpoint is {last}" if last.exists() else ""
             raise TrainingDiverged(f"{e}{kept}") from None
         if trainer.interrupted:
-            run.write_held_metrics(trainer.history)  # before last.npz (see _Checkpointer)
             run.save("last", trainer, trainer.net.params)
         run.flush(trainer.history)
         temperature = 1.0

@@ -1,6 +1,6 @@
-"""Checkpoints and metrics.csv of short epochs are written at most every
-``_Checkpointer.WRITE_SECONDS``, and what is held is never lost except to kill -9: the end of
-training, Ctrl-C (a stop request) and divergence write it, with the same bytes (but ``saved_at``) as writing every epoch would have,
+"""Checkpoints of short epochs are written at most every ``_Checkpointer.WRITE_SECONDS`` (metrics.csv
+every epoch), and what is held is never lost except to kill -9: the end of training, Ctrl-C (a
+stop request) and divergence write it, with the same bytes (but ``saved_at``) as writing every epoch would have,
 and ``--resume`` from them is bit-identical to an uninterrupted run. ``WRITE_SECONDS`` is
 patched to 0 (every epoch writes, the old behaviour) and to 1e9 (only the first epoch and the
 end write) so the test does not depend on the machine's speed."""
@@ -104,7 +104,7 @@ def test_a_stop_request_writes_the_held_checkpoints_and_resume_is_bit_identical(
     last = stopped.folder / "checkpoints" / "last.npz"
     assert load_checkpoint(last)[1]["trainer"]["epoch"] == 10  # the stop is seen after the next iteration
     assert ("last.npz", 1) in written and ("last.npz", 10) in written and len(written) <= 4
-    assert len((stopped.folder / "metrics.csv").read_text().splitlines()) == 1 + 10  # the held rows too
+    assert len((stopped.folder / "metrics.csv").read_text().splitlines()) == 1 + 10
     best_epoch = load_checkpoint(stopped.folder / "checkpoints" / "best.npz")[1]["trainer"]["epoch"]
     # the best epoch by val_loss, held since then, agrees with the tracker saved in last.npz
     assert best_epoch == load_checkpoint(last)[1]["trainer"]["best_epoch"]

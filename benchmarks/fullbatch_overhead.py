@@ -1,0 +1,130 @@
+"""Where a full-batch run's time goes outside the arithmetic (issue 14, third pass). Two parts:
+
+loop     L-BFGS through the Trainer (no run folder) on iris and digits, hidden (100,), relu,
+         float64, Glorot-uniform start, gtol 1e-4 (beyond_bench's part-A setting): time per
+         iteration and the part of it spent outside ``Objective`` calls; process CPU time,
+         minimum of --reps fits. Run it once per source tree to compare two versions:
+
+             PYTHONPATH=OLD python benchmarks/fullbatch_overhead.py loop
+             PYTHONPATH=NEW python benchmarks/fullbatch_overhead.py loop
+
+         (alternate them a few times; the script only imports ``nnclf`` from PYTHONPATH).
+cadence  ``runs.train`` (what ``nnclf train`` calls) on an lbfgs config with checkpoints and
+         metrics.csv written every epoch (``_Checkpointer.WRITE_SECONDS = 0``) against at most
+         every 2 s (the default), alternated; wall and CPU seconds. Needs a tree with the
+         cadence (beyond3's commit 48fcb0f or later).
+
+             PYTHONPATH=$PWD python benchmarks/fullbatch_overhead.py cadence [CONFIG ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fit(x, y, k):
+    """L-BFGS through the Trainer from a Glorot-uniform start (only calls that older trees have)."""
+    from nnclf.engine.losses import LOSSES
+    from nnclf.engine.network import MLP
+    from nnclf.engine.optimizers import OPTIMIZERS
+    from nnclf.engine.schedules import SCHEDULES
+    from nnclf.trainer import Trainer
+
+    loss = LOSSES.get("cross_entropy")(k)
+    net = MLP([x.shape[1], 100, loss.n_outputs], "relu", dtype="float64")
+    rng = np.random.default_rng(0)
+    net.initialize("xavier_uniform", rng)
+    opt = OPTIMIZERS.get("lbfgs")(net.params.size, "float64", net.weight_mask(), gtol=1e-4)
+    trainer = Trainer(net, loss, opt, SCHEDULES.get("constant")(1e-3, 200), epochs=200, batch_size=None, rng=rng,
+                      weight_decay=1e-4, monitor="train_loss")
+    trainer.fit(x, y)
+    return trainer
+
+
+def loop(reps: int) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import beyond_bench as bb  # its data loading only
+    import nnclf.engine.step as step
+
+    spent = [0.0]
+    inner = step.Objective.__call__
+
+    def timed(self, theta):
+        start = time.process_time()
+        try:
+            return inner(self, theta)
+        finally:
+            spent[0] += time.process_time() - start
+
+    step.Objective.__call__ = timed
+    for name in ("iris", "digits"):
+        x, _, y, _, k = bb.load(name, 0)
+        totals, outside = [], []
+        for _ in range(reps):
+            spent[0] = 0.0
+            start = time.process_time()
+            trainer = _fit(x, y, k)
+            total = time.process_time() - start
+            totals.append(total / trainer.epoch * 1e6)
+            outside.append((total - spent[0]) / trainer.epoch * 1e6)
+        print(f"{name}: {trainer.epoch} iterations; per iteration {min(totals):.0f} us (min of {reps}), "
+              f"outside the objective {min(outside):.0f} us", flush=True)
+
+
+def cadence(configs: list[str], reps: int) -> None:
+    from nnclf import runs
+
+    results: dict[tuple[str, float], list[tuple[float, float, int]]] = {}
+    for _ in range(reps):
+        for config in configs:
+            for seconds in (0.0, runs._Checkpointer.WRITE_SECONDS):
+                saved = runs._Checkpointer.WRITE_SECONDS
+                runs._Checkpointer.WRITE_SECONDS = seconds
+                folder = Path(tempfile.mkdtemp())
+                try:
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    result = runs.train(config, runs_dir=folder, name="r")
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                finally:
+                    runs._Checkpointer.WRITE_SECONDS = saved
+                    shutil.rmtree(folder, ignore_errors=True)
+                results.setdefault((config, seconds), []).append((wall, cpu, len(result.history)))
+    print("| config | epochs | writes | wall min / median (s) | CPU min / median (s) |")
+    print("|---|---|---|---|---|")
+    for (config, seconds), got in results.items():
+        walls, cpus = [g[0] for g in got], [g[1] for g in got]
+        label = "every epoch" if seconds == 0 else f"at most every {seconds:g} s"
+        print(f"| {config} | {got[0][2]} | {label} | {min(walls):.3f} / {statistics.median(walls):.3f} | "
+              f"{min(cpus):.3f} / {statistics.median(cpus):.3f} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("part", choices=["loop", "cadence"])
+    parser.add_argument("configs", nargs="*", default=[str(ROOT / "configs" / "lbfgs.yaml")])
+    parser.add_argument("--reps", type=int, default=12)
+    args = parser.parse_args()
+    import scipy.linalg.blas  # noqa: F401  (loaded before the limit, which covers loaded libraries only)
+    import scipy.optimize  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    np.seterr(all="ignore")
+    if args.part == "loop":
+        loop(args.reps)
+    else:
+        cadence(args.configs, max(1, args.reps // 3))
+
+
+if __name__ == "__main__":
+    main()
