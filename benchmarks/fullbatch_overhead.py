@@ -12,7 +12,7 @@ loop     L-BFGS through the Trainer (no run folder) on iris and digits, hidden (
 cadence  ``runs.train`` (what ``nnclf train`` calls) on an lbfgs config with checkpoints and
          metrics.csv written every epoch (``_Checkpointer.WRITE_SECONDS = 0``) against at most
          every 2 s (the default), alternated; wall and CPU seconds. Needs a tree with the
-         cadence (beyond3's commit 48fcb0f or later).
+         cadence (beyond3's commit 5b194e2 or later).
 
              PYTHONPATH=$PWD python benchmarks/fullbatch_overhead.py cadence [CONFIG ...]
 """
