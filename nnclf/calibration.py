@@ -25,6 +25,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .errors import NnclfError
+from .threads import on_one_thread
 
 # the search range of T: far outside it the validation set is degenerate (perfectly separated,
 # or the model carries no information); the bound reached is reported in the checkpoint
@@ -94,7 +95,7 @@ def calibrate_checkpoint(path: Path, x: np.ndarray, y: np.ndarray, fitted_on: st
 
     model = TrainedModel.load(path)
     with np.errstate(over="ignore", invalid="ignore"):
-        logits = model.net.logits(x)
+        logits = on_one_thread(model.net.logits, x)
         entry = fit_temperature(logits, y, model.loss.predict_proba)
     entry.update(fitted_on=fitted_on, rows=int((y >= 0).sum()))
     params, meta, arrays = load_checkpoint(path)
@@ -143,7 +144,7 @@ def calibrate_run(
     if bound_warning(entry, source):
         warn(bound_warning(entry, source))
     with np.errstate(over="ignore", invalid="ignore"):
-        logits = model.net.logits(x).astype(np.float64)
+        logits = on_one_thread(model.net.logits, x).astype(np.float64)
     from .metrics import calibration_errors
 
     entry["ece_before"] = calibration_errors(y, model.loss.predict_proba(logits))[0]

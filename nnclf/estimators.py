@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import NnclfError
+from .threads import on_one_thread
 
 __all__ = ["Autoencoder", "Classifier", "NotFittedError", "Regressor"]
 
@@ -283,7 +284,7 @@ class _Network(_Base):
     # -- fitting --------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, classes=None, incremental: bool = False):
         from .build import class_weight_vector
-        from .threads import BlasThreads, step_flops
+        from .threads import training_threads
 
         first = not (incremental or self.warm_start) or not self.__sklearn_is_fitted__()
         given = y
@@ -307,8 +308,7 @@ class _Network(_Base):
             trainer = self._continue_trainer(cfg, x, y_idx, x_val is not None, incremental)
         if self.verbose:
             trainer.callbacks.append(_Printer(self._score_metric))
-        batch = len(y_idx) if trainer.batch_size is None else min(trainer.batch_size, len(y_idx))
-        threads = BlasThreads(cfg.training.threads, step_flops(trainer.net.sizes, batch))
+        threads = training_threads(cfg.training.threads, trainer, len(y_idx), 0 if x_val is None else len(x_val))
         trainer.speed = threads
         try:
             with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -792,7 +792,7 @@ class Classifier(_Network):
         self._check_fitted()
         X, _ = self._validate_X(X, reset=False)
         with np.errstate(over="ignore", invalid="ignore"):
-            return self.net_.logits(self._features(X))
+            return on_one_thread(self.net_.logits, self._features(X))
 
     def decision_function(self, X) -> np.ndarray:
         """Logits: (n_samples,) for two classes (the positive class's score), else (n_samples, K)."""
@@ -934,7 +934,7 @@ class _RealValued(_Network):
         X, _ = self._validate_X(X, reset=False)
         x = self._features(X)
         with np.errstate(over="ignore", invalid="ignore"):
-            return x, self.net_.logits(x)
+            return x, on_one_thread(self.net_.logits, x)
 
 
 class Regressor(_RealValued):
@@ -1356,7 +1356,7 @@ class Autoencoder(_RealValued):
         numbers ``nnclf encode`` writes for a saved checkpoint."""
         x = self._inputs(X)
         with np.errstate(over="ignore", invalid="ignore"):
-            return self.net_.hidden_activations(x, self.code_layer_)
+            return on_one_thread(self.net_.hidden_activations, x, self.code_layer_)
 
     def inverse_transform(self, X) -> np.ndarray:
         """Decode codes (n_samples, n_components_) through the layers after the code layer: the

@@ -18,6 +18,7 @@ from .data.preprocess import Preprocessor
 from .engine.losses import LOSSES, Loss
 from .engine.network import MLP
 from .errors import NnclfError
+from .threads import on_one_thread
 
 
 class TrainedModel:
@@ -92,7 +93,7 @@ class TrainedModel:
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """Regression: predictions (n, m) in the targets' units; reconstruction: x_hat (n, d) in
         the preprocessed space; classification: class probabilities (n, K)."""
-        z = self.net.logits(x)
+        z = on_one_thread(self.net.logits, x)
         if self.task == "regression":
             return self.targets.decode(z)
         if self.task == "reconstruction":
@@ -101,14 +102,14 @@ class TrainedModel:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """The code layer's activations (n, k) for preprocessed rows x (reconstruction)."""
-        return self.net.hidden_activations(x, int(self.meta["code_layer"]))
+        return on_one_thread(self.net.hidden_activations, x, int(self.meta["code_layer"]))
 
     def features(self, frame, source: str, warn: Callable[[str], None], notes=None) -> np.ndarray:
         return self.preprocessor.transform(frame, source, self.net.dtype, warn, notes=notes)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(n, K_out) logits z / T for preprocessed features x (n, d), T the calibrated temperature."""
-        z = self.net.logits(x)
+        z = on_one_thread(self.net.logits, x)
         if self.temperature != 1.0:
             z /= z.dtype.type(self.temperature)
         return z
@@ -120,7 +121,7 @@ class TrainedModel:
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(class indices (n,), probabilities (n, K)) for preprocessed features x (n, d). The
         classes come from the logits before temperature scaling, so T never changes one."""
-        z = self.net.logits(x)
+        z = on_one_thread(self.net.logits, x)
         classes = self.loss.predict_classes(z)
         if self.temperature != 1.0:
             z /= z.dtype.type(self.temperature)

@@ -29,7 +29,7 @@ from .distributed import AgreedStop, DataParallelStep, SingleProcess, blas_threa
 from .runfolder import (  # noqa: F401  (re-exported: older imports use nnclf.runs)
     METRIC_COLUMNS, METRICS_HEADER, RunFolder, check_run_name, list_runs, metrics_line, now_iso,
 )
-from .threads import BlasThreads, step_flops
+from .threads import BlasThreads, on_one_thread, training_threads
 from .trainer import Trainer, TrainingDiverged
 from .seeds import model_rng
 
@@ -178,10 +178,12 @@ class TrainingRun:
             "optimizer": {"name": trainer.optimizer.name, "state": list(trainer.optimizer.state_names)},
         }
 
-    def save(self, which: str, trainer: Trainer, params: np.ndarray, durable: bool = True, hold: bool = False) -> None:
+    def save(self, which: str, trainer: Trainer, params: np.ndarray, durable: bool = True, hold: bool = False,
+             rows: Optional[int] = None) -> None:
         """Write checkpoints/``which``.npz from the trainer's state now, or with ``hold`` (and
         always when ``deferred``) keep a copy of it in memory for ``flush_checkpoints``; a
-        write replaces what was held for the same file."""
+        write replaces what was held for the same file. ``rows``: the rows ``trainer`` trained
+        on when they are not the run's training rows (the refit: training + validation)."""
         if not self.writes:
             return
         state = trainer.state_dict()
@@ -205,6 +207,8 @@ class TrainingRun:
             self._history = trainer.history
             return
         meta = self.checkpoint_meta(trainer, state)
+        if rows is not None:
+            meta["rows"] = {"train": int(rows)}
         save_checkpoint(self.folder / "checkpoints" / f"{which}.npz", params, meta, arrays, durable)
         self._pending.pop(which, None)  # what was held for this file is older
         if which == "last":
@@ -679,7 +683,6 @@ def _summary_or_none(files: RunFolder):
 
 def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, warn=lambda m: None) -> RunResult:
     cfg, prepared, comm = run.cfg, run.prepared, run.comm
-    batch = len(prepared.train) if trainer.batch_size is None else min(trainer.batch_size, len(prepared.train))
     threads = cfg.training.threads
     if comm.size > 1:
         # every rank computes its part of each batch and the others wait for it: the rows are
@@ -696,7 +699,8 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
                 tr.stop_requested = True
 
     trainer.callbacks = [*([_Checkpointer(run, cfg.training.checkpoint_every)] if run.writes else []), StopWatcher(), *callbacks]
-    threads = BlasThreads(threads, step_flops(trainer.net.sizes, batch))
+    val_rows = len(prepared.val) if prepared.val is not None else 0
+    threads = training_threads(threads, trainer, len(prepared.train), val_rows)
     trainer.speed = threads
     if run.writes:
         trainer._emit("on_train_start", run.folder)
@@ -721,10 +725,11 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
             temperature = _calibrate(run, warn)
         run.sync()
         try:
-            # the test and validation products on the count the steps chose: with more threads
-            # than that (the process's default), OpenBLAS's idle threads spin on another core
-            # after them (measured in benchmarks/RESULTS.md, "nnclf tune"), once per tune trial
-            with BlasThreads(threads.chosen):
+            # the test and validation products on one thread, as predict and evaluate run them:
+            # the summary's numbers are then the same bits on any machine (the test rows' shapes
+            # were not checked by training_threads), and no idle OpenBLAS thread spins on another
+            # core after them (measured in benchmarks/RESULTS.md, "nnclf tune"; once per tune trial)
+            with BlasThreads(1):
                 summary = _summary(run, trainer, started, status="interrupted" if trainer.interrupted else "finished", temperature=temperature)
         except TrainingDiverged as e:  # the trained weights give NaN on the test rows
             run.write_summary(_summary(run, trainer, started, "diverged", str(e)))
@@ -808,8 +813,7 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
                 tr.stop_requested = True
 
     refitter.callbacks = [StopWatcher()]
-    batch = len(y) if refitter.batch_size is None else min(refitter.batch_size, len(y))
-    threads = BlasThreads(cfg.training.threads, step_flops(refitter.net.sizes, batch))
+    threads = training_threads(cfg.training.threads, refitter, len(y))
     refitter.speed = threads
     with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         try:
@@ -822,13 +826,13 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
         warn("training.refit: interrupted; the run keeps best.npz only")
         summary["refit"] = {"status": "interrupted", "epochs": epochs}
         return
-    run.save("refit", refitter, refitter.net.params)
+    run.save("refit", refitter, refitter.net.params, rows=len(y))
     summary["refit"] = {"status": "finished", "epochs": epochs, "rows": int(len(y)), "train_loss": refitter.history[-1]["train_loss"],
                         "seconds": time.perf_counter() - start}
     test = p.test
     if test is not None and len(test) > 0 and "test" in summary:
         with np.errstate(over="ignore", invalid="ignore"):
-            logits = refitter.net.logits(test.x)
+            logits = on_one_thread(refitter.net.logits, test.x)
             if cfg.task == "classification":
                 classes, proba = refitter.loss.predict_classes(logits), refitter.loss.predict_proba(logits)
             else:  # regression: the outputs themselves, decoded to target units by _test_metrics

@@ -6,9 +6,16 @@ threads waits for the slower one and the same step gets several times slower tha
 thread. No static rule knows which machine it is on, so ``BlasThreads`` times windows of steps
 at each thread count and keeps the faster, re-checking now and then because the load changes.
 
-Thread counts change only the speed: OpenBLAS divides a product among threads by blocks of the
-output, each element still summed in the same order, so the numbers are the same bits with any
-count (``tests/test_threads.py`` checks this on whole runs).
+Thread counts must change only the speed. OpenBLAS usually divides a product among threads by
+blocks of the output, each element summed in the same order as on one thread, but not always:
+for some inner dimensions (OpenBLAS 0.3.31 here: K of about 400 and more that is not a multiple of
+its block, such as 784 inputs or a batch of 1437 rows) the threaded driver blocks the sum
+differently and the last bits change. Which shapes do so depends on the BLAS build and the CPU,
+so ``auto`` asks the library itself: before a count above one is first tried, ``same_bits``
+computes every product shape of the fit (``fit_products``: forward, weight gradient and delta of
+each layer at each row count the fit uses) on one thread and on that count, and keeps the count
+only if all are bit-identical (``tests/test_threads.py`` checks whole runs
+and the refusal). A fixed ``training.threads: N`` is used as given, on any machine.
 
 Small steps never pay for the search: below ``MIN_FLOPS`` a step runs on one thread, where a
 second thread's wake-up costs more than it can save.
@@ -20,6 +27,8 @@ import math
 import os
 import time
 from functools import lru_cache
+
+import numpy as np
 
 # Flops of a step below which one thread is always used: a few milliseconds of work at one
 # thread, where a second thread's share cannot outweigh its wake-ups and, on a busy machine,
@@ -88,12 +97,19 @@ class BlasThreads:
     # (log2 of flops per step) -> (chosen count, windows before the next trial)
     _memory: dict[int, tuple[int, int]] = {}
 
-    def __init__(self, threads: int | str = "auto", flops_per_step: float = 0.0, max_threads: int = 2):
+    def __init__(self, threads: int | str = "auto", flops_per_step: float = 0.0, max_threads: int = 2, same_bits=None):
+        """``same_bits``: for ``auto``, a function n -> whether n threads give the bits one
+        thread gives for every product of the fit (``training_threads`` makes it); counts
+        above one without it are not tried."""
         self.libraries = _blas_libraries()
         self._saved = [lib.num_threads for lib in self.libraries]
+        self._same_bits = same_bits
+        self._checked: dict[int, bool] = {}
         if threads == "auto":
             most = max(1, min(_usable_cores(), max_threads, max(self._saved, default=1)))
-            self.candidates = [1] if flops_per_step < MIN_FLOPS else list(range(1, most + 1))
+            # counts above one are checked for their bits only when first about to be used
+            # (``_keeps_bits``): a run that never gets that far never pays for the check
+            self.candidates = [1] if flops_per_step < MIN_FLOPS or same_bits is None else list(range(1, most + 1))
         else:
             self.candidates = [int(threads)]
         self._key = int(math.log2(max(flops_per_step, 1.0)))
@@ -117,12 +133,24 @@ class BlasThreads:
     def current(self) -> int:
         return self._trial if self._trial is not None else self.chosen
 
+    def _keeps_bits(self, n: int) -> bool:
+        """Whether ``n`` threads give this fit's products one thread's bits; a count that does
+        not is dropped from the candidates for good."""
+        if n == 1:
+            return True
+        if n not in self._checked:
+            self._checked[n] = bool(self._same_bits is not None and self._same_bits(n))
+            if not self._checked[n]:
+                self.candidates = [c for c in self.candidates if c != n]
+        return self._checked[n]
+
     def __enter__(self) -> "BlasThreads":
         if self.chosen != self.candidates[0]:
             # a remembered choice of more threads is checked again soon: by a trial of one thread
-            # after the first window, or at once when another process holds a core it needs
+            # after the first window, or at once when another process holds a core it needs (or
+            # when this fit's products would not keep their bits on it: the memory is by size)
             self._left = 1
-            if not self._cores_free_for(self.chosen):
+            if not self._cores_free_for(self.chosen) or not self._keeps_bits(self.chosen):
                 self.chosen = self.candidates[0]
         self._apply(self.current)
         return self
@@ -174,11 +202,16 @@ class BlasThreads:
         self._left -= 1
         if self._left <= 0:
             others = [n for n in self.candidates if n != self.chosen]
+            if not others:  # every other count was refused for its bits: nothing left to try
+                return
             self._trials += 1
             trial = others[self._trials % len(others)]  # each other count in turn
             spare = _spare_cores()
             if trial > self.chosen and spare is not None and spare < trial:
                 self._left = 1  # no core for the extra threads: ask again after the next window
+                return
+            if not self._keeps_bits(trial):
+                self._left = self._exploit
                 return
             self._trial = trial
             self._apply(self._trial)
@@ -236,3 +269,84 @@ class _StepTimer:
     def __exit__(self, *exc) -> None:
         if self.owner.adaptive:
             self.owner._observe(time.perf_counter() - self.start)
+
+
+def training_threads(threads: int | str, trainer, rows: int, val_rows: int = 0, max_threads: int = 2) -> BlasThreads:
+    """The ``BlasThreads`` of ``trainer``'s fit on ``rows`` training rows and ``val_rows``
+    validation rows, for ``training.threads``. The row counts its products see: the batch and
+    the epoch's last, shorter batch; for a full-batch method (``optimizer.full_batch``: the
+    objective and curvature products) and for validation, chunks of ``INFERENCE_ROWS``."""
+    from .engine.network import INFERENCE_ROWS
+
+    def counts(n: int, chunk: int) -> set[int]:
+        return {c for c in (min(n, chunk), n % chunk) if c > 0}
+
+    sizes, dtype = trainer.net.sizes, trainer.net.dtype
+    batch = rows if trainer.batch_size is None else max(1, min(trainer.batch_size, rows))
+    objective = getattr(trainer.optimizer, "full_batch", False)
+    products = fit_products(sizes, counts(rows, INFERENCE_ROWS if objective else batch), counts(val_rows, INFERENCE_ROWS),
+                            curvature=getattr(trainer.optimizer, "needs_curvature", False))
+    return BlasThreads(threads, step_flops(sizes, batch), max_threads, same_bits=lambda n: same_bits(products, str(np.dtype(dtype)), n))
+
+
+@lru_cache(maxsize=64)
+def same_bits(products: tuple[tuple[str, int, int, int], ...], dtype: str, threads: int) -> bool:
+    """Whether ``threads`` BLAS threads compute each product ``(layout, m, k, n)``, an (m, k)
+    by (k, n) matrix product, with the bits one thread gives, on random data in ``dtype``.
+    Layouts as the network holds its operands: ``nn`` both C-ordered (forward: A @ [W; b]),
+    ``tn`` the left one a transposed C-ordered array (weight gradients: A^T @ delta), ``nt``
+    the right one (deltas: delta @ W^T).
+
+    The answer depends on the shapes and layouts only (the BLAS's blocking of the sums), not the
+    values; it is cached per process, and costs two runs of the products."""
+    libraries = _blas_libraries()
+    if not libraries:
+        return True
+    rng = np.random.default_rng(0)
+
+    def random(rows: int, cols: int) -> np.ndarray:
+        return rng.standard_normal((rows, cols)).astype(dtype)
+
+    operands = []
+    for layout, m, k, n in products:
+        left = random(k, m).T if layout == "tn" else random(m, k)
+        right = random(n, k).T if layout == "nt" else random(k, n)
+        operands.append((left, right))
+    saved = [lib.num_threads for lib in libraries]
+
+    def run(count: int) -> list[np.ndarray]:
+        for lib in libraries:
+            lib.set_num_threads(count)
+        return [np.dot(left, right) for left, right in operands]
+
+    try:
+        one, many = run(1), run(threads)
+    finally:
+        for lib, count in zip(libraries, saved):
+            lib.set_num_threads(count)
+    return all(np.array_equal(a, b) for a, b in zip(one, many))
+
+
+def fit_products(sizes: list[int], train_rows: set[int], forward_rows: set[int], curvature: bool = False) -> tuple:
+    """The distinct products ``(layout, m, k, n)`` of a fit (see ``same_bits``): for each layer
+    n_in -> n_out and each row count B of the training passes, the forward (B, n_in + 1) @
+    (n_in + 1, n_out) with the bias column, the weight gradient (n_in + 1, B) @ (B, n_out) and
+    the delta (B, n_out) @ (n_out, n_in), and without the bias column (k = n_in) for the
+    curvature products; at the row counts of forward-only passes (validation), the forward."""
+    found = set()
+    for n_in, n_out in set(zip(sizes[:-1], sizes[1:])):
+        for b in train_rows:
+            for k in (n_in + 1, n_in) if curvature else (n_in + 1,):
+                found |= {("nn", b, k, n_out), ("tn", k, b, n_out)}
+            found.add(("nt", b, n_out, n_in))
+        found |= {("nn", b, n_in + 1, n_out) for b in forward_rows}
+    return tuple(sorted(found))
+
+
+def on_one_thread(compute, *args):
+    """``compute(*args)`` with BLAS on one thread: the inference of a trained network (evaluate,
+    the run summary, calibration, the estimators' predictions; ``nnclf predict`` does the same
+    around its chunks), whose numbers are then the same bits on any machine whatever the shapes
+    (see ``same_bits`` for why more threads may not give them). The previous counts come back."""
+    with BlasThreads(1):
+        return compute(*args)

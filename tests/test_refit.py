@@ -59,6 +59,9 @@ def test_refit_trains_on_train_and_val_for_the_best_epoch_count(cli, tmp_path):
     refit = np.load(run / "checkpoints" / "refit.npz", allow_pickle=False)["params"]
     reference = np.load(tmp_path / "runs" / "ref" / "checkpoints" / "last.npz", allow_pickle=False)["params"]
     assert refit.tobytes() == reference.tobytes()
+    # its metadata names the rows it was trained on (training + validation), as the reference's does
+    with np.load(run / "checkpoints" / "refit.npz", allow_pickle=False) as z:
+        assert json.loads(str(z["meta"]))["rows"] == {"train": len(rows)}
 
     # evaluate and predict use refit.npz unless told otherwise
     auto = json.loads(cli(f"evaluate {run} --json").stdout)

@@ -122,7 +122,7 @@ def train_fold(cfg, prepared, metric: str, stop=None) -> dict:
     ``metric`` at the monitored best epoch (the last epoch when nothing was monitored).
     Raises TrainingDiverged as a run does."""
     from ..runs import _make_trainer
-    from ..threads import BlasThreads, step_flops
+    from ..threads import training_threads
 
     trainer = _make_trainer(cfg, prepared, [])
 
@@ -133,8 +133,7 @@ def train_fold(cfg, prepared, metric: str, stop=None) -> dict:
 
     trainer.callbacks = [StopWatcher()]
     n = len(prepared.train)
-    batch = n if trainer.batch_size is None else min(trainer.batch_size, n)
-    threads = BlasThreads(cfg.training.threads, step_flops(trainer.net.sizes, batch))
+    threads = training_threads(cfg.training.threads, trainer, n, len(prepared.val))
     trainer.speed = threads
     with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         trainer.fit(prepared.train.x, prepared.train.y, prepared.val.x, prepared.val.y)
