@@ -144,17 +144,23 @@ def run_one(config: dict, method: str, init: str, seed: int, epochs: int) -> dic
     return {"curve": curve, "status": int(trainer.optimizer.status), "iterations": trainer.epoch}
 
 
-def summarise(rows: list[dict]) -> None:
-    print("| problem | method | init | J_0 (median) | reached J* + 1% gap | evaluations to it (median) | "
-          "seconds to it (median) | reached J* + 0.1% gap | evaluations to it (median) | seconds to it (median) | "
-          "final J (median) | lowest final J in seeds | iterations (median) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+def _by_problem(rows: list[dict]):
+    """(problem, method, its runs, J* = the lowest J any run reached, J_0 = the median start)
+    for each problem and method, in the order first seen."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["problem"], row["method"]), []).append(row)
     for (problem, method), runs in groups.items():
         j_star = min(min(p[0] for p in r["curve"]) for r in runs)
-        j_0 = statistics.median(r["curve"][0][0] for r in runs)
+        yield problem, method, runs, j_star, statistics.median(r["curve"][0][0] for r in runs)
+
+
+def summarise(rows: list[dict]) -> None:
+    print("| problem | method | init | J_0 (median) | reached J* + 1% gap | evaluations to it (median) | "
+          "seconds to it (median) | reached J* + 0.1% gap | evaluations to it (median) | seconds to it (median) | "
+          "final J (median) | lowest final J in seeds | iterations (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for problem, method, runs, j_star, j_0 in _by_problem(rows):
         targets = (j_star + 0.01 * (j_0 - j_star), j_star + 0.001 * (j_0 - j_star))
         seeds = sorted({r["seed"] for r in runs})
         finals = {(r["init"], r["seed"]): r["curve"][-1][0] for r in runs}
@@ -181,12 +187,7 @@ def paired(rows: list[dict], a: str = "he_normal", b: str = "xavier_uniform") ->
     print(f"\n| problem | method | seeds | evaluations to J* + 0.1% gap, {a} / {b} (median; runs that reached it) | "
           f"seeds where {b} needed fewer / as many / more | final J, {b} / {a} (median ratio) |")
     print("|---|---|---|---|---|---|")
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["problem"], row["method"]), []).append(row)
-    for (problem, method), runs in groups.items():
-        j_star = min(min(p[0] for p in r["curve"]) for r in runs)
-        j_0 = statistics.median(r["curve"][0][0] for r in runs)
+    for problem, method, runs, j_star, j_0 in _by_problem(rows):
         target = j_star + 0.001 * (j_0 - j_star)
         by = {(r["init"], r["seed"]): r for r in runs}
         seeds = [s for s in sorted({r["seed"] for r in runs}) if (a, s) in by and (b, s) in by]
