@@ -18,7 +18,7 @@ C. float32 against float64 for lbfgs, cg and newton_cg: the objective reached, i
 D. The same on a convex problem run to the end (no tolerances): the gap to the best objective
    found, which shows where each precision's line search stalls.
 
-    PYTHONPATH=. python benchmarks/beyond_bench.py [--quick] [--parts abcd] [--splits 5]
+    PYTHONPATH=. python benchmarks/beyond_bench.py [--quick] [--parts abcd] [--splits 5] [--dtype float64|float32]
 
 Prints markdown tables (pasted into benchmarks/RESULTS.md with the machine's load).
 """
@@ -113,14 +113,14 @@ def _counting_mlp():
 INITS = {"auto (xavier_uniform)": "auto", "he_normal": "he_normal", "sklearn's start": None}
 
 
-def part_a(seeds):
+def part_a(seeds, dtype="float64"):
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
     warnings.simplefilter("ignore", ConvergenceWarning)  # iris: both sides run all 200 iterations
     Counting = _counting_mlp()
-    print("\n### A. L-BFGS vs scikit-learn MLPClassifier(solver='lbfgs'), hidden (100,), relu\n")
+    print(f"\n### A. L-BFGS vs scikit-learn MLPClassifier(solver='lbfgs'), hidden (100,), relu, nnclf in {dtype}\n")
     print("| data | rows (train) | alpha = wd * n | nnclf start | nnclf test acc | sklearn test acc | nnclf s (median) | sklearn s (median) | "
           "time ratio nnclf/sklearn | nnclf iters / evals | sklearn iters / evals |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -146,7 +146,7 @@ def part_a(seeds):
                 else:
                     init = INITS[label] or clf.start_
                     start = time.perf_counter()
-                    tr = nnclf_fit("lbfgs", x_tr, y_tr, k, weight_decay=wd, epochs=200, seed=seed, init=init, gtol=1e-4)
+                    tr = nnclf_fit("lbfgs", x_tr, y_tr, k, weight_decay=wd, epochs=200, seed=seed, init=init, gtol=1e-4, dtype=dtype)
                     r["t"].append(time.perf_counter() - start)
                     r["acc"].append(accuracy(tr, x_te, y_te))
                     r["it"].append(tr.epoch)
@@ -251,6 +251,8 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--parts", default="abcd")
     parser.add_argument("--splits", type=int, default=5, help="splits (seeds 0..N-1) of parts A and C")
+    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                        help="nnclf's precision in part A (float64: these methods' default)")
     args = parser.parse_args()
     seeds = [0, 1] if args.quick else list(range(args.splits))
     # scipy's own OpenBLAS (line searches, L-BFGS-B, the two-loop's ddot) and sklearn's OpenMP
@@ -267,7 +269,7 @@ def main():
     assert all(lib["num_threads"] == 1 for lib in threadpool_info()), threadpool_info()
     print(f"load average at start: {os.getloadavg()}; BLAS threads: 1")
     if "a" in args.parts:
-        part_a(seeds)
+        part_a(seeds, args.dtype)
     if "b" in args.parts:
         part_b({"wine": 0.02, "digits": 0.05})
     if "c" in args.parts:
