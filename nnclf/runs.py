@@ -73,6 +73,18 @@ class RunResult:
     interrupted: bool
 
 
+class StopWatcher:
+    """The trainer's callback that asks it to stop after the current batch once ``stop`` (a
+    ``threading.Event`` set by a signal handler, or None) is set."""
+
+    def __init__(self, stop):
+        self.stop = stop
+
+    def on_batch_end(self, trainer: Trainer, *args) -> None:
+        if self.stop is not None and self.stop.is_set():
+            trainer.stop_requested = True
+
+
 class _Checkpointer:
     """Writes metrics.csv and checkpoints after each epoch (the trainer's callback).
 
@@ -693,12 +705,7 @@ def _fit(run: TrainingRun, trainer: Trainer, callbacks, stop, started: float, wa
         if threads == "auto":
             threads = blas_threads_per_rank(comm)
 
-    class StopWatcher:
-        def on_batch_end(self, tr, *args):
-            if stop is not None and stop.is_set():
-                tr.stop_requested = True
-
-    trainer.callbacks = [*([_Checkpointer(run, cfg.training.checkpoint_every)] if run.writes else []), StopWatcher(), *callbacks]
+    trainer.callbacks = [*([_Checkpointer(run, cfg.training.checkpoint_every)] if run.writes else []), StopWatcher(stop), *callbacks]
     val_rows = len(prepared.val) if prepared.val is not None else 0
     threads = training_threads(threads, trainer, len(prepared.train), val_rows)
     trainer.speed = threads
@@ -807,12 +814,7 @@ def _refit(run: TrainingRun, trainer: Trainer, summary: dict, stop, warn) -> Non
     both = SimpleNamespace(labels=p.labels, targets=p.targets, train=SimpleNamespace(x=x, y=y), val=None)
     refitter = _make_trainer(refit_cfg, both, [])
 
-    class StopWatcher:
-        def on_batch_end(self, tr, *args):
-            if stop is not None and stop.is_set():
-                tr.stop_requested = True
-
-    refitter.callbacks = [StopWatcher()]
+    refitter.callbacks = [StopWatcher(stop)]
     threads = training_threads(cfg.training.threads, refitter, len(y))
     refitter.speed = threads
     with threads, np.errstate(over="ignore", invalid="ignore", divide="ignore"):

@@ -121,17 +121,12 @@ def train_fold(cfg, prepared, metric: str, stop=None) -> dict:
     folder) and return {"value", "best_epoch", "epochs", "interrupted"}; ``value`` is
     ``metric`` at the monitored best epoch (the last epoch when nothing was monitored).
     Raises TrainingDiverged as a run does."""
-    from ..runs import _make_trainer
+    from ..runs import StopWatcher, _make_trainer
     from ..threads import training_threads
 
     trainer = _make_trainer(cfg, prepared, [])
 
-    class StopWatcher:
-        def on_batch_end(self, tr, *args):
-            if stop is not None and stop.is_set():
-                tr.stop_requested = True
-
-    trainer.callbacks = [StopWatcher()]
+    trainer.callbacks = [StopWatcher(stop)]
     n = len(prepared.train)
     threads = training_threads(cfg.training.threads, trainer, n, len(prepared.val))
     trainer.speed = threads
