@@ -1,4 +1,4 @@
-"""Where a full-batch run's time goes outside the arithmetic (issue 14, third pass). Two parts:
+"""Where a full-batch run's time goes outside the arithmetic (issue 14, third pass). Three parts:
 
 loop     L-BFGS through the Trainer (no run folder) on iris and digits, hidden (100,), relu,
          float64, Glorot-uniform start, gtol 1e-4 (beyond_bench's part-A setting): time per
@@ -9,6 +9,12 @@ loop     L-BFGS through the Trainer (no run folder) on iris and digits, hidden (
              PYTHONPATH=NEW python benchmarks/fullbatch_overhead.py loop
 
          (alternate them a few times; the script only imports ``nnclf`` from PYTHONPATH).
+pieces   one float64 ``Objective`` evaluation on digits (1437 x 64 -> 100 -> 10, relu, cross-entropy)
+         against its matrix products alone, at their exact shapes and layouts: the two large
+         ones ([X, 1] W_1 and [X, 1]^T delta_1) and the three narrow ones of the output layer;
+         minimum over --reps x 300 calls, one BLAS thread.
+
+             PYTHONPATH=$PWD python benchmarks/fullbatch_overhead.py pieces
 cadence  ``runs.train`` (what ``nnclf train`` calls) on an lbfgs config with checkpoints and
          metrics.csv written every epoch (``_Checkpointer.WRITE_SECONDS = 0``) against at most
          every 2 s (the default), alternated; wall and CPU seconds. Needs a tree with the
@@ -20,6 +26,7 @@ cadence  ``runs.train`` (what ``nnclf train`` calls) on an lbfgs config with che
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import sys
@@ -108,9 +115,46 @@ def cadence(configs: list[str], reps: int) -> None:
               f"{min(cpus):.3f} / {statistics.median(cpus):.3f} |", flush=True)
 
 
+def pieces(reps: int) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import beyond_bench as bb  # its data loading only
+    from nnclf.engine.losses import LOSSES
+    from nnclf.engine.network import MLP
+    from nnclf.engine.step import Objective
+
+    x, _, y, _, k = bb.load("digits", 0)
+    loss = LOSSES.get("cross_entropy")(k)
+    net = MLP([x.shape[1], 100, loss.n_outputs], "relu", dtype="float64")
+    net.initialize("xavier_uniform", np.random.default_rng(0))
+    objective, theta = Objective(net, loss, x, y, 1e-4), net.params.copy()
+    rng = np.random.default_rng(1)
+    xa = np.hstack([x, np.ones((len(x), 1))])  # [X, 1] (n, 65), C-ordered as the network holds it
+    ha = rng.standard_normal((len(x), 101))  # [A_1, 1]
+    w1, w2 = rng.standard_normal((65, 100)), rng.standard_normal((101, 10))
+    d1, d2 = rng.standard_normal((len(x), 100)), rng.standard_normal((len(x), 10))
+    cases = {
+        "one Objective evaluation": lambda: objective(theta),
+        "[X, 1] W_1 (1437x65 @ 65x100)": lambda: np.dot(xa, w1),
+        "[X, 1]^T delta_1 (65x1437 @ 1437x100)": lambda: np.dot(xa.T, d1),
+        "[A_1, 1] W_2 (1437x101 @ 101x10)": lambda: np.dot(ha, w2),
+        "[A_1, 1]^T delta_2 (101x1437 @ 1437x10)": lambda: np.dot(ha.T, d2),
+        "delta_2 W_2^T (1437x10 @ 10x100)": lambda: np.dot(d2, w2[:100].T),
+    }
+    print("| piece | us (min of runs of 300 calls) |")
+    print("|---|---|")
+    for label, call in cases.items():
+        best = math.inf
+        for _ in range(reps):
+            start = time.perf_counter()
+            for _ in range(300):
+                call()
+            best = min(best, (time.perf_counter() - start) / 300)
+        print(f"| {label} | {best * 1e6:.0f} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["loop", "cadence"])
+    parser.add_argument("part", choices=["loop", "pieces", "cadence"])
     parser.add_argument("configs", nargs="*", default=[str(ROOT / "configs" / "lbfgs.yaml")])
     parser.add_argument("--reps", type=int, default=12)
     args = parser.parse_args()
@@ -122,6 +166,8 @@ def main() -> None:
     np.seterr(all="ignore")
     if args.part == "loop":
         loop(args.reps)
+    elif args.part == "pieces":
+        pieces(max(1, args.reps // 2))
     else:
         cadence(args.configs, max(1, args.reps // 3))
 
