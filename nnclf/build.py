@@ -93,7 +93,8 @@ def available_memory() -> int | None:
 
 def full_batch_memory(optimizer, net: MLP, n_rows: int) -> int:
     """Bytes a full-batch method needs beyond the data: its float64 state and work vectors
-    (L-BFGS: 2 m + 6 vectors of P), the objective's row-chunk buffers, and the training-set
+    (L-BFGS: 2 m + 6 vectors of P), the objective's row-chunk buffers (and its [X, 1] copy
+    when the rows fit one chunk), and the training-set
     evaluation each epoch (a (n, K) logits array) and, for newton_cg, the float64 curvature
     pass over a chunk (about 6 arrays of chunk x widest layer)."""
     from .engine.network import INFERENCE_ROWS
@@ -102,6 +103,8 @@ def full_batch_memory(optimizer, net: MLP, n_rows: int) -> int:
     chunk = min(n_rows, INFERENCE_ROWS)
     total = optimizer.memory_bytes() + 3 * net.params.size * net.dtype.itemsize
     total += 4 * chunk * sum(net.sizes) * net.dtype.itemsize + n_rows * net.sizes[-1] * 8
+    if n_rows <= chunk:  # the objective's own [X, 1] (engine/step.py)
+        total += n_rows * (net.sizes[0] + 1) * net.dtype.itemsize
     if getattr(optimizer, "needs_curvature", False):
         total += 6 * chunk * widest * 8 * len(net.sizes)
     return total

@@ -17,7 +17,7 @@ import numpy as np
 
 from .engine.losses import Loss
 from .engine.network import INFERENCE_ROWS, MLP
-from .engine.optimizers import Optimizer
+from .engine.optimizers import Optimizer, all_finite
 from .engine.schedules import Improvement, Schedule, resolve_mode
 from .engine.step import Objective, TrainingStep, check_labels
 from .errors import NnclfError
@@ -312,7 +312,7 @@ class Trainer:
     def _check_finite_state(self, lr: float) -> None:
         """Weights and optimizer state must stay finite (Adam's v = g^2 can overflow while the
         loss still looks fine); checked once per epoch, so no NaN is ever checkpointed."""
-        if not np.all(np.isfinite(self.net.params)):
+        if not all_finite(self.net.params):
             raise diverged(f"the weights became NaN or infinite during epoch {self.epoch + 1}", lr)
         name = self.optimizer.nonfinite_state()
         if name is not None:

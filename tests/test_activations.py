@@ -163,3 +163,22 @@ def test_aliases_and_unknown_name():
     assert ACTIVATIONS.get("logistic") is ACTIVATIONS.get("sigmoid")
     with pytest.raises(NnclfError, match="did you mean 'relu'"):
         ACTIVATIONS.get("rleu")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_derivative_read_off_z_is_the_mask_of_its_output_bit_for_bit(dtype):
+    """ReLU's backward reads [z > 0] off z; the textbook mask is [a > 0] with a = max(z, 0). They
+    must agree on every entry, NaN, infinities and both zeros included, down to the sign of the
+    zeros they produce (g * 0 keeps g's sign)."""
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((64, 33)).astype(dtype)
+    z.flat[rng.choice(z.size, 40, replace=False)] = rng.choice([np.nan, np.inf, -np.inf, 0.0, -0.0], 40)
+    grad = rng.standard_normal(z.shape).astype(dtype)
+    grad.flat[:20] = -grad.flat[:20] ** 2  # negative upstream values: their products with 0 are -0.0
+    act = ACTIVATIONS.get("relu")()
+    a = np.empty_like(z)
+    act.forward(z, a)
+    got = act.backward(z, a, grad.copy())
+    textbook = grad * (a > 0)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got.view(np.uint8), textbook.view(np.uint8))

@@ -385,3 +385,55 @@ def test_full_batch_methods_fit_a_regression_through_the_cli(cli, tmp_path, name
     assert all(int(r["evaluations"]) >= 1 for r in rows) and "train_accuracy" not in [k for k, v in rows[-1].items() if v]
     summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
     assert summary["test"]["rmse"] < 0.2, summary["test"]
+
+
+def _scipy_wolfe(fun, x, d, f, g, c1, c2, maxiter, previous_f=None):
+    """The line search as it was before the shortcut: scipy's line_search throughout."""
+    import warnings
+
+    from scipy.optimize import line_search
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alpha, *_ = line_search(lambda z: fun(z)[0], lambda z: fun(z)[1], x, d, g, f, previous_f, c1=c1, c2=c2, maxiter=maxiter)
+    if alpha is None or not np.isfinite(alpha) or alpha <= 0:
+        return None, f, g
+    f_new, g_new = fun(x + alpha * d)
+    if not f_new <= f:
+        return None, f, g
+    return float(alpha), f_new, g_new
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.3, 3.0, 40.0])  # the first trial: accepted, too short, too long, far too long
+@pytest.mark.parametrize("previous", [None, "near", "far"])
+@pytest.mark.parametrize("c2", [0.9, 0.1])
+def test_the_accepted_first_trial_gives_what_scipys_line_search_gives(scale, previous, c2):
+    """wolfe_line_search accepts a first trial that meets both Wolfe conditions itself and
+    hands the rest to scipy: alpha, f, g and the evaluations used must be those of scipy's
+    line search run alone, bit for bit, whichever case the trial falls in."""
+    from nnclf.engine.fullbatch import _Counted, wolfe_line_search
+
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((6, 6))
+    hess = a @ a.T + np.eye(6)
+
+    def quartic(x):  # a convex quadratic plus a quartic term: alpha = 1 on the Newton step is not exact
+        return 0.5 * x @ hess @ x + 0.05 * np.sum(x**4), hess @ x + 0.2 * x**3
+
+    cases = 0
+    for trial in range(8):
+        x = rng.standard_normal(6) * 2
+        f, g = quartic(x)
+        d = -np.linalg.solve(hess, g) * scale
+        previous_f = None if previous is None else f + (1e-3 if previous == "near" else 10.0) * abs(f)
+        ours, theirs = _Counted(quartic), _Counted(quartic)
+        got = wolfe_line_search(ours, x, d, f, g, 1e-4, c2, 20, previous_f)
+        want = _scipy_wolfe(theirs, x, d, f, g, 1e-4, c2, 20, previous_f)
+        assert (got[0] is None) == (want[0] is None)
+        if want[0] is not None:
+            assert got[0] == want[0] and type(got[0]) is float
+            assert got[1] == want[1]
+            np.testing.assert_array_equal(got[2], want[2])
+            cases += 1
+        assert ours.calls == theirs.calls
+    assert cases >= 4

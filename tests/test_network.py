@@ -318,3 +318,30 @@ def test_dropout_without_hidden_layers_drops_nothing():
     np.testing.assert_array_equal(with_dropout.forward(x, rng=np.random.default_rng(1)), plain.forward(x))
     np.testing.assert_array_equal(with_dropout.backward(delta), plain.backward(delta))
     np.testing.assert_allclose(plain.grads[: 4 * 3].reshape(4, 3), x.T @ delta, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_an_augmented_input_gives_the_bits_of_the_copied_one(dtype, activation):
+    """forward(augment(x), augmented=True) reads [x, 1] in place; logits and every gradient
+    (the first layer's is [x, 1]^T delta_1) equal those of forward(x) bit for bit."""
+    rng = np.random.default_rng(0)
+    net = MLP([7, 5, 4, 3], activation, dtype=dtype)
+    net.initialize("auto", rng)
+    x = rng.standard_normal((11, 7))
+    delta = rng.standard_normal((11, 3)).astype(dtype)
+    logits = net.forward(x).copy()
+    grads = net.backward(delta.copy()).copy()
+    xa = net.augment(x)
+    assert xa.dtype == net.dtype and xa.shape == (11, 8) and np.all(xa[:, 7] == 1)
+    np.testing.assert_array_equal(xa[:, :7], x.astype(dtype))
+    net.forward(rng.standard_normal((11, 7)))  # the network's own input buffer now holds other rows
+    np.testing.assert_array_equal(net.forward(xa, augmented=True), logits)
+    np.testing.assert_array_equal(net.backward(delta.copy()), grads)
+
+
+def test_an_augmented_input_of_the_wrong_shape_or_dtype_is_refused():
+    net = MLP([3, 2, 1], "relu", dtype="float64")
+    for bad in (np.ones((4, 3)), np.ones((4, 4), dtype=np.float32), np.ones((4, 8))[:, ::2]):
+        with pytest.raises(ValueError, match="augmented input"):
+            net.forward(bad, augmented=True)

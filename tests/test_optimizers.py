@@ -242,3 +242,25 @@ def test_adam_keeps_textbook_moments_and_loads_scaled_ones():
     resumed.load_state({"t": np.array(2), "m_scaled": m / (1 - b1), "v_scaled": v / (1 - b2)})
     resumed.step(x, GRADS[2], LRS[2])
     np.testing.assert_allclose(x, ref_adam(b1, b2, 1e-3)[2], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_all_finite_agrees_with_the_entrywise_test(dtype):
+    """all_finite answers from one sum when it is finite; a non-finite sum of finite entries
+    (overflow) must still say True, and one NaN or infinity anywhere must say False."""
+    from nnclf.engine.optimizers import all_finite
+
+    rng = np.random.default_rng(1)
+    big = np.finfo(dtype).max
+    cases = [rng.standard_normal(50).astype(dtype), np.zeros(0, dtype), np.array(2.5, dtype),
+             np.full(10, big, dtype), np.array([big, -big, big], dtype)]
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, 17, 49):
+            v = rng.standard_normal(50).astype(dtype)
+            v[where] = bad
+            cases.append(v)
+    v = rng.standard_normal(50).astype(dtype)
+    v[[3, 9]] = [np.inf, -np.inf]  # the sum is NaN
+    cases.append(v)
+    for case in cases:
+        assert all_finite(case) == bool(np.all(np.isfinite(case))), case

@@ -2,8 +2,8 @@
 
 Each class writes f(z) into a buffer (``forward``) and multiplies an incoming gradient
 dJ/da by f'(z) in place (``backward``), turning it into dJ/dz. Where f' can be written
-with the output a alone (sigmoid: a(1-a), tanh: 1-a^2, relu: [a>0]), ``needs_input`` is
-False and the network does not keep z, which saves memory and time.
+with the output a alone (sigmoid: a(1-a), tanh: 1-a^2), ``needs_input`` is False and the
+network passes only a; ReLU reads its [z > 0] off z, which is faster to read (see ``ReLU``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ACTIVATIONS: Registry[type["Activation"]] = Registry("activation")
 
 class Activation:
     name = ""
-    needs_input = False  # True when f'(z) cannot be computed from a = f(z) alone
+    needs_input = False  # True when backward reads z: f'(z) needs it, or (ReLU) z is faster to read than a
 
     def forward(self, z: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Write f(z) into ``out`` (which may be ``z`` itself) and return it."""
@@ -76,9 +76,15 @@ class Tanh(Activation):
 
 @ACTIVATIONS.register("relu")
 class ReLU(Activation):
-    """f(z) = max(0, z), f' = [a > 0] (0 at z = 0)."""
+    """f(z) = max(0, z), f' = [z > 0] (0 at z = 0).
+
+    f' is read off z, not a: [z > 0] = [a > 0] element for element (NaN included), but z is a
+    contiguous buffer and a a column-strided view of the layer's [A, 1] input buffer, and the
+    comparison on the contiguous one is faster (benchmarks/RESULTS.md).
+    """
 
     name = "relu"
+    needs_input = True
 
     def __init__(self):
         self._zeros: dict = {}  # (shape, dtype) -> zeros, for the forward pass
@@ -96,7 +102,7 @@ class ReLU(Activation):
         return np.maximum(z, zeros, out=out)
 
     def backward(self, z, a, grad):
-        grad *= a > 0
+        grad *= z > 0
         return grad
 
 

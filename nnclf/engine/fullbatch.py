@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .optimizers import OPTIMIZERS, Optimizer
+from .optimizers import OPTIMIZERS, Optimizer, all_finite
 
 Function = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
 
@@ -73,14 +73,35 @@ class _Counted:
         return None
 
 
+def first_trial_step(f: float, previous_f: float | None, slope: float) -> float:
+    """The line search's first trial alpha, scipy's rule (scalar_search_wolfe2): 1, or
+    min(1, 2.02 (f - previous_f) / g.d) when ``previous_f`` is given (the step that would repeat
+    the last decrease: Nocedal & Wright eq. 3.60), and 1 again if that is negative."""
+    alpha = min(1.0, 1.01 * 2 * (f - previous_f) / slope) if previous_f is not None and slope != 0 else 1.0
+    return 1.0 if alpha < 0 else alpha
+
+
 def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evaluations: int, previous_f: float | None = None):
     """alpha > 0 with the strong Wolfe conditions along d (scipy.optimize.line_search), or None.
 
     f(x + alpha d) <= f + c1 alpha g.d   and   |grad f(x + alpha d).d| <= c2 |g.d|.
-    scipy tries alpha = 1 first, or min(1, 2.02 (f - previous_f) / g.d) when ``previous_f`` is given
-    (the step that would repeat the last decrease: Nocedal & Wright eq. 3.60). Returns
-    (alpha, f_new, g_new) or (None, f, g).
+    The first trial is ``first_trial_step``. Returns (alpha, f_new, g_new) or (None, f, g).
+
+    When that first trial meets both conditions (for L-BFGS and Newton-CG nearly every
+    iteration: the quasi-Newton or Newton step of length 1), it is accepted here, with
+    scipy's own arithmetic and tests, so the result is the one scipy would return; only
+    otherwise does scipy's bracketing and zoom run, and its first call hits ``fun``'s memo of
+    the trial. The shortcut saves scipy's Python set-up per iteration, which on small data
+    costs about as much as an evaluation of the objective (benchmarks/RESULTS.md).
     """
+    slope = np.dot(g, d)  # scipy's derphi0
+    alpha = first_trial_step(f, previous_f, slope)
+    if alpha != 0 and max_evaluations >= 1:
+        f_new, g_new = fun(x + alpha * d)
+        if not f_new > f + c1 * alpha * slope and abs(np.dot(g_new, d)) <= -c2 * slope:
+            if not f_new <= f:  # as below
+                return None, f, g
+            return float(alpha), f_new, g_new
     from scipy.optimize import line_search
 
     with warnings.catch_warnings():
@@ -150,7 +171,7 @@ class FullBatchOptimizer(Optimizer):
     def nonfinite_state(self) -> str | None:
         for name in ("x", "g", "f", *self._checked_arrays()):
             value = np.asarray(getattr(self, name))
-            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            if value.dtype.kind == "f" and not all_finite(value):
                 return name
         return None
 
@@ -231,7 +252,8 @@ class LBFGS(FullBatchOptimizer):
         self.y = np.zeros((self.history, self.n))
         self.pairs = np.array(0, dtype=np.int64)
         self.head = np.array(0, dtype=np.int64)
-        self._products()
+        # the products of the zero rows, and nothing to check: zeros are finite
+        self._sy, self._yy, self._unchecked = np.zeros(self.history), np.zeros(self.history), set()
 
     def _products(self) -> None:
         """s_i^T y_i and y_i^T y_i of every row, kept beside the rows (not state: they follow
@@ -253,7 +275,7 @@ class LBFGS(FullBatchOptimizer):
         if name is None:
             for r in sorted(self._unchecked):
                 for array in ("s", "y"):
-                    if not np.all(np.isfinite(getattr(self, array)[r])):
+                    if not all_finite(getattr(self, array)[r]):
                         return array
             self._unchecked.clear()
         return name

@@ -129,18 +129,29 @@ class MLP:
         return views
 
     # -- passes ----------------------------------------------------------------------------
-    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    def forward(self, x: np.ndarray, rng: np.random.Generator | None = None, *, augmented: bool = False) -> np.ndarray:
         """Logits Z_L (B, n_L) for inputs x (B, n_0). With ``rng``, training mode: inverted
         dropout keeps each hidden unit with probability 1 - p and scales it by 1 / (1 - p).
+
+        ``augmented``: x is already [X, 1] (B, n_0 + 1) in the network's dtype, C-ordered, as
+        ``augment`` makes it; it is read in place (and by the next ``backward``) instead of
+        being copied into the network's input buffer. A caller that passes the same rows
+        many times (the full-batch objective) makes it once.
 
         The returned array is an internal buffer, overwritten by the next call.
         """
         v = self._batch_views(x.shape[0])
         # dropout acts on hidden units: a network without hidden layers has none to drop
         self._dropout_on = dropout_on = rng is not None and self.dropout > 0 and self.n_layers > 1
-        np.copyto(v.x, x, casting="same_kind")
+        if augmented:
+            if x.shape[1] != self.sizes[0] + 1 or x.dtype != self.dtype or not x.flags.c_contiguous:
+                raise ValueError(f"an augmented input must be C-ordered {self.dtype} of shape (B, {self.sizes[0] + 1}); got {x.dtype} {x.shape}")
+            a, self._input_t = x, x.T
+        else:
+            np.copyto(v.x, x, casting="same_kind")
+            a, self._input_t = v.inputs[0], v.inputs_t[0]
         activation = self.activation.forward
-        a, last = v.inputs[0], self.n_layers - 1
+        last = self.n_layers - 1
         for l, wb in enumerate(self._wb):
             z = v.z[l]
             np.dot(a, wb, out=z)  # Z = [A, 1] [W; b]
@@ -181,8 +192,15 @@ class MLP:
             if dropout_on:
                 below *= v.masks[l - 1]
             delta = backward(v.z[l - 1] if keep_z else None, v.acts[l - 1], below)
-        np.dot(inputs_t[0], delta, out=self._gwb[0])
+        np.dot(self._input_t, delta, out=self._gwb[0])  # the input is never dropped
         return self.grads
+
+    def augment(self, x: np.ndarray) -> np.ndarray:
+        """[x, 1] (B, n_0 + 1) in the network's dtype: an input for ``forward(..., augmented=True)``."""
+        out = np.empty((x.shape[0], self.sizes[0] + 1), dtype=self.dtype)
+        np.copyto(out[:, : self.sizes[0]], x, casting="same_kind")
+        out[:, self.sizes[0]] = 1
+        return out
 
     # -- weight decay ----------------------------------------------------------------------
     def l2_penalty(self, lam: float) -> float:

@@ -20,6 +20,16 @@ from ..registry import Registry
 OPTIMIZERS: Registry[type["Optimizer"]] = Registry("optimizer")
 
 
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every entry of a floating-point array is finite.
+
+    A sum is finite only if every term is (one NaN or infinity makes it NaN or infinite), so
+    one reduction answers the common case without the (n,) boolean temporary of
+    ``np.isfinite``; only a non-finite sum, which finite entries can also give by overflow,
+    needs the entrywise test."""
+    return bool(np.isfinite(np.add.reduce(a, axis=None))) or bool(np.isfinite(a).all())
+
+
 class Optimizer:
     name = ""
     hyper: dict[str, float] = {}
@@ -63,7 +73,7 @@ class Optimizer:
         """The name of the first floating-point state array that holds a NaN or an infinity,
         or None. The trainer asks once per epoch, so no such state is ever checkpointed."""
         for name, value in self.state().items():
-            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            if value.dtype.kind == "f" and not all_finite(value):
                 return name
         return None
 

@@ -129,6 +129,10 @@ class Objective:
             check_labels(y, loss.n_classes)
         self.net, self.loss, self.x, self.y = net, loss, x, y
         self.weight_decay, self.chunk = float(weight_decay), int(chunk)
+        # one chunk: the rows are the same in every call, so [X, 1] is made once here instead
+        # of being copied into the network's input buffer per call (more chunks: the copy per
+        # chunk stays, as the buffers are one chunk's size)
+        self._augmented = net.augment(x) if len(y) <= self.chunk else None
         self.evaluations = 0  # calls so far: optimizers report function evaluations per iteration
         self._total = np.empty_like(net.grads)
         # the last call's mean loss without weight decay and correctly classified rows: a
@@ -147,7 +151,7 @@ class Objective:
             total[...] = 0
         for start in range(0, n, self.chunk):
             stop = min(start + self.chunk, n)
-            logits = net.forward(self.x[start:stop])
+            logits = net.forward(self.x[start:stop]) if not single else net.forward(self._augmented, augmented=True)
             delta = net.output_delta_buffer(stop - start)
             value += self.loss.forward_backward(logits, self.y[start:stop], delta) * ((stop - start) / n)
             if counts:  # a loss with real-valued targets (classifies = False) has none to count
