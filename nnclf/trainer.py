@@ -287,7 +287,7 @@ class Trainer:
             if not math.isfinite(result.value):
                 raise diverged(f"the loss became {result.value} at epoch {self.epoch + 1}", lr)
             accepted = opt.x if opt.x.dtype == self.net.dtype else opt.x.astype(self.net.dtype)
-            if np.array_equal(self.net.params, accepted) and result.evaluations:
+            if result.evaluations and bool((self.net.params == accepted).all()):  # same shape always
                 train_loss, train_accuracy = objective.last_loss, objective.last_correct / len(y)  # its last call was here
             else:  # the last call was a rejected trial point (or there was none): one more pass
                 self.net.params[...] = accepted

@@ -28,6 +28,8 @@ import numpy as np
 
 from .optimizers import OPTIMIZERS, Optimizer, all_finite
 
+# objective(x) -> (f, grad f); the gradient must be a new array on every call (the line search
+# and the optimizers keep the ones of earlier points without copying them)
 Function = Callable[[np.ndarray], "tuple[float, np.ndarray]"]
 
 # status code -> why the method stopped (0: still running)
@@ -55,13 +57,17 @@ class _Counted:
     def __init__(self, objective: Function):
         self.objective, self.calls = objective, 0
         self.x: np.ndarray | None = None
+        self.g: np.ndarray | None = None
         self.values: list[tuple[np.ndarray, float]] = []  # (point, f) of every evaluation
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         if self.x is None or not np.array_equal(x, self.x):
             self.calls += 1
             f, g = self.objective(x)
-            self.x, self.f, self.g = np.array(x, dtype=np.float64), float(f), np.asarray(g, dtype=np.float64)
+            g = np.asarray(g, dtype=np.float64)
+            if g is self.g:  # an objective that hands back one buffer every call would overwrite the memo
+                g = g.copy()
+            self.x, self.f, self.g = np.array(x, dtype=np.float64), float(f), g
             self.values.append((self.x, self.f))
         return self.f, self.g
 
@@ -210,7 +216,7 @@ class FullBatchOptimizer(Optimizer):
         self.t += 1
         f_new = float(self.f[0])
         if self.status == 0:
-            if np.max(np.abs(self.g)) <= self.gtol:
+            if np.abs(self.g).max() <= self.gtol:
                 self.status = 1
             elif (f_old - f_new) <= self.ftol * max(abs(f_old), abs(f_new), 1.0):
                 self.status = 2
@@ -218,8 +224,9 @@ class FullBatchOptimizer(Optimizer):
 
     def _accept(self, alpha, d, f_new, g_new) -> None:
         self.x += alpha * d
-        self.f[:] = [f_new, self.f[0]]
-        self.g = np.asarray(g_new, dtype=np.float64).copy()
+        self.f[1] = self.f[0]
+        self.f[0] = f_new
+        self.g = g_new  # _Counted's own float64 array (every objective call returns a new one)
 
     def _iterate(self, fun: _Counted, curvature) -> tuple[int, float]:
         raise NotImplementedError
@@ -329,8 +336,11 @@ class LBFGS(FullBatchOptimizer):
         return q
 
     def _remember(self, s_new, y_new):
-        sy = float(s_new @ y_new)
-        if not sy > 1e-10 * float(np.linalg.norm(s_new)) * float(np.linalg.norm(y_new)):
+        from scipy.linalg.blas import ddot
+
+        # s^T y > 1e-10 ||s|| ||y||, with BLAS dot products (np.linalg.norm costs more in its
+        # Python checks than in its arithmetic on these vectors)
+        if not ddot(s_new, y_new) > 1e-10 * math.sqrt(ddot(s_new, s_new)) * math.sqrt(ddot(y_new, y_new)):
             return
         k, m, head = int(self.pairs), self.history, int(self.head)
         if k < m:
@@ -340,8 +350,6 @@ class LBFGS(FullBatchOptimizer):
             row = head
             self.head = np.array((head + 1) % m, dtype=np.int64)
         self.s[row], self.y[row] = s_new, y_new
-        from scipy.linalg.blas import ddot
-
         self._sy[row], self._yy[row] = ddot(self.s[row], self.y[row]), ddot(self.y[row], self.y[row])
         self._unchecked.add(row)
 

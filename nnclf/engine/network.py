@@ -63,6 +63,7 @@ class MLP:
         self._wb = [self.params[a : b + n_out].reshape(-1, n_out) for (a, b), (_, n_out) in zip(self._weight_spans, shapes)]
         self._gwb = [self.grads[a : b + n_out].reshape(-1, n_out) for (a, b), (_, n_out) in zip(self._weight_spans, shapes)]
         self._wt = [w.T for w in self.weights]  # W_l^T views for the backward pass
+        self._flat_weights = [self.params[a:b] for a, b in self._weight_spans]  # W_l as (n_{l-1} n_l,) views
 
     @staticmethod
     def _views(flat, shapes):
@@ -207,7 +208,7 @@ class MLP:
         """lam / 2 * sum_l ||W_l||^2 (weights only, never biases)."""
         if lam == 0:
             return 0.0
-        return 0.5 * lam * float(sum(np.dot(w.ravel(), w.ravel()) for w in self.weights))
+        return 0.5 * lam * float(sum(np.dot(w, w) for w in self._flat_weights))
 
     def add_l2_gradient(self, lam: float) -> None:
         """grads_W += lam * W, the gradient of ``l2_penalty``."""

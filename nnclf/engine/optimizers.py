@@ -27,7 +27,7 @@ def all_finite(a: np.ndarray) -> bool:
     one reduction answers the common case without the (n,) boolean temporary of
     ``np.isfinite``; only a non-finite sum, which finite entries can also give by overflow,
     needs the entrywise test."""
-    return bool(np.isfinite(np.add.reduce(a, axis=None))) or bool(np.isfinite(a).all())
+    return math.isfinite(np.add.reduce(a, axis=None)) or bool(np.isfinite(a).all())
 
 
 class Optimizer:

@@ -143,34 +143,38 @@ class Objective:
         net, n = self.net, len(self.y)
         self.evaluations += 1
         net.params[...] = theta
-        value, correct = 0.0, 0
-        counts = self.loss.classifies
-        single = n <= self.chunk
-        total = self._total
-        if not single:
-            total[...] = 0
-        for start in range(0, n, self.chunk):
-            stop = min(start + self.chunk, n)
-            logits = net.forward(self.x[start:stop]) if not single else net.forward(self._augmented, augmented=True)
-            delta = net.output_delta_buffer(stop - start)
-            value += self.loss.forward_backward(logits, self.y[start:stop], delta) * ((stop - start) / n)
-            if counts:  # a loss with real-valued targets (classifies = False) has none to count
-                classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
-                if classes is None:
-                    classes = self.loss.predict_classes(logits)  # no loss writes into z
-                correct += int(np.count_nonzero(classes == self.y[start:stop]))
-            if not single:  # one chunk: its weight n_c / n is 1 (multiplying by 1.0 changes no bit)
-                delta *= delta.dtype.type((stop - start) / n)
-            grads = net.backward(delta)
-            if not single:
-                total += grads
-        if single:
-            # 0 + g, as the sum over chunks starting from 0 gives it (-0.0 becomes +0.0), without
+        if self._augmented is not None:
+            # one chunk: its weight n_c / n is 1 (multiplying by 1.0 changes no bit), and 0 + g
+            # is what the sum over chunks starting from 0 gives (-0.0 becomes +0.0), without
             # the zeroed accumulator and the two copies
-            np.add(net.grads, 0.0, out=net.grads)
+            logits = net.forward(self._augmented, augmented=True)
+            delta = net.output_delta_buffer(n)
+            value = 0.0 + self.loss.forward_backward(logits, self.y, delta)  # 0 + as in the sum over chunks
+            correct = self._correct(logits, self.y)
+            np.add(net.backward(delta), 0.0, out=net.grads)
         else:
+            value, correct = 0.0, 0
+            total = self._total
+            total[...] = 0
+            for start in range(0, n, self.chunk):
+                stop = min(start + self.chunk, n)
+                logits = net.forward(self.x[start:stop])
+                delta = net.output_delta_buffer(stop - start)
+                value += self.loss.forward_backward(logits, self.y[start:stop], delta) * ((stop - start) / n)
+                correct += self._correct(logits, self.y[start:stop])
+                delta *= delta.dtype.type((stop - start) / n)
+                total += net.backward(delta)
             net.grads[...] = total
         self.last_loss, self.last_correct = value, correct
         value += net.l2_penalty(self.weight_decay)
         net.add_l2_gradient(self.weight_decay)
         return value, net.grads.astype(np.float64)
+
+    def _correct(self, logits: np.ndarray, y: np.ndarray) -> int:
+        """Rows of the chunk classified correctly (0 for a loss with real-valued targets)."""
+        if not self.loss.classifies:
+            return 0
+        classes = self.loss.last_classes  # the fused loss's argmax, when it computed one
+        if classes is None:
+            classes = self.loss.predict_classes(logits)  # no loss writes into z
+        return int(np.count_nonzero(classes == y))
