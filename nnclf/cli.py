@@ -559,11 +559,12 @@ def tune(
 
     from .tune.study import close_storages, prepare_study, tune as run_study
     from .tune.display import StudyDisplay, render_result
+    from .tune.prepared import process_memo
 
     global _exit_fast
     _exit_fast = True
     try:
-        setup = prepare_study(config, set_, runs_dir, study, storage, trials, timeout, heartbeat)
+        setup = prepare_study(config, set_, runs_dir, study, storage, trials, timeout, heartbeat, prefetch=True)
         stop = threading.Event()
 
         def on_sigint(signum, frame):
@@ -578,6 +579,7 @@ def tune(
         finally:
             signal.signal(signal.SIGINT, previous)
     finally:
+        process_memo().cancel()  # (a data prefetch nothing took in: the command failed before the trials)
         close_storages()  # study.db whole on disk before main() ends the process
     for message in result.errors:
         warn(message)

@@ -26,6 +26,25 @@ COMPRESSION = {
 }
 
 
+# pandas' compression="infer": the first of these suffixes the lower-cased name ends with
+# (pandas.io.common.extension_to_compression, the same in pandas 2.x and 3.x; a test compares)
+COMPRESSION_BY_SUFFIX = {".tar": "tar", ".tar.gz": "tar", ".tar.bz2": "tar", ".tar.xz": "tar", ".gz": "gzip",
+                         ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd"}
+
+
+def inferred_compression(path) -> str | None:
+    """What ``pandas.io.common.infer_compression(str(path), "infer")`` answers, without
+    importing pandas (about a quarter of a second): the sizing of a file before anything reads
+    it (``nnclf.data.cache``) must not load the CSV reader for a suffix check. Like pandas, a
+    string with ``::`` (a chained URL) is judged by its part before the first ``::`` (a Path
+    is not)."""
+    name = (path.split("::")[0] if isinstance(path, str) else os.fspath(path)).lower()
+    for suffix, compression in COMPRESSION_BY_SUFFIX.items():
+        if name.endswith(suffix):
+            return compression
+    return None
+
+
 def compression_of(path: Path) -> str | None:
     """The suffix pandas infers a compression from ('.tar.gz' counts as '.gz'), or None."""
     suffix = path.suffix.lower()

@@ -80,9 +80,9 @@ def estimated_matrix_bytes(path: str, data, dtype: str = "float32") -> int:
     lines = sniffed.head.splitlines()
     if len(lines) < 2:
         return 0
-    from pandas.io.common import infer_compression
+    from ..inputs import inferred_compression
 
-    text_bytes = size * (5 if infer_compression(str(p), "infer") is not None else 1)
+    text_bytes = size * (5 if inferred_compression(str(p)) is not None else 1)
     body = lines[1:-1] or lines[1:]
     line_bytes = max(1.0, sum(len(line) + 1 for line in body) / len(body))
     rows = text_bytes / line_bytes
@@ -96,11 +96,10 @@ def _at_most_one_number_a_byte(path: str, dtype: str) -> float:
     """An upper bound of the matrix's bytes for a plain CSV (a cell takes at least one byte with
     its delimiter), before one-hot columns; inf where the file's size bounds nothing (compressed,
     Parquet)."""
-    from pandas.io.common import infer_compression
-
+    from ..inputs import inferred_compression
     from .reading import is_parquet
 
-    if is_parquet(Path(path)) or infer_compression(str(path), "infer") is not None:
+    if is_parquet(Path(path)) or inferred_compression(str(path)) is not None:
         return math.inf
     return Path(path).stat().st_size * np.dtype(dtype).itemsize
 

@@ -15,6 +15,15 @@ arrays of an earlier call when everything preparation depends on is unchanged:
   nanoseconds (a file rewritten between trials, even to the same size, is read again).
 
 Inputs that are not regular files (stdin, pipes) and the memory-mapped cache are never kept.
+
+``PreparedMemo.prefetch`` prepares the first entry in a forked helper process while this one
+goes on (``nnclf tune`` opens the study's storage meanwhile: importing Optuna and SQLAlchemy
+and importing pandas and reading the CSV are the two largest parts of the command's start,
+and they do not depend on each other). The helper runs the same ``prepare`` on the same
+inputs, so the arrays are the same bits; it sends them back through a pipe (pickle protocol 5,
+each array's bytes as one message), and the entry is taken in the next time ``prepare`` (or
+``collect``) is called. A helper that fails, finds nothing to keep, or is not possible (no
+fork) leaves the memo as it was: the trial then prepares the data itself, with its errors.
 The arrays handed out are marked read-only, so a trial that wrote into them would fail
 loudly instead of changing the next trial's data; each call gets its own shallow copy of the
 ``Prepared`` record (``pca`` and other per-run attributes are set on the copy). Warnings of a
@@ -115,11 +124,13 @@ class PreparedMemo:
             from ..data.dataset import prepare
         self._prepare = prepare
         self._entries: "OrderedDict[str, tuple[Any, list[str]]]" = OrderedDict()
+        self._pending = None  # (helper process, read end of its pipe) of a prefetch
         self.hits = 0
         self.misses = 0
 
     def prepare(self, data, seed: int, dtype: str = "float32", warn: Callable[[str], None] = lambda m: None,
                 task: str = "classification", cache=None):
+        self.collect()
         key = None if cache is not None else memo_key(data, seed, dtype, task)
         if key is not None and key in self._entries:
             self._entries.move_to_end(key)
@@ -138,6 +149,9 @@ class PreparedMemo:
         prepared = self._prepare(data, seed, dtype, record, task, cache=cache)
         if key is None:
             return prepared
+        return _shallow(self._keep(key, prepared, warnings))
+
+    def _keep(self, key: str, prepared, warnings: list[str]):
         if prepared.pca is not None:  # (set by a run; not part of the preparation)
             prepared = copy.copy(prepared)
             prepared.pca = None
@@ -145,7 +159,62 @@ class PreparedMemo:
             a.flags.writeable = False
         self._entries[key] = (prepared, warnings)
         self._trim()
-        return _shallow(prepared)
+        return prepared
+
+    def prefetch(self, inputs: Callable[[], Optional[tuple]]) -> bool:
+        """Start preparing one entry in a forked helper process. ``inputs()`` runs there and
+        returns ``(data, seed, dtype, task)`` for ``prepare``, or None when nothing should be
+        kept (it may import and read what it needs: the helper's work is what overlaps).
+        Returns whether a helper started (not without ``fork``, not while one is pending)."""
+        import multiprocessing as mp
+
+        if self._pending is not None or "fork" not in mp.get_all_start_methods():
+            return False
+        ctx = mp.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        helper = ctx.Process(target=_prefetch_main, args=(self, inputs, send, receive), name="nnclf-prepare", daemon=True)
+        try:
+            helper.start()
+        except OSError:  # no process to spare (EAGAIN, ENOMEM): prepared here when needed
+            receive.close()
+            return False
+        finally:
+            send.close()  # the helper's end: if it dies, receiving here ends (EOFError)
+        self._pending = (helper, receive)
+        return True
+
+    def collect(self) -> bool:
+        """Take in a prefetched entry, waiting for the helper if it is not done yet (its
+        warnings are kept with it and given by each ``prepare`` that finds it). Returns whether
+        an entry came in. A helper that failed or died leaves the memo unchanged."""
+        if self._pending is None:
+            return False
+        helper, receive = self._pending
+        self._pending = None
+        import pickle
+
+        try:
+            message = receive.recv()
+            if message[0] != "ok":
+                return False
+            _, key, head, count = message
+            buffers = [receive.recv_bytes() for _ in range(count)]
+            prepared, warnings = pickle.loads(head, buffers=buffers)
+        except (EOFError, OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
+            return False
+        finally:
+            receive.close()
+            _end(helper)
+        self._keep(key, prepared, warnings)
+        return True
+
+    def cancel(self) -> None:
+        """Stop a pending prefetch (its entry is not wanted)."""
+        if self._pending is not None:
+            helper, receive = self._pending
+            self._pending = None
+            receive.close()
+            _end(helper, kill=True)
 
     def _trim(self) -> None:
         while len(self._entries) > 1 and (
@@ -154,10 +223,57 @@ class PreparedMemo:
             self._entries.popitem(last=False)
 
     def clear(self) -> None:
+        self.cancel()
         self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _prefetch_main(memo: PreparedMemo, inputs, send, receive) -> None:
+    """The helper process of ``PreparedMemo.prefetch``: prepare, send, end without the
+    parent's atexit handlers or buffered output (``os._exit``)."""
+    import pickle
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends this one
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    receive.close()
+    code = 0
+    try:
+        args = inputs()
+        key = memo_key(*args) if args is not None else None
+        if key is None:
+            send.send(("skip",))
+        else:
+            warnings: list[str] = []
+            data, seed, dtype, task = args
+            prepared = memo._prepare(data, seed, dtype, warnings.append, task, cache=None)
+            buffers: list = []
+            head = pickle.dumps((prepared, warnings), protocol=5, buffer_callback=buffers.append)
+            send.send(("ok", key, head, len(buffers)))
+            for buffer in buffers:
+                send.send_bytes(buffer.raw())
+    except BaseException:  # noqa: BLE001 (the trial prepares again and reports the problem itself)
+        code = 1
+        try:
+            send.send(("failed",))
+        except BaseException:  # noqa: BLE001 (the parent is gone or stopped listening)
+            pass
+    finally:
+        try:
+            send.close()
+        finally:
+            os._exit(code)
+
+
+def _end(helper, kill: bool = False) -> None:
+    if kill and helper.is_alive():
+        helper.kill()
+    helper.join(timeout=5)
+    if helper.is_alive():  # (it has sent everything; only its exit is left)
+        helper.kill()
+        helper.join()
 
 
 _PROCESS_MEMO: dict[int, PreparedMemo] = {}

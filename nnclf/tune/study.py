@@ -130,8 +130,14 @@ def prepare_study(
     trials: Optional[int] = None,
     timeout: Optional[float] = None,
     heartbeat: float = 10.0,
+    prefetch: bool = False,
 ) -> StudySetup:
-    """Check everything, create (or find) the study folder and the Optuna study."""
+    """Check everything, create (or find) the study folder and the Optuna study.
+
+    ``prefetch``: once the config is checked, prepare the trials' data in a helper process
+    (``PreparedMemo.prefetch``) while this one imports Optuna and opens the storage; the
+    first trial (or the workers' fork) takes it in. For a caller that goes on to ``tune``
+    (which lets it go at its end, as it does the kept data); ``nnclf tune`` sets it."""
     from ..runs import check_run_name
 
     raw, spec, cfg = load_study_config(config_path, overrides)
@@ -146,6 +152,18 @@ def prepare_study(
         trials=trials if trials is not None else spec.trials,
     )
     _write_or_check_study_yaml(setup)
+    if prefetch:
+        process_memo().prefetch(lambda: trial_data(setup))
+    try:
+        _create_study(setup, config_path)
+    except BaseException:
+        process_memo().cancel()
+        raise
+    return setup
+
+
+def _create_study(setup: StudySetup, config_path) -> None:
+    name, url, spec, folder = setup.name, setup.storage_url, setup.spec, Path(setup.folder)
     optuna = import_optuna()
     storage_obj = open_storage(setup)
     optuna.create_study(study_name=name, storage=storage_obj, direction=spec.direction, load_if_exists=True)
@@ -159,7 +177,6 @@ def prepare_study(
         "space": {k: {kk: vv for kk, vv in p.__dict__.items() if vv not in (None, ())} for k, p in spec.space.items()},
     }
     atomic_write_text(folder / "study.json", json.dumps(meta, indent=2, default=list) + "\n")
-    return setup
 
 
 def _comparable(raw: dict) -> dict:
@@ -218,8 +235,25 @@ def open_storage(setup: StudySetup):
     trial, and queued again once."""
     key = (setup.storage_url, os.getpid())
     if key not in _STORAGES:
-        _STORAGES[key] = _open_storage(setup)
+        _STORAGES[key] = _inherited_storage(setup.storage_url) or _open_storage(setup)
     return _STORAGES[key]
+
+
+def _inherited_storage(url: str):
+    """In a process forked from the one that opened the storage (a ``--jobs`` worker): the
+    parent's storage object with a pool of this process's own. The parent closed its pooled
+    connections before forking (``start_workers``) and ``dispose(close=False)`` leaves any of
+    the parent's alone, so no connection is shared; what is kept is what opening it again
+    would only redo: the schema check and SQLAlchemy's compiled statements."""
+    storage = _STORAGES.get((url, os.getppid()))
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        return None
+    try:
+        engine.dispose(close=False)
+    except TypeError:  # (SQLAlchemy < 1.4.33 has no close=)
+        return None
+    return storage
 
 
 def _open_storage(setup: StudySetup):
@@ -654,17 +688,27 @@ def warm_up(setup: StudySetup, warn: Callable[[str], None] = lambda m: None) -> 
     this process, so forked workers share both instead of each paying for them (on a busy
     machine the two imports and reads cost more than one). Returns whether data was prepared.
     A problem is left to the trials to report (they name it as ``nnclf train`` would)."""
-    from .. import runs
-    from ..config import load_config
-
     try:
-        cfg = load_config(setup.study_yaml, trial_overrides(setup, 0, {}))
-        if runs._cache_mode(cfg, lambda m: None) == "mmap":
+        args = trial_data(setup)
+        if args is None:
             return False
-        process_memo().prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task)
+        data, seed, dtype, task = args
+        process_memo().prepare(data, seed, dtype, warn, task)
     except (NnclfError, OSError, MemoryError):
         return False
     return True
+
+
+def trial_data(setup: StudySetup) -> Optional[tuple]:
+    """``(data, seed, dtype, task)`` the trials prepare their data from (the config's data
+    section, ``data.split_seed`` fixed), or None when they read it from the memory-mapped
+    cache (nothing kept in memory)."""
+    from .. import runs
+
+    cfg = load_config(setup.study_yaml, trial_overrides(setup, 0, {}))
+    if runs._cache_mode(cfg, lambda m: None) == "mmap":
+        return None
+    return cfg.data, cfg.seed, cfg.training.dtype, cfg.task
 
 
 def check_cv(setup: StudySetup, warn: Callable[[str], None] = lambda m: None) -> None:
