@@ -269,3 +269,20 @@ def test_prefetched_study_gives_the_files_of_one_without(tmp_path):
                 assert za[key].dtype == zb[key].dtype and za[key].tobytes() == zb[key].tobytes(), (t, name, key)
         strip = lambda p: [line.rsplit(",", 1)[0] for line in p.read_text().splitlines()]  # (the seconds column)
         assert strip(a / f"trial-000{t}" / "metrics.csv") == strip(b / f"trial-000{t}" / "metrics.csv")
+
+
+def test_only_small_inputs_are_prefetched(tmp_path, monkeypatch):
+    from nnclf.tune import study as st
+
+    plain = tmp_path / "a.csv"
+    plain.write_bytes(b"x" * 1000)
+    gz = tmp_path / "a.csv.gz"
+    gz.write_bytes(b"x" * 300)
+    monkeypatch.setattr(st, "PREFETCH_MAX_BYTES", 1600)
+    data = lambda **k: type("Data", (), {"train": str(plain), "val": None, "test": None, **k})()
+    assert st._small_inputs(data())
+    assert not st._small_inputs(data(test=str(gz)))  # 1000 + 5 x 300 bytes
+    assert st._small_inputs(data(train=str(gz)))
+    assert not st._small_inputs(data(val=str(tmp_path / "missing.csv")))
+    monkeypatch.setattr(st, "PREFETCH_MAX_BYTES", 999)
+    assert not st._small_inputs(data())

@@ -193,18 +193,21 @@ class PreparedMemo:
         self._pending = None
         import pickle
 
+        done = False
         try:
             message = receive.recv()
-            if message[0] != "ok":
+            done = message[0] != "ok"
+            if done:
                 return False
             _, key, head, count = message
             buffers = [receive.recv_bytes() for _ in range(count)]
+            done = True
             prepared, warnings = pickle.loads(head, buffers=buffers)
         except (EOFError, OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError):
             return False
-        finally:
+        finally:  # (Ctrl-C while waiting: the helper is ended at once, not waited for)
             receive.close()
-            _end(helper)
+            _end(helper, kill=not done)
         self._keep(key, prepared, warnings)
         return True
 

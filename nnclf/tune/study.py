@@ -152,7 +152,7 @@ def prepare_study(
         trials=trials if trials is not None else spec.trials,
     )
     _write_or_check_study_yaml(setup)
-    if prefetch:
+    if prefetch and _small_inputs(cfg.data):
         process_memo().prefetch(lambda: trial_data(setup))
     try:
         _create_study(setup, config_path)
@@ -160,6 +160,28 @@ def prepare_study(
         process_memo().cancel()
         raise
     return setup
+
+
+# Inputs larger than this (compressed files and Parquet counted 5x) are not prefetched: the
+# helper's arrays and their copy here exist together for a moment, and the read itself, not
+# the imports it overlaps, is then most of the start.
+PREFETCH_MAX_BYTES = 64 * 2**20
+
+
+def _small_inputs(data) -> bool:
+    from ..data.reading import is_parquet
+    from ..inputs import inferred_compression
+
+    total = 0
+    for path in (data.train, data.val, data.test):
+        if path is None:
+            continue
+        try:
+            size = os.stat(path).st_size
+        except (OSError, ValueError):
+            return False  # (a trial names the problem)
+        total += size * (5 if is_parquet(Path(path)) or inferred_compression(str(path)) is not None else 1)
+    return total <= PREFETCH_MAX_BYTES
 
 
 def _create_study(setup: StudySetup, config_path) -> None:
