@@ -35,10 +35,11 @@ COMPRESSION_BY_SUFFIX = {".tar": "tar", ".tar.gz": "tar", ".tar.bz2": "tar", ".t
 def inferred_compression(path) -> str | None:
     """What ``pandas.io.common.infer_compression(str(path), "infer")`` answers, without
     importing pandas (about a quarter of a second): the sizing of a file before anything reads
-    it (``nnclf.data.cache``) must not load the CSV reader for a suffix check. Like pandas, a
-    string with ``::`` (a chained URL) is judged by its part before the first ``::`` (a Path
-    is not)."""
-    name = (path.split("::")[0] if isinstance(path, str) else os.fspath(path)).lower()
+    it (``nnclf.data.cache``) must not load the CSV reader for a suffix check. (pandas 3 judges
+    a string with ``::``, a chained fsspec URL, by its part before the first ``::``; pandas 2
+    and this function by the whole name: nnclf reads local files, where ``::`` is part of a
+    name, and only estimates sizes with this.)"""
+    name = os.fspath(path).lower()
     for suffix, compression in COMPRESSION_BY_SUFFIX.items():
         if name.endswith(suffix):
             return compression

@@ -84,7 +84,8 @@ NAMES = ["a.csv", "a.CSV.GZ", "a.csv.gz", "a.tar.gz", "a.TAR", "a.tar.bz2", "a.t
 def test_inferred_compression_is_pandas_answer(name):
     from pandas.io.common import infer_compression
 
-    assert inferred_compression(name) == infer_compression(name, "infer")
+    if "::" not in name:  # (pandas 3 splits a string at '::', a chained URL; pandas 2 does not)
+        assert inferred_compression(name) == infer_compression(name, "infer")
     assert inferred_compression(Path(name or ".")) == infer_compression(Path(name or "."), "infer")
 
 
