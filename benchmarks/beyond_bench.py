@@ -17,8 +17,13 @@ C. float32 against float64 for lbfgs, cg and newton_cg: the objective reached, i
    each run stopped (line-search failures are the float32 risk).
 D. The same on a convex problem run to the end (no tolerances): the gap to the best objective
    found, which shows where each precision's line search stalls.
+E. L-BFGS in float32 against float64 on more problems, at its default tolerances: the four data
+   sets with three networks ((100,) relu, (64, 32) tanh, (128, 64) relu), the diabetes
+   regression and a digits autoencoder, two seeds each, at most 300 iterations: the objective
+   reached (evaluated in float64), iterations, how it stopped, seconds (the evidence behind
+   lbfgs's float32 default).
 
-    PYTHONPATH=. python benchmarks/beyond_bench.py [--quick] [--parts abcd] [--splits 5] [--dtype float64|float32]
+    PYTHONPATH=. python benchmarks/beyond_bench.py [--quick] [--parts abcde] [--splits 5] [--dtype float32|float64]
 
 Prints markdown tables (pasted into benchmarks/RESULTS.md with the machine's load).
 """
@@ -38,6 +43,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from nnclf.config import FULL_BATCH_DTYPE  # noqa: E402
 from nnclf.engine.curvature import CurvatureProduct  # noqa: E402
 from nnclf.engine.fullbatch import FULL_BATCH  # noqa: E402
 from nnclf.engine.losses import LOSSES  # noqa: E402
@@ -246,13 +252,54 @@ def part_d():
             print(f"| {name} | {method} | {dtype} | {j - j_star:.2e} | {epochs} | {why} |")
 
 
+def part_e():
+    from nnclf.engine.regression import REGRESSION_LOSSES
+
+    print("\n### E. L-BFGS, float32 against float64, default tolerances (gtol 1e-5, ftol 1e-9), wd 1e-4, at most 300 iterations\n")
+    print("| data | hidden | activation | seed | J float32 | J float64 | (J32 - J64) / J64 | iterations 32 / 64 | stopped 32 / 64 | seconds 32 / 64 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    why = {0: "300 it", 1: "gtol", 2: "ftol", 3: "line search"}
+
+    def fit(x, y, loss, hidden, act, dtype, seed):
+        net = MLP([x.shape[1], *hidden, loss.n_outputs], act, dtype=dtype)
+        rng = np.random.default_rng(seed)
+        net.initialize("auto", rng, full_batch=True)
+        opt = OPTIMIZERS.get("lbfgs")(net.params.size, dtype, net.weight_mask())
+        trainer = Trainer(net, loss, opt, SCHEDULES.get("constant")(1e-3, 300), epochs=300, batch_size=None, rng=rng,
+                          weight_decay=1e-4, monitor="train_loss")
+        start = time.perf_counter()
+        trainer.fit(x.astype(dtype), y)
+        seconds = time.perf_counter() - start
+        net64 = MLP(net.sizes, act, dtype="float64")
+        net64.params[...] = opt.x
+        return objective_value(net64, loss, x, y, 1e-4), trainer.epoch, opt.status, seconds
+
+    problems = []
+    for name in DATASETS:
+        x, _, y, _, k = load(name, 0)
+        for hidden, act in (((100,), "relu"), ((64, 32), "tanh"), ((128, 64), "relu")):
+            problems.append((name, x, y, LOSSES.get("cross_entropy")(k), hidden, act))
+    frame = pd.read_csv(ROOT / "data" / "diabetes.csv")
+    target = frame.pop(frame.columns[-1]).to_numpy(np.float64)
+    features = frame.to_numpy(np.float64)
+    features = (features - features.mean(0)) / features.std(0)
+    problems.append(("diabetes (mse)", features, ((target - target.mean()) / target.std())[:, None], REGRESSION_LOSSES.get("mse")(1), (100,), "relu"))
+    digits = load("digits", 0)[0]
+    problems.append(("digits autoencoder (mse)", digits, digits, REGRESSION_LOSSES.get("mse")(digits.shape[1]), (32,), "relu"))
+    for name, x, y, loss, hidden, act in problems:
+        for seed in (0, 1):
+            a, b = (fit(x, y, loss, hidden, act, dtype, seed) for dtype in ("float32", "float64"))
+            print(f"| {name} | {hidden} | {act} | {seed} | {a[0]:.5g} | {b[0]:.5g} | {(a[0] - b[0]) / b[0]:+.1e} | {a[1]} / {b[1]} | "
+                  f"{why[a[2]]} / {why[b[2]]} | {a[3]:.3f} / {b[3]:.3f} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--parts", default="abcd")
+    parser.add_argument("--parts", default="abcde")
     parser.add_argument("--splits", type=int, default=5, help="splits (seeds 0..N-1) of parts A and C")
-    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"),
-                        help="nnclf's precision in part A (float64: these methods' default)")
+    parser.add_argument("--dtype", default=FULL_BATCH_DTYPE["lbfgs"], choices=("float64", "float32"),
+                        help=f"nnclf's precision in part A (default: lbfgs's own default, {FULL_BATCH_DTYPE['lbfgs']})")
     args = parser.parse_args()
     seeds = [0, 1] if args.quick else list(range(args.splits))
     # scipy's own OpenBLAS (line searches, L-BFGS-B, the two-loop's ddot) and sklearn's OpenMP
@@ -276,6 +323,8 @@ def main():
         part_c(seeds)
     if "d" in args.parts:
         part_d()
+    if "e" in args.parts:
+        part_e()
     print(f"\nload average at end: {os.getloadavg()}")
 
 

@@ -27,7 +27,8 @@ from .schema import KeyProblem, Section
 from .schema import shown as _shown
 
 PATH_KEYS = ("train", "test", "val", "cache_dir")
-FULL_BATCH_DTYPE = "float64"  # the default precision of lbfgs, cg, newton_cg (see Config._full_batch_methods)
+# the default precision of each full-batch method (see Config._full_batch_methods)
+FULL_BATCH_DTYPE = {"lbfgs": "float32", "cg": "float64", "newton_cg": "float64"}
 TASKS = ("classification", "regression", "reconstruction")
 
 
@@ -259,8 +260,11 @@ class Config(Section):
     def _full_batch_methods(self):
         """lbfgs, cg and newton_cg evaluate the loss on every training row at each step: their
         batch_size is ``full`` (the default for them; any other value is an error), and their
-        default precision is float64 (a line search in float32 stalls where the loss is flat to
-        float32 rounding: benchmarks/RESULTS.md, "full-batch methods in float32")."""
+        default precision is ``FULL_BATCH_DTYPE``'s, chosen from measurements
+        (benchmarks/RESULTS.md, "float32 or float64 for the full-batch methods"): L-BFGS reaches
+        the objectives of float64 in float32, in up to half the time, so it keeps the general
+        float32 default; conjugate gradient's line search fails early in float32, and Newton-CG
+        needed twice the iterations there, so these two default to float64."""
         if not getattr(OPTIMIZERS.get(self.optimizer.name), "full_batch", False):
             return self
         if "batch_size" not in self.training.model_fields_set:
@@ -271,7 +275,7 @@ class Config(Section):
                 f"training rows); batch_size must be 'full', got {self.training.batch_size}"
             )
         if "dtype" not in self.training.model_fields_set:
-            self.training.dtype = FULL_BATCH_DTYPE
+            self.training.dtype = FULL_BATCH_DTYPE.get(self.optimizer.name, "float64")
         return self
 
     @model_validator(mode="after")

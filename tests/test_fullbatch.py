@@ -299,10 +299,15 @@ training: {{epochs: 12}}
 """
 
 
-def test_full_batch_methods_default_to_full_batches_and_float64_and_refuse_mini_batches():
+def test_full_batch_methods_default_to_full_batches_and_their_precision_and_refuse_mini_batches():
     raw = {"data": {"train": "x.csv", "target": "y"}, "optimizer": {"name": "cg"}}
     cfg = validate(raw)
     assert cfg.training.batch_size == "full" and cfg.training.dtype == "float64"
+    # lbfgs keeps the general float32 default; cg and newton_cg default to float64 (RESULTS.md)
+    for name, dtype in (("lbfgs", "float32"), ("cg", "float64"), ("newton_cg", "float64")):
+        assert validate({**raw, "optimizer": {"name": name}}).training.dtype == dtype
+        assert validate({**raw, "optimizer": {"name": name}, "training": {"dtype": "float32"}}).training.dtype == "float32"
+        assert validate({**raw, "optimizer": {"name": name}, "training": {"dtype": "float64"}}).training.dtype == "float64"
     with pytest.raises(NnclfError, match="training.batch_size: optimizer 'lbfgs' is a full-batch method .* must be 'full', got 32"):
         validate({**raw, "optimizer": {"name": "lbfgs"}, "training": {"batch_size": 32}})
     with pytest.raises(NnclfError, match=r"optimizer.curvature: must be one of gauss_newton, hessian, got 'hesian' \(did you mean 'hessian'\?\)"):
