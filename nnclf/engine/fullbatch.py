@@ -261,6 +261,7 @@ class LBFGS(FullBatchOptimizer):
         self.head = np.array(0, dtype=np.int64)
         # the products of the zero rows, and nothing to check: zeros are finite
         self._sy, self._yy, self._unchecked = np.zeros(self.history), np.zeros(self.history), set()
+        self._row_views = None  # (rows of s, rows of y) as views, for the two-loop recursion
 
     def _products(self) -> None:
         """s_i^T y_i and y_i^T y_i of every row, kept beside the rows (not state: they follow
@@ -320,7 +321,12 @@ class LBFGS(FullBatchOptimizer):
         if k == 0:
             return q / max(float(np.linalg.norm(g)), 1.0)  # a first step of length <= 1
         rows = [(head + i) % m for i in range(k)]  # oldest first
-        s, y, sy = self.s, self.y, self._sy
+        views = self._row_views
+        if views is None or views[0][0].base is not self.s or views[1][0].base is not self.y:
+            # made once per s and y arrays (load_state replaces them): indexing a row makes a view object
+            views = self._row_views = (list(self.s), list(self.y))
+        s, y = views
+        sy = self._sy.tolist()
         rho = [1.0 / sy[r] for r in rows]
         a = [0.0] * k
         for i in range(k - 1, -1, -1):
@@ -328,7 +334,7 @@ class LBFGS(FullBatchOptimizer):
             a[i] = rho[i] * ddot(s[r], q)
             q = daxpy(y[r], q, a=-a[i])  # q <- q - a_i y_i
         newest = rows[-1]
-        q *= sy[newest] / self._yy[newest]
+        q *= sy[newest] / float(self._yy[newest])
         for i in range(k):
             r = rows[i]
             b = rho[i] * ddot(y[r], q)
