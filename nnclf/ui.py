@@ -296,6 +296,14 @@ def render_landscape(fn, lr: float, steps: int, tol: float, traces) -> None:
         else:
             result = f"not in {len(t.path) - 1}" if len(t.path) - 1 < steps else f"> {steps}"
         table.add_row(t.optimizer, result, str(t.evaluations), f"({t.final[0]:.4g}, {t.final[1]:.4g})")
+    if any(t.optimizer == "cg" for t in traces):
+        # why cg may show more than 2 steps on the 2-D quadratic: its theory assumes exact line searches
+        from .engine.optimizers import OPTIMIZERS
+
+        c2 = OPTIMIZERS.get("cg").hyper["c2"]
+        table.caption = (f"lbfgs, cg, newton_cg: outer iterations, each with an inexact strong-Wolfe line search (cg: c2 {c2:g}); "
+                         "CG's 'at most n steps on an n-dimensional quadratic' holds for exact line searches")
+        table.caption_justify = "left"
     out.print(table)
 
 

@@ -28,6 +28,8 @@ def test_quadratic_table_matches_the_theory_of_each_method(cli):
     assert rows["nesterov"][1].startswith("diverged")  # lr L = 1.6 > 2 (1 + b) / (1 + 2b) = 1.36
     assert int(rows["cg"][1]) <= 3 and int(rows["newton_cg"][1]) <= 2 and int(rows["lbfgs"][1]) <= 8
     assert set(rows) >= {"sgd", "gd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "lbfgs", "cg", "newton_cg"}
+    # the caption says why cg may take more than the 2 steps of the theory (inexact line searches)
+    assert "cg: c2 0.1" in " ".join(result.stdout.split()) and "exact line searches" in " ".join(result.stdout.split())
 
 
 def test_gd_diverges_above_two_over_the_largest_curvature(cli):
