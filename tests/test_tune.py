@@ -356,11 +356,19 @@ POSTGRES = os.environ.get("NNCLF_TEST_POSTGRES_URL")
 @pytest.mark.skipif(not POSTGRES, reason="no PostgreSQL: set NNCLF_TEST_POSTGRES_URL=postgresql://user@host/db "
                     "(bash .ci/run starts a local server and sets it) and pip install psycopg2-binary")
 def test_two_machines_share_a_postgresql_study(tmp_path):
-    """Two independent commands (as on two machines: separate run folders) join one study."""
+    """Two independent commands (as on two machines: separate run folders) join one study.
+
+    The second starts once the first is running its first trial, and the trials are long enough
+    (300 epochs, ~0.5 s each) that the first cannot finish all eight while the second is still
+    starting up: started together, the first machine sometimes took every trial on a busy
+    machine, and the test showed no sharing."""
     pytest.importorskip("psycopg2")
-    path = config(tmp_path, "tune: {trials: 8}")
+    path = config(tmp_path, "tune: {trials: 8}", "training: {epochs: 300}")
     name = f"pg{os.getpid()}x{time.time_ns() % 10**9}"
-    procs = [_tune_process([str(path), "--study", name, "--storage", POSTGRES, "--runs-dir", f"m{i}"], tmp_path) for i in range(2)]
+    args = [str(path), "--study", name, "--storage", POSTGRES, "--runs-dir"]
+    procs = [_tune_process([*args, "m0"], tmp_path)]
+    assert _wait_for(lambda: any((tmp_path / "m0" / name).glob("trial-*"))), procs[0].communicate(timeout=60)
+    procs.append(_tune_process([*args, "m1"], tmp_path))
     for p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
