@@ -153,6 +153,12 @@ def pieces(reps: int) -> None:
 
 
 def main() -> None:
+    # nnclf from PYTHONPATH (the tree under test), imported before beyond_bench, which puts this
+    # checkout first on sys.path for its own imports: the modules already loaded are the ones used
+    import nnclf.engine.step  # noqa: F401
+    import nnclf.trainer  # noqa: F401
+
+    print(f"nnclf from {Path(nnclf.__file__).parent}", flush=True)
     parser = argparse.ArgumentParser()
     parser.add_argument("part", choices=["loop", "pieces", "cadence"])
     parser.add_argument("configs", nargs="*", default=[str(ROOT / "configs" / "lbfgs.yaml")])
