@@ -287,3 +287,35 @@ def test_only_small_inputs_are_prefetched(tmp_path, monkeypatch):
     assert not st._small_inputs(data(val=str(tmp_path / "missing.csv")))
     monkeypatch.setattr(st, "PREFETCH_MAX_BYTES", 999)
     assert not st._small_inputs(data())
+
+
+def _child_storage(setup, parent_ids, send):
+    from nnclf.tune import study as st
+
+    storage = st.open_storage(setup)
+    rows = st.read_rows(setup)  # the inherited storage works here, with a connection of this process
+    send.send((id(storage) == parent_ids[0], id(storage.engine.pool) != parent_ids[1], len(rows)))
+    os._exit(0)
+
+
+@needs_fork
+def test_a_forked_worker_keeps_the_parents_storage_with_a_pool_of_its_own(tmp_path):
+    """--jobs workers: no second schema check or storage open; no connection shared."""
+    pytest.importorskip("optuna")
+    from nnclf.tune import study as st
+
+    path = write_config(tmp_path, merged(BASE.format(train=DATA / "iris.csv"), TUNE.format(trials=2)), "s.yaml")
+    setup = st.prepare_study(path, runs_dir=tmp_path / "runs")
+    try:
+        storage = st.open_storage(setup)
+        st.dispose(storage)  # (as start_workers does before forking)
+        ctx = mp.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_child_storage, args=(setup, (id(storage), id(storage.engine.pool)), send))
+        child.start()
+        assert receive.recv() == (True, True, 0)
+        child.join()
+        assert child.exitcode == 0
+        assert st.read_rows(setup) == []  # and the parent's own storage still works
+    finally:
+        st.close_storages()
