@@ -4,6 +4,7 @@
     python benchmarks/tune_bench.py regression [--trials 30] [--space issue|shipped] [--seeds 0 1 2] [--cv K]
     python benchmarks/tune_bench.py overhead [--trials 20] [--rounds 2]
     python benchmarks/tune_bench.py jobs [--trials 20] [--rounds 2] [--case tiny|shipped]
+    python benchmarks/tune_bench.py start [--rounds 8] [--jobs 1] [--trees DIR,DIR]
 
 accuracy
     For each shipped classification data set: ``nnclf tune`` (the real command, in a subprocess)
@@ -46,6 +47,13 @@ jobs
     last trial's end to the command's end (the serial parts that a second worker cannot share). Cases: ``tiny`` (digits, a 32-unit network, 8
     epochs, lr and batch size searched: the trials are mostly overhead) and ``shipped``
     (configs/digits.yaml as shipped: 64 units, 40 epochs, lr and batch size searched).
+start
+    The serial start alone: ``nnclf tune`` of the ``tiny`` case with as many trials as
+    ``--jobs`` (one each), from the command's start to the first trial's start (summary.json's
+    ``started_at``), for each source tree of ``--trees`` (PYTHONPATH; default: this checkout),
+    in interleaved rounds (A, B, B, A, ...) so that a busy machine slows them alike; printed are
+    the minimum and the median per tree and their ratio to the first tree. Mostly one process,
+    so it can be run beside other work (the minimum is the least disturbed figure).
 """
 
 from __future__ import annotations
@@ -348,6 +356,44 @@ def jobs(args) -> None:
         print(f"--jobs 2 / --jobs 1: median {statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)})")
 
 
+def _tiny_config(folder: Path, trials: int) -> Path:
+    path = study_config(folder, "digits", trials, {"training.epochs": 8, "training.early_stopping": None, "tune.pruner": "none"})
+    cfg = yaml.safe_load(path.read_text())
+    cfg["tune"]["space"] = {"optimizer.lr": SPACE["optimizer.lr"], "training.batch_size": SPACE["training.batch_size"]}
+    cfg["model"]["hidden"] = [32]
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def start(args) -> None:
+    import datetime as dt
+
+    trees = [Path(t).resolve() for t in args.trees.split(",")] if args.trees else [ROOT]
+    times: dict[Path, list[float]] = {t: [] for t in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        path = _tiny_config(tmp, args.jobs)
+        print(f"nnclf tune, {args.jobs} trial(s), --jobs {args.jobs}: start to the first trial (load before {load()})")
+        for round_ in range(args.rounds):
+            for tree in (trees if round_ % 2 == 0 else trees[::-1]):
+                runs = tmp / f"r{round_}-{trees.index(tree)}"
+                env = {**os.environ, "PYTHONPATH": str(tree)}
+                t0 = time.time()
+                result = subprocess.run([sys.executable, "-m", "nnclf", "tune", str(path), "--runs-dir", str(runs), "--jobs", str(args.jobs), "-q"],
+                                        cwd=tmp, env=env, capture_output=True, text=True)
+                if result.returncode != 0:
+                    raise SystemExit(f"{tree}: nnclf tune failed:\n{result.stderr}")
+                first = min(dt.datetime.fromisoformat(json.loads(s.read_text())["started_at"]).timestamp()
+                            for s in runs.glob("*/trial-*/summary.json"))
+                times[tree].append(first - t0)
+    base = times[trees[0]]
+    for tree in trees:
+        t = times[tree]
+        print(f"{tree}: min {min(t):.3f} s ({min(t) / min(base):.2f}x), median {statistics.median(t):.3f} s "
+              f"({statistics.median(t) / statistics.median(base):.2f}x); rounds {' '.join(f'{x:.2f}' for x in t)}")
+    print(f"(load after {load()})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -373,8 +419,12 @@ def main() -> None:
     j.add_argument("--trials", type=int, default=20)
     j.add_argument("--rounds", type=int, default=2)
     j.add_argument("--case", choices=("tiny", "shipped"), default="tiny")
+    st = sub.add_parser("start")
+    st.add_argument("--rounds", type=int, default=8)
+    st.add_argument("--jobs", type=int, default=1)
+    st.add_argument("--trees", default=None, help="comma-separated source trees to compare (each run with PYTHONPATH=TREE); default: this checkout")
     args = ap.parse_args()
-    {"accuracy": accuracy, "regression": regression, "overhead": overhead, "jobs": jobs}[args.what](args)
+    {"accuracy": accuracy, "regression": regression, "overhead": overhead, "jobs": jobs, "start": start}[args.what](args)
 
 
 if __name__ == "__main__":
