@@ -227,8 +227,9 @@ def test_tune_command_loads_no_pandas_and_warns_once(tmp_path, jobs):
     assert out.stdout.splitlines()[-1] == "False 0"
     lines = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
     assert len(lines) == 1 and "1 row(s) with a missing 'species' label dropped" in lines[0], out.stderr
-    rows = (tmp_path / "runs" / "s" / "trials.csv").read_text().splitlines()
-    assert len(rows) == 3 and all(",complete," in r for r in rows[1:])
+    rows = (tmp_path / "runs" / "s" / "trials.csv").read_text().splitlines()[1:]
+    # (two workers may both ask for the last trial: the later one is marked skipped)
+    assert sum(",complete," in r for r in rows) == 2 and all(",complete," in r or ",skipped," in r for r in rows), rows
 
 
 def untimed(value):
