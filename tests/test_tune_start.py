@@ -213,11 +213,14 @@ tune:
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_tune_command_loads_no_pandas_and_warns_once(tmp_path, jobs):
     """``nnclf tune`` on a CSV: the process that runs the study (and forks the workers) never
-    imports pandas (the helper read the CSV), and the data warnings are printed once."""
+    imports pandas (the helper read the CSV), and the data warnings are printed once. (A core is
+    reported free, as the helper starts only then: test_the_prefetch_waits_for_a_free_core.)"""
     pytest.importorskip("optuna")
     path = write_config(tmp_path, merged(BASE.format(train=gaps_csv(tmp_path)), TUNE.format(trials=2)), "s.yaml")
     code = (
         "import sys\n"
+        "import nnclf.threads\n"
+        "nnclf.threads._spare_cores = lambda: 1\n"
         "from nnclf.cli import app\n"
         f"code = app(['tune', {str(path)!r}, '--runs-dir', {str(tmp_path / 'runs')!r}, '--jobs', '{jobs}', '-q'], standalone_mode=False)\n"
         "print('pandas' in sys.modules, code or 0)\n"
@@ -243,10 +246,13 @@ def untimed(value):
 
 @needs_fork
 @pytest.mark.slow
-def test_prefetched_study_gives_the_files_of_one_without(tmp_path):
+def test_prefetched_study_gives_the_files_of_one_without(tmp_path, monkeypatch):
     """The same study with and without the prefetch: the same checkpoints, metrics and best.yaml."""
     pytest.importorskip("optuna")
+    import nnclf.threads
     from nnclf.tune import study as st
+
+    monkeypatch.setattr(nnclf.threads, "_spare_cores", lambda: 1)  # the helper runs whatever the load
 
     path = write_config(tmp_path, merged(BASE.format(train=gaps_csv(tmp_path)), TUNE.format(trials=3)), "s.yaml")
     folders = {}
@@ -288,6 +294,25 @@ def test_only_small_inputs_are_prefetched(tmp_path, monkeypatch):
     assert not st._small_inputs(data(val=str(tmp_path / "missing.csv")))
     monkeypatch.setattr(st, "PREFETCH_MAX_BYTES", 999)
     assert not st._small_inputs(data())
+
+
+@needs_fork
+@pytest.mark.parametrize("spare, started", [(0, False), (1, True), (None, True)])
+def test_the_prefetch_waits_for_a_free_core(tmp_path, monkeypatch, spare, started):
+    """No helper when every other core is busy (it would only add a fork and a copy to the
+    start); one when a core is free, or where the kernel does not say."""
+    pytest.importorskip("optuna")
+    import nnclf.threads
+    from nnclf.tune import study as st
+    from nnclf.tune.prepared import process_memo
+
+    monkeypatch.setattr(nnclf.threads, "_spare_cores", lambda: spare)
+    path = write_config(tmp_path, merged(BASE.format(train=DATA / "iris.csv"), TUNE.format(trials=1)), "s.yaml")
+    try:
+        st.prepare_study(path, runs_dir=tmp_path / "runs", prefetch=True)
+        assert (process_memo()._pending is not None) == started
+    finally:
+        process_memo().cancel()
 
 
 def _child_storage(setup, parent_ids, send):

@@ -152,7 +152,7 @@ def prepare_study(
         trials=trials if trials is not None else spec.trials,
     )
     _write_or_check_study_yaml(setup)
-    if prefetch and _small_inputs(cfg.data):
+    if prefetch and _small_inputs(cfg.data) and _a_core_is_free():
         process_memo().prefetch(lambda: trial_data(setup))
     try:
         _create_study(setup, config_path)
@@ -166,6 +166,17 @@ def prepare_study(
 # helper's arrays and their copy here exist together for a moment, and the read itself, not
 # the imports it overlaps, is then most of the start.
 PREFETCH_MAX_BYTES = 64 * 2**20
+
+
+def _a_core_is_free() -> bool:
+    """Whether a core is free for the prefetch helper now. The helper gains only by running
+    beside this process's imports; on a machine whose other cores are busy it only adds a fork
+    and a copy of the data (measured: up to 0.14 s more start-up pinned to one core,
+    benchmarks/RESULTS.md), so it is not started then. Unknown (not Linux): as if free."""
+    from ..threads import _spare_cores
+
+    spare = _spare_cores()
+    return spare is None or spare >= 1
 
 
 def _small_inputs(data) -> bool:
