@@ -1,7 +1,7 @@
 """nnclf tune benchmarks: search quality against scikit-learn defaults, per-trial overhead, workers.
 
-    python benchmarks/tune_bench.py accuracy [--trials 30] [--datasets iris,wine,...] [--jobs 1] [--space issue|shipped] [--cv K]
-    python benchmarks/tune_bench.py regression [--trials 30] [--space issue|shipped] [--seeds 0 1 2] [--cv K]
+    python benchmarks/tune_bench.py accuracy [--trials 30] [--datasets iris,wine,...] [--jobs 1] [--space issue|shipped] [--cv K] [--extra KEY=YAML] [--keep DIR]
+    python benchmarks/tune_bench.py regression [--trials 30] [--space issue|shipped] [--seeds 0 1 2] [--cv K] [--extra KEY=YAML] [--keep DIR]
     python benchmarks/tune_bench.py overhead [--trials 20] [--rounds 2]
     python benchmarks/tune_bench.py jobs [--trials 20] [--rounds 2] [--case tiny|shipped]
     python benchmarks/tune_bench.py start [--rounds 8] [--jobs 1] [--trees DIR,DIR]
@@ -25,6 +25,10 @@ accuracy
     training-pool row for the folds' mean best epoch count), both on the same test rows. The
     test rows do not depend on data.val_split (the test split is cut first), and the
     baselines are fitted on the same training pool either way.
+    Under each row: the pick's validation score, and per ``model.hidden`` value the study drew
+    (validation side only): trials drawn, complete, and the best complete trial's value.
+    ``--extra 'tune.space.model.hidden={type: choice, values: [[], [32]]}'`` replaces a
+    dimension; ``--keep DIR`` keeps the studies in DIR/runs/ (default: a temporary folder).
 regression
     The same on data/diabetes.csv from configs/diabetes.yaml (metric val_rmse): the best trial's
     test RMSE (target units) against MLPRegressor, Ridge and HistGradientBoostingRegressor with
@@ -167,6 +171,22 @@ def picked(folder: Path) -> str:
     return folder.joinpath("best.yaml").read_text().split("\n")[0].split(": ", 1)[1]
 
 
+def by_hidden(folder: Path) -> str:
+    """Per ``model.hidden`` value drawn: how many trials, how many complete, and the best
+    complete trial's validation score (trial.json ``value``: the K-fold mean with tune.cv),
+    so the validation side of each architecture can be read without any test row."""
+    rows: dict[str, list] = {}
+    for path in sorted(folder.glob("trial-*/trial.json")):
+        t = json.loads(path.read_text())
+        hidden = json.dumps(t["params"].get("model.hidden", "(not searched)"))
+        rows.setdefault(hidden, []).append(t["value"] if t["state"] == "complete" else None)
+    parts = []
+    for hidden, values in rows.items():
+        done = [v for v in values if v is not None]
+        parts.append(f"{hidden}: {len(values)} drawn, {len(done)} complete" + (f", best {min(done):.4f}" if done else ""))
+    return "; ".join(parts)
+
+
 def study_results(folder: Path, headline: str) -> tuple[Path, float, float | None, int]:
     """(best.yaml, the best trial's test metric, the final model's (None without one), trial)."""
     best_yaml = folder / "best.yaml"
@@ -174,6 +194,18 @@ def study_results(folder: Path, headline: str) -> tuple[Path, float, float | Non
     trial = json.loads((folder / f"trial-{number:04d}" / "summary.json").read_text())["test"][headline]
     final = folder / f"final-{number:04d}" / "summary.json"
     return best_yaml, trial, json.loads(final.read_text())["test"][headline] if final.is_file() else None, number
+
+
+def kept_or_temporary(keep: str | None):
+    """``--keep DIR``: the study configs and DIR/runs/STUDY folders stay there (DIR must not
+    hold a study of the same name: a second run would continue it); otherwise a temporary
+    folder, removed at the end."""
+    import contextlib
+
+    if keep is None:
+        return tempfile.TemporaryDirectory()
+    Path(keep).mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(str(Path(keep).resolve()))
 
 
 def cv_on(args) -> bool:
@@ -187,7 +219,7 @@ def accuracy(args) -> None:
     final = " final model (refit) |" if cv_on(args) else ""
     print(f"| data set | test rows | nnclf tune best trial |{final} MLPClassifier | LogisticRegression | HistGradientBoosting | tune time |")
     print("|---|---|---|---|---|---|---|" + ("---|" if cv_on(args) else ""))
-    with tempfile.TemporaryDirectory() as tmp:
+    with kept_or_temporary(args.keep) as tmp:
         tmp = Path(tmp)
         for dataset, seed in ((d, s) for d in args.datasets.split(",") for s in args.seeds or [None]):
             path = study_config(tmp, dataset, args.trials, cv_settings(args), space=args.space)
@@ -206,6 +238,7 @@ def accuracy(args) -> None:
             print(f"| {name} | {base['test rows']} | {cell(ours)} |{final} {base['MLPClassifier']:.4f} | "
                   f"{base['LogisticRegression']:.4f} | {base['HistGradientBoosting']:.4f} | {seconds:.0f} s (load {load()}) |", flush=True)
             print(f"  picked on validation: {picked(tmp / 'runs' / study)}", flush=True)
+            print(f"  by model.hidden (validation): {by_hidden(tmp / 'runs' / study)}", flush=True)
 
 
 def regression_baselines(best_yaml: Path) -> dict[str, float]:
@@ -251,7 +284,7 @@ def regression(args) -> None:
     print(f"| split seed | test rows | nnclf tune best trial |{final} MLPRegressor | Ridge | HistGradientBoosting | tune time |")
     print("|---|---|---|---|---|---|---|" + ("---|" if cv_on(args) else ""))
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with kept_or_temporary(args.keep) as tmp:
         tmp = Path(tmp)
         path = study_config(tmp, "diabetes", args.trials, cv_settings(args), space=args.space)
         for seed in args.seeds:
@@ -266,6 +299,7 @@ def regression(args) -> None:
             print(f"| {seed} | {base['test rows']} | **{ours:.2f}** ({'ok' if ours <= top else 'above'}) |{final} {base['MLPRegressor']:.2f} | "
                   f"{base['Ridge']:.2f} | {base['HistGradientBoosting']:.2f} | {seconds:.0f} s (load {load()}) |", flush=True)
             print(f"  picked on validation: {picked(tmp / 'runs' / study)}", flush=True)
+            print(f"  by model.hidden (validation): {by_hidden(tmp / 'runs' / study)}", flush=True)
     if len(results) > 1:
         mean = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
         final = f" **{mean['refit']:.2f}** |" if cv_on(args) else ""
@@ -405,6 +439,7 @@ def main() -> None:
     a.add_argument("--seeds", type=int, nargs="+", default=None, help="one study per split (--set seed=S); default: the config's seed")
     a.add_argument("--cv", type=int, default=None, help="folds per trial (tune.cv, with data.val_split 1/K); 0: none, the config's one validation split; default: as the config says (shipped: 5)")
     a.add_argument("--extra", action="append", default=[], metavar="KEY=YAML", help="a study setting, e.g. tune.space.model.hidden={type: choice, values: [[], [32]]}")
+    a.add_argument("--keep", metavar="DIR", default=None, help="keep the studies in DIR/runs (default: a temporary folder)")
     r = sub.add_parser("regression")
     r.add_argument("--trials", type=int, default=30)
     r.add_argument("--jobs", type=int, default=1)
@@ -412,6 +447,7 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0])
     r.add_argument("--cv", type=int, default=None, help="folds per trial (tune.cv, with data.val_split 1/K); 0: none, the config's one validation split; default: as the config says (shipped: 5)")
     r.add_argument("--extra", action="append", default=[], metavar="KEY=YAML", help="a study setting, e.g. tune.space.model.hidden={type: choice, values: [[], [32]]}")
+    r.add_argument("--keep", metavar="DIR", default=None, help="keep the studies in DIR/runs (default: a temporary folder)")
     o = sub.add_parser("overhead")
     o.add_argument("--trials", type=int, default=20)
     o.add_argument("--rounds", type=int, default=2)
