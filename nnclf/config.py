@@ -540,10 +540,25 @@ def apply_override(raw: dict, item: str) -> None:
     set_key(raw, key, value)
 
 
-def set_key(raw: dict, key: str, value: Any, origin: str = "--set") -> None:
-    """Set the dotted ``key`` of the raw config to a Python value (sections made as needed);
-    a data path resolves against the current folder."""
+def key_path(raw: dict, key: str) -> list[str]:
+    """The sections and name of a dotted key. Under ``tune.space`` a dimension's name is itself
+    a dotted config key, so what follows ``tune.space.`` is one name (``tune.space.optimizer.lr``),
+    or an existing dimension's name and one of its fields (``tune.space.optimizer.lr.high``)."""
     parts = key.split(".")
+    if parts[:2] != ["tune", "space"] or len(parts) < 4:
+        return parts
+    rest = parts[2:]
+    tune = raw.get("tune")
+    space = tune.get("space") if isinstance(tune, dict) else None
+    if isinstance(space, dict) and isinstance(space.get(".".join(rest[:-1])), dict):
+        return ["tune", "space", ".".join(rest[:-1]), rest[-1]]
+    return ["tune", "space", ".".join(rest)]
+
+
+def set_key(raw: dict, key: str, value: Any, origin: str = "--set") -> None:
+    """Set the dotted ``key`` of the raw config to a Python value (sections made as needed;
+    ``key_path`` splits it); a data path resolves against the current folder."""
+    parts = key_path(raw, key)
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)

@@ -120,6 +120,27 @@ def test_search_space_errors_name_file_line_and_key(cli, tmp_path, line, message
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("trial-*"))
 
 
+def test_set_reaches_a_search_dimension_and_its_errors_name_set(cli, tmp_path):
+    """A dimension's name is a dotted key itself: --set tune.space.model.hidden=... sets one
+    dimension, --set tune.space.optimizer.lr.high=... a field of an existing one; a bad value
+    given by --set is reported as --set's, not at a line of the file."""
+    path = config(tmp_path)  # its space: optimizer.lr in [1e-3, 1e-1] and model.hidden
+    result = cli(f"tune {path} --study s -q --set 'tune.space.model.hidden={{type: choice, values: [[3], [5]]}}' "
+                 "--set tune.space.optimizer.lr.high=0.002 --set tune.trials=3")
+    assert result.exit_code == 0, result.stderr
+    table = rows(tmp_path / "runs" / "s")
+    assert len(table) == 3
+    assert {r["model.hidden"] for r in table} <= {"[3]", "[5]"}
+    assert all(1e-3 <= float(r["optimizer.lr"]) <= 0.002 for r in table)
+    for item, message in (
+        ("tune.space.optimizer.lrr={type: uniform, low: 0.1, high: 0.2}", "--set tune.space.optimizer.lrr: unknown config key (did you mean 'optimizer.lr'?)"),
+        ("tune.space.optimizer.lr.hihg=0.2", "--set tune.space.optimizer.lr.hihg: unknown key for type loguniform (did you mean 'high'?)"),
+        ("tune.trials=0", "--set tune.trials: must be an integer >= 1, got 0"),
+    ):
+        result = cli(f"tune {path} --study bad -q --set '{item}'")
+        assert result.exit_code == 1 and result.stderr.startswith(f"error: {message}"), result.stderr
+
+
 def test_tune_section_errors(cli, tmp_path):
     path = config(tmp_path, "tune: {sampler: tpee}")
     result = cli(f"tune {path}")

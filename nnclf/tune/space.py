@@ -117,22 +117,28 @@ def tunable_keys(cfg: Config) -> list[str]:
 
 
 class _Where:
-    """Formats ``source, line N: tune.<key>: message`` with the line of the deepest key found."""
+    """Formats ``source, line N: tune.<key>: message`` with the line of the deepest key found,
+    or ``--set tune.<key>: message`` when --set gave that key (or a section above it): a line
+    of the file would point at a value that is not the one checked."""
 
-    def __init__(self, source: str, text: Optional[str]):
-        self.source, self.text = source, text
+    def __init__(self, source: str, text: Optional[str], overridden: list[list[str]] = ()):
+        self.source, self.text, self.overridden = source, text, list(overridden)
 
     def error(self, loc: list[str], message: str) -> NnclfError:
-        line = _line_of(self.text, ["tune", *loc]) if self.text else None
+        path = ["tune", *loc]
+        if any(path[: len(p)] == p for p in self.overridden):
+            return NnclfError(f"--set {'.'.join(path)}: {message}")
+        line = _line_of(self.text, path) if self.text else None
         where = f"{self.source}, line {line}" if line else self.source
         return NnclfError(f"{where}: tune.{'.'.join(loc)}: {message}")
 
 
-def parse_tune(raw: dict[str, Any], cfg: Config, source: str = "config", text: Optional[str] = None) -> TuneSpec:
+def parse_tune(raw: dict[str, Any], cfg: Config, source: str = "config", text: Optional[str] = None,
+               overridden: list[list[str]] = ()) -> TuneSpec:
     """Check the raw config's ``tune:`` section against the schema; ``cfg`` is the validated
     config (with --set overrides), ``raw`` its unvalidated mapping (the values put into it for
-    the checks are removed again)."""
-    where = _Where(source, text)
+    the checks are removed again); ``overridden``: the key paths --set gave (``config.key_path``)."""
+    where = _Where(source, text, overridden)
     section = raw.get("tune")
     if section is None:
         raise NnclfError(f"{source}: no tune: section; add one with at least tune.space (see the README's 'nnclf tune')")

@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from ..files import write_text as atomic_write_text
-from ..config import _resolve_paths, apply_override, load_config, parse_yaml, validate
+from ..config import _resolve_paths, apply_override, key_path, load_config, parse_yaml, validate
 from ..errors import NnclfError
 from .prepared import process_memo
 from .space import TuneSpec, parse_tune
@@ -115,9 +115,11 @@ def load_study_config(config_path: str | Path, overrides: list[str]) -> tuple[di
     text = path.read_text(encoding="utf-8")
     raw = parse_yaml(text, str(path))
     _resolve_paths(raw, path.resolve().parent)
+    overridden = []
     for item in overrides:
+        overridden.append(key_path(raw, item.partition("=")[0].strip()))  # (before: it reads the space as it is)
         apply_override(raw, item)
-    spec = parse_tune(raw, cfg, str(path), text)
+    spec = parse_tune(raw, cfg, str(path), text, overridden)
     return raw, spec, cfg
 
 
