@@ -86,3 +86,16 @@ def train_small_run(folder: Path) -> Path:
     assert r.exit_code == 0, r.stderr
     return folder
 
+
+class CountingPrepare:
+    """``nnclf.data.dataset.prepare`` that counts its calls in this process (the tune tests
+    swap it into the prepared-data memo to see when data is read again)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        from nnclf.data.dataset import prepare
+
+        self.calls += 1
+        return prepare(*args, **kwargs)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, merged, write_config
+from conftest import DATA, CountingPrepare, merged, write_config
 
 from nnclf import runs
 from nnclf.config import load_config
@@ -45,20 +45,9 @@ def cfg_of(tmp_path: Path, *extra: str, train: Path | None = None):
     return load_config(write_config(tmp_path, text, f"c{time.monotonic_ns()}.yaml"))
 
 
-class Counting:
-    """``prepare`` that counts its calls."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return prepare(*args, **kwargs)
-
-
 # -- the prepared-data memo -----------------------------------------------------------------------
 def test_memo_returns_the_same_arrays_for_the_same_data_and_split(tmp_path):
-    counting = Counting()
+    counting = CountingPrepare()
     memo = PreparedMemo(counting)
     a = cfg_of(tmp_path, "data: {split_seed: 3}", "seed: 11")
     b = cfg_of(tmp_path, "data: {split_seed: 3}", "seed: 12", "model: {hidden: [32]}")  # another trial
@@ -89,7 +78,7 @@ def test_memo_returns_the_same_arrays_for_the_same_data_and_split(tmp_path):
     "training: {dtype: float64}",
 ])
 def test_memo_prepares_again_when_preparation_changes(tmp_path, change):
-    counting = Counting()
+    counting = CountingPrepare()
     memo = PreparedMemo(counting)
     a = cfg_of(tmp_path, "data: {split_seed: 3}")
     b = cfg_of(tmp_path, "data: {split_seed: 3}", change)
@@ -105,7 +94,7 @@ def test_memo_prepares_again_when_preparation_changes(tmp_path, change):
 
 
 def test_memo_without_split_seed_keys_on_the_seed(tmp_path):
-    counting = Counting()
+    counting = CountingPrepare()
     memo = PreparedMemo(counting)
     a, b = cfg_of(tmp_path, "seed: 1"), cfg_of(tmp_path, "seed: 2")
     pa = memo.prepare(a.data, a.seed, a.training.dtype, task=a.task)
@@ -116,7 +105,7 @@ def test_memo_without_split_seed_keys_on_the_seed(tmp_path):
 
 def test_memo_reads_a_rewritten_file_again(tmp_path):
     path = iris_copy(tmp_path)
-    counting = Counting()
+    counting = CountingPrepare()
     memo = PreparedMemo(counting)
     cfg = cfg_of(tmp_path, train=path)
     first = memo.prepare(cfg.data, cfg.seed, cfg.training.dtype, task=cfg.task)
@@ -148,7 +137,7 @@ def test_memo_repeats_the_data_warnings_on_a_hit(tmp_path):
 
 
 def test_memo_does_not_keep_the_disk_cache_or_a_regression_split_of_another_seed(tmp_path):
-    counting = Counting()
+    counting = CountingPrepare()
     memo = PreparedMemo(counting)
     text = f"task: regression\ndata: {{train: {DATA / 'diabetes.csv'}, target: progression, split_seed: 5}}\nloss: {{name: mse}}\nseed: 1\n"
     a = load_config(write_config(tmp_path, text, "a.yaml"))

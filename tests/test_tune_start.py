@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, merged, write_config
+from conftest import DATA, CountingPrepare, merged, write_config
 
 from nnclf.config import load_config
 from nnclf.data.dataset import prepare
@@ -37,17 +37,6 @@ training:
   epochs: 3
   batch_size: 16
 """
-
-
-class Counting:
-    """``prepare`` that counts its calls in this process."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return prepare(*args, **kwargs)
 
 
 def gaps_csv(tmp_path: Path) -> Path:
@@ -120,7 +109,7 @@ def test_prefetched_data_are_the_bits_of_a_fresh_preparation(tmp_path, task):
         target = "" if task == "reconstruction" else "  target: progression\n"
         text = f"task: {task}\nseed: 5\ndata:\n  train: {DATA / 'diabetes.csv'}\n{target}  split_seed: 2\n"
         cfg = load_config(write_config(tmp_path, text + ("loss: {name: mse}\n" if task == "regression" else "")))
-    counting = Counting()
+    counting = CountingPrepare()
     memo = PreparedMemo(counting)
     assert memo.prefetch(lambda: (cfg.data, cfg.seed, cfg.training.dtype, cfg.task))
     got, seen = [], []
@@ -144,7 +133,7 @@ def test_prefetched_data_are_the_bits_of_a_fresh_preparation(tmp_path, task):
 @needs_fork
 def test_a_failing_prefetch_leaves_the_error_to_the_caller(tmp_path):
     cfg = cfg_of(tmp_path, DATA / "iris.csv", "data: {target: specis}")
-    counting = Counting()
+    counting = CountingPrepare()
     memo = PreparedMemo(counting)
     assert memo.prefetch(lambda: (cfg.data, cfg.seed, cfg.training.dtype, cfg.task))
     with pytest.raises(NnclfError) as here:
@@ -160,7 +149,7 @@ def test_a_prefetch_that_keeps_nothing_or_dies_changes_nothing(tmp_path):
     cfg = cfg_of(tmp_path, DATA / "iris.csv")
     args = (cfg.data, cfg.seed, cfg.training.dtype, cfg.task)
     for inputs in (lambda: None, lambda: os._exit(3), lambda: 1 / 0):
-        counting = Counting()
+        counting = CountingPrepare()
         memo = PreparedMemo(counting)
         assert memo.prefetch(inputs)
         assert not memo.collect() and len(memo) == 0
@@ -190,7 +179,7 @@ def test_cancel_ends_the_helper_and_one_prefetch_at_a_time(tmp_path):
 def test_no_prefetch_without_fork(tmp_path, monkeypatch):
     monkeypatch.setattr(mp, "get_all_start_methods", lambda: ["spawn"])
     cfg = cfg_of(tmp_path, DATA / "iris.csv")
-    counting = Counting()
+    counting = CountingPrepare()
     memo = PreparedMemo(counting)
     assert not memo.prefetch(lambda: (cfg.data, cfg.seed, cfg.training.dtype, cfg.task))
     memo.prepare(cfg.data, cfg.seed, cfg.training.dtype, task=cfg.task)
