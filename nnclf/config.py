@@ -261,7 +261,7 @@ class Config(Section):
         """lbfgs, cg and newton_cg evaluate the loss on every training row at each step: their
         batch_size is ``full`` (the default for them; any other value is an error), and their
         default precision is ``FULL_BATCH_DTYPE``'s, chosen from measurements
-        (benchmarks/RESULTS.md, "float32 or float64 for the full-batch methods"): L-BFGS reaches
+        (benchmarks/RESULTS.md, "Quiet machine, fourth pass", part E): L-BFGS reaches
         the objectives of float64 in float32, in up to half the time, so it keeps the general
         float32 default; conjugate gradient's line search fails early in float32, and Newton-CG
         needed twice the iterations there, so these two default to float64."""

@@ -79,8 +79,8 @@ class ReLU(Activation):
     """f(z) = max(0, z), f' = [z > 0] (0 at z = 0).
 
     f' is read off z, not a: [z > 0] = [a > 0] element for element (NaN included), but z is a
-    contiguous buffer and a a column-strided view of the layer's [A, 1] input buffer, and the
-    comparison on the contiguous one is faster (benchmarks/RESULTS.md).
+    contiguous buffer while a is a column-strided view of the layer's [A, 1] input buffer, whose
+    strided reads make the comparison slower.
     """
 
     name = "relu"

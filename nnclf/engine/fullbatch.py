@@ -97,8 +97,8 @@ def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evalu
     iteration: the quasi-Newton or Newton step of length 1), it is accepted here, with
     scipy's own arithmetic and tests, so the result is the one scipy would return; only
     otherwise does scipy's bracketing and zoom run, and its first call hits ``fun``'s memo of
-    the trial. The shortcut saves scipy's Python set-up per iteration, which on small data
-    costs about as much as an evaluation of the objective (benchmarks/RESULTS.md).
+    the trial. The shortcut saves scipy's Python set-up in those iterations, part of the
+    per-iteration saving of benchmarks/RESULTS.md's fourth pass on small data.
     """
     slope = np.dot(g, d)  # scipy's derphi0
     alpha = first_trial_step(f, previous_f, slope)
