@@ -1,4 +1,4 @@
-"""Where a full-batch run's time goes outside the arithmetic (issue 14, third pass). Three parts:
+"""Where a full-batch run's time goes outside the arithmetic (issue 14, third and fourth pass). Four parts:
 
 loop     L-BFGS through the Trainer (no run folder) on iris and digits, hidden (100,), relu,
          float64, Glorot-uniform start, gtol 1e-4 (beyond_bench's part-A setting): time per
@@ -15,6 +15,11 @@ pieces   one float64 ``Objective`` evaluation on digits (1437 x 64 -> 100 -> 10,
          minimum over --reps x 300 calls, one BLAS thread.
 
              PYTHONPATH=$PWD python benchmarks/fullbatch_overhead.py pieces
+direction  the L-BFGS direction (the two-loop recursion, 10 pairs) alone, on the parameter counts
+         of iris and digits with hidden (100,) (P = 803 and 7510): us per call, minimum over
+         --reps runs.
+
+             PYTHONPATH=$PWD python benchmarks/fullbatch_overhead.py direction
 cadence  ``runs.train`` (what ``nnclf train`` calls) on an lbfgs config with checkpoints and
          metrics.csv written every epoch (``_Checkpointer.WRITE_SECONDS = 0``) against at most
          every 2 s (the default), alternated; wall and CPU seconds. Needs a tree with the
@@ -152,6 +157,26 @@ def pieces(reps: int) -> None:
         print(f"| {label} | {best * 1e6:.0f} |", flush=True)
 
 
+def direction(reps: int) -> None:
+    from nnclf.engine.fullbatch import LBFGS
+
+    rng = np.random.default_rng(0)
+    for p in (803, 7510):
+        opt = LBFGS(p, "float64")
+        for _ in range(13):  # more pairs than the history holds: the ring has wrapped
+            s = rng.standard_normal(p)
+            opt._remember(s, s + 0.1 * rng.standard_normal(p))
+        g = rng.standard_normal(p)
+        calls = 3000 if p < 1000 else 500
+        best = math.inf
+        for _ in range(reps):
+            start = time.perf_counter()
+            for _ in range(calls):
+                opt.direction(g)
+            best = min(best, (time.perf_counter() - start) / calls)
+        print(f"P = {p}: {int(opt.pairs)} pairs, {best * 1e6:.1f} us per direction", flush=True)
+
+
 def main() -> None:
     # nnclf from PYTHONPATH (the tree under test), imported before beyond_bench, which puts this
     # checkout first on sys.path for its own imports: the modules already loaded are the ones used
@@ -160,7 +185,7 @@ def main() -> None:
 
     print(f"nnclf from {Path(nnclf.__file__).parent}", flush=True)
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["loop", "pieces", "cadence"])
+    parser.add_argument("part", choices=["loop", "pieces", "direction", "cadence"])
     parser.add_argument("configs", nargs="*", default=[str(ROOT / "configs" / "lbfgs.yaml")])
     parser.add_argument("--reps", type=int, default=12)
     args = parser.parse_args()
@@ -174,6 +199,8 @@ def main() -> None:
         loop(args.reps)
     elif args.part == "pieces":
         pieces(max(1, args.reps // 2))
+    elif args.part == "direction":
+        direction(max(1, args.reps // 2))
     else:
         cadence(args.configs, max(1, args.reps // 3))
 

@@ -345,8 +345,9 @@ class LBFGS(FullBatchOptimizer):
         from scipy.linalg.blas import ddot
 
         # s^T y > 1e-10 ||s|| ||y||, with BLAS dot products (np.linalg.norm costs more in its
-        # Python checks than in its arithmetic on these vectors)
-        if not ddot(s_new, y_new) > 1e-10 * math.sqrt(ddot(s_new, s_new)) * math.sqrt(ddot(y_new, y_new)):
+        # Python checks than in its arithmetic on these vectors); s^T y and y^T y are kept
+        sy, yy = ddot(s_new, y_new), ddot(y_new, y_new)
+        if not sy > 1e-10 * math.sqrt(ddot(s_new, s_new)) * math.sqrt(yy):
             return
         k, m, head = int(self.pairs), self.history, int(self.head)
         if k < m:
@@ -356,7 +357,7 @@ class LBFGS(FullBatchOptimizer):
             row = head
             self.head = np.array((head + 1) % m, dtype=np.int64)
         self.s[row], self.y[row] = s_new, y_new
-        self._sy[row], self._yy[row] = ddot(self.s[row], self.y[row]), ddot(self.y[row], self.y[row])
+        self._sy[row], self._yy[row] = sy, yy
         self._unchecked.add(row)
 
     def _iterate(self, fun, curvature):
