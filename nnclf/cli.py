@@ -196,7 +196,8 @@ def errors_to_exit(command):
             fail(f"out of memory; {MEMORY_ADVICE.get(command.__name__, 'free some memory or use smaller inputs')}")
         finally:
             for s, handler in previous.items():
-                signal.signal(s, handler)
+                if signal.getsignal(s) is _raise_terminated:  # a command that ignores a signal until exit keeps it so
+                    signal.signal(s, handler)
 
     return wrapper
 
@@ -292,6 +293,7 @@ def _train(config, set_, name, runs_dir, resume, quiet, comm, log_every=0):
     signals = [signal.SIGINT, *_termination_signals()]
     previous = {s: signal.signal(s, on_signal) for s in signals}
     display = TrainingDisplay(quiet=quiet, log_every=log_every)
+    result = None
     try:
         with display:
             if resume is not None:
@@ -307,8 +309,13 @@ def _train(config, set_, name, runs_dir, resume, quiet, comm, log_every=0):
         print(f"interrupted again: stopped at once; {e}" if isinstance(e, runs.Abandoned) else "interrupted", file=sys.stderr)
         raise typer.Exit(128 + (received[0] if received else signal.SIGINT))
     finally:
+        # Under mpirun the launcher forwards a Ctrl-C or SIGTERM to each rank in turn, and a loaded
+        # machine can delay a rank's copy past the batch where every rank agreed to stop: a rank
+        # that stopped on another's signal ignores its own late copy from here to its exit (the
+        # run is already saved, or being saved by rank 0), rather than dying of it mid-report
+        late_copy_due = comm.size > 1 and not received and result is not None and result.interrupted
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            signal.signal(s, signal.SIG_IGN if late_copy_due else handler)
     if comm.rank != 0:  # rank 0 reports
         raise typer.Exit(EXIT_INTERRUPTED if result.interrupted else 0)
     if result.interrupted:

@@ -209,6 +209,29 @@ def test_ctrl_c_stops_every_rank_at_one_batch_and_resume_finishes_the_run(tmp_pa
 
 @needs_mpi
 @pytest.mark.slow
+def test_a_rank_whose_copy_of_the_signal_comes_late_ignores_it(tmp_path):
+    # mpirun forwards Ctrl-C to each rank in turn; on a loaded machine one rank's copy can come
+    # after every rank agreed (on the other's signal) to stop. Here rank 0 alone is signalled, and
+    # rank 1 gets its copy 0.2 s later: whenever it lands, the run ends as one Ctrl-C would end it.
+    _setup(tmp_path, epochs=150)
+    job = _long_run(tmp_path, "late")
+    _wait_for((tmp_path / "runs" / "late" / "checkpoints" / "last.npz").exists, 120, "the first checkpoint")
+    pids: dict[int, int] = {}
+    _wait_for(lambda: len(pids.update(_rank_pids(job.pid)) or pids) == 2, 30, "both ranks")
+    os.kill(pids[0], signal.SIGINT)
+    time.sleep(0.2)
+    try:
+        os.kill(pids[1], signal.SIGINT)
+    except ProcessLookupError:  # it had ended already
+        pass
+    out, err = job.communicate(timeout=60)
+    assert job.returncode == 130, err
+    assert err.count("interrupted") == err.count("interrupted after epoch") == 1, err
+    assert json.loads((tmp_path / "runs" / "late" / "summary.json").read_text())["status"] == "interrupted"
+
+
+@needs_mpi
+@pytest.mark.slow
 def test_a_dying_rank_ends_every_rank_and_the_checkpoint_survives(tmp_path):
     _setup(tmp_path, epochs=150)
     job = _long_run(tmp_path, "dead")
