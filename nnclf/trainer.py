@@ -279,10 +279,11 @@ class Trainer:
         if opt.needs_curvature:
             curvature = self.curvature_factory(self.net, self.loss, x, y, self.weight_decay)
         has_val = x_val is not None and len(y_val) > 0
+        pace = self.speed.step if self.speed is not None else nullcontext
         while self.epoch < self.epochs and not self.stop_requested and not opt.converged:
             epoch_start = time.perf_counter()
             self.lr = lr = self.schedule.lr(self.epoch)
-            with (self.speed.step if self.speed is not None else nullcontext)():
+            with pace():
                 result = opt.iterate(objective, self.net.params, curvature)
             if not math.isfinite(result.value):
                 raise diverged(f"the loss became {result.value} at epoch {self.epoch + 1}", lr)

@@ -5,7 +5,8 @@
   here, and its correct count equals an argmax computed apart; several chunks agree to rounding.
 - L-BFGS keeps s^T y and y^T y beside its rows: the direction equals the dense BFGS inverse
   after load_state (the products are rebuilt from the rows), and a finiteness check finds a
-  non-finite row that came in through load_state, and x / g / f as before.
+  non-finite row that came in through load_state, and x / g / f as before; a row written by
+  ``_remember`` is never non-finite (its pair test refuses such a pair), so it is not rescanned.
 """
 
 from __future__ import annotations
@@ -119,12 +120,42 @@ def test_lbfgs_finiteness_check_finds_a_loaded_nonfinite_row_and_x():
     assert opt.nonfinite_state() == "x"
 
 
-def test_a_pair_written_after_a_check_is_checked_next_time():
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e200])
+@pytest.mark.parametrize("where", ["s", "y"])
+def test_a_pair_with_a_nonfinite_or_overflowing_entry_is_never_stored(bad, where):
+    # nonfinite_state does not rescan rows written by _remember: its pair test must refuse them
     n = 4
     opt = OPTIMIZERS.get("lbfgs")(n, "float64", history=2)
     opt._remember(np.ones(n), 2 * np.ones(n))
+    before = (opt.s.copy(), opt.y.copy(), int(opt.pairs), int(opt.head))
+    s_new, y_new = np.full(n, 0.5), np.full(n, 0.7)
+    (s_new if where == "s" else y_new)[2] = bad
+    opt._remember(s_new, y_new)
+    assert (opt.s.tobytes(), opt.y.tobytes(), int(opt.pairs), int(opt.head)) == tuple(
+        b.tobytes() if isinstance(b, np.ndarray) else b for b in before)
+    assert np.isfinite(opt.s).all() and np.isfinite(opt.y).all() and opt.nonfinite_state() is None
+
+
+def test_a_loaded_row_replaced_by_a_new_pair_is_not_reported():
+    n = 4
+    opt = OPTIMIZERS.get("lbfgs")(n, "float64", history=2)
+    state = {k: np.array(v, copy=True) for k, v in opt.state().items()}
+    state["s"][0, 1] = np.nan  # row 0 holds a NaN when loaded ...
+    state["pairs"] = np.array(2)
+    opt.load_state(state)
+    opt._remember(np.ones(n), 2 * np.ones(n))  # ... and the full ring's oldest row, 0, takes the new pair
+    assert int(opt.head) == 1 and np.isfinite(opt.s).all()
     assert opt.nonfinite_state() is None
-    opt._remember(np.ones(n), np.ones(n))  # the second row (history 2: rows 0 and 1)
-    assert int(opt.pairs) == 2 and int(opt.head) == 0
-    opt.s[1, 0] = np.nan  # the row just written
-    assert opt.nonfinite_state() == "s"
+
+
+def test_the_gradient_check_follows_the_current_gradient():
+    opt = OPTIMIZERS.get("lbfgs")(3, "float64")
+    opt.g = np.array([1.0, -4.0, 2.0])
+    assert opt.largest_gradient_entry() == 4.0 and opt.nonfinite_state() is None
+    opt.g = np.array([1.0, np.nan, 2.0])  # a new array (as every accepted point brings)
+    assert np.isnan(opt.largest_gradient_entry()) and opt.nonfinite_state() == "g"
+    opt.g = np.array([1.0, -np.inf, 2.0])
+    assert opt.nonfinite_state() == "g"
+    opt.g = np.zeros(3)
+    opt.f[1] = np.inf
+    assert opt.nonfinite_state() == "f"

@@ -40,6 +40,20 @@ STOPPED = {
 }
 
 
+def _blas():
+    """scipy's BLAS ddot and daxpy, imported on first use (scipy.linalg is slow to import, and
+    an import statement in the two-loop recursion costs more per iteration than a call)."""
+    global _BLAS
+    if _BLAS is None:
+        from scipy.linalg.blas import daxpy, ddot
+
+        _BLAS = ddot, daxpy
+    return _BLAS
+
+
+_BLAS = None
+
+
 class Iteration(NamedTuple):
     """What one outer iteration did: the objective after it, the evaluations of f and grad it used,
     the curvature products (Newton-CG) and the step length."""
@@ -61,7 +75,9 @@ class _Counted:
         self.values: list[tuple[np.ndarray, float]] = []  # (point, f) of every evaluation
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        if self.x is None or not np.array_equal(x, self.x):
+        # a new point nearly always differs in its first entry: that scalar test spares
+        # np.array_equal's Python layer (NaN != NaN, so a NaN point is new either way)
+        if self.x is None or x[0] != self.x[0] or not np.array_equal(x, self.x):
             self.calls += 1
             f, g = self.objective(x)
             g = np.asarray(g, dtype=np.float64)
@@ -87,11 +103,13 @@ def first_trial_step(f: float, previous_f: float | None, slope: float) -> float:
     return 1.0 if alpha < 0 else alpha
 
 
-def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evaluations: int, previous_f: float | None = None):
+def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evaluations: int, previous_f: float | None = None,
+                      slope: float | None = None):
     """alpha > 0 with the strong Wolfe conditions along d (scipy.optimize.line_search), or None.
 
     f(x + alpha d) <= f + c1 alpha g.d   and   |grad f(x + alpha d).d| <= c2 |g.d|.
     The first trial is ``first_trial_step``. Returns (alpha, f_new, g_new) or (None, f, g).
+    ``slope`` is g.d when the caller has computed it (the same dot product, not repeated).
 
     When that first trial meets both conditions (for L-BFGS and Newton-CG nearly every
     iteration: the quasi-Newton or Newton step of length 1), it is accepted here, with
@@ -100,7 +118,8 @@ def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evalu
     the trial. The shortcut saves scipy's Python set-up in those iterations, part of the
     per-iteration saving of benchmarks/RESULTS.md's fourth pass on small data.
     """
-    slope = np.dot(g, d)  # scipy's derphi0
+    if slope is None:
+        slope = float(np.dot(g, d))  # scipy's derphi0
     alpha = first_trial_step(f, previous_f, slope)
     if alpha != 0 and max_evaluations >= 1:
         f_new, g_new = fun(x + alpha * d)
@@ -147,6 +166,7 @@ class FullBatchOptimizer(Optimizer):
         self.g = np.zeros(self.n)
         self.f = np.zeros(2)
         self.status = 0
+        self._g_max = (None, math.nan)  # (the g it was computed from, max |g_i|): see largest_gradient_entry
         self._allocate()
 
     def _allocate(self) -> None:
@@ -174,8 +194,24 @@ class FullBatchOptimizer(Optimizer):
                 raise ValueError(f"optimizer state '{name}' has shape {value.shape}, expected {getattr(self, name).shape}")
             setattr(self, name, np.array(value, dtype=getattr(self, name).dtype))
 
+    def largest_gradient_entry(self) -> float:
+        """max_i |g_i| of the current g: the gtol test, and, as a max propagates NaN and an
+        infinite entry makes it infinite, the finiteness test of g at no extra pass. Kept for
+        the g it was computed from (every accepted point brings a new g array)."""
+        of, value = self._g_max
+        if of is not self.g:
+            value = float(np.abs(self.g).max(initial=0.0))
+            self._g_max = (self.g, value)
+        return value
+
     def nonfinite_state(self) -> str | None:
-        for name in ("x", "g", "f", *self._checked_arrays()):
+        if not all_finite(self.x):
+            return "x"
+        if not math.isfinite(self.largest_gradient_entry()):
+            return "g"
+        if not (math.isfinite(self.f[0]) and math.isfinite(self.f[1])):
+            return "f"
+        for name in self._checked_arrays():
             value = np.asarray(getattr(self, name))
             if value.dtype.kind == "f" and not all_finite(value):
                 return name
@@ -207,7 +243,7 @@ class FullBatchOptimizer(Optimizer):
         if self.status:
             return Iteration(float(self.f[0]), 0, 0, 0.0)
         # later iterations tested g at the end of the one before (status 1 if it was small)
-        if self.t == 0 and np.max(np.abs(self.g), initial=0.0) <= self.gtol:
+        if self.t == 0 and self.largest_gradient_entry() <= self.gtol:
             self.status = 1
             self.t += 1
             return Iteration(float(self.f[0]), fun.calls, 0, 0.0)
@@ -216,14 +252,14 @@ class FullBatchOptimizer(Optimizer):
         self.t += 1
         f_new = float(self.f[0])
         if self.status == 0:
-            if np.abs(self.g).max() <= self.gtol:
+            if self.largest_gradient_entry() <= self.gtol:
                 self.status = 1
             elif (f_old - f_new) <= self.ftol * max(abs(f_old), abs(f_new), 1.0):
                 self.status = 2
         return Iteration(f_new, fun.calls, products, alpha)
 
     def _accept(self, alpha, d, f_new, g_new) -> None:
-        self.x += alpha * d
+        self.x += d if alpha == 1.0 else alpha * d  # (1.0 * d is d: no product to form)
         self.f[1] = self.f[0]
         self.f[0] = f_new
         self.g = g_new  # _Counted's own float64 array (every objective call returns a new one)
@@ -267,18 +303,18 @@ class LBFGS(FullBatchOptimizer):
         """s_i^T y_i and y_i^T y_i of every row, kept beside the rows (not state: they follow
         from s and y), so the two-loop recursion does not recompute 2 m + 1 of its dot products
         each iteration; and every row marked for the next finiteness check."""
-        from scipy.linalg.blas import ddot
-
+        ddot, _ = _blas()
         self._sy = np.array([ddot(self.s[r], self.y[r]) for r in range(self.history)])
         self._yy = np.array([ddot(self.y[r], self.y[r]) for r in range(self.history)])
         self._unchecked = set(range(self.history))
 
     def _checked_arrays(self):
-        return ()  # s and y: only the rows written since the last check (``nonfinite_state``)
+        return ()  # s and y: only rows loaded by load_state and not checked since (``nonfinite_state``)
 
     def nonfinite_state(self):
-        """Besides x, g and f, only the rows of s and y written since the last call: every
-        other row was found finite when it was written, and rows change only by being written."""
+        """Besides x, g and f, only the rows of s and y that ``load_state`` read and no check has
+        seen: a row written by ``_remember`` is finite (its pair test refuses any other), and
+        rows change only by being written."""
         name = super().nonfinite_state()
         if name is None:
             for r in sorted(self._unchecked):
@@ -314,8 +350,7 @@ class LBFGS(FullBatchOptimizer):
         """d = -H g by the two-loop recursion (Nocedal & Wright Algorithm 7.4). The loops are
         2m dot products and in-place axpy updates of one work vector q (BLAS ddot / daxpy:
         numpy's ``q -= a * y`` would make a temporary per update)."""
-        from scipy.linalg.blas import daxpy, ddot
-
+        ddot, daxpy = _blas()
         k, m, head = int(self.pairs), self.history, int(self.head)
         q = -g  # a new array: the loops update it in place
         if k == 0:
@@ -342,10 +377,12 @@ class LBFGS(FullBatchOptimizer):
         return q
 
     def _remember(self, s_new, y_new):
-        from scipy.linalg.blas import ddot
-
+        ddot, _ = _blas()
         # s^T y > 1e-10 ||s|| ||y||, with BLAS dot products (np.linalg.norm costs more in its
-        # Python checks than in its arithmetic on these vectors); s^T y and y^T y are kept
+        # Python checks than in its arithmetic on these vectors); s^T y and y^T y are kept.
+        # The test also keeps every stored row finite: a NaN or infinite entry of s or y makes
+        # s^T s or y^T y NaN or infinite, and then the right side is NaN or infinite (or
+        # 0 * inf = NaN) and no s^T y exceeds it, so nonfinite_state need not rescan new rows
         sy, yy = ddot(s_new, y_new), ddot(y_new, y_new)
         if not sy > 1e-10 * math.sqrt(ddot(s_new, s_new)) * math.sqrt(yy):
             return
@@ -358,16 +395,18 @@ class LBFGS(FullBatchOptimizer):
             self.head = np.array((head + 1) % m, dtype=np.int64)
         self.s[row], self.y[row] = s_new, y_new
         self._sy[row], self._yy[row] = sy, yy
-        self._unchecked.add(row)
+        self._unchecked.discard(row)  # a loaded row it replaces needs no check any more
 
     def _iterate(self, fun, curvature):
         f, g = float(self.f[0]), self.g
         for attempt in range(2):
             d = self.direction(g)
-            if not float(g @ d) < 0:  # rounding made H lose definiteness: restart from -g
+            slope = float(g @ d)
+            if not slope < 0:  # rounding made H lose definiteness: restart from -g
                 self._forget()
                 d = self.direction(g)
-            alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, 1e-4, 0.9, self.max_line_search)
+                slope = float(g @ d)
+            alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, 1e-4, 0.9, self.max_line_search, slope=slope)
             if alpha is not None:
                 break
             if int(self.pairs) == 0:
@@ -375,8 +414,8 @@ class LBFGS(FullBatchOptimizer):
                 return 0, 0.0
             self._forget()
         old_g = g
-        self._accept(alpha, d, f_new, g_new)
-        d *= alpha  # s = alpha d, in d's own storage (d is not used again)
+        d *= alpha  # s = alpha d, in d's own storage (d is not used again); x + s is x + alpha d
+        self._accept(1.0, d, f_new, g_new)
         self._remember(d, self.g - old_g)
         return 0, alpha
 
@@ -410,10 +449,12 @@ class ConjugateGradient(FullBatchOptimizer):
     def _iterate(self, fun, curvature):
         f, g = float(self.f[0]), self.g
         d = self.d if int(self.since_restart) > 0 else -g
-        if not float(g @ d) < 0:
+        slope = float(g @ d)
+        if not slope < 0:
             d = -g
+            slope = None
         previous = float(self.f[1])
-        alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, min(1e-4, self.c2 / 10), self.c2, self.max_line_search, previous)
+        alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, min(1e-4, self.c2 / 10), self.c2, self.max_line_search, previous, slope)
         if alpha is None and d is not None and int(self.since_restart) > 0:
             d = -g
             alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, min(1e-4, self.c2 / 10), self.c2, self.max_line_search, previous)
@@ -538,7 +579,7 @@ class NewtonCG(FullBatchOptimizer):
         if not gd < 0:
             d, dbd = -g / max(float(np.linalg.norm(g)), 1.0), None
             gd = float(g @ d)
-        alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, 1e-4, 0.9, self.max_line_search)
+        alpha, f_new, g_new = wolfe_line_search(fun, self.x, d, f, g, 1e-4, 0.9, self.max_line_search, slope=gd)
         rho = None
         if dbd is not None:
             f_full = fun.value_at(self.x + d)
