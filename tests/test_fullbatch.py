@@ -4,6 +4,7 @@ scikit-learn, and training through the CLI (metrics, resume, refusals)."""
 from __future__ import annotations
 
 import csv
+import math
 import json
 
 import numpy as np
@@ -442,3 +443,67 @@ def test_the_accepted_first_trial_gives_what_scipys_line_search_gives(scale, pre
             cases += 1
         assert ours.calls == theirs.calls
     assert cases >= 4
+
+
+def test_the_line_search_equals_scipys_on_many_random_searches(monkeypatch):
+    """Every outcome of wolfe_line_search (the first trial accepted, the zoom's first
+    interpolated point accepted, scipy's search after both were tried) gives scipy's alpha, f,
+    g and evaluation count bit for bit, on convex and nonconvex functions, directions of many
+    lengths, with and without a previous f, for L-BFGS's and CG's c2."""
+    import scipy.optimize
+
+    from nnclf.engine.fullbatch import _Counted, wolfe_line_search
+
+    scipy_runs = [0]
+    real = scipy.optimize.line_search
+
+    def counting(*args, **kwargs):
+        scipy_runs[0] += 1
+        return real(*args, **kwargs)
+
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((5, 5))
+    hess = a @ a.T + 0.5 * np.eye(5)
+
+    def quartic(x):
+        return 0.5 * x @ hess @ x + 0.05 * np.sum(x**4), hess @ x + 0.2 * x**3
+
+    def wavy(x):  # nonconvex: a quadratic bowl with ripples
+        return 0.5 * x @ x + np.sum(np.sin(3 * x)), x + 3 * np.cos(3 * x)
+
+    outcomes = {"first": 0, "zoom": 0, "scipy": 0}
+    for function in (quartic, wavy):
+        for _ in range(60):
+            x = rng.standard_normal(5) * 2
+            f, g = function(x)
+            d = -g * float(np.exp(rng.uniform(-3, 4)))
+            previous_f = None if rng.random() < 0.3 else f + abs(f) * float(np.exp(rng.uniform(-6, 2)))
+            c2 = 0.9 if rng.random() < 0.5 else 0.1
+            ours, theirs = _Counted(function), _Counted(function)
+            monkeypatch.setattr(scipy.optimize, "line_search", counting)
+            before = scipy_runs[0]
+            got = wolfe_line_search(ours, x, d, f, g, 1e-4, c2, 20, previous_f)
+            used_scipy = scipy_runs[0] > before
+            monkeypatch.setattr(scipy.optimize, "line_search", real)
+            want = _scipy_wolfe(theirs, x, d, f, g, 1e-4, c2, 20, previous_f)
+            assert (got[0] is None) == (want[0] is None)
+            if want[0] is not None:
+                assert got[0] == want[0] and type(got[0]) is float and got[1] == want[1]
+                np.testing.assert_array_equal(got[2], want[2])
+            assert ours.calls == theirs.calls
+            if used_scipy:
+                outcomes["scipy"] += 1
+            else:
+                outcomes["first" if ours.calls == 1 else "zoom"] += 1
+    assert min(outcomes.values()) >= 5, outcomes  # each path taken many times
+
+
+def test_the_zoom_step_leaves_a_degenerate_case_to_scipy():
+    from nnclf.engine.fullbatch import _zoom_first_trial
+
+    assert _zoom_first_trial(1.0, 1.0, -2.0, 5.0) == pytest.approx(2.0 / (2 * 6.0))  # q(t) = 1 - 2t + 6t^2
+    assert _zoom_first_trial(1.0, 1.0, -2.0, 1e300) is not None  # a huge f: the midpoint guard, finite
+    assert _zoom_first_trial(1.0, 1.0, -2.0, math.inf) is None  # scipy's arithmetic would not be plain floats
+    assert _zoom_first_trial(1.0, 1.0, -2.0, math.nan) is None
+    assert _zoom_first_trial(1e-170, 1.0, -2.0, 5.0) is None  # alpha^2 underflows to 0: scipy's division by zero
+    assert _zoom_first_trial(1.0, 1.0, -2.0, -1.0) is None  # f(alpha) = f + slope alpha: no curvature, B = 0

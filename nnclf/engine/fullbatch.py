@@ -65,31 +65,33 @@ class Iteration(NamedTuple):
 
 
 class _Counted:
-    """Wraps ``objective``: counts calls and remembers the last point, so the line search's
-    separate calls for f and grad f at one point cost one evaluation."""
+    """Wraps ``objective``: counts calls and remembers every point evaluated in one iteration,
+    so the line search's separate calls for f and grad f at a point, and scipy's replay of the
+    points ``wolfe_line_search`` tried before handing over, cost one evaluation each (the
+    objective is deterministic: a point asked for again is not recomputed)."""
 
     def __init__(self, objective: Function):
         self.objective, self.calls = objective, 0
-        self.x: np.ndarray | None = None
-        self.g: np.ndarray | None = None
-        self.values: list[tuple[np.ndarray, float]] = []  # (point, f) of every evaluation
+        self.points: list[tuple[np.ndarray, float, np.ndarray]] = []  # (x, f, grad f), oldest first
 
     def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        # a new point nearly always differs in its first entry: that scalar test spares
-        # np.array_equal's Python layer (NaN != NaN, so a NaN point is new either way)
-        if self.x is None or x[0] != self.x[0] or not np.array_equal(x, self.x):
-            self.calls += 1
-            f, g = self.objective(x)
-            g = np.asarray(g, dtype=np.float64)
-            if g is self.g:  # an objective that hands back one buffer every call would overwrite the memo
-                g = g.copy()
-            self.x, self.f, self.g = np.array(x, dtype=np.float64), float(f), g
-            self.values.append((self.x, self.f))
-        return self.f, self.g
+        for point, f, g in reversed(self.points):
+            # a new point nearly always differs in its first entry: that scalar test spares
+            # np.array_equal's Python layer (NaN != NaN, so a NaN point is new either way)
+            if not x[0] != point[0] and np.array_equal(x, point):
+                return f, g
+        self.calls += 1
+        f, g = self.objective(x)
+        g = np.asarray(g, dtype=np.float64)
+        if any(g is kept for _, _, kept in self.points):  # an objective that reuses one buffer would overwrite the memo
+            g = g.copy()
+        f = float(f)
+        self.points.append((np.array(x, dtype=np.float64), f, g))
+        return f, g
 
     def value_at(self, x: np.ndarray) -> float | None:
         """f at a point evaluated before, or None."""
-        for point, f in self.values:
+        for point, f, _ in self.points:
             if np.array_equal(point, x):
                 return f
         return None
@@ -111,19 +113,32 @@ def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evalu
     The first trial is ``first_trial_step``. Returns (alpha, f_new, g_new) or (None, f, g).
     ``slope`` is g.d when the caller has computed it (the same dot product, not repeated).
 
-    When that first trial meets both conditions (for L-BFGS and Newton-CG nearly every
-    iteration: the quasi-Newton or Newton step of length 1), it is accepted here, with
-    scipy's own arithmetic and tests, so the result is the one scipy would return; only
-    otherwise does scipy's bracketing and zoom run, and its first call hits ``fun``'s memo of
-    the trial. The shortcut saves scipy's Python set-up in those iterations, part of the
-    per-iteration saving of benchmarks/RESULTS.md's fourth pass on small data.
+    scipy's search (Nocedal & Wright Algorithms 3.5 and 3.6) is used, but its two most common
+    outcomes are taken here first, with scipy's own arithmetic and tests, so that the result is
+    the one scipy would return while its Python set-up (about as long as an evaluation of a
+    small network's objective, benchmarks/RESULTS.md) is paid only in the remaining cases:
+
+    - the first trial meets both conditions (for L-BFGS and Newton-CG most iterations: the
+      quasi-Newton or Newton step of length 1): accepted;
+    - it fails the sufficient decrease (too long): scipy's zoom on [0, alpha_1] tries the
+      minimiser of the quadratic through f, g.d at 0 and f at alpha_1 (``_zoom_first_trial``);
+      if that point meets both conditions it is accepted.
+
+    Otherwise scipy's line search runs from the start; its calls at the points tried here hit
+    ``fun``'s memo, so the evaluations counted are the same as scipy's alone.
     """
     if slope is None:
         slope = float(np.dot(g, d))  # scipy's derphi0
     alpha = first_trial_step(f, previous_f, slope)
     if alpha != 0 and max_evaluations >= 1:
         f_new, g_new = fun(x + alpha * d)
-        if not f_new > f + c1 * alpha * slope and abs(np.dot(g_new, d)) <= -c2 * slope:
+        if f_new > f + c1 * alpha * slope:  # too long: scipy's zoom on [0, alpha] would try a_j first
+            a_j = _zoom_first_trial(alpha, f, slope, f_new)
+            if a_j is not None:
+                f_j, g_j = fun(x + a_j * d)
+                if not (f_j > f + c1 * a_j * slope or f_j >= f) and abs(np.dot(g_j, d)) <= -c2 * slope:
+                    return (float(a_j), f_j, g_j) if f_j <= f else (None, f, g)
+        elif abs(np.dot(g_new, d)) <= -c2 * slope:
             if not f_new <= f:  # as below
                 return None, f, g
             return float(alpha), f_new, g_new
@@ -139,6 +154,42 @@ def wolfe_line_search(fun: _Counted, x, d, f, g, c1: float, c2: float, max_evalu
     if not f_new <= f:  # strong Wolfe implies it; NaN or rounding noise must not move x
         return None, f, g
     return float(alpha), f_new, g_new
+
+
+def _zoom_first_trial(alpha: float, f: float, slope: float, f_alpha: float) -> float | None:
+    """The first point scipy's zoom (scipy.optimize._linesearch._zoom, iteration 0) tries on
+    [0, alpha] after alpha failed the sufficient decrease: the minimiser of the quadratic q
+    with q(0) = f, q'(0) = slope, q(alpha) = f_alpha (scipy's ``_quadmin``), or the midpoint
+    when that falls within 0.1 alpha of either end. Written out so that these iterations
+    need not run scipy's search; the same operations in the same order as scipy's, hence the
+    same double. scipy computes ``_quadmin`` under np.errstate(raise) and treats an overflow,
+    invalid operation or division by zero as "no minimiser"; rather than imitate each of those
+    in Python floats, None is returned (scipy then runs) whenever any input or intermediate
+    is not finite or a divisor is zero."""
+    if not (math.isfinite(f) and math.isfinite(slope) and math.isfinite(f_alpha) and math.isfinite(alpha) and alpha > 0):
+        return None
+    # _zoom(a_lo=0, a_hi=alpha, phi_lo=f, phi_hi=f_alpha, derphi_lo=slope): dalpha = alpha > 0
+    a_lo, dalpha = 0, alpha - 0
+    a, b = a_lo, alpha
+    qchk = 0.1 * dalpha
+    # _quadmin(a=0, fa=f, fpa=slope, b=alpha, fb=f_alpha)
+    D, C = f, slope
+    db = alpha - a_lo * 1.0
+    db2 = db * db
+    rest = f_alpha - D - C * db
+    if not (math.isfinite(db2) and db2 != 0 and math.isfinite(C * db) and math.isfinite(f_alpha - D) and math.isfinite(rest)):
+        return None
+    B = rest / db2
+    twice = 2.0 * B
+    if not (math.isfinite(B) and math.isfinite(twice) and twice != 0):
+        return None
+    step = C / twice
+    xmin = a_lo - step
+    if not (math.isfinite(step) and math.isfinite(xmin)):
+        return None
+    if xmin > b - qchk or xmin < a + qchk:
+        xmin = a_lo + 0.5 * dalpha
+    return xmin
 
 
 class FullBatchOptimizer(Optimizer):
