@@ -163,7 +163,7 @@ def part_a(seeds, dtype="float64"):
             r = runs[label]
             mn = statistics.median(r["t"])
             print(f"| {name} | {len(y_tr)} | {alpha:.4g} | {label} | {np.mean(r['acc']):.4f} | {np.mean(s['acc']):.4f} | {mn:.3f} | {ms:.3f} | "
-                  f"{mn / ms:.2f} | {statistics.median(r['it']):.0f} / {statistics.median(r['ev']):.0f} | "
+                  f"{mn / ms:.3f} | {statistics.median(r['it']):.0f} / {statistics.median(r['ev']):.0f} | "
                   f"{statistics.median(s['it']):.0f} / {statistics.median(s['ev']):.0f} |", flush=True)
         for label in INITS:
             print(f"<!-- {name} {label}: per split test acc {' '.join(f'{a:.4f}' for a in runs[label]['acc'])}; "

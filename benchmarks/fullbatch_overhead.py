@@ -1,4 +1,4 @@
-"""Where a full-batch run's time goes outside the arithmetic (issue 14, third and fourth pass). Four parts:
+"""Where a full-batch run's time goes outside the arithmetic (issue 14, third to fifth pass). Five parts:
 
 loop     L-BFGS through the Trainer (no run folder) on iris and digits, hidden (100,), relu,
          float64, Glorot-uniform start, gtol 1e-4 (beyond_bench's part-A setting): time per
@@ -20,6 +20,16 @@ direction  the L-BFGS direction (the two-loop recursion, 10 pairs) alone, on the
          --reps runs.
 
              PYTHONPATH=$PWD python benchmarks/fullbatch_overhead.py direction
+fits     --reps iris fits of ``loop``'s setting in float32 (lbfgs's default), and nothing else: a
+         workload for an instruction counter, which, unlike a clock, a busy host does not
+         disturb. Instructions per fit = (count at --reps 3 - count at --reps 1) / 2, which
+         leaves out the start-up:
+
+             valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+                 env OPENBLAS_NUM_THREADS=1 PYTHONPATH=$PWD python benchmarks/fullbatch_overhead.py fits --reps 1
+
+         (A count is not a time: valgrind counts each byte of a `rep stos` memset as an
+         instruction, and BLAS and the interpreter retire instructions at different rates.)
 cadence  ``runs.train`` (what ``nnclf train`` calls) on an lbfgs config with checkpoints and
          metrics.csv written every epoch (``_Checkpointer.WRITE_SECONDS = 0``) against at most
          every 2 s (the default), alternated; wall and CPU seconds. Needs a tree with the
@@ -44,7 +54,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _fit(x, y, k):
+def _fit(x, y, k, dtype="float64"):
     """L-BFGS through the Trainer from a Glorot-uniform start (only calls that older trees have)."""
     from nnclf.engine.losses import LOSSES
     from nnclf.engine.network import MLP
@@ -53,14 +63,24 @@ def _fit(x, y, k):
     from nnclf.trainer import Trainer
 
     loss = LOSSES.get("cross_entropy")(k)
-    net = MLP([x.shape[1], 100, loss.n_outputs], "relu", dtype="float64")
+    net = MLP([x.shape[1], 100, loss.n_outputs], "relu", dtype=dtype)
     rng = np.random.default_rng(0)
     net.initialize("xavier_uniform", rng)
-    opt = OPTIMIZERS.get("lbfgs")(net.params.size, "float64", net.weight_mask(), gtol=1e-4)
+    opt = OPTIMIZERS.get("lbfgs")(net.params.size, dtype, net.weight_mask(), gtol=1e-4)
     trainer = Trainer(net, loss, opt, SCHEDULES.get("constant")(1e-3, 200), epochs=200, batch_size=None, rng=rng,
                       weight_decay=1e-4, monitor="train_loss")
-    trainer.fit(x, y)
+    trainer.fit(x.astype(dtype), y)
     return trainer
+
+
+def fits(reps: int) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import beyond_bench as bb  # its data loading only
+
+    x, _, y, _, k = bb.load("iris", 0)
+    for _ in range(reps):
+        _fit(x, y, k, "float32")
+    print(f"{reps} iris fits", flush=True)
 
 
 def loop(reps: int) -> None:
@@ -185,7 +205,7 @@ def main() -> None:
 
     print(f"nnclf from {Path(nnclf.__file__).parent}", flush=True)
     parser = argparse.ArgumentParser()
-    parser.add_argument("part", choices=["loop", "pieces", "direction", "cadence"])
+    parser.add_argument("part", choices=["loop", "pieces", "direction", "fits", "cadence"])
     parser.add_argument("configs", nargs="*", default=[str(ROOT / "configs" / "lbfgs.yaml")])
     parser.add_argument("--reps", type=int, default=12)
     args = parser.parse_args()
@@ -201,6 +221,8 @@ def main() -> None:
         pieces(max(1, args.reps // 2))
     elif args.part == "direction":
         direction(max(1, args.reps // 2))
+    elif args.part == "fits":
+        fits(args.reps)
     else:
         cadence(args.configs, max(1, args.reps // 3))
 
