@@ -20,8 +20,8 @@ direction  the L-BFGS direction (the two-loop recursion, 10 pairs) alone, on the
          --reps runs.
 
              PYTHONPATH=$PWD python benchmarks/fullbatch_overhead.py direction
-fits     --reps iris fits of ``loop``'s setting in float32 (lbfgs's default), and nothing else: a
-         workload for an instruction counter, which, unlike a clock, a busy host does not
+fits     --reps iris fits of ``loop``'s setting in float32 (lbfgs's default), and nothing else (it
+         prints how often scipy's line search ran): a workload for an instruction counter, which, unlike a clock, a busy host does not
          disturb. Instructions per fit = (count at --reps 3 - count at --reps 1) / 2, which
          leaves out the start-up:
 
@@ -77,10 +77,20 @@ def fits(reps: int) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import beyond_bench as bb  # its data loading only
 
+    import scipy.optimize
+
+    searches = [0]
+    real = scipy.optimize.line_search
+
+    def counted(*args, **kwargs):  # (nnclf imports it from scipy.optimize at each call)
+        searches[0] += 1
+        return real(*args, **kwargs)
+
+    scipy.optimize.line_search = counted
     x, _, y, _, k = bb.load("iris", 0)
     for _ in range(reps):
-        _fit(x, y, k, "float32")
-    print(f"{reps} iris fits", flush=True)
+        trainer = _fit(x, y, k, "float32")
+    print(f"{reps} iris fits of {trainer.epoch} iterations; scipy's line search ran {searches[0] / reps:g} times a fit", flush=True)
 
 
 def loop(reps: int) -> None:
