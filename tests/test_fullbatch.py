@@ -394,7 +394,7 @@ def test_full_batch_methods_fit_a_regression_through_the_cli(cli, tmp_path, name
 
 
 def _scipy_wolfe(fun, x, d, f, g, c1, c2, maxiter, previous_f=None):
-    """The line search as it was before the shortcut: scipy's line_search throughout."""
+    """The line search as it was before the shortcuts: scipy's line_search throughout."""
     import warnings
 
     from scipy.optimize import line_search
@@ -414,9 +414,10 @@ def _scipy_wolfe(fun, x, d, f, g, c1, c2, maxiter, previous_f=None):
 @pytest.mark.parametrize("previous", [None, "near", "far"])
 @pytest.mark.parametrize("c2", [0.9, 0.1])
 def test_the_accepted_first_trial_gives_what_scipys_line_search_gives(scale, previous, c2):
-    """wolfe_line_search accepts a first trial that meets both Wolfe conditions itself and
-    hands the rest to scipy: alpha, f, g and the evaluations used must be those of scipy's
-    line search run alone, bit for bit, whichever case the trial falls in."""
+    """wolfe_line_search accepts a first trial that meets both Wolfe conditions itself (or the
+    zoom's first point after a too-long one) and hands the rest to scipy: alpha, f, g and the
+    evaluations used must be those of scipy's line search run alone, bit for bit, whichever
+    case the trial falls in."""
     from nnclf.engine.fullbatch import _Counted, wolfe_line_search
 
     rng = np.random.default_rng(11)
