@@ -460,7 +460,7 @@ class TableReader:
         cuttable = self.threads and compression is None and not self.stdin and codec in _CUTTABLE
         sniffed = sniff(path, head, text, complete, options.encoding, options.delimiter, cuttable)
         kwargs = dict(sep=sniffed.sep, decimal=sniffed.decimal, skipinitialspace=True, low_memory=False,
-                      **options.pandas(sniffed.names))
+                      **_exact_floats(), **options.pandas(sniffed.names))
         chunk_rows = self.chunk_rows or max(MIN_CHUNK_ROWS, MAX_BLOCK_BYTES // sniffed.line_bytes)
         if sniffed.data_start is not None:
             from .blocks import iter_blocks, parse_workers
@@ -597,6 +597,19 @@ class _ShortRowGuard(io.RawIOBase):
         n = min(len(buffer), len(self._pending))
         buffer[:n], self._pending = self._pending[:n], self._pending[n:]
         return n
+
+
+def _exact_floats() -> dict:
+    """read_csv's option for correctly rounded numbers. pandas before 3 parses floats with its own
+    fast routine, which keeps the first 17 digits of a number, leading zeros included, and drops
+    the rest: "0.0009039603161619703" reads as 0.0009039603161619, "0.00000000012345678901234567"
+    as 1.234567e-10. Its ``round_trip`` parser (the C library's, as Python's float()) reads every
+    number as written, at about 3x pandas' time for a file of floats (nnclf's whole read about 2x:
+    benchmarks/RESULTS.md, "Exact floats on pandas 2"); pandas 3 parses exactly by default and
+    deprecates the option."""
+    import pandas as pd
+
+    return {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
 
 
 def _ascii_fields(sep: str, encoding: str) -> bool:
