@@ -65,7 +65,7 @@ def _one_line_or_ok(r):
         assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data(), value=json_values)
 def test_any_value_anywhere_in_checkpoint_meta(project, tmp_path_factory, data, value):
     folder, arrays = project
@@ -89,7 +89,7 @@ def test_any_value_anywhere_in_checkpoint_meta(project, tmp_path_factory, data, 
     assert [r["run"] for r in rows] == ["run"]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data(), value=json_values)
 def test_any_value_anywhere_in_summary_json(project, tmp_path_factory, data, value):
     folder, _ = project
