@@ -74,12 +74,19 @@ class _Counted:
         self.objective, self.calls = objective, 0
         self.points: list[tuple[np.ndarray, float, np.ndarray]] = []  # (x, f, grad f), oldest first
 
-    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        for point, f, g in reversed(self.points):
+    def _find(self, x: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
+        """The remembered (x, f, g) at point x, newest first, or None."""
+        for entry in reversed(self.points):
             # a new point nearly always differs in its first entry: that scalar test spares
             # np.array_equal's Python layer (NaN != NaN, so a NaN point is new either way)
-            if not x[0] != point[0] and np.array_equal(x, point):
-                return f, g
+            if not x[0] != entry[0][0] and np.array_equal(x, entry[0]):
+                return entry
+        return None
+
+    def __call__(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        known = self._find(x)
+        if known is not None:
+            return known[1], known[2]
         self.calls += 1
         f, g = self.objective(x)
         g = np.asarray(g, dtype=np.float64)
@@ -91,10 +98,8 @@ class _Counted:
 
     def value_at(self, x: np.ndarray) -> float | None:
         """f at a point evaluated before, or None."""
-        for point, f, _ in self.points:
-            if np.array_equal(point, x):
-                return f
-        return None
+        known = self._find(x)
+        return None if known is None else known[1]
 
 
 def first_trial_step(f: float, previous_f: float | None, slope: float) -> float:
@@ -309,8 +314,9 @@ class FullBatchOptimizer(Optimizer):
                 self.status = 2
         return Iteration(f_new, fun.calls, products, alpha)
 
-    def _accept(self, alpha, d, f_new, g_new) -> None:
-        self.x += d if alpha == 1.0 else alpha * d  # (1.0 * d is d: no product to form)
+    def _accept(self, step, f_new, g_new) -> None:
+        """Move to x + step (step = alpha d) with f and grad f there."""
+        self.x += step
         self.f[1] = self.f[0]
         self.f[0] = f_new
         self.g = g_new  # _Counted's own float64 array (every objective call returns a new one)
@@ -466,7 +472,7 @@ class LBFGS(FullBatchOptimizer):
             self._forget()
         old_g = g
         d *= alpha  # s = alpha d, in d's own storage (d is not used again); x + s is x + alpha d
-        self._accept(1.0, d, f_new, g_new)
+        self._accept(d, f_new, g_new)
         self._remember(d, self.g - old_g)
         return 0, alpha
 
@@ -513,7 +519,7 @@ class ConjugateGradient(FullBatchOptimizer):
             self.status = 3
             return 0, 0.0
         old_g = g  # _accept rebinds self.g to a new array; g itself is not written
-        self._accept(alpha, d, f_new, g_new)
+        self._accept(alpha * d, f_new, g_new)
         g = self.g
         period = self.restart or self.n
         count = int(self.since_restart) + 1
@@ -644,7 +650,7 @@ class NewtonCG(FullBatchOptimizer):
         if alpha is None:
             self.status = 3
             return used, 0.0
-        self._accept(alpha, d, f_new, g_new)
+        self._accept(alpha * d, f_new, g_new)
         return used, alpha
 
 
