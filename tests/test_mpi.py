@@ -179,17 +179,38 @@ def _descends(pid: int, ancestor: int) -> bool:
     return False
 
 
-def _long_run(tmp_path: Path, name: str) -> subprocess.Popen:
-    command = [str(MPIRUN), "-n", "2", sys.executable, "-m", "nnclf", "train", "c.yaml", "--name", name, "--quiet",
-               "--set", "training.epochs=150"]
-    return subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+# An epoch of the test's data takes a few milliseconds: a run that a signal is to stop must be
+# one that nothing else ends first (with 150 epochs, a loaded machine delivered the Ctrl-C after
+# the run had finished, while the ranks were exiting, and they died of it)
+ENDLESS = 1_000_000
+
+
+@pytest.fixture
+def long_run(tmp_path):
+    """Start ``mpirun -n 2 nnclf train`` of ENDLESS epochs in the background; kill it at teardown."""
+    jobs: list[subprocess.Popen] = []
+
+    def start(name: str) -> subprocess.Popen:
+        command = [str(MPIRUN), "-n", "2", sys.executable, "-m", "nnclf", "train", "c.yaml", "--name", name, "--quiet",
+                   "--set", f"training.epochs={ENDLESS}"]
+        jobs.append(subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True))
+        return jobs[-1]
+
+    yield start
+    for job in jobs:
+        if job.poll() is None:  # a failed test left it running: end its ranks (each in a session of its own) and mpirun
+            for pid in _rank_pids(job.pid).values():
+                os.kill(pid, signal.SIGKILL)
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
 
 
 @needs_mpi
 @pytest.mark.slow
-def test_ctrl_c_stops_every_rank_at_one_batch_and_resume_finishes_the_run(tmp_path):
-    _setup(tmp_path, epochs=150)
-    job = _long_run(tmp_path, "cut")
+def test_ctrl_c_stops_every_rank_at_one_batch_and_resume_finishes_the_run(tmp_path, long_run):
+    _setup(tmp_path)
+    job = long_run("cut")
     last = tmp_path / "runs" / "cut" / "checkpoints" / "last.npz"
     _wait_for(last.exists, 120, "the first checkpoint")
     time.sleep(0.3)
@@ -197,11 +218,14 @@ def test_ctrl_c_stops_every_rank_at_one_batch_and_resume_finishes_the_run(tmp_pa
     out, err = job.communicate(timeout=60)
     assert job.returncode == 130, err
     assert "interrupted after epoch" in err and err.count("interrupted after epoch") == 1
-    assert json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())["status"] == "interrupted"
-    # the stop came at the same batch on both ranks, or the resumed run would not match
-    r = mpirun(tmp_path, ["train", "--resume", "runs/cut", "--quiet"], timeout=600)
+    summary = json.loads((tmp_path / "runs" / "cut" / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    # the stop came at the same batch on both ranks, or the resumed run would not match one that
+    # ran the same epochs without a stop (nothing in this config depends on training.epochs)
+    epochs = f"training.epochs={summary['epochs_run'] + 2}"
+    r = mpirun(tmp_path, ["train", "--resume", "runs/cut", "--quiet", "--set", epochs], timeout=600)
     assert r.returncode == 0, r.stderr
-    straight = mpirun(tmp_path, ["train", "c.yaml", "--name", "straight", "--quiet"], timeout=600)
+    straight = mpirun(tmp_path, ["train", "c.yaml", "--name", "straight", "--quiet", "--set", epochs], timeout=600)
     assert straight.returncode == 0, straight.stderr
     a, b = _checkpoint(tmp_path / "runs" / "straight"), _checkpoint(tmp_path / "runs" / "cut")
     assert all(a[k].tobytes() == b[k].tobytes() for k in a)
@@ -209,12 +233,12 @@ def test_ctrl_c_stops_every_rank_at_one_batch_and_resume_finishes_the_run(tmp_pa
 
 @needs_mpi
 @pytest.mark.slow
-def test_a_rank_whose_copy_of_the_signal_comes_late_ignores_it(tmp_path):
+def test_a_rank_whose_copy_of_the_signal_comes_late_ignores_it(tmp_path, long_run):
     # mpirun forwards Ctrl-C to each rank in turn; on a loaded machine one rank's copy can come
     # after every rank agreed (on the other's signal) to stop. Here rank 0 alone is signalled, and
     # rank 1 gets its copy 0.2 s later: whenever it lands, the run ends as one Ctrl-C would end it.
-    _setup(tmp_path, epochs=150)
-    job = _long_run(tmp_path, "late")
+    _setup(tmp_path)
+    job = long_run("late")
     _wait_for((tmp_path / "runs" / "late" / "checkpoints" / "last.npz").exists, 120, "the first checkpoint")
     pids: dict[int, int] = {}
     _wait_for(lambda: len(pids.update(_rank_pids(job.pid)) or pids) == 2, 30, "both ranks")
@@ -232,9 +256,9 @@ def test_a_rank_whose_copy_of_the_signal_comes_late_ignores_it(tmp_path):
 
 @needs_mpi
 @pytest.mark.slow
-def test_a_dying_rank_ends_every_rank_and_the_checkpoint_survives(tmp_path):
-    _setup(tmp_path, epochs=150)
-    job = _long_run(tmp_path, "dead")
+def test_a_dying_rank_ends_every_rank_and_the_checkpoint_survives(tmp_path, long_run):
+    _setup(tmp_path)
+    job = long_run("dead")
     last = tmp_path / "runs" / "dead" / "checkpoints" / "last.npz"
     _wait_for(last.exists, 120, "the first checkpoint")
     pids: dict[int, int] = {}
