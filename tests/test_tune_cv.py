@@ -19,13 +19,13 @@ from conftest import DATA, merged, write_config
 
 pytest.importorskip("optuna")
 
-# scaling: none, so a fold trained from a CSV of its own rows sees the very same numbers
+# standard scaling (the default): a fold fits its own, so a fold trained from CSVs of its own rows
+# sees the very same numbers
 BASE = f"""
 seed: 3
 data:
   train: {DATA / 'iris.csv'}
   target: species
-  scaling: none
   val_split: 0.3333
 model:
   hidden: [8]
@@ -109,6 +109,46 @@ def test_regression_folds_are_plain_and_partition_the_pool(tmp_path):
     # the dealing depends on the split seed, not on the trial
     assert not np.array_equal(fold_data(p, 1, 5, cfg.seed + 1).val.rows, vals[1].rows)
     assert np.array_equal(fold_data(p, 1, 5, cfg.seed).val.rows, vals[1].rows)
+
+
+@pytest.mark.parametrize("task, source, extra", [
+    ("classification", "penguins.csv", "target: species, categorical: [island, sex], missing_indicators: true"),
+    ("classification", "wine.csv", "target: class, scaling: minmax"),
+    ("regression", "diabetes.csv", "target: progression"),
+    ("reconstruction", "wine.csv", "target: null, ignore: [class]"),
+])
+def test_a_fold_is_prepared_like_a_split_of_its_own_rows(tmp_path, task, source, extra):
+    """prepare(..., fold=(f, K)) equals the ordinary preparation of CSVs holding exactly the
+    fold's training, validation and test rows: imputation, categories, scaling and the
+    regression targets' scaling are fitted on the fold's training rows alone (no statistic of
+    its validation rows), and the rows are those of the dealing (``fold_data``)."""
+    from nnclf.config import load_config
+    from nnclf.data.dataset import prepare
+    from nnclf.tune.folds import fold_data
+
+    text = merged(BASE, f"task: {task}\ndata: {{train: {DATA / source}, val_split: 0.25, {extra}}}")
+    cfg, p = _prepared(text, tmp_path)
+    frame = pd.read_csv(DATA / source)
+    for fold in (1, 3):
+        got = prepare(cfg.data, cfg.seed, cfg.training.dtype, task=task, fold=(fold, 4))
+        cut = fold_data(p, fold, 4, cfg.seed)
+        for role in ("train", "val", "test"):
+            assert np.array_equal(getattr(got, role).rows, getattr(cut, role).rows), role
+            frame.iloc[getattr(got, role).rows].to_csv(tmp_path / f"{role}{fold}.csv", index=False)
+        ref_cfg = load_config(write_config(tmp_path, merged(text, f"""
+data: {{train: {tmp_path / f'train{fold}.csv'}, val: {tmp_path / f'val{fold}.csv'}, test: {tmp_path / f'test{fold}.csv'}, val_split: 0, test_split: 0}}
+"""), f"ref{fold}.yaml"))
+        ref = prepare(ref_cfg.data, ref_cfg.seed, ref_cfg.training.dtype, task=task)
+        for role in ("train", "val", "test"):
+            assert np.array_equal(getattr(got, role).x, getattr(ref, role).x), role
+            assert np.array_equal(getattr(got, role).y, getattr(ref, role).y), role
+        assert got.preprocessor.to_json() == ref.preprocessor.to_json()
+        # and not the ordinary split's fitted statistics: the fold's validation rows are left out
+        assert got.preprocessor.to_json() != p.preprocessor.to_json()
+        assert not np.array_equal(got.val.x, cut.val.x)
+        if task == "regression":
+            assert got.targets.state == ref.targets.state != p.targets.state
+    assert prepare(cfg.data, cfg.seed, cfg.training.dtype, task=task, fold=(0, 4)).preprocessor.to_json() == p.preprocessor.to_json()
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -200,6 +240,48 @@ optimizer: {{lr: {trial['params']['optimizer.lr']!r}}}
 
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{folder / 'study.db'}")
     assert study.trials[0].value == trial["value"]
+
+
+def test_each_fold_is_prepared_once_per_study(tmp_path):
+    """Folds 1..K-1 are prepared from the CSV in the first trial and kept: later trials read
+    nothing again (the memo holds fold 0 and each other fold)."""
+    from nnclf.tune import study as st
+    from nnclf.tune.prepared import process_memo
+
+    setup = st.prepare_study(config(tmp_path, "tune: {trials: 3}"), runs_dir=tmp_path / "runs")
+    seen = []
+
+    class Look:  # on the trials' own runs (fold 0), not on the in-memory folds
+        def on_epoch_end(self, trainer, record, improved):
+            seen.append((len(process_memo()), process_memo().misses))
+
+    result = st.tune(setup, callbacks=[Look()])
+    assert result.ran == 3
+    first, last = seen[0], seen[-1]
+    assert first[0] == 1 and last[0] == 3  # fold 0, then folds 1 and 2 beside it
+    assert last[1] - first[1] == 2  # folds 1 and 2 prepared once, in the first trial
+
+
+def test_cv_on_the_memory_mapped_cache_cuts_the_folds_from_its_arrays(cli, tmp_path):
+    """data.cache: mmap keeps no data in memory: a fold is cut from the trial's memory-mapped
+    arrays (fold 0's preprocessing), and its value is that of a fold trained on them."""
+    from nnclf.config import load_config
+    from nnclf.data.cache import DiskCache
+    from nnclf.data.dataset import prepare
+    from nnclf.tune.folds import fold_data, fold_seed, train_fold
+
+    path = config(tmp_path, f"data: {{cache: mmap, cache_dir: {tmp_path / 'cache'}}}", "tune: {trials: 1}")
+    result = cli(f"tune {path} --study s -q")
+    assert result.exit_code == 0, result.stderr
+    trial = json.loads((tmp_path / "runs" / "s" / "trial-0000" / "trial.json").read_text())
+    assert len(trial["cv"]["values"]) == 3
+    # the trial's own config (as the study makes it: data.split_seed is the config's seed, 3)
+    cfg = load_config(path, ["tune=null", f"seed={trial['seed']}", "data.split_seed=3", f"optimizer.lr={trial['params']['optimizer.lr']!r}"])
+    p = prepare(cfg.data, cfg.seed, cfg.training.dtype, task=cfg.task, cache=DiskCache(cfg.data.cache_dir, cfg.data, cfg.seed, cfg.training.dtype))
+    assert isinstance(p.train.x, np.memmap)
+    fold_cfg = cfg.model_copy(deep=True)
+    fold_cfg.seed = fold_seed(cfg.seed, 2)
+    assert train_fold(fold_cfg, fold_data(p, 2, 3, 3), "val_loss")["value"] == trial["cv"]["values"][2]
 
 
 def test_fold_0_is_the_ordinary_run_and_best_yaml_repeats_it(cli, tmp_path):

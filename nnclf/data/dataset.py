@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import NnclfError, Warn
 from ..registry import did_you_mean
+from .folds import fold_positions
 from .labels import Labels
 from .preprocess import Preprocessor, TransformNotes
 from .reading import ChunkedTable, ReadOptions, quote_cell, read_chunks, read_table_hashed
@@ -155,8 +156,14 @@ def check_class_target(series, source: str, target: str, warn: Warn) -> None:
 
 
 def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None, task: str = "classification",
-            cache=None) -> Prepared:
+            cache=None, fold: Optional[tuple[int, int]] = None) -> Prepared:
     """Read the training (and optional val/test) CSVs, split, fit on train, transform all.
+
+    ``fold = (f, K)``: fold f of the K cross-validation folds of the training pool
+    (``nnclf.data.folds``) instead of the ordinary split: its validation rows are fold f and its
+    training rows the rest of the pool, and the preprocessing (and regression targets' scaling)
+    is fitted on those training rows alone, as for any split. The test split is the ordinary
+    one. Fold 0 is the ordinary split. Not with ``cache``.
 
     Regression and reconstruction have real-valued targets and plain shuffled splits: see
     ``nnclf.data.targets.prepare_real``.
@@ -169,8 +176,10 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
             raise NnclfError(f"data.cache: mmap is implemented for task: classification only so far; set data.cache: memory for task: {task}")
         from .targets import prepare_real
 
-        return prepare_real(data, seed, dtype, warn, task)
+        return prepare_real(data, seed, dtype, warn, task, fold)
     if cache is not None:
+        if fold is not None:
+            raise ValueError("cross-validation folds are not prepared from the memory-mapped cache")
         hit = cache.load(warn)
         if hit is not None:
             return hit
@@ -178,10 +187,10 @@ def prepare(data, seed: int, dtype: str = "float32", warn: Warn = lambda m: None
             return _prepare(data, seed, dtype, cache.recording(warn), cache)
         finally:
             cache.abandon()  # (a no-op once the entry is in place)
-    return _prepare(data, seed, dtype, warn, None)
+    return _prepare(data, seed, dtype, warn, None, fold)
 
 
-def _prepare(data, seed: int, dtype: str, warn: Warn, cache) -> Prepared:
+def _prepare(data, seed: int, dtype: str, warn: Warn, cache, fold: Optional[tuple[int, int]] = None) -> Prepared:
     source = data.train
     # the training file stays in the chunks it was read in (ChunkedTable, or SpillTable on disk
     # for the cache): fitting and transforming take one joined column at a time, so the parsed
@@ -216,6 +225,8 @@ def _prepare(data, seed: int, dtype: str, warn: Warn, cache) -> Prepared:
     frame_positions = np.arange(len(frame))
     test_pos = held_out(data.test_split, "test_split") if data.test is None and data.test_split > 0 else None
     val_pos = held_out(data.val_split, "val_split") if data.val is None and data.val_split > 0 else None
+    if fold is not None:
+        frame_positions, val_pos = fold_positions(frame_positions, val_pos, frame.index.to_numpy(), y_all, fold, seed, source)
     if len(np.unique(y_all[frame_positions])) < 2:
         raise NnclfError(f"{source}: the training split holds a single class; use more data or smaller splits")
     pre = Preprocessor.fit(

@@ -91,8 +91,9 @@ def shuffled_holdout(positions: np.ndarray, fraction: float, rng: np.random.Gene
     return np.sort(positions[order[n_held:]]), np.sort(positions[order[:n_held]])
 
 
-def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str):
-    """``prepare`` for task: regression (y = scaled targets (n, m)) and reconstruction (y = x)."""
+def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str, fold: Optional[tuple[int, int]] = None):
+    """``prepare`` for task: regression (y = scaled targets (n, m)) and reconstruction (y = x);
+    ``fold`` as there (plain folds: no classes to stratify by)."""
     from .dataset import Prepared, Split, select_features
     from .reading import fingerprint, read_table
 
@@ -123,6 +124,10 @@ def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str):
 
     test_pos = held_out(data.test_split, "test_split") if data.test is None and data.test_split > 0 else None
     val_pos = held_out(data.val_split, "val_split") if data.val is None and data.val_split > 0 else None
+    if fold is not None:
+        from .folds import fold_positions
+
+        positions, val_pos = fold_positions(positions, val_pos, frame.index.to_numpy(), None, fold, seed, source)
     target_key = None if not names else names[0] if len(names) == 1 else list(names)
     pre = Preprocessor.fit(
         frame, features, target_key, source, categorical=data.categorical, max_categories=data.max_categories,

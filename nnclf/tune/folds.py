@@ -1,25 +1,19 @@
 """Cross-validated trial scores (``tune.cv: K``): the folds of the training pool and their runs.
 
-The *pool* is every row that is not a test row: the ordinary run's training rows T and its
-validation rows V (``data.val_split`` of the pool, stratified for classification). The folds
-partition the pool:
+The folds themselves (fold 0 = the config's validation split, folds 1..K-1 the rest of the pool
+dealt into K-1 parts, stratified for classification) are the data layer's:
+``nnclf.data.folds``. With ``data.val_split`` = 1/K (required, ``space._parse_cv``) the K folds
+are equal to within rounding; every trial is scored on the same folds.
 
-    fold 0      = V, the config's own validation split, so fold 0's run is exactly the
-                  ordinary run (the trial's run folder, which ``nnclf train best.yaml`` repeats)
-    folds 1..K-1 = T dealt into K-1 parts: for classification each class's rows, shuffled,
-                  are dealt in turn (one running count over the classes), so every fold holds
-                  n_c / (K - 1) rows of class c to within one and the folds' sizes differ by at
-                  most one; for regression and reconstruction a plain shuffle dealt the same way
-
-With ``data.val_split`` = 1/K (required, ``space._parse_cv``) the K folds are equal to within
-rounding. The dealing draws from its own stream of ``data.split_seed`` and K, not from the
-trial, so every trial is scored on the same folds.
-
-Fold k >= 1 trains on pool \\ fold k and is scored on fold k. Its arrays are cut from the
-prepared arrays of the ordinary run (``nnclf.tune.prepared``: no CSV is read again), i.e. the
-features are scaled, imputed and one-hot encoded (and regression targets standardised) with
-the statistics of T, which contains fold k: those unsupervised statistics see fold k's
-features (the labels, and every metric, are untouched; regression metrics are in target units).
+Fold k >= 1 trains on pool \\ fold k and is scored on fold k. Its data is prepared as for any
+split (``nnclf.data.dataset.prepare(..., fold=(k, K))``, through the worker's prepared-data
+memo, so the CSV is read once per fold and study, not per trial): the preprocessing (imputation,
+one-hot categories, feature scaling, regression targets' scaling) is fitted on the fold's
+training rows alone, so no statistic of a fold's validation rows reaches its training, as in
+scikit-learn's ``cross_val_score`` over a pipeline. With ``data.cache: mmap`` (data that is not
+held in memory) a fold's arrays are instead cut from the trial's memory-mapped arrays
+(``fold_data``): there its features are scaled with the statistics of fold 0's training rows,
+which contain fold k's rows (their features only; never labels, targets or test rows).
 Fold k trains from its own seed (a word of SeedSequence([trial seed, k])) with the trial's
 every other setting, early stopping on its own validation rows; its value is the metric at
 its monitored best epoch, as fold 0's is.
@@ -33,9 +27,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..data.folds import pool_folds
 from ..errors import NnclfError
-
-FOLD_STREAM = 0xC5  # tags the dealing's random stream (apart from the split's and the models')
 
 
 def fold_seed(trial_seed: int, fold: int) -> int:
@@ -43,29 +36,6 @@ def fold_seed(trial_seed: int, fold: int) -> int:
     if fold == 0:
         return int(trial_seed)
     return int(np.random.SeedSequence([int(trial_seed), int(fold)]).generate_state(1)[0])
-
-
-def pool_folds(rows: np.ndarray, is_val: np.ndarray, labels: Optional[np.ndarray], k: int, split_seed: int) -> np.ndarray:
-    """The fold (0..k-1) of every pool row.
-
-    rows (n,): data-row numbers of the pool, any order; is_val (n,) bool: the config's
-    validation rows (fold 0); labels (n,) class indices, or None (plain folds). Returns (n,)
-    int64 aligned with ``rows``."""
-    n = len(rows)
-    folds = np.zeros(n, dtype=np.int64)
-    rest = np.flatnonzero(~is_val)
-    rest = rest[np.argsort(rows[rest], kind="stable")]  # a canonical order: the data-row numbers
-    rng = np.random.default_rng(np.random.SeedSequence([int(split_seed), FOLD_STREAM, int(k)]))
-    if labels is None:
-        order = rest[rng.permutation(len(rest))]
-    else:
-        parts = []
-        for c in np.unique(labels[rest]):
-            members = rest[labels[rest] == c]
-            parts.append(members[rng.permutation(len(members))])
-        order = np.concatenate(parts) if parts else rest
-    folds[order] = 1 + np.arange(len(order)) % (k - 1)
-    return folds
 
 
 def check_folds(prepared, k: int, source: str = "tune.cv") -> None:
@@ -102,8 +72,10 @@ def _join(a, b):
 
 
 def fold_data(prepared, fold: int, k: int, split_seed: int):
-    """A shallow copy of ``prepared`` whose train/val splits are fold ``fold``'s (fold 0: the
-    prepared splits themselves). The test split is the same object, never read by a fold."""
+    """A shallow copy of ``prepared`` whose train/val splits are fold ``fold``'s, cut from its
+    arrays (fold 0: the prepared splits themselves): the memory-mapped cache's folds, whose
+    features keep ``prepared``'s preprocessing (the module docstring). The test split is the
+    same object, never read by a fold."""
     if fold == 0:
         return prepared
     pool = _join(prepared.train, prepared.val)
@@ -114,6 +86,22 @@ def fold_data(prepared, fold: int, k: int, split_seed: int):
     out.train = _cut(pool, np.flatnonzero(folds != fold))
     out.val = _cut(pool, np.flatnonzero(folds == fold))
     return out
+
+
+def prepare_fold(cfg, prepared, fold: int, k: int, split_seed: int):
+    """Fold ``fold``'s data for trial config ``cfg`` (``data.split_seed`` fixed by the study):
+    prepared from the data files with the fold's own preprocessing, through this process's
+    memo; with ``data.cache: mmap`` cut from the trial's ``prepared`` arrays instead (the module
+    docstring)."""
+    from .. import runs
+    from .prepared import process_memo
+
+    if fold == 0:
+        return prepared
+    if runs._cache_mode(cfg, lambda m: None) == "mmap":
+        return fold_data(prepared, fold, k, split_seed)
+    # (the trial's run gave the data's warnings once; a fold's would repeat them)
+    return process_memo().prepare(cfg.data, cfg.seed, cfg.training.dtype, lambda m: None, cfg.task, fold=(fold, k))
 
 
 def train_fold(cfg, prepared, metric: str, stop=None) -> dict:

@@ -11,6 +11,7 @@ arrays of an earlier call when everything preparation depends on is unchanged:
   ``data.scaling`` gives another entry),
 - the seed the split is drawn from (``data.split_seed``, else ``seed``),
 - the dtype (``training.dtype``) and the task,
+- the cross-validation fold (``tune.cv``: each fold's split and preprocessing is its own entry),
 - each input file's identity: resolved path, device, inode, size and modification time in
   nanoseconds (a file rewritten between trials, even to the same size, is read again).
 
@@ -42,8 +43,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 # Entries kept: the latest always; older ones while all of them together stay under this
-# many bytes of arrays (a choice over data.scaling alternates between a few entries).
-MAX_ENTRIES = 4
+# many bytes of arrays. A trial with tune.cv: K asks for K entries in turn (fold 0, the
+# ordinary split, then each other fold), and a choice over data.scaling multiplies them: with
+# fewer places than that, least-recently-used eviction would drop each entry just before its
+# next use and every trial would read the CSV K times.
+MAX_ENTRIES = 32
 MAX_BYTES = 256 * 2**20
 
 
@@ -62,7 +66,7 @@ def _file_identity(path: Optional[str]) -> Optional[tuple]:
     return (str(p.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def memo_key(data, seed: int, dtype: str, task: str) -> Optional[str]:
+def memo_key(data, seed: int, dtype: str, task: str, fold: Optional[tuple[int, int]] = None) -> Optional[str]:
     """The key of a preparation, or None when it must not be kept (an input that is not a
     regular file, or the memory-mapped cache)."""
     if getattr(data, "cache", "memory") == "mmap":
@@ -79,7 +83,7 @@ def memo_key(data, seed: int, dtype: str, task: str) -> Optional[str]:
     split_seed = getattr(data, "split_seed", None)
     return json.dumps(
         {"data": data.model_dump(mode="json"), "split_seed": split_seed if split_seed is not None else int(seed),
-         "dtype": str(dtype), "task": task, "files": files},
+         "dtype": str(dtype), "task": task, "files": files, **({"fold": [int(fold[0]), int(fold[1])]} if fold else {})},
         sort_keys=True, default=str,
     )
 
@@ -129,9 +133,9 @@ class PreparedMemo:
         self.misses = 0
 
     def prepare(self, data, seed: int, dtype: str = "float32", warn: Callable[[str], None] = lambda m: None,
-                task: str = "classification", cache=None):
+                task: str = "classification", cache=None, fold: Optional[tuple[int, int]] = None):
         self.collect()
-        key = None if cache is not None else memo_key(data, seed, dtype, task)
+        key = None if cache is not None else memo_key(data, seed, dtype, task, fold)
         if key is not None and key in self._entries:
             self._entries.move_to_end(key)
             prepared, warnings = self._entries[key]
@@ -146,7 +150,7 @@ class PreparedMemo:
             warnings.append(message)
             warn(message)
 
-        prepared = self._prepare(data, seed, dtype, record, task, cache=cache)
+        prepared = self._prepare(data, seed, dtype, record, task, cache=cache, fold=fold)
         if key is None:
             return prepared
         return _shallow(self._keep(key, prepared, warnings))

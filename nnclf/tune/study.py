@@ -652,12 +652,13 @@ def _diverged(setup: StudySetup, trial, folder: Path, params: dict, error: str) 
 
 def _other_folds(setup: StudySetup, number: int, overrides: list[str], prepared, value0: float, summary: dict, stop) -> dict:
     """Folds 1..K-1 of trial ``number`` (fold 0 is its run, value ``value0``): trained in
-    memory on the run's prepared arrays. Returns the trial.json ``cv`` record: values, best
-    epochs, epochs and seeds per fold, their mean and (population) standard deviation;
+    memory, each on its own prepared data (``folds.prepare_fold``). Returns the trial.json
+    ``cv`` record: values, best epochs, epochs and seeds per fold, their mean and (population)
+    standard deviation;
     ``interrupted`` or ``error`` (a fold diverged) instead when the folds did not all finish."""
     from ..config import load_config
     from ..trainer import TrainingDiverged
-    from .folds import check_folds, fold_data, fold_seed, train_fold
+    from .folds import check_folds, fold_seed, prepare_fold, train_fold
 
     k = setup.spec.cv
     check_folds(prepared, k, f"{setup.config_path}: tune.cv")
@@ -667,7 +668,7 @@ def _other_folds(setup: StudySetup, number: int, overrides: list[str], prepared,
         fold_cfg = cfg.model_copy(deep=True)
         fold_cfg.seed = fold_seed(cfg.seed, fold)
         try:
-            r = train_fold(fold_cfg, fold_data(prepared, fold, k, setup.split_seed), setup.spec.metric, stop)
+            r = train_fold(fold_cfg, prepare_fold(cfg, prepared, fold, k, setup.split_seed), setup.spec.metric, stop)
         except TrainingDiverged as e:
             return {"error": f"fold {fold}: {e}"}
         if r["interrupted"]:
