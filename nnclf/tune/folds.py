@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Optional
 
 import numpy as np
 
