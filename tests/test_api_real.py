@@ -302,6 +302,23 @@ def test_one_row_and_many_rows_agree_to_float32_rounding():
         np.testing.assert_allclose(alone, full, rtol=2e-6, atol=2e-6)
 
 
+def test_rows_in_another_order_agree_to_float32_rounding_and_exactly_in_float64():
+    """What check_methods_sample_order_invariance's expected failure (float32) is about: rows
+    predicted in another order sit at other positions of the matrix products, whose float32
+    sums then differ in the last bits, never more; in float64 the permuted predictions agree
+    to float64 rounding."""
+    rng = np.random.default_rng(8)
+    X, y = rng.uniform(0, 3, size=(30, 3)), rng.normal(size=30)
+    order = rng.permutation(30)
+    for dtype, tol in (("float32", 4e-6), ("float64", 1e-13)):
+        for est in (nnclf.Regressor(epochs=20, dtype=dtype, random_state=1).fit(X, y),
+                    nnclf.Autoencoder(epochs=20, dtype=dtype, random_state=1).fit(X),
+                    nnclf.Classifier(epochs=20, dtype=dtype, random_state=1).fit(X, (y > 0).astype(int))):
+            methods = ("predict", "predict_proba") if isinstance(est, nnclf.Classifier) else ("predict",)
+            for method in methods:
+                np.testing.assert_allclose(getattr(est, method)(X[order]), getattr(est, method)(X)[order], rtol=tol, atol=tol)
+
+
 def test_pickle_and_clone_keep_a_fitted_model():
     from sklearn.base import clone
 

@@ -50,6 +50,16 @@ FLOAT32_ROWS = (
 )
 
 
+FLOAT32_ORDER = (
+    "float32: the check predicts the rows in another order, which puts each row at another "
+    "position of the matrix products; OpenBLAS computes the edge tiles of a product with other "
+    "kernels than its interior, so a row's float32 sums can differ in the last bits with its "
+    "position (measured up to 2e-6 on outputs near 1 on a Haswell kernel, above the check's "
+    "rtol of 1e-7; on other CPUs it passes); the float64 configurations pass, and "
+    "tests/test_api_real.py checks permuted rows to float32 rounding"
+)
+
+
 def expected_failed_checks(estimator):
     """check name -> why it cannot pass for this configuration; every other check must pass."""
     expected = {}
@@ -57,6 +67,7 @@ def expected_failed_checks(estimator):
         expected["check_sample_weight_equivalence_on_dense_data"] = MINI_BATCH_WEIGHTS
     if estimator.dtype == "float32":
         expected["check_methods_subset_invariance"] = FLOAT32_ROWS
+        expected["check_methods_sample_order_invariance"] = FLOAT32_ORDER
     return expected
 
 
