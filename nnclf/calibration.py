@@ -86,6 +86,16 @@ def calibration_of(meta: dict, path) -> float:
     return float(t)
 
 
+def _needs_classes(model, path) -> None:
+    """A regression or reconstruction model has no class probabilities to rescale."""
+    task = getattr(model, "task", "classification")
+    if task != "classification":
+        raise NnclfError(
+            f"{path}: calibrate needs a classification model (temperature scaling rescales class "
+            f"probabilities); this one is task: {task}"
+        )
+
+
 def calibrate_checkpoint(path: Path, x: np.ndarray, y: np.ndarray, fitted_on: str, output: Optional[Path] = None) -> dict:
     """Fit T for the weights in checkpoint ``path`` on features x (n, d) and labels y (n,), and
     write the checkpoint with ``calibration`` in its meta to ``output`` (default: in place).
@@ -94,6 +104,7 @@ def calibrate_checkpoint(path: Path, x: np.ndarray, y: np.ndarray, fitted_on: st
     from .model import TrainedModel
 
     model = TrainedModel.load(path)
+    _needs_classes(model, path)
     with np.errstate(over="ignore", invalid="ignore"):
         logits = on_one_thread(model.net.logits, x)
         entry = fit_temperature(logits, y, model.loss.predict_proba)
@@ -131,6 +142,7 @@ def calibrate_run(
     if not output.parent.is_dir():
         raise NnclfError(f"{output}: folder {output.parent} does not exist")
     model = TrainedModel.load(source_path)
+    _needs_classes(model, source_path)  # before any data is read
     if data is None:
         frame, source = held_out_rows(model, Path(run), "val")
     else:

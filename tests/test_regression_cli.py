@@ -303,6 +303,20 @@ def test_encode_refuses_a_classifier(cli, tmp_path):
     )
 
 
+@pytest.mark.parametrize("task", ["regression", "reconstruction"])
+def test_calibrate_refuses_a_model_without_class_probabilities(cli, tmp_path, task):
+    regression_csv(tmp_path / "data.csv")
+    text = REGRESSION.format(target="y1", epochs=2).replace("regression", task)
+    run = trained(cli, tmp_path, text.replace("[16]", "[4, 2, 4]") if task == "reconstruction" else text)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    for args in ("", " data.csv"):
+        r = cli(f"calibrate runs/r{args}")
+        assert (r.exit_code, r.stderr) == (
+            1, f"error: runs/r/checkpoints/best.npz: calibrate needs a classification model (temperature scaling "
+            f"rescales class probabilities); this one is task: {task}\n")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
+
+
 def test_reconstruction_resume_equals_uninterrupted(cli, tmp_path):
     full = trained(cli, tmp_path, AUTOENCODER.format(train=DATA / "digits.csv", epochs=4), "full")
     part = trained(cli, tmp_path, AUTOENCODER.format(train=DATA / "digits.csv", epochs=2), "part")
