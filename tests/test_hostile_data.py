@@ -79,6 +79,25 @@ def test_integer_labels_are_numbers_sorted_as_numbers(cli, tmp_path):
     assert _meta(tmp_path)["labels"] == [-3, 2, 10]
 
 
+def test_minus_zero_is_a_label_of_its_own_not_a_second_integer_zero(cli, tmp_path):
+    # '-0' is not a plainly written integer: as an integer it would be a second class 0 (two
+    # output units for one label, and its rows encoded as unseen: training failed)
+    rows = [[str(i % 5), str(i % 3), ["0", "-0", "1"][i % 3]] for i in range(60)]
+    _write_rows(tmp_path / "d.csv", ["a", "b", "label"], rows)
+    _config(tmp_path)
+    r = cli("train c.yaml --name r --quiet")
+    assert r.exit_code == 0, r.stderr
+    assert _meta(tmp_path)["labels"] == ["-0", "0", "1"]
+    header = _predictions(cli, "runs/r", "d.csv")[0]
+    assert header == ["prediction", "proba_-0", "proba_0", "proba_1"]
+    # a model with integer labels matches a '-0' cell as the number 0 (like '0.0')
+    _write_rows(tmp_path / "d.csv", ["a", "b", "label"], [[r[0], r[1], r[2].lstrip("-")] for r in rows])
+    assert cli("train c.yaml --name ints --quiet").exit_code == 0
+    _write_rows(tmp_path / "e.csv", ["a", "b", "label"], [["1", "1", "-0"], ["2", "2", "1"]])
+    report = json.loads(cli("evaluate runs/ints e.csv --json").stdout)
+    assert report["n"] == 2 and report["unknown_labels"] == 0
+
+
 def test_a_missing_value_token_in_the_target_is_a_class_and_said_so(cli, tmp_path):
     rows = [[str(i % 5), str(i % 3), ["NA", "yes"][i % 2]] for i in range(40)]
     rows[3][2] = ""  # an empty cell is a missing label
