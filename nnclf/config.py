@@ -533,6 +533,8 @@ def apply_override(raw: dict, item: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise NnclfError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+    if "" in key.split("."):  # 'model..hidden' would make a section named '' and blame a file line
+        raise NnclfError(f"--set {_shown(key)}: a dotted key with an empty name in it; expected e.g. --set model.hidden=[64]")
     try:
         value = yaml.load(text, Loader=_StrictLoader) if text.strip() else None  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError, ValueError):

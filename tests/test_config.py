@@ -237,6 +237,15 @@ def test_set_without_equals(cli, tmp_path):
     _fails(cli, tmp_path, DATA, "--set 'optimizer.lr': expected KEY=VALUE, e.g. --set optimizer.lr=0.01", "--set optimizer.lr")
 
 
+@pytest.mark.parametrize("key", ["model..hidden", ".seed", "seed.", "tune.space..x"])
+def test_set_key_with_an_empty_name_is_refused(cli, tmp_path, key):
+    # was "c.yaml, line N: model.: unknown key" (a file line for a --set typo), "--set seed: input
+    # should be a valid integer" (seed became a section), or for tune.space silently accepted
+    _fails(cli, tmp_path, DATA + "model:\n  hidden: [4]\n",
+           f"--set '{key}': a dotted key with an empty name in it; expected e.g. --set model.hidden=[64]",
+           f"--set {key}=1")
+
+
 def test_relative_paths_in_file_resolve_against_its_folder_and_set_against_cwd(cli, tmp_path):
     (tmp_path / "configs").mkdir()
     write_config(tmp_path / "configs", "data:\n  train: ../data/train.csv\n  target: label\n  val: v.csv\n", "c.yaml")
