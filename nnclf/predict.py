@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,9 @@ def checkpoint_path(run: str | Path, which: str) -> Path:
         return run
     if not run.exists():
         raise NnclfError(f"{run}: no such run folder or checkpoint file")
+    if not run.is_dir():  # a FIFO, a device: no checkpoint to validate before reading its arrays
+        kind = "a pipe (FIFO or process substitution)" if stat.S_ISFIFO(run.stat().st_mode) else "not a regular file"
+        raise NnclfError(f"{run}: is {kind}; expected a run folder or a checkpoint file")
     if which == "auto":
         which = "refit" if (run / "checkpoints" / "refit.npz").is_file() else "best"
     path = run / "checkpoints" / f"{which}.npz"

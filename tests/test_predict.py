@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -374,6 +375,10 @@ def test_evaluate_and_predict_name_bad_runs(cli, three, tmp_path):
         (tmp_path / "empty").mkdir(exist_ok=True)
         r = cli([command, "empty", data])
         assert (r.exit_code, r.stderr) == (1, "error: empty: no checkpoints/best.npz (is it a run folder?)\n")
+        if not (tmp_path / "fifo").exists():
+            os.mkfifo(tmp_path / "fifo")
+        r = cli([command, "fifo", data])  # neither a folder nor a file to read a checkpoint from
+        assert (r.exit_code, r.stderr) == (1, "error: fifo: is a pipe (FIFO or process substitution); expected a run folder or a checkpoint file\n")
 
 
 def test_checkpoint_file_can_be_given_directly(cli, three):
