@@ -126,6 +126,7 @@ def calibrate_run(
     """``nnclf calibrate``: fit T for a checkpoint on DATA (labelled) or the run's validation
     rows, into a new checkpoint file (default RUN/checkpoints/calibrated.npz); the original
     file is never changed."""
+    from .files import check_not_input
     from .model import TrainedModel
     from .predict import checkpoint_path, held_out_rows, labelled_rows
 
@@ -135,6 +136,7 @@ def calibrate_run(
     output = Path(output)
     if output.exists() and output.resolve() == source_path.resolve():
         raise NnclfError(f"{output}: is the checkpoint being calibrated; choose another -o (the original is kept)")
+    check_not_input(output, [data])  # --overwrite replaces an old calibrated file, never the data
     if output.exists() and not overwrite:
         raise NnclfError(f"{output}: already exists; pass --overwrite to replace it (nothing was written)")
     if output.exists() and not output.is_file():

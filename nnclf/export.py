@@ -305,15 +305,17 @@ def build_onnx(model: TrainedModel, features_output: bool = False):
     return proto
 
 
-def export(run, output: Optional[str | Path], which: str = "best", overwrite: bool = False) -> Path:
-    """Write the ONNX file of a run's checkpoint (default RUN/model.onnx); returns its path."""
-    from .files import write_file
+def export(run, output: Optional[str | Path], which: str = "best", overwrite: bool = False, inputs: tuple = ()) -> Path:
+    """Write the ONNX file of a run's checkpoint (default RUN/model.onnx); returns its path.
+    An output that is the checkpoint or one of ``inputs`` (also through a link) is refused."""
+    from .files import check_not_input, write_file
     from .predict import checkpoint_path
 
     path = checkpoint_path(run, which)
     if output is None:
         output = Path(run) / "model.onnx" if Path(run).is_dir() else path.with_suffix(".onnx")
     output = Path(output)
+    check_not_input(output, [path, *inputs])  # --overwrite replaces an old export, never an input
     if output.exists() and not output.is_file():
         raise NnclfError(f"{output}: not a regular file; nothing was written")
     if output.exists() and not overwrite:
@@ -321,7 +323,7 @@ def export(run, output: Optional[str | Path], which: str = "best", overwrite: bo
     if not output.parent.is_dir():
         raise NnclfError(f"{output}: folder {output.parent} does not exist")
     payload = build_onnx(TrainedModel.load(path)).SerializeToString()
-    write_file(output, lambda f: f.write(payload))
+    write_file(output, lambda f: f.write(payload), inputs=[path, *inputs])
     return output
 
 
@@ -375,7 +377,7 @@ def check(run, data, which: str = "best", output: Optional[str | Path] = None, o
     path = checkpoint_path(run, which)
     model = TrainedModel.load(path)
     task = getattr(model, "task", "classification")
-    written = export(run, output, which, overwrite) if output is not None else None
+    written = export(run, output, which, overwrite, inputs=(data,)) if output is not None else None
     payload = written.read_bytes() if written is not None else build_onnx(model).SerializeToString()
     sess = session(payload)
     cfg = model.meta["config"]["data"]

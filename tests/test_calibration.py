@@ -252,6 +252,11 @@ def test_calibrate_writes_a_new_checkpoint_and_keeps_the_original(runs):
     assert again.exit_code == 1 and "already exists; pass --overwrite" in again.stderr
     onto = run_cli("calibrate runs/plain --checkpoint calibrated -o runs/plain/checkpoints/calibrated.npz --overwrite", runs)
     assert onto.exit_code == 1 and "is the checkpoint being calibrated" in onto.stderr
+    # the data file is an input too: never replaced by the calibrated checkpoint
+    data = (runs / "d.csv").read_bytes()
+    onto = run_cli("calibrate runs/plain d.csv -o d.csv --overwrite", runs)
+    assert (onto.exit_code, onto.stderr) == (1, "error: d.csv: is an input of this command; refusing to overwrite it (nothing was written)\n")
+    assert (runs / "d.csv").read_bytes() == data
     # on a given CSV
     r = run_cli("calibrate runs/plain d.csv -o other.npz", runs)
     assert r.exit_code == 0, r.stderr
