@@ -136,7 +136,7 @@ def calibrate_run(
     output = Path(output)
     if output.exists() and output.resolve() == source_path.resolve():
         raise NnclfError(f"{output}: is the checkpoint being calibrated; choose another -o (the original is kept)")
-    check_not_input(output, [data])  # --overwrite replaces an old calibrated file, never the data
+    check_not_input(output, [source_path, data])  # --overwrite never replaces an input (a hard link too)
     if output.exists() and not overwrite:
         raise NnclfError(f"{output}: already exists; pass --overwrite to replace it (nothing was written)")
     if output.exists() and not output.is_file():

@@ -5,6 +5,7 @@ brute-force grid, temperature scaling never changing a label, and the CLI (confi
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -257,6 +258,11 @@ def test_calibrate_writes_a_new_checkpoint_and_keeps_the_original(runs):
     onto = run_cli("calibrate runs/plain d.csv -o d.csv --overwrite", runs)
     assert (onto.exit_code, onto.stderr) == (1, "error: d.csv: is an input of this command; refusing to overwrite it (nothing was written)\n")
     assert (runs / "d.csv").read_bytes() == data
+    os.link(best, runs / "hard.npz")
+    onto = run_cli("calibrate runs/plain -o hard.npz --overwrite", runs)
+    assert (onto.exit_code, onto.stderr) == (
+        1, "error: hard.npz: is an input of this command (the same file as runs/plain/checkpoints/best.npz); "
+        "refusing to overwrite it (nothing was written)\n")
     # on a given CSV
     r = run_cli("calibrate runs/plain d.csv -o other.npz", runs)
     assert r.exit_code == 0, r.stderr
