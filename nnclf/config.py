@@ -98,6 +98,8 @@ class DataConfig(Section):
             "a,b\n1,2\n".encode(encoding).decode(encoding)  # 'rot13', 'zlib'... are codecs, not text encodings
         except (LookupError, UnicodeError):
             raise ValueError(f"unknown text encoding '{encoding}' (e.g. utf-8, latin-1, cp1252)") from None
+        if codecs.lookup(encoding).name in ("idna", "punycode"):  # round-trip text, but a CSV's bytes fail in pandas
+            raise ValueError(f"'{encoding}' encodes domain names, not files (e.g. utf-8, latin-1, cp1252)")
         return encoding
 
     @field_validator("delimiter")
