@@ -39,6 +39,8 @@ def checkpoint_path(run: str | Path, which: str) -> Path:
             return run / "checkpoints" / "last.npz"
         if which == "calibrated" and (run / "checkpoints").is_dir():
             raise NnclfError(f"{run}: no checkpoints/calibrated.npz; make it with: nnclf calibrate {run}")
+        if which == "refit" and (run / "checkpoints").is_dir():
+            raise NnclfError(f"{run}: no checkpoints/refit.npz; the run was trained without training.refit: true")
         raise NnclfError(f"{run}: no checkpoints/{which}.npz (is it a run folder?)")
     return path
 

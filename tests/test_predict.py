@@ -375,6 +375,8 @@ def test_evaluate_and_predict_name_bad_runs(cli, three, tmp_path):
         (tmp_path / "empty").mkdir(exist_ok=True)
         r = cli([command, "empty", data])
         assert (r.exit_code, r.stderr) == (1, "error: empty: no checkpoints/best.npz (is it a run folder?)\n")
+        r = cli([command, run, data, "--checkpoint", "refit"])  # was "(is it a run folder?)" of a run folder
+        assert (r.exit_code, r.stderr) == (1, f"error: {run}: no checkpoints/refit.npz; the run was trained without training.refit: true\n")
         if not (tmp_path / "fifo").exists():
             os.mkfifo(tmp_path / "fifo")
         r = cli([command, "fifo", data])  # neither a folder nor a file to read a checkpoint from
