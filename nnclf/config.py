@@ -7,6 +7,7 @@ file, the line and the dotted key, say what is wrong and suggest the closest val
 from __future__ import annotations
 
 import math
+import os
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -519,6 +520,15 @@ def _line_of(text: str, keys: list[str]) -> int | None:
     return line_of(_text_lines(text), keys)
 
 
+def _absolute(path: Path) -> str:
+    """``path`` absolute, symlinks resolved; a symlink loop (``resolve`` raises RuntimeError on
+    one before Python 3.13) stays as written, made absolute, for the data reader to report."""
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError):
+        return os.path.abspath(path)
+
+
 def _resolve_paths(raw: dict, base: Path) -> None:
     """Relative data paths in the file resolve against the config file's folder."""
     data = raw.get("data")
@@ -526,7 +536,7 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         for key in PATH_KEYS:
             value = data.get(key)
             if isinstance(value, str) and value and not Path(value).is_absolute():
-                data[key] = str((base / value).resolve())
+                data[key] = _absolute(base / value)
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -572,7 +582,7 @@ def set_key(raw: dict, key: str, value: Any, origin: str = "--set") -> None:
             raise NnclfError(f"{origin} {_shown(key)[1:-1]}: {_shown('.'.join(parts[: depth + 1]))[1:-1]} is not a section")
         node = child
     if parts[:-1] == ["data"] and parts[-1] in PATH_KEYS and isinstance(value, str):
-        value = str(Path(value).resolve())
+        value = _absolute(Path(value))
     node[parts[-1]] = value
 
 

@@ -134,7 +134,7 @@ class _HashingReader(io.RawIOBase):
 def check_file(path: Path, what: str = "data file") -> None:
     if str(path) == "-":
         return
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():  # a symlink loop "does not exist": check_input names it
         raise NnclfError(f"{path}: {what} not found{_similar_file(path)}")
     from ..inputs import check_input  # readable, a regular file, bytes matching the suffix
 
