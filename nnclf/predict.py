@@ -40,9 +40,23 @@ def checkpoint_path(run: str | Path, which: str) -> Path:
         if which == "calibrated" and (run / "checkpoints").is_dir():
             raise NnclfError(f"{run}: no checkpoints/calibrated.npz; make it with: nnclf calibrate {run}")
         if which == "refit" and (run / "checkpoints").is_dir():
-            raise NnclfError(f"{run}: no checkpoints/refit.npz; the run was trained without training.refit: true")
+            raise NnclfError(f"{run}: no checkpoints/{which}.npz; the run was trained without training.refit: true")
+        status = _status(run)
+        if status is not None:  # a run folder, e.g. one that diverged in its first epoch
+            raise NnclfError(f"{run}: no checkpoints/{which}.npz; the run (status {status}) saved no checkpoint")
         raise NnclfError(f"{run}: no checkpoints/{which}.npz (is it a run folder?)")
     return path
+
+
+def _status(run: Path) -> Optional[str]:
+    """The status in RUN/summary.json, or None when there is no readable one."""
+    from .runfolder import RunFolder
+
+    try:
+        status = (RunFolder(run).read_summary() or {}).get("status")
+    except NnclfError:
+        return None
+    return status if isinstance(status, str) else None
 
 
 def read_options(model: TrainedModel):
