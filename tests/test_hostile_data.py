@@ -98,6 +98,22 @@ def test_minus_zero_is_a_label_of_its_own_not_a_second_integer_zero(cli, tmp_pat
     assert report["n"] == 2 and report["unknown_labels"] == 0
 
 
+def test_a_row_encodes_the_same_whatever_its_neighbours_hold(cli, tmp_path):
+    # pandas reads 'True' as a boolean only in a column of nothing else, and '2007' as 2007.0 in
+    # a column with gaps: beside a text cell the same row's flag was a value never seen in training
+    rows = [[str(i % 5), ["True", "False"][i % 2], ["2007", "2008"][i % 3 == 0], "xy"[i % 2]] for i in range(60)]
+    _write_rows(tmp_path / "d.csv", ["a", "flag", "year", "label"], rows)
+    _config(tmp_path, "  categorical: [year]\n")
+    assert cli("train c.yaml --name r --quiet").exit_code == 0
+    _write_rows(tmp_path / "alone.csv", ["a", "flag", "year"], [["1", "True", "2007"], ["2", "FALSE", "2008"]])
+    _write_rows(tmp_path / "beside.csv", ["a", "flag", "year"], [["1", "True", "2007.0"], ["2", "FALSE", "2008"], ["3", "maybe", "n/a?"]])
+    alone = _predictions(cli, "runs/r", "alone.csv")
+    r = cli("predict runs/r beside.csv")
+    assert r.exit_code == 0, r.stderr
+    assert list(csv.reader(io.StringIO(r.stdout)))[:3] == alone
+    assert "'maybe'" in r.stderr and "'True'" not in r.stderr and "'FALSE'" not in r.stderr and "'2007.0'" not in r.stderr
+
+
 def test_a_missing_value_token_in_the_target_is_a_class_and_said_so(cli, tmp_path):
     rows = [[str(i % 5), str(i % 3), ["NA", "yes"][i % 2]] for i in range(40)]
     rows[3][2] = ""  # an empty cell is a missing label

@@ -14,6 +14,7 @@ one column per training category (rare ones folded into ``other``), unknown valu
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Union
 
@@ -614,6 +615,19 @@ def _fit_categorical(series, name, reason, max_categories, warn) -> CategoricalC
     return CategoricalColumn(name, tuple(categories), n_missing, False, detail)
 
 
+def other_spellings(named: list[str]) -> list[list[str]]:
+    """Other texts of the same values, each list aligned with ``named``: what a cell's key is
+    where pandas' reading of its chunk differs from training's. A boolean column's 'true' is
+    'True' or 'TRUE' when another cell of the chunk is text (pandas parses True, TRUE and true
+    alike, but only a column of nothing else as booleans); an integer category '2007' is '2007.0'
+    (the column read as floats with gaps, then joined to text). The ONNX graph matches the same."""
+    if set(named) <= {"true", "false"}:
+        return [[k.capitalize() for k in named], [k.upper() for k in named]]
+    if any(re.fullmatch(r"-?\d+", k) for k in named):
+        return [[f"{k}.0" if re.fullmatch(r"-?\d+", k) else k for k in named]]
+    return []
+
+
 def _transform_categorical(c: CategoricalColumn, series, out, j, notes) -> None:
     import pandas as pd
 
@@ -624,6 +638,19 @@ def _transform_categorical(c: CategoricalColumn, series, out, j, notes) -> None:
     codes = pd.Index(named, dtype=object).get_indexer(np.where(missing, "", keys).astype(object)).astype(np.int64)
     codes[missing] = -1
     unknown = (codes < 0) & ~missing
+    if unknown.any():
+        # another spelling of a category is that category, whatever else its chunk holds: a row's
+        # encoding must not depend on its neighbours ('True' among 'maybe's was a value never seen)
+        spelled = {}
+        for texts in other_spellings(named):
+            for i, text in enumerate(texts):
+                if text != named[i]:
+                    spelled.setdefault(text, i)
+        if spelled:
+            where = np.flatnonzero(unknown)
+            found = np.fromiter((spelled.get(k, -1) for k in keys[where]), dtype=np.int64, count=len(where))
+            codes[where] = np.where(found >= 0, found, codes[where])
+            unknown = (codes < 0) & ~missing
     if OTHER in categories:
         codes[unknown] = categories.index(OTHER)
     elif unknown.any():
