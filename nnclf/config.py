@@ -72,6 +72,14 @@ class DataConfig(Section):
     split_seed: Optional[int] = Field(None, ge=0)
     na_values: list[str] = Field(default_factory=lambda: list(DEFAULT_NA_VALUES))
 
+    @field_validator(*PATH_KEYS)
+    @classmethod
+    def _not_empty(cls, path):
+        """An empty path would resolve to the current folder ("is a folder, expected a data file")."""
+        if path is not None and not path.strip():
+            raise ValueError(f"must be a path, got {_shown(path)}")
+        return path
+
     @field_validator("na_values", mode="before")
     @classmethod
     def _tokens_as_text(cls, tokens):
@@ -581,7 +589,7 @@ def set_key(raw: dict, key: str, value: Any, origin: str = "--set") -> None:
         if not isinstance(child, dict):
             raise NnclfError(f"{origin} {_shown(key)[1:-1]}: {_shown('.'.join(parts[: depth + 1]))[1:-1]} is not a section")
         node = child
-    if parts[:-1] == ["data"] and parts[-1] in PATH_KEYS and isinstance(value, str):
+    if parts[:-1] == ["data"] and parts[-1] in PATH_KEYS and isinstance(value, str) and value.strip():
         value = _absolute(Path(value))
     node[parts[-1]] = value
 

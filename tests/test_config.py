@@ -246,6 +246,13 @@ def test_set_key_with_an_empty_name_is_refused(cli, tmp_path, key):
            f"--set {key}=1")
 
 
+def test_an_empty_data_path_is_refused_by_its_key(cli, tmp_path):
+    # it resolved to the current folder: "error: .: is a folder, expected a data file"
+    _fails(cli, tmp_path, "data:\n  train: ''\n  target: label\n", "c.yaml, line 2: data.train: must be a path, got ''")
+    _fails(cli, tmp_path, DATA + "  test: ''\n", "c.yaml, line 4: data.test: must be a path, got ''")
+    _fails(cli, tmp_path, DATA, "--set data.val: must be a path, got ''", "--set 'data.val=\"\"'")
+
+
 def test_a_data_path_that_is_a_symlink_loop_is_one_line(cli, tmp_path):
     # Path.resolve raised RuntimeError("Symlink loop") on it: a traceback from config and train
     (tmp_path / "loop.csv").symlink_to("loop.csv")
