@@ -152,7 +152,9 @@ def calibrate_run(
 
         cfg = model.meta["config"]["data"]
         frame, source = read_table(data, cfg["encoding"], cfg.get("delimiter")), str(data)
-    frame, y = labelled_rows(model, frame, source, warn)
+    frame, y = labelled_rows(model, frame, source, warn, "calibrate")
+    if not (y >= 0).any():
+        raise NnclfError(f"{source}: no rows with a label known to the model to fit a temperature on")
     x = model.features(frame, source, warn)
     entry = calibrate_checkpoint(source_path, x, y, source, output)
     if bound_warning(entry, source):

@@ -113,17 +113,18 @@ def _same_file(path, recorded, seen, role: str, name: str, give: str) -> None:
         )
 
 
-def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn):
-    """(frame without unlabelled rows, class indices y (n,), -1 for labels training never saw)."""
+def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn, command: str = "evaluate"):
+    """(frame without unlabelled rows, class indices y (n,), -1 for labels training never saw).
+    ``command`` (evaluate, calibrate) is what the messages say needs the labels."""
     target = model.target
     if target not in frame.columns:
-        raise NnclfError(f"{source}: target column '{target}' not found; evaluate needs labels (use predict for unlabelled data)")
+        raise NnclfError(f"{source}: target column '{target}' not found; {command} needs labels (use predict for unlabelled data)")
     labelled = frame[target].notna().to_numpy()
     if not labelled.all():
         warn(f"{source}: {int((~labelled).sum())} row(s) with a missing '{target}' label skipped")
         frame = frame[labelled]
     if len(frame) == 0:
-        raise NnclfError(f"{source}: no labelled rows to evaluate")
+        raise NnclfError(f"{source}: no labelled rows to {command}")
     y = model.labels.encode(frame[target])
     unknown = y < 0
     if unknown.any():
@@ -131,7 +132,8 @@ def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn):
         from .data.reading import quote_cell
 
         shown = ", ".join(f"{quote_cell(v)} ({c})" for v, c in values.head(5).items())
-        warn(f"{source}: {int(unknown.sum())} row(s) have labels never seen in training: {shown}; scored as wrong")
+        fate = "scored as wrong" if command == "evaluate" else "left out"
+        warn(f"{source}: {int(unknown.sum())} row(s) have labels never seen in training: {shown}; {fate}")
     return frame, y
 
 
