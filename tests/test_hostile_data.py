@@ -114,6 +114,25 @@ def test_a_row_encodes_the_same_whatever_its_neighbours_hold(cli, tmp_path):
     assert "'maybe'" in r.stderr and "'True'" not in r.stderr and "'FALSE'" not in r.stderr and "'2007.0'" not in r.stderr
 
 
+def test_a_boolean_column_read_in_chunks_of_booleans_and_text_is_one_vocabulary(cli, tmp_path, monkeypatch):
+    # the first chunk (1024 rows) is all True/False (pandas: booleans, keys 'true'/'false'), the
+    # last holds 'maybe' too (text): 'True' was two categories, 'true' and 'True', and predicting
+    # a file of text cells said every True and False was never seen in training
+    from nnclf.data import reading
+
+    monkeypatch.setattr(reading, "MAX_BLOCK_BYTES", 1000)  # chunks of MIN_CHUNK_ROWS rows
+    rows = [[str(i % 7), ["True", "False"][i % 2] if i < 1900 else ["True", "False", "maybe"][i % 3], "xy"[i % 2]]
+            for i in range(2000)]
+    _write_rows(tmp_path / "d.csv", ["a", "flag", "label"], rows)
+    _config(tmp_path)
+    r = cli("train c.yaml --name r --quiet")
+    assert r.exit_code == 0, r.stderr
+    flag = next(c for c in _meta(tmp_path)["preprocessor"]["columns"] if c["name"] == "flag")
+    assert flag["categories"] == ["false", "maybe", "true"]
+    r = cli("predict runs/r d.csv -o out.csv")
+    assert (r.exit_code, r.stderr) == (0, "wrote 2000 predictions to out.csv\n")
+
+
 def test_a_missing_value_token_in_the_target_is_a_class_and_said_so(cli, tmp_path):
     rows = [[str(i % 5), str(i % 3), ["NA", "yes"][i % 2]] for i in range(40)]
     rows[3][2] = ""  # an empty cell is a missing label
