@@ -86,6 +86,16 @@ def calibration_of(meta: dict, path) -> float:
     return float(t)
 
 
+def _needs_classes(model, path) -> None:
+    """A regression or reconstruction model has no class probabilities to rescale."""
+    task = getattr(model, "task", "classification")
+    if task != "classification":
+        raise NnclfError(
+            f"{path}: calibrate needs a classification model (temperature scaling rescales class "
+            f"probabilities); this one is task: {task}"
+        )
+
+
 def calibrate_checkpoint(path: Path, x: np.ndarray, y: np.ndarray, fitted_on: str, output: Optional[Path] = None) -> dict:
     """Fit T for the weights in checkpoint ``path`` on features x (n, d) and labels y (n,), and
     write the checkpoint with ``calibration`` in its meta to ``output`` (default: in place).
@@ -94,6 +104,7 @@ def calibrate_checkpoint(path: Path, x: np.ndarray, y: np.ndarray, fitted_on: st
     from .model import TrainedModel
 
     model = TrainedModel.load(path)
+    _needs_classes(model, path)
     with np.errstate(over="ignore", invalid="ignore"):
         logits = on_one_thread(model.net.logits, x)
         entry = fit_temperature(logits, y, model.loss.predict_proba)
@@ -115,6 +126,7 @@ def calibrate_run(
     """``nnclf calibrate``: fit T for a checkpoint on DATA (labelled) or the run's validation
     rows, into a new checkpoint file (default RUN/checkpoints/calibrated.npz); the original
     file is never changed."""
+    from .files import check_not_input
     from .model import TrainedModel
     from .predict import checkpoint_path, held_out_rows, labelled_rows
 
@@ -124,6 +136,7 @@ def calibrate_run(
     output = Path(output)
     if output.exists() and output.resolve() == source_path.resolve():
         raise NnclfError(f"{output}: is the checkpoint being calibrated; choose another -o (the original is kept)")
+    check_not_input(output, [source_path, data])  # --overwrite never replaces an input (a hard link too)
     if output.exists() and not overwrite:
         raise NnclfError(f"{output}: already exists; pass --overwrite to replace it (nothing was written)")
     if output.exists() and not output.is_file():
@@ -131,6 +144,7 @@ def calibrate_run(
     if not output.parent.is_dir():
         raise NnclfError(f"{output}: folder {output.parent} does not exist")
     model = TrainedModel.load(source_path)
+    _needs_classes(model, source_path)  # before any data is read
     if data is None:
         frame, source = held_out_rows(model, Path(run), "val")
     else:
@@ -138,7 +152,9 @@ def calibrate_run(
 
         cfg = model.meta["config"]["data"]
         frame, source = read_table(data, cfg["encoding"], cfg.get("delimiter")), str(data)
-    frame, y = labelled_rows(model, frame, source, warn)
+    frame, y = labelled_rows(model, frame, source, warn, "calibrate")
+    if not (y >= 0).any():
+        raise NnclfError(f"{source}: no rows with a label known to the model to fit a temperature on")
     x = model.features(frame, source, warn)
     entry = calibrate_checkpoint(source_path, x, y, source, output)
     if bound_warning(entry, source):

@@ -7,6 +7,7 @@ file, the line and the dotted key, say what is wrong and suggest the closest val
 from __future__ import annotations
 
 import math
+import os
 import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -71,6 +72,14 @@ class DataConfig(Section):
     split_seed: Optional[int] = Field(None, ge=0)
     na_values: list[str] = Field(default_factory=lambda: list(DEFAULT_NA_VALUES))
 
+    @field_validator(*PATH_KEYS)
+    @classmethod
+    def _not_empty(cls, path):
+        """An empty path would resolve to the current folder ("is a folder, expected a data file")."""
+        if path is not None and not path.strip():
+            raise ValueError(f"must be a path, got {_shown(path)}")
+        return path
+
     @field_validator("na_values", mode="before")
     @classmethod
     def _tokens_as_text(cls, tokens):
@@ -98,6 +107,8 @@ class DataConfig(Section):
             "a,b\n1,2\n".encode(encoding).decode(encoding)  # 'rot13', 'zlib'... are codecs, not text encodings
         except (LookupError, UnicodeError):
             raise ValueError(f"unknown text encoding '{encoding}' (e.g. utf-8, latin-1, cp1252)") from None
+        if codecs.lookup(encoding).name in ("idna", "punycode"):  # round-trip text, but a CSV's bytes fail in pandas
+            raise ValueError(f"'{encoding}' encodes domain names, not files (e.g. utf-8, latin-1, cp1252)")
         return encoding
 
     @field_validator("delimiter")
@@ -517,6 +528,15 @@ def _line_of(text: str, keys: list[str]) -> int | None:
     return line_of(_text_lines(text), keys)
 
 
+def _absolute(path: Path) -> str:
+    """``path`` absolute, symlinks resolved; a symlink loop (``resolve`` raises RuntimeError on
+    one before Python 3.13) stays as written, made absolute, for the data reader to report."""
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError):
+        return os.path.abspath(path)
+
+
 def _resolve_paths(raw: dict, base: Path) -> None:
     """Relative data paths in the file resolve against the config file's folder."""
     data = raw.get("data")
@@ -524,7 +544,7 @@ def _resolve_paths(raw: dict, base: Path) -> None:
         for key in PATH_KEYS:
             value = data.get(key)
             if isinstance(value, str) and value and not Path(value).is_absolute():
-                data[key] = str((base / value).resolve())
+                data[key] = _absolute(base / value)
 
 
 def apply_override(raw: dict, item: str) -> None:
@@ -533,6 +553,8 @@ def apply_override(raw: dict, item: str) -> None:
     key = key.strip()
     if not sep or not key:
         raise NnclfError(f"--set {_shown(item)}: expected KEY=VALUE, e.g. --set optimizer.lr=0.01")
+    if "" in key.split("."):  # 'model..hidden' would make a section named '' and blame a file line
+        raise NnclfError(f"--set {_shown(key)}: a dotted key with an empty name in it; expected e.g. --set model.hidden=[64]")
     try:
         value = yaml.load(text, Loader=_StrictLoader) if text.strip() else None  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, RecursionError, ValueError):
@@ -567,8 +589,8 @@ def set_key(raw: dict, key: str, value: Any, origin: str = "--set") -> None:
         if not isinstance(child, dict):
             raise NnclfError(f"{origin} {_shown(key)[1:-1]}: {_shown('.'.join(parts[: depth + 1]))[1:-1]} is not a section")
         node = child
-    if parts[:-1] == ["data"] and parts[-1] in PATH_KEYS and isinstance(value, str):
-        value = str(Path(value).resolve())
+    if parts[:-1] == ["data"] and parts[-1] in PATH_KEYS and isinstance(value, str) and value.strip():
+        value = _absolute(Path(value))
     node[parts[-1]] = value
 
 

@@ -33,13 +33,12 @@ A new task adds one head function to ``HEADS`` (the network and preprocessing ar
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-from .data.preprocess import MISSING, OTHER, CategoricalColumn, NumericColumn, Preprocessor
+from .data.preprocess import MISSING, OTHER, CategoricalColumn, NumericColumn, Preprocessor, other_spellings
 from .errors import NnclfError
 from .model import TrainedModel
 
@@ -142,7 +141,7 @@ def _preprocessing(g: _Graph, pre: Preprocessor) -> tuple[str, list[int]]:
         missing = g.op("Equal", keys, g.const(np.array([[""]], dtype=object), "empty"), hint="missing")
         if named:
             hits = g.op("Equal", keys, g.const(np.array([named], dtype=object), "categories"))
-            for spelled in _other_spellings(named):
+            for spelled in other_spellings(named):
                 hits = g.op("Or", hits, g.op("Equal", keys, g.const(np.array([spelled], dtype=object), "categories")))
             hits = g.op("Cast", hits, to=g.float, hint="onehot")
             blocks.append(hits)
@@ -161,19 +160,6 @@ def _preprocessing(g: _Graph, pre: Preprocessor) -> tuple[str, list[int]]:
             order.append(base + categories.index(MISSING))
     features = g.op("Concat", *blocks, axis=1, hint="features") if len(blocks) > 1 else blocks[0]
     return features, order
-
-
-def _other_spellings(named: list[str]) -> list[list[str]]:
-    """Other texts of the same values, each list aligned with ``named``: what str() of a pandas
-    column gives where nnclf's key differs. A boolean column's 'true' arrives as 'True' (CSV
-    readers parse True, TRUE and true alike; StringNormalizer could lower-case, but onnxruntime's
-    needs an installed locale); an integer category '2007' as '2007.0' when the column has gaps
-    (pandas then reads it as floats)."""
-    if set(named) <= {"true", "false"}:
-        return [[k.capitalize() for k in named], [k.upper() for k in named]]
-    if any(re.fullmatch(r"-?\d+", k) for k in named):
-        return [[f"{k}.0" if re.fullmatch(r"-?\d+", k) else k for k in named]]
-    return []
 
 
 # -- the network ---------------------------------------------------------------------------------
@@ -305,15 +291,17 @@ def build_onnx(model: TrainedModel, features_output: bool = False):
     return proto
 
 
-def export(run, output: Optional[str | Path], which: str = "best", overwrite: bool = False) -> Path:
-    """Write the ONNX file of a run's checkpoint (default RUN/model.onnx); returns its path."""
-    from .files import write_file
+def export(run, output: Optional[str | Path], which: str = "best", overwrite: bool = False, inputs: tuple = ()) -> Path:
+    """Write the ONNX file of a run's checkpoint (default RUN/model.onnx); returns its path.
+    An output that is the checkpoint or one of ``inputs`` (also through a link) is refused."""
+    from .files import check_not_input, write_file
     from .predict import checkpoint_path
 
     path = checkpoint_path(run, which)
     if output is None:
         output = Path(run) / "model.onnx" if Path(run).is_dir() else path.with_suffix(".onnx")
     output = Path(output)
+    check_not_input(output, [path, *inputs])  # --overwrite replaces an old export, never an input
     if output.exists() and not output.is_file():
         raise NnclfError(f"{output}: not a regular file; nothing was written")
     if output.exists() and not overwrite:
@@ -321,7 +309,7 @@ def export(run, output: Optional[str | Path], which: str = "best", overwrite: bo
     if not output.parent.is_dir():
         raise NnclfError(f"{output}: folder {output.parent} does not exist")
     payload = build_onnx(TrainedModel.load(path)).SerializeToString()
-    write_file(output, lambda f: f.write(payload))
+    write_file(output, lambda f: f.write(payload), inputs=[path, *inputs])
     return output
 
 
@@ -375,7 +363,7 @@ def check(run, data, which: str = "best", output: Optional[str | Path] = None, o
     path = checkpoint_path(run, which)
     model = TrainedModel.load(path)
     task = getattr(model, "task", "classification")
-    written = export(run, output, which, overwrite) if output is not None else None
+    written = export(run, output, which, overwrite, inputs=(data,)) if output is not None else None
     payload = written.read_bytes() if written is not None else build_onnx(model).SerializeToString()
     sess = session(payload)
     cfg = model.meta["config"]["data"]

@@ -42,6 +42,10 @@ class TrainedModel:
             labels = Labels(meta["labels"])
             task = meta.get("task", "classification")
             if task == "classification":
+                # one binary sigmoid unit fits a list of 1 label too, and repeated labels would give
+                # two proba_ columns of one name and classes no prediction can tell apart
+                if len(labels) < 2 or len(labels._index) != len(labels):
+                    raise NnclfError(f"{path}: not a valid checkpoint (labels {meta['labels']!r} are not 2 or more distinct classes)")
                 loss = LOSSES.get(loss_meta["name"])(len(labels), 0.0, None)
             elif task in ("regression", "reconstruction"):
                 from .data.targets import PCABaseline, Targets

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,9 @@ def checkpoint_path(run: str | Path, which: str) -> Path:
         return run
     if not run.exists():
         raise NnclfError(f"{run}: no such run folder or checkpoint file")
+    if not run.is_dir():  # a FIFO, a device: no checkpoint to validate before reading its arrays
+        kind = "a pipe (FIFO or process substitution)" if stat.S_ISFIFO(run.stat().st_mode) else "not a regular file"
+        raise NnclfError(f"{run}: is {kind}; expected a run folder or a checkpoint file")
     if which == "auto":
         which = "refit" if (run / "checkpoints" / "refit.npz").is_file() else "best"
     path = run / "checkpoints" / f"{which}.npz"
@@ -35,8 +39,24 @@ def checkpoint_path(run: str | Path, which: str) -> Path:
             return run / "checkpoints" / "last.npz"
         if which == "calibrated" and (run / "checkpoints").is_dir():
             raise NnclfError(f"{run}: no checkpoints/calibrated.npz; make it with: nnclf calibrate {run}")
+        if which == "refit" and (run / "checkpoints").is_dir():
+            raise NnclfError(f"{run}: no checkpoints/{which}.npz; the run was trained without training.refit: true")
+        status = _status(run)
+        if status is not None:  # a run folder, e.g. one that diverged in its first epoch
+            raise NnclfError(f"{run}: no checkpoints/{which}.npz; the run (status {status}) saved no checkpoint")
         raise NnclfError(f"{run}: no checkpoints/{which}.npz (is it a run folder?)")
     return path
+
+
+def _status(run: Path) -> Optional[str]:
+    """The status in RUN/summary.json, or None when there is no readable one."""
+    from .runfolder import RunFolder
+
+    try:
+        status = (RunFolder(run).read_summary() or {}).get("status")
+    except NnclfError:
+        return None
+    return status if isinstance(status, str) else None
 
 
 def read_options(model: TrainedModel):
@@ -93,17 +113,18 @@ def _same_file(path, recorded, seen, role: str, name: str, give: str) -> None:
         )
 
 
-def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn):
-    """(frame without unlabelled rows, class indices y (n,), -1 for labels training never saw)."""
+def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn, command: str = "evaluate"):
+    """(frame without unlabelled rows, class indices y (n,), -1 for labels training never saw).
+    ``command`` (evaluate, calibrate) is what the messages say needs the labels."""
     target = model.target
     if target not in frame.columns:
-        raise NnclfError(f"{source}: target column '{target}' not found; evaluate needs labels (use predict for unlabelled data)")
+        raise NnclfError(f"{source}: target column '{target}' not found; {command} needs labels (use predict for unlabelled data)")
     labelled = frame[target].notna().to_numpy()
     if not labelled.all():
         warn(f"{source}: {int((~labelled).sum())} row(s) with a missing '{target}' label skipped")
         frame = frame[labelled]
     if len(frame) == 0:
-        raise NnclfError(f"{source}: no labelled rows to evaluate")
+        raise NnclfError(f"{source}: no labelled rows to {command}")
     y = model.labels.encode(frame[target])
     unknown = y < 0
     if unknown.any():
@@ -111,7 +132,8 @@ def labelled_rows(model: TrainedModel, frame, source: str, warn: Warn):
         from .data.reading import quote_cell
 
         shown = ", ".join(f"{quote_cell(v)} ({c})" for v, c in values.head(5).items())
-        warn(f"{source}: {int(unknown.sum())} row(s) have labels never seen in training: {shown}; scored as wrong")
+        fate = "scored as wrong" if command == "evaluate" else "left out"
+        warn(f"{source}: {int(unknown.sum())} row(s) have labels never seen in training: {shown}; {fate}")
     return frame, y
 
 

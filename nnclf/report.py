@@ -89,7 +89,10 @@ def make_report(run: str | Path, warn: Callable[[str], None] = lambda m: None, w
     if evaluation is None:
         warn(f"report without test metrics: {missing}")
     page = _page(run, summary, metrics, model, evaluation, missing)
-    write_text(run / "report.html", page)
+    # a symlink report.html is kept and the file it names replaced: never one the report read
+    recorded = [info.get("path") for info in model.meta.get("data_files", {}).values() if isinstance(info, dict)]
+    read = [model.path, *(p for p in run.iterdir() if p.name != "report.html"), *(run / "checkpoints").glob("*.npz")]
+    write_text(run / "report.html", page, inputs=[*read, *(p for p in recorded if isinstance(p, str))])
     chart = {"t": [m["train_loss"] for m in metrics]}
     if "val_loss" in metrics[0]:
         chart["v"] = [m["val_loss"] for m in metrics]

@@ -5,6 +5,7 @@ brute-force grid, temperature scaling never changing a label, and the CLI (confi
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -252,6 +253,30 @@ def test_calibrate_writes_a_new_checkpoint_and_keeps_the_original(runs):
     assert again.exit_code == 1 and "already exists; pass --overwrite" in again.stderr
     onto = run_cli("calibrate runs/plain --checkpoint calibrated -o runs/plain/checkpoints/calibrated.npz --overwrite", runs)
     assert onto.exit_code == 1 and "is the checkpoint being calibrated" in onto.stderr
+    # the data file is an input too: never replaced by the calibrated checkpoint
+    data = (runs / "d.csv").read_bytes()
+    onto = run_cli("calibrate runs/plain d.csv -o d.csv --overwrite", runs)
+    assert (onto.exit_code, onto.stderr) == (1, "error: d.csv: is an input of this command; refusing to overwrite it (nothing was written)\n")
+    assert (runs / "d.csv").read_bytes() == data
+    os.link(best, runs / "hard.npz")
+    onto = run_cli("calibrate runs/plain -o hard.npz --overwrite", runs)
+    assert (onto.exit_code, onto.stderr) == (
+        1, "error: hard.npz: is an input of this command (the same file as runs/plain/checkpoints/best.npz); "
+        "refusing to overwrite it (nothing was written)\n")
+    # messages name the file and say calibrate (they said evaluate, and nothing of the file)
+    (runs / "nolabel.csv").write_text((runs / "d.csv").read_text().replace("label", "other", 1))
+    r = run_cli("calibrate runs/plain nolabel.csv -o x.npz", runs)
+    assert (r.exit_code, r.stderr) == (
+        1, "error: nolabel.csv: target column 'label' not found; calibrate needs labels (use predict for unlabelled data)\n")
+    lines = (runs / "d.csv").read_text().splitlines()
+    header, first = lines[0], lines[1].split(",")
+    first[header.split(",").index("label")] = "never-seen"
+    (runs / "unseen.csv").write_text(header + "\n" + ",".join(first) + "\n")
+    r = run_cli("calibrate runs/plain unseen.csv -o x.npz", runs)
+    assert (r.exit_code, r.stderr) == (
+        1, "warning: unseen.csv: 1 row(s) have labels never seen in training: 'never-seen' (1); left out\n"
+           "error: unseen.csv: no rows with a label known to the model to fit a temperature on\n")
+    assert not (runs / "x.npz").exists()
     # on a given CSV
     r = run_cli("calibrate runs/plain d.csv -o other.npz", runs)
     assert r.exit_code == 0, r.stderr

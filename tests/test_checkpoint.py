@@ -151,6 +151,9 @@ def test_damaged_metadata(cli, tmp_path, good):
     _refused(cli, tmp_path, "a.npz", data, "not a valid checkpoint (missing entry 'preprocessor')")
     np.savez(tmp_path / "b.npz", **_with_meta(arrays, lambda m: m.update(labels=[0, 1, 2])))
     _refused(cli, tmp_path, "b.npz", data, "not a valid checkpoint (preprocessing, labels and network sizes disagree)")
+    for i, labels in enumerate(([0, 0], [1], [1, "1"])):  # were accepted: proba_0,proba_0 columns; one class
+        np.savez(tmp_path / f"l{i}.npz", **_with_meta(arrays, lambda m: m.update(labels=labels)))
+        _refused(cli, tmp_path, f"l{i}.npz", data, f"not a valid checkpoint (labels {labels!r} are not 2 or more distinct classes)")
     np.savez(tmp_path / "c.npz", **_with_meta(arrays, lambda m: m["network"].update(activation="swish")))
     _refused(cli, tmp_path, "c.npz", data,
              "not a valid checkpoint (unknown activation 'swish'; valid: identity, linear, sigmoid, logistic, tanh, "

@@ -237,6 +237,37 @@ def test_set_without_equals(cli, tmp_path):
     _fails(cli, tmp_path, DATA, "--set 'optimizer.lr': expected KEY=VALUE, e.g. --set optimizer.lr=0.01", "--set optimizer.lr")
 
 
+@pytest.mark.parametrize("key", ["model..hidden", ".seed", "seed.", "tune.space..x"])
+def test_set_key_with_an_empty_name_is_refused(cli, tmp_path, key):
+    # was "c.yaml, line N: model.: unknown key" (a file line for a --set typo), "--set seed: input
+    # should be a valid integer" (seed became a section), or for tune.space silently accepted
+    _fails(cli, tmp_path, DATA + "model:\n  hidden: [4]\n",
+           f"--set '{key}': a dotted key with an empty name in it; expected e.g. --set model.hidden=[64]",
+           f"--set {key}=1")
+
+
+def test_an_empty_data_path_is_refused_by_its_key(cli, tmp_path):
+    # it resolved to the current folder: "error: .: is a folder, expected a data file"
+    _fails(cli, tmp_path, "data:\n  train: ''\n  target: label\n", "c.yaml, line 2: data.train: must be a path, got ''")
+    _fails(cli, tmp_path, DATA + "  test: ''\n", "c.yaml, line 4: data.test: must be a path, got ''")
+    _fails(cli, tmp_path, DATA, "--set data.val: must be a path, got ''", "--set 'data.val=\"\"'")
+
+
+def test_a_data_path_that_is_a_symlink_loop_is_one_line(cli, tmp_path):
+    # Path.resolve raised RuntimeError("Symlink loop") on it: a traceback from config and train
+    (tmp_path / "loop.csv").symlink_to("loop.csv")
+    expected = f"error: {tmp_path.resolve() / 'loop.csv'}: cannot read the data file (Too many levels of symbolic links)\n"
+    write_config(tmp_path, "data:\n  train: loop.csv\n  target: label\n", "c.yaml")
+    assert cli("config c.yaml").exit_code == 0
+    try:
+        for args in ("train c.yaml", "train c.yaml --set data.train=loop.csv"):
+            r = cli(args)
+            assert (r.exit_code, r.stderr) == (1, expected), args
+        assert not (tmp_path / "runs").exists()
+    finally:
+        (tmp_path / "loop.csv").unlink()  # other tests walk the shared temporary folder
+
+
 def test_relative_paths_in_file_resolve_against_its_folder_and_set_against_cwd(cli, tmp_path):
     (tmp_path / "configs").mkdir()
     write_config(tmp_path / "configs", "data:\n  train: ../data/train.csv\n  target: label\n  val: v.csv\n", "c.yaml")

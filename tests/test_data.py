@@ -195,6 +195,23 @@ def test_latin1_file_reads_with_data_encoding(cli, tmp_path):
     assert column(tmp_path, "city")["categories"] == ["Graz", "Köln", "Zürich"]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_wide_encoding_without_its_byte_order_mark_is_one_line(cli, tmp_path, encoding):
+    # the decoder's "UTF-16 stream does not start with BOM" is a UnicodeError that errors="replace"
+    # does not cover: it was a traceback, at training and at predict time
+    r = train(cli, tmp_path, rows_text(20), data_extra=f"  encoding: {encoding}\n")
+    assert (r.exit_code, r.stdout) == (1, "")
+    assert r.stderr == (f"error: {abspath(tmp_path)}: not {encoding} text ({encoding.upper()} stream does not start with BOM); "
+                        "set data.encoding to the file's encoding (e.g. utf-8 or latin-1)\n")
+    assert not (tmp_path / "runs").exists()
+    assert train(cli, tmp_path, rows_text(20).encode(encoding), data_extra=f"  encoding: {encoding}\n").exit_code == 0
+    (tmp_path / "new.csv").write_text(rows_text(5))  # utf-8: no byte-order mark
+    for command in ("predict", "evaluate"):
+        r = cli(f"{command} runs/r new.csv")
+        assert (r.exit_code, r.stderr) == (1, f"error: new.csv: not {encoding} text ({encoding.upper()} stream does not start "
+                                              "with BOM); set data.encoding to the file's encoding (e.g. utf-8 or latin-1)\n")
+
+
 # -- real-world files that must just work -----------------------------------------------------
 def _expected_numeric(tmp_path, text_rows: list[list[str]], name_index: int):
     """Mean of a column over the run's training rows, computed from the raw rows."""

@@ -188,6 +188,22 @@ def test_export_refuses_to_overwrite_and_names_problems(tmp_path):
     assert r.exit_code == 1 and "nnclf calibrate" in r.stderr
 
 
+def test_export_never_replaces_its_checkpoint_or_data(tmp_path):
+    # --overwrite replaced the checkpoint being exported with the ONNX bytes (the run's model lost)
+    run = _train(tmp_path, _toy(tmp_path))
+    best = run / "checkpoints" / "best.npz"
+    (tmp_path / "link.npz").symlink_to(best)
+    before = best.read_bytes(), (tmp_path / "toy.csv").read_bytes()
+    for args, shown in (
+        (["export", run, "-o", best, "--overwrite"], f"{best}: is an input of this command"),
+        (["export", best, "-o", "link.npz", "--overwrite"], f"link.npz: is an input of this command (the same file as {best})"),
+        (["export", "--check", run, "toy.csv", "-o", "toy.csv", "--overwrite"], "toy.csv: is an input of this command"),
+    ):
+        r = run_cli(args, tmp_path)
+        assert (r.exit_code, r.stderr) == (1, f"error: {shown}; refusing to overwrite it (nothing was written)\n"), args
+    assert (best.read_bytes(), (tmp_path / "toy.csv").read_bytes()) == before
+
+
 def test_missing_onnx_is_a_one_line_hint(tmp_path, monkeypatch):
     run = _train(tmp_path, _toy(tmp_path))
     monkeypatch.setitem(sys.modules, "onnx", None)

@@ -355,6 +355,8 @@ HOSTILE = {
     "lr: true": "data: {train: d.csv, target: label}\noptimizer: {lr: true}\n",
     "unknown encoding": "data: {train: d.csv, target: label, encoding: klingon}\n",
     "codec that is not a text encoding": "data: {train: d.csv, target: label, encoding: rot13}\n",
+    "domain-name codec as the encoding": "data: {train: d.csv, target: label, encoding: punycode}\n",
+    "idna as the encoding": "data: {train: d.csv, target: label, encoding: idna}\n",
     "two-character delimiter": "data: {train: d.csv, target: label, delimiter: ';;'}\n",
     "newline delimiter": "data: {train: d.csv, target: label, delimiter: \"\\n\"}\n",
     "unknown early-stopping metric": "data: {train: d.csv, target: label}\ntraining: {epochs: 2, early_stopping: {monitor: val_acc}}\n",
@@ -399,6 +401,8 @@ def test_named_hostile_configs(base, name):
         ("lr: true", "optimizer.lr: expected a number, got the boolean True"),
         ("unknown encoding", "data.encoding: unknown text encoding 'klingon'"),
         ("codec that is not a text encoding", "data.encoding: unknown text encoding 'rot13'"),
+        ("domain-name codec as the encoding", "data.encoding: 'punycode' encodes domain names, not files"),  # was a traceback
+        ("idna as the encoding", "data.encoding: 'idna' encodes domain names, not files"),
         ("two-character delimiter", "data.delimiter: must be one character"),
         ("unknown early-stopping metric", "training.early_stopping.monitor: metric 'val_acc' is not logged (did you mean 'val_accuracy'?)"),
         ("unknown plateau metric", "schedule.monitor: metric 'vall_loss' is not logged (did you mean 'val_loss'?)"),

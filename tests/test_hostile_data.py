@@ -79,6 +79,60 @@ def test_integer_labels_are_numbers_sorted_as_numbers(cli, tmp_path):
     assert _meta(tmp_path)["labels"] == [-3, 2, 10]
 
 
+def test_minus_zero_is_a_label_of_its_own_not_a_second_integer_zero(cli, tmp_path):
+    # '-0' is not a plainly written integer: as an integer it would be a second class 0 (two
+    # output units for one label, and its rows encoded as unseen: training failed)
+    rows = [[str(i % 5), str(i % 3), ["0", "-0", "1"][i % 3]] for i in range(60)]
+    _write_rows(tmp_path / "d.csv", ["a", "b", "label"], rows)
+    _config(tmp_path)
+    r = cli("train c.yaml --name r --quiet")
+    assert r.exit_code == 0, r.stderr
+    assert _meta(tmp_path)["labels"] == ["-0", "0", "1"]
+    header = _predictions(cli, "runs/r", "d.csv")[0]
+    assert header == ["prediction", "proba_-0", "proba_0", "proba_1"]
+    # a model with integer labels matches a '-0' cell as the number 0 (like '0.0')
+    _write_rows(tmp_path / "d.csv", ["a", "b", "label"], [[r[0], r[1], r[2].lstrip("-")] for r in rows])
+    assert cli("train c.yaml --name ints --quiet").exit_code == 0
+    _write_rows(tmp_path / "e.csv", ["a", "b", "label"], [["1", "1", "-0"], ["2", "2", "1"]])
+    report = json.loads(cli("evaluate runs/ints e.csv --json").stdout)
+    assert report["n"] == 2 and report["unknown_labels"] == 0
+
+
+def test_a_row_encodes_the_same_whatever_its_neighbours_hold(cli, tmp_path):
+    # pandas reads 'True' as a boolean only in a column of nothing else, and '2007' as 2007.0 in
+    # a column with gaps: beside a text cell the same row's flag was a value never seen in training
+    rows = [[str(i % 5), ["True", "False"][i % 2], ["2007", "2008"][i % 3 == 0], "xy"[i % 2]] for i in range(60)]
+    _write_rows(tmp_path / "d.csv", ["a", "flag", "year", "label"], rows)
+    _config(tmp_path, "  categorical: [year]\n")
+    assert cli("train c.yaml --name r --quiet").exit_code == 0
+    _write_rows(tmp_path / "alone.csv", ["a", "flag", "year"], [["1", "True", "2007"], ["2", "FALSE", "2008"]])
+    _write_rows(tmp_path / "beside.csv", ["a", "flag", "year"], [["1", "True", "2007.0"], ["2", "FALSE", "2008"], ["3", "maybe", "n/a?"]])
+    alone = _predictions(cli, "runs/r", "alone.csv")
+    r = cli("predict runs/r beside.csv")
+    assert r.exit_code == 0, r.stderr
+    assert list(csv.reader(io.StringIO(r.stdout)))[:3] == alone
+    assert "'maybe'" in r.stderr and "'True'" not in r.stderr and "'FALSE'" not in r.stderr and "'2007.0'" not in r.stderr
+
+
+def test_a_boolean_column_read_in_chunks_of_booleans_and_text_is_one_vocabulary(cli, tmp_path, monkeypatch):
+    # the first chunk (1024 rows) is all True/False (pandas: booleans, keys 'true'/'false'), the
+    # last holds 'maybe' too (text): 'True' was two categories, 'true' and 'True', and predicting
+    # a file of text cells said every True and False was never seen in training
+    from nnclf.data import reading
+
+    monkeypatch.setattr(reading, "MAX_BLOCK_BYTES", 1000)  # chunks of MIN_CHUNK_ROWS rows
+    rows = [[str(i % 7), ["True", "False"][i % 2] if i < 1900 else ["True", "False", "maybe"][i % 3], "xy"[i % 2]]
+            for i in range(2000)]
+    _write_rows(tmp_path / "d.csv", ["a", "flag", "label"], rows)
+    _config(tmp_path)
+    r = cli("train c.yaml --name r --quiet")
+    assert r.exit_code == 0, r.stderr
+    flag = next(c for c in _meta(tmp_path)["preprocessor"]["columns"] if c["name"] == "flag")
+    assert flag["categories"] == ["false", "maybe", "true"]
+    r = cli("predict runs/r d.csv -o out.csv")
+    assert (r.exit_code, r.stderr) == (0, "wrote 2000 predictions to out.csv\n")
+
+
 def test_a_missing_value_token_in_the_target_is_a_class_and_said_so(cli, tmp_path):
     rows = [[str(i % 5), str(i % 3), ["NA", "yes"][i % 2]] for i in range(40)]
     rows[3][2] = ""  # an empty cell is a missing label

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -374,6 +375,24 @@ def test_evaluate_and_predict_name_bad_runs(cli, three, tmp_path):
         (tmp_path / "empty").mkdir(exist_ok=True)
         r = cli([command, "empty", data])
         assert (r.exit_code, r.stderr) == (1, "error: empty: no checkpoints/best.npz (is it a run folder?)\n")
+        r = cli([command, run, data, "--checkpoint", "refit"])  # was "(is it a run folder?)" of a run folder
+        assert (r.exit_code, r.stderr) == (1, f"error: {run}: no checkpoints/refit.npz; the run was trained without training.refit: true\n")
+        if not (tmp_path / "fifo").exists():
+            os.mkfifo(tmp_path / "fifo")
+        r = cli([command, "fifo", data])  # neither a folder nor a file to read a checkpoint from
+        assert (r.exit_code, r.stderr) == (1, "error: fifo: is a pipe (FIFO or process substitution); expected a run folder or a checkpoint file\n")
+
+
+def test_a_run_that_saved_no_checkpoint_is_named_as_a_run(cli, three, tmp_path):
+    # diverged in its first epoch: a run folder, which was answered "(is it a run folder?)"
+    _, _, data = three
+    (tmp_path / "d.csv").write_bytes(data.read_bytes())
+    write_config(tmp_path, "data:\n  train: d.csv\n  target: label\noptimizer:\n  name: sgd\n  lr: 1.0e+30\n", "c.yaml")
+    r = cli("train c.yaml --name div --quiet")
+    assert r.exit_code == 1 and "training diverged" in r.stderr
+    for command in ("evaluate", "predict", "export", "calibrate"):
+        r = cli([command, "runs/div", "d.csv"] if command in ("evaluate", "predict") else [command, "runs/div"])
+        assert (r.exit_code, r.stderr) == (1, "error: runs/div: no checkpoints/best.npz; the run (status diverged) saved no checkpoint\n"), command
 
 
 def test_checkpoint_file_can_be_given_directly(cli, three):

@@ -166,6 +166,26 @@ def test_non_numeric_target_names_the_line(cli, tmp_path):
     assert r.stderr == f"error: {path}, line 6: target 'y1': non-numeric value 'high'; task: regression needs numbers\n"
 
 
+def test_targets_far_from_unit_scale_are_scaled_or_refused(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=60)
+    # 1e300s: the variance overflows; was NaN at epoch 1 and "training diverged ... lower optimizer.lr"
+    lines = ["a,y1"] + [f"{a[i]:.6f},{(3 + a[i]) * 1e300:.6e}" for i in range(60)]
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    write_config(tmp_path, REGRESSION.format(target="y1", epochs=2), "c.yaml")
+    r = cli("train c.yaml --name r --quiet")
+    assert (r.exit_code, r.stderr) == (1, f"error: {(tmp_path / 'data.csv').resolve()}: target 'y1': values too large to scale (mean or standard deviation overflows)\n")
+    assert not (tmp_path / "runs").exists()
+    # 1e-200s: the variance underflows to 0; the target was taken for a constant (scale 1), so the
+    # scaled targets were ~1e-200 and float32 made them 0: a model of nothing
+    lines = ["a,y1"] + [f"{a[i]:.6f},{(3 + a[i]) * 1e-200:.6e}" for i in range(60)]
+    (tmp_path / "data.csv").write_text("\n".join(lines) + "\n")
+    run = trained(cli, tmp_path, REGRESSION.format(target="y1", epochs=2))
+    with np.load(run / "checkpoints" / "best.npz", allow_pickle=False) as ckpt:
+        scale = json.loads(str(ckpt["meta"]))["targets"]["scale"][0]
+    assert 0.5e-200 < scale < 2e-200
+
+
 def test_classification_refuses_a_fractional_target(cli, tmp_path):
     path = regression_csv(tmp_path / "data.csv")
     write_config(tmp_path, "data:\n  train: data.csv\n  target: y1\n", "c.yaml")
@@ -301,6 +321,20 @@ def test_encode_refuses_a_classifier(cli, tmp_path):
         f"error: runs/clf/checkpoints/best.npz: encode needs a reconstruction model (task: reconstruction); "
         "this one is task: classification\n"
     )
+
+
+@pytest.mark.parametrize("task", ["regression", "reconstruction"])
+def test_calibrate_refuses_a_model_without_class_probabilities(cli, tmp_path, task):
+    regression_csv(tmp_path / "data.csv")
+    text = REGRESSION.format(target="y1", epochs=2).replace("regression", task)
+    run = trained(cli, tmp_path, text.replace("[16]", "[4, 2, 4]") if task == "reconstruction" else text)
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    for args in ("", " data.csv"):
+        r = cli(f"calibrate runs/r{args}")
+        assert (r.exit_code, r.stderr) == (
+            1, f"error: runs/r/checkpoints/best.npz: calibrate needs a classification model (temperature scaling "
+            f"rescales class probabilities); this one is task: {task}\n")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
 def test_reconstruction_resume_equals_uninterrupted(cli, tmp_path):

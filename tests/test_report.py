@@ -148,6 +148,21 @@ def test_report_without_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     assert not (run / "report.html").exists()
 
 
+@pytest.mark.parametrize("target", ["d.csv", "runs/r/metrics.csv", "runs/r/checkpoints/best.npz"])
+def test_a_report_html_link_to_what_the_report_reads_is_refused(tmp_path, target):
+    # RUN/report.html as a symlink is kept and the file it names replaced: that file must not be
+    # the training data, a run-folder file or the checkpoint the report was made from
+    _data(tmp_path)
+    run = _train(tmp_path, "training.epochs=2")
+    (run / "report.html").symlink_to(tmp_path / target)
+    before = (tmp_path / target).read_bytes()
+    r = run_cli(["report", run], tmp_path)
+    assert (r.exit_code, r.stdout) == (1, "")
+    assert r.stderr == (f"error: {run / 'report.html'}: is an input of this command (the same file as {tmp_path / target}); "
+                        "refusing to overwrite it (nothing was written)\n")
+    assert (tmp_path / target).read_bytes() == before
+
+
 def test_report_names_a_folder_that_is_not_a_run(tmp_path):
     r = run_cli(["report", tmp_path], tmp_path)
     assert (r.exit_code, r.stderr) == (1, f"error: {tmp_path}: no metrics.csv (is it a run folder?)\n")

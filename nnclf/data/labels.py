@@ -3,8 +3,9 @@
 The target column is read as text (``ReadOptions.target``), so a label is the cell's text as
 written: ``True`` stays ``True``, ``001`` stays ``001``, ``NA`` is a class, and labels of 1e16
 and more never collide (no float in between). Only when every label is an integer written
-plainly (``-?(0|[1-9][0-9]*)``) are the labels integers, sorted as numbers (2 before 10), so
-``loss.class_weights: {3: 2.0}`` and JSON consumers see numbers.
+plainly (``0|-?[1-9][0-9]*``; not ``-0``, which as a number would be a second class 0) are the
+labels integers, sorted as numbers (2 before 10), so ``loss.class_weights: {3: 2.0}`` and JSON
+consumers see numbers.
 
 Checkpoints of earlier versions stored booleans and floats as labels (``True``, ``2.5``); they
 are still matched the way those versions read cells (``legacy``).
@@ -20,7 +21,7 @@ import numpy as np
 from ..errors import NnclfError
 from .reading import quote_cell
 
-_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+_INTEGER = re.compile(r"0|-?[1-9][0-9]*")
 
 
 class Labels:

@@ -14,8 +14,9 @@ one column per training category (rare ones folded into ``other``), unknown valu
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, Callable, ClassVar, Optional, Union
 
 import numpy as np
 
@@ -573,10 +574,19 @@ def category_keys(series):
             is_bool, is_float = kinds == 1, kinds == 2
             if is_bool.any():
                 keys[is_bool] = np.where(raw[is_bool].astype(bool), "true", "false")
+                # booleans beside text: one chunk of the file was read as booleans, another as
+                # text; the spellings pandas reads as booleans are those booleans in every chunk
+                # (else one cell 'True' would be two categories, 'true' and 'True')
+                text = np.flatnonzero(~is_bool & ~is_float & ~missing)
+                keys[text] = [_BOOLEAN_TEXT.get(k, k) for k in keys[text]]
             if is_float.any():
                 keys[is_float] = _float_keys(raw[is_float].astype(np.float64))
     keys[missing] = None
     return keys
+
+
+# the cell texts pandas' CSV parser reads as booleans (in a column of nothing else)
+_BOOLEAN_TEXT = {"True": "true", "TRUE": "true", "true": "true", "False": "false", "FALSE": "false", "false": "false"}
 
 
 def _float_keys(values: np.ndarray) -> np.ndarray:
@@ -614,6 +624,25 @@ def _fit_categorical(series, name, reason, max_categories, warn) -> CategoricalC
     return CategoricalColumn(name, tuple(categories), n_missing, False, detail)
 
 
+def other_spellings(named: list[str]) -> list[list[str]]:
+    """Other texts of the same values, each list aligned with ``named``: what a cell's key is
+    where pandas' reading of its chunk differs from training's. A boolean column's 'true' is
+    'True' or 'TRUE' when another cell of the chunk is text (pandas parses True, TRUE and true
+    alike, but only a column of nothing else as booleans); an integer category '2007' is '2007.0'
+    (the column read as floats with gaps, then joined to text). A spelling that is a category of
+    its own stays that category. The ONNX graph matches the same."""
+    def respelled(change: Callable[[str], str], applies: Callable[[str], bool]) -> list[str]:
+        return [change(k) if applies(k) and change(k) not in named else k for k in named]
+
+    spellings = []
+    if {"true", "false"} & set(named):
+        booleans = lambda k: k in ("true", "false")  # noqa: E731
+        spellings += [respelled(str.capitalize, booleans), respelled(str.upper, booleans)]
+    if any(re.fullmatch(r"-?\d+", k) for k in named):
+        spellings.append(respelled(lambda k: f"{k}.0", lambda k: re.fullmatch(r"-?\d+", k) is not None))
+    return [texts for texts in spellings if texts != named]
+
+
 def _transform_categorical(c: CategoricalColumn, series, out, j, notes) -> None:
     import pandas as pd
 
@@ -624,6 +653,19 @@ def _transform_categorical(c: CategoricalColumn, series, out, j, notes) -> None:
     codes = pd.Index(named, dtype=object).get_indexer(np.where(missing, "", keys).astype(object)).astype(np.int64)
     codes[missing] = -1
     unknown = (codes < 0) & ~missing
+    if unknown.any():
+        # another spelling of a category is that category, whatever else its chunk holds: a row's
+        # encoding must not depend on its neighbours ('True' among 'maybe's was a value never seen)
+        spelled = {}
+        for texts in other_spellings(named):
+            for i, text in enumerate(texts):
+                if text != named[i]:
+                    spelled.setdefault(text, i)
+        if spelled:
+            where = np.flatnonzero(unknown)
+            found = np.fromiter((spelled.get(k, -1) for k in keys[where]), dtype=np.int64, count=len(where))
+            codes[where] = np.where(found >= 0, found, codes[where])
+            unknown = (codes < 0) & ~missing
     if OTHER in categories:
         codes[unknown] = categories.index(OTHER)
     elif unknown.any():

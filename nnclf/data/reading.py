@@ -134,7 +134,7 @@ class _HashingReader(io.RawIOBase):
 def check_file(path: Path, what: str = "data file") -> None:
     if str(path) == "-":
         return
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():  # a symlink loop "does not exist": check_input names it
         raise NnclfError(f"{path}: {what} not found{_similar_file(path)}")
     from ..inputs import check_input  # readable, a regular file, bytes matching the suffix
 
@@ -639,19 +639,26 @@ def _read_head(path: Path, stream, encoding: str) -> tuple[bytes, str, bool]:
     bytes decoded, whether that is the whole stream). Each byte is decoded once, as it is read:
     the text is what ``head.decode(encoding, errors="replace")`` gives."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+
+    def decode(data: bytes, final: bool = False) -> str:
+        try:
+            return decoder.decode(data, final)
+        except UnicodeError as e:  # not replaceable: utf-16/32 without a BOM ("does not start with BOM")
+            raise NnclfError(f"{path}: not {encoding} text ({e}); set data.encoding to the file's encoding (e.g. utf-8 or latin-1)") from None
+
     head, text = b"", ""
     size = HEAD_BYTES
     while True:
         more = stream.read(size - len(head))
         head += more
-        text += decoder.decode(more)
+        text += decode(more)
         if len(head) < size and more:
             continue  # a short read (a pipe): read on
         if not more or len(head) < size:
-            return head, text + decoder.decode(b"", final=True), True
+            return head, text + decode(b"", final=True), True
         if _header_complete(text):
             more = stream.read(HEAD_BYTES)
-            return head + more, text + decoder.decode(more, final=True), False
+            return head + more, text + decode(more, final=True), False
         if size >= MAX_HEADER_BYTES:
             raise NnclfError(f"{path}: the header record is longer than {MAX_HEADER_BYTES >> 20} MB; is this a CSV file?")
         size *= HEAD_GROWTH

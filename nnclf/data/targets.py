@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import NnclfError, Warn
-from .preprocess import Preprocessor, float_cells
+from .preprocess import TINY_STD, Preprocessor, float_cells
 
 
 class Targets:
@@ -26,19 +26,37 @@ class Targets:
         self.scale = np.asarray(state["scale"], dtype=np.float64)
 
     @classmethod
-    def fit(cls, values: np.ndarray, names: list[str], scaling: str, weights: Optional[np.ndarray] = None) -> "Targets":
+    def fit(cls, values: np.ndarray, names: list[str], scaling: str, weights: Optional[np.ndarray] = None,
+            source: str = "training targets") -> "Targets":
         """mu and sigma per column of the training targets ``values`` (n, m); sigma = 1 for a
         constant target (it stays constant instead of dividing by zero) or ``scaling: none``.
 
         ``weights`` (n,) >= 0 (the estimators' sample_weight): the weighted mean and standard
         deviation mu = sum_i w_i y_i / sum_i w_i, sigma^2 = sum_i w_i (y_i - mu)^2 / sum_i w_i,
-        so a row of weight 2 scales the targets as that row twice would."""
+        so a row of weight 2 scales the targets as that row twice would.
+
+        As for feature columns, a sigma below ``TINY_STD`` (squares of deviations under ~1e-154
+        underflow to 0) is measured again on the deviations divided by the largest one: a target
+        of 1e-200s is not constant. A mean or sigma that overflows (squares over ~1e154, which
+        the metrics square too) is an NnclfError naming the target."""
         if scaling == "standard":
-            if weights is None:
-                center, scale = values.mean(axis=0), values.std(axis=0)
-            else:
-                center = np.average(values, axis=0, weights=weights)
-                scale = np.sqrt(np.average(np.square(values - center), axis=0, weights=weights))
+            def std(deviations):
+                if weights is None:
+                    return deviations.std(axis=0)
+                return np.sqrt(np.average(np.square(deviations - np.average(deviations, axis=0, weights=weights)), axis=0, weights=weights))
+
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # an overflow is reported below
+                center = values.mean(axis=0) if weights is None else np.average(values, axis=0, weights=weights)
+                scale = std(values)
+                spread = np.abs(values - center).max(axis=0)
+                again = (scale < TINY_STD) & (spread > 0)
+                if again.any():
+                    unit = std((values[:, again] - center[again]) / spread[again])
+                    scale = scale.copy()
+                    scale[again] = spread[again] * unit
+            for name, c, s in zip(names, center, scale):
+                if not (np.isfinite(c) and np.isfinite(s)):
+                    raise NnclfError(f"{source}: target '{name}': values too large to scale (mean or standard deviation overflows)")
             scale = np.where(scale > 0, scale, 1.0)
         else:
             center, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
@@ -137,7 +155,7 @@ def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str, fold: Optio
     rows_all = frame.index.to_numpy()
     targets = None
     if task == "regression":
-        targets = Targets.fit(values[positions], names, data.target_scaling)
+        targets = Targets.fit(values[positions], names, data.target_scaling, source=source)
         y_all = targets.encode(values, dtype)
     else:
         y_all = x_all
