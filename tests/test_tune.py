@@ -410,6 +410,26 @@ def test_two_machines_share_a_postgresql_study(tmp_path):
     assert ran == numbers[0] | numbers[1], states
 
 
+@pytest.mark.parametrize("target", ["d.csv", "study.yaml", "runs/s/trials.csv", "runs/s/best.yaml", "runs/s/trial-0000/checkpoints/best.npz"])
+def test_a_study_report_html_link_to_what_the_study_holds_is_refused(cli, tmp_path, target):
+    # DIR/STUDY/report.html as a symlink is kept and the file it names replaced: that file must
+    # not be the study's data, its config, a file of the study or of a trial's run folder
+    pytest.importorskip("matplotlib")
+    import shutil
+
+    shutil.copy(DATA / "iris.csv", tmp_path / "d.csv")
+    path = config(tmp_path, f"data: {{train: {tmp_path / 'd.csv'}}}", "tune: {trials: 2}")
+    assert cli(f"tune {path} --study s -q").exit_code == 0
+    folder = tmp_path / "runs" / "s"
+    (folder / "report.html").symlink_to(tmp_path / target)
+    before = (tmp_path / target).read_bytes()
+    result = cli(f"report {folder}")
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr.splitlines()[-1] == (f"error: {folder / 'report.html'}: is an input of this command (the same file as "
+                                              f"{tmp_path / target}); refusing to overwrite it (nothing was written)")
+    assert (tmp_path / target).read_bytes() == before
+
+
 def test_study_report(cli, tmp_path):
     pytest.importorskip("matplotlib")
     path = config(tmp_path, "tune: {trials: 4}")

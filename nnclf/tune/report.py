@@ -151,8 +151,24 @@ def make_study_report(folder: str | Path, warn: Callable[[str], None] = lambda m
         ax.grid(alpha=0.3)
         save(fig, f"param_{re.sub(r'[^A-Za-z0-9_.-]', '_', key)}.png")
 
-    atomic_write_text(folder / "report.html", _html(meta, rows, imp, images))
+    # a symlink report.html is kept and the file it names replaced: never a file of the study,
+    # its trials' run folders, or the data and config the study was made from
+    inputs = [p for p in folder.rglob("*") if p.name != "report.html" or p.parent != folder]
+    inputs += [Path(meta["config"])] if isinstance(meta.get("config"), str) else []
+    inputs += _data_files(folder / "study.yaml")
+    atomic_write_text(folder / "report.html", _html(meta, rows, imp, images), inputs=inputs)
     return {"html": folder / "report.html", "images": images, "importances": imp}
+
+
+def _data_files(study_yaml: Path) -> list[Path]:
+    """The data files study.yaml names (absolute paths: the study writes them resolved)."""
+    import yaml
+
+    try:
+        data = (yaml.safe_load(study_yaml.read_text()) or {}).get("data") or {}
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
+        return []
+    return [Path(data[role]) for role in ("train", "val", "test") if isinstance(data.get(role), str)]
 
 
 def _html(meta, rows, imp, images) -> str:
