@@ -145,6 +145,9 @@ def test_missing_feature_column_is_an_error(cli, three, tmp_path):
     assert r.exit_code == 1
     assert r.stderr == "error: p.csv: missing feature column 'x2' (the model was trained with it)\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv"]
+    (tmp_path / "p.csv").write_text(_csv(["x1"], [[r[0]] for r in rows]))
+    r = cli(["predict", run, "p.csv"])
+    assert (r.exit_code, r.stderr) == (1, "error: p.csv: missing feature columns 'x2', 'tone' (the model was trained with them)\n")
 
 
 def test_unseen_categories_warn_once_per_column_with_totals(cli, three, tmp_path):

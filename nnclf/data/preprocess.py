@@ -289,7 +289,7 @@ class Preprocessor:
         missing = [name for name in self._names if name not in present]
         if missing:
             listed = ", ".join(f"'{m}'" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
-            raise NnclfError(f"{source}: missing feature column{'s' if len(missing) > 1 else ''} {listed} (the model was trained with it)")
+            raise NnclfError(f"{source}: missing feature column{'s' if len(missing) > 1 else ''} {listed} (the model was trained with {'them' if len(missing) > 1 else 'it'})")
         own_notes = notes is None
         if own_notes:
             notes = TransformNotes()
