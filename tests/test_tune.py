@@ -221,6 +221,24 @@ def test_grid_sampler_visits_every_point_once(cli, tmp_path):
     assert points == sorted((lr, b) for lr in (0.01, 0.05) for b in (8, 16, 24))
 
 
+def test_a_choice_of_scalars_beside_a_mapping_gives_each_trial_the_value_written(cli, tmp_path):
+    # Optuna's choices must be scalars, so a choice holding a mapping is suggested as JSON
+    # texts: null and 'balanced' came back as the texts 'null' and '"balanced"', refused
+    weights = "{setosa: 1.0, versicolor: 2.0, virginica: 1.0}"
+    grid = ("tune: {sampler: grid, metric: val_loss, space: {loss.class_weights: "
+            f"{{type: choice, values: [null, balanced, {weights}]}}}}}}")
+    path = write_config(tmp_path, merged(BASE, grid))
+    result = cli(f"tune {path} --study w")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "runs" / "w"
+    table = rows(folder)
+    assert [r["state"] for r in table] == ["complete"] * 3
+    used = {json.dumps(yaml.safe_load((folder / f"trial-{int(r['number']):04d}" / "config.yaml").read_text())["loss"]["class_weights"],
+                       sort_keys=True) for r in table}
+    assert used == {"null", '"balanced"', json.dumps({"setosa": 1.0, "versicolor": 2.0, "virginica": 1.0}, sort_keys=True)}
+    assert sorted(r["loss.class_weights"] for r in table) == sorted(["null", '"balanced"', '{"setosa": 1.0, "versicolor": 2.0, "virginica": 1.0}'])
+
+
 def test_best_yaml_repeats_the_best_trial_bit_for_bit(cli, tmp_path):
     path = config(tmp_path, "tune: {trials: 3}")
     assert cli(f"tune {path} --study s -q").exit_code == 0

@@ -428,27 +428,36 @@ def suggest(trial, spec: TuneSpec) -> dict[str, Any]:
         elif p.type == "int":
             params[key] = trial.suggest_int(key, p.low, p.high, step=p.step or 1)
         else:
-            params[key] = decode_choice(trial.suggest_categorical(key, encode_choices(p.values)))
+            params[key] = decode_choice(trial.suggest_categorical(key, encode_choices(p.values)), encoded(p.values))
     return params
 
 
+def encoded(values) -> bool:
+    """Whether ``encode_choices`` gives Optuna these values as JSON texts (one of them is not
+    a scalar); then every value is one, scalars too."""
+    return not all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
+
+
 def encode_choices(values) -> list:
-    if all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
+    if not encoded(values):
         return list(values)
     return [json.dumps(v) for v in values]
 
 
-def decode_choice(value):
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+def decode_choice(value, was_encoded: bool):
+    """A suggested choice back as the config value: the JSON text decoded when the dimension's
+    values were encoded (a scalar among lists, such as null or 'balanced' beside a mapping of
+    loss.class_weights, is JSON text too), else as Optuna gave it (a string value is the string,
+    even one that starts with '[')."""
+    return json.loads(value) if was_encoded and isinstance(value, str) else value
 
 
-def decoded_params(trial) -> dict[str, Any]:
-    return {k: decode_choice(v) if isinstance(v, str) else v for k, v in trial.params.items()}
+def decoded_params(trial, spec: TuneSpec) -> dict[str, Any]:
+    out = {}
+    for key, value in trial.params.items():
+        p = spec.space.get(key)
+        out[key] = decode_choice(value, p is not None and p.type == "choice" and encoded(p.values))
+    return out
 
 
 def make_sampler(setup: StudySetup, seed: Optional[int]):
@@ -804,8 +813,9 @@ def _result(trial) -> dict:
     return {"epochs": trial.user_attrs.get("epochs"), "test_accuracy": trial.user_attrs.get("test_accuracy")}
 
 
-def trial_rows(study, trials=None) -> list[dict[str, Any]]:
-    """One row per trial: number, state, value, params, epochs, test accuracy, seconds."""
+def trial_rows(study, spec: TuneSpec, trials=None) -> list[dict[str, Any]]:
+    """One row per trial: number, state, value, params (as config values: ``spec`` says which
+    choices were encoded), epochs, test accuracy, seconds."""
     rows = []
     for t in study.get_trials(deepcopy=False) if trials is None else trials:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
@@ -814,7 +824,7 @@ def trial_rows(study, trials=None) -> list[dict[str, Any]]:
         value_last = t.intermediate_values[max(t.intermediate_values)] if value is None and t.intermediate_values else None
         rows.append({
             "number": t.number, "state": state_name(t), "value": value, "last_value": value_last,
-            "params": decoded_params(t), "epochs": _result(t).get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None),
+            "params": decoded_params(t, spec), "epochs": _result(t).get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None),
             "test_accuracy": _result(t).get("test_accuracy"), "seconds": seconds,
             "error": t.user_attrs.get("error"), "cv": _result(t).get("cv"),
         })
@@ -913,7 +923,7 @@ class StudyResult:
 
 def read_rows(setup: StudySetup) -> list[dict]:
     optuna = import_optuna()
-    return trial_rows(optuna.load_study(study_name=setup.name, storage=open_storage(setup)))
+    return trial_rows(optuna.load_study(study_name=setup.name, storage=open_storage(setup)), setup.spec)
 
 
 def tune(setup: StudySetup, jobs: int = 1, *args, **kwargs) -> StudyResult:
@@ -951,7 +961,7 @@ def _tune(
     if jobs <= 1:
         def on_trial(study):
             trials = study.get_trials(deepcopy=False)
-            rows = trial_rows(study, trials)
+            rows = trial_rows(study, setup.spec, trials)
             write_trials_csv(setup, rows)
             on_update(rows)
             return trials
@@ -976,7 +986,7 @@ def _tune(
                 # wakes when a worker exits (the end of the study is not a poll interval late)
                 wait_for([p.sentinel for p in procs if p.is_alive()], timeout=poll)
                 if study is not None:
-                    rows = trial_rows(study)
+                    rows = trial_rows(study, setup.spec)
                     if rows != last_rows:
                         last_rows = rows
                         on_update(rows)
