@@ -278,6 +278,26 @@ def test_rerunning_continues_the_study(cli, tmp_path):
     assert "the study was started with another config (model.activation changed)" in result.stderr
 
 
+def test_a_lost_study_db_is_refused_and_trials_csv_is_kept(cli, tmp_path, monkeypatch):
+    # with study.db deleted or emptied, the run started a new study whose trial 0 failed on
+    # the existing trial-0000 folder and rewrote trials.csv, the old trials' last record
+    from nnclf.tune import study as study_module
+
+    path = config(tmp_path, "tune: {trials: 2}")
+    assert cli(f"tune {path} --study s").exit_code == 0
+    folder = tmp_path / "runs" / "s"
+    table = (folder / "trials.csv").read_bytes()
+    for lose in (lambda db: db.write_bytes(b""), lambda db: db.unlink()):
+        lose(folder / "study.db")
+        monkeypatch.setattr(study_module, "_STORAGES", {})  # as a new command's process: the file opened again
+        result = cli(f"tune {path} --study s --trials 3")
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"error: {Path('runs') / 's'}: trial-0000, trial-0001 are trials of a study that the storage sqlite:///")
+        assert "does not hold (was study.db deleted or replaced?)" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert (folder / "trials.csv").read_bytes() == table
+        assert json.loads((folder / "trial-0000" / "trial.json").read_text())["state"] == "complete"
+
+
 def test_same_study_from_scratch_is_reproducible(cli, tmp_path):
     path = config(tmp_path, "tune: {trials: 3, sampler: tpe}")
     assert cli(f"tune {path} --study a").exit_code == 0

@@ -205,6 +205,7 @@ def _create_study(setup: StudySetup, config_path) -> None:
     existing = optuna.load_study(study_name=name, storage=storage_obj)
     if existing.direction.name.lower() != spec.direction:
         raise NnclfError(f"study '{name}' in {hidden_password(url)} is to {existing.direction.name.lower()}, the config says {spec.direction}; use another --study")
+    _check_trial_folders(folder, existing, url)
     meta = {
         "name": name, "storage": hidden_password(url), "config": str(Path(config_path).resolve()),
         "metric": spec.metric, "direction": spec.direction, "sampler": spec.sampler, "pruner": spec.pruner,
@@ -212,6 +213,26 @@ def _create_study(setup: StudySetup, config_path) -> None:
         "space": {k: {kk: vv for kk, vv in p.__dict__.items() if vv not in (None, ())} for k, p in spec.space.items()},
     }
     atomic_write_text(folder / "study.json", json.dumps(meta, indent=2, default=list) + "\n")
+
+
+def _check_trial_folders(folder: Path, study, url: str) -> None:
+    """Refuse a study folder holding trial folders its storage has no trial for (study.db
+    deleted, emptied or replaced, or --storage naming another database): the new trials would
+    take those numbers, fail on the existing folders, and trials.csv, the last record of the
+    old trials, would be rewritten. A worker makes a trial's folder only after the storage gave
+    it the number, so listing the folders before reading the trials is free of races."""
+    folders = sorted(p.name for p in folder.glob("trial-[0-9][0-9][0-9][0-9]*") if p.is_dir() and p.name[6:].isdigit())
+    if not folders:
+        return
+    known = {t.number for t in study.get_trials(deepcopy=False)}
+    orphans = [f for f in folders if int(f[6:]) not in known]
+    if orphans:
+        shown = ", ".join(orphans[:3]) + (f" and {len(orphans) - 3} more" if len(orphans) > 3 else "")
+        raise NnclfError(
+            f"{folder}: {shown} {'is a trial' if len(orphans) == 1 else 'are trials'} of a study that the storage "
+            f"{hidden_password(url)} does not hold (was study.db deleted or replaced?); no trial was run: "
+            f"restore the storage, or start another study with --study NAME or --runs-dir DIR"
+        )
 
 
 def _comparable(raw: dict) -> dict:
