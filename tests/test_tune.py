@@ -159,6 +159,20 @@ def test_tune_section_errors(cli, tmp_path):
     assert "no tune: section" in cli(f"tune {path}").stderr
 
 
+def test_a_bad_study_name_names_where_it_came_from(cli, tmp_path):
+    # the message said --name, an option nnclf tune does not have
+    path = config(tmp_path)
+    result = cli(f"tune {path} --study ../x")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: --study '../x': a study name may use letters, digits, '.', '_' and '-' "
+                                     "(at most 128, starting with a letter or digit, no '..')")
+    spaced = config(tmp_path, name="my study.yaml")  # without --study the study is named after the file
+    result = cli(["tune", spaced])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {spaced}: the study name (the file's, without --study) 'my study': a study name may use")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_ignores_the_tune_section(cli, tmp_path):
     path = config(tmp_path)
     result = cli(f"train {path} --name plain -q")

@@ -143,7 +143,10 @@ def prepare_study(
     from ..runs import check_run_name
 
     raw, spec, cfg = load_study_config(config_path, overrides)
-    name = check_run_name(study) if study is not None else check_run_name(Path(config_path).stem or "study")
+    if study is not None:
+        name = check_run_name(study, "--study", "a study name")
+    else:  # the config file's name: a stem with a space or other character needs --study
+        name = check_run_name(Path(config_path).stem or "study", f"{config_path}: the study name (the file's, without --study)", "a study name")
     folder = Path(runs_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
