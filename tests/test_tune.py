@@ -120,6 +120,28 @@ def test_search_space_errors_name_file_line_and_key(cli, tmp_path, line, message
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("trial-*"))
 
 
+def test_values_refused_only_together_are_refused_before_any_trial(cli, tmp_path):
+    # each value passes the schema alone; together they were refused when a trial drew them,
+    # and that trial's error ended the study
+    text = merged(BASE, "training: {batch_size: full}", "tune: {metric: val_loss, trials: 4, space: {optimizer.name: "
+                  "{type: choice, values: [adam, lbfgs]}, training.batch_size: {type: int, low: 16, high: 32, step: 16}}}")
+    path = write_config(tmp_path, text)
+    result = cli(f"tune {path}")
+    assert result.exit_code == 1
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if l.strip().startswith("training.batch_size:"))
+    assert result.stderr.strip() == (
+        f"error: {path}, line {line}: tune.space.training.batch_size: low 16 with optimizer.name value 'lbfgs' would be "
+        "refused by the config schema: training.batch_size: optimizer 'lbfgs' is a full-batch method (every step uses "
+        "all training rows); batch_size must be 'full', got 16")
+    assert not (tmp_path / "runs").exists()
+    ae = merged(BASE, "task: reconstruction", "model: {hidden: [16, 4, 16]}", "tune: {metric: val_loss, trials: 2, space: {model.hidden: {type: choice, "
+                "values: [[8], [16, 4, 16]]}, model.code_layer: {type: choice, values: [null, 1]}}}")
+    result = cli(["tune", write_config(tmp_path, ae, "ae.yaml")])
+    assert result.exit_code == 1
+    assert ("tune.space.model.code_layer: value 1 with model.hidden value [8] would be refused by the config schema: "
+            "model.code_layer: 1 is not an index of model.hidden [8] (0 to 0)") in result.stderr
+
+
 def test_set_reaches_a_search_dimension_and_its_errors_name_set(cli, tmp_path):
     """A dimension's name is a dotted key itself: --set tune.space.model.hidden=... sets one
     dimension, --set tune.space.optimizer.lr.high=... a field of an existing one; a bad value
