@@ -387,6 +387,28 @@ def test_ctrl_c_keeps_finished_trials_and_marks_the_running_one(tmp_path):
     assert states.count("complete") == done + 1 and states.count("interrupted") == 1
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
+def test_sigterm_and_sighup_stop_a_study_as_ctrl_c_does(tmp_path, signum, name):
+    # only SIGINT was caught: SIGTERM raised inside the running trial, which was left
+    # 'failed' without a trial.json, no best.yaml was written and the exit code was 130
+    path = config(tmp_path, "tune: {trials: 40}", "training: {epochs: 2400, batch_size: 8}")
+    folder = tmp_path / "runs" / "s"
+    proc = _tune_process([str(path), "--study", "s"], tmp_path)
+    assert _wait_for(lambda: (folder / "trial-0001" / "config.yaml").exists()), proc.communicate(timeout=5)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert f"stopped by {name}; finished trials are kept" in err
+    table = rows(folder)
+    assert table[-1]["state"] == "interrupted" and all(r["state"] == "complete" for r in table[:-1])
+    last = folder / f"trial-{int(table[-1]['number']):04d}"
+    assert json.loads((last / "trial.json").read_text())["state"] == "interrupted"
+    best = min(table[:-1], key=lambda r: (-float(r["val_accuracy"]), int(r["number"])))
+    assert (folder / "best.yaml").read_text().startswith(f"# best trial {best['number']} of study 's'")
+
+
 def _check_shared_study(folder: Path, total: int) -> None:
     table = rows(folder)
     numbers = [int(r["number"]) for r in table]

@@ -731,7 +731,9 @@ def _worker_main(setup: StudySetup, index: int, threads: Optional[int], ended=No
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *a: stop.set())
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal signals the whole group: as the parent's Ctrl-C
+        signal.signal(signal.SIGHUP, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (the parent's terminate() on a second Ctrl-C)
     code = 0
     try:
         from contextlib import nullcontext
