@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import NnclfError, Warn
-from .preprocess import Preprocessor, float_cells
+from .preprocess import Preprocessor, file_line, float_cells
 
 
 class Targets:
@@ -26,20 +26,26 @@ class Targets:
         self.scale = np.asarray(state["scale"], dtype=np.float64)
 
     @classmethod
-    def fit(cls, values: np.ndarray, names: list[str], scaling: str, weights: Optional[np.ndarray] = None) -> "Targets":
+    def fit(cls, values: np.ndarray, names: list[str], scaling: str, weights: Optional[np.ndarray] = None,
+            source: str = "y") -> "Targets":
         """mu and sigma per column of the training targets ``values`` (n, m); sigma = 1 for a
         constant target (it stays constant instead of dividing by zero) or ``scaling: none``.
 
         ``weights`` (n,) >= 0 (the estimators' sample_weight): the weighted mean and standard
         deviation mu = sum_i w_i y_i / sum_i w_i, sigma^2 = sum_i w_i (y_i - mu)^2 / sum_i w_i,
-        so a row of weight 2 scales the targets as that row twice would."""
+        so a row of weight 2 scales the targets as that row twice would. Finite targets whose
+        mean or squared deviations overflow (|y| near 1e308) are an error naming the target
+        (``source``: the file or argument they came from)."""
         if scaling == "standard":
-            if weights is None:
-                center, scale = values.mean(axis=0), values.std(axis=0)
-            else:
-                center = np.average(values, axis=0, weights=weights)
-                scale = np.sqrt(np.average(np.square(values - center), axis=0, weights=weights))
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported just below
+                if weights is None:
+                    center, scale = values.mean(axis=0), values.std(axis=0)
+                else:
+                    center = np.average(values, axis=0, weights=weights)
+                    scale = np.sqrt(np.average(np.square(values - center), axis=0, weights=weights))
             scale = np.where(scale > 0, scale, 1.0)
+            for k in np.flatnonzero(~(np.isfinite(center) & np.isfinite(scale))):
+                raise NnclfError(f"{source}: target '{names[k]}': values too large to scale (mean or standard deviation overflows)")
         else:
             center, scale = np.zeros(values.shape[1]), np.ones(values.shape[1])
         return cls({"names": list(names), "scaling": scaling, "center": center.tolist(), "scale": scale.tolist()})
@@ -48,9 +54,20 @@ class Targets:
     def names(self) -> list[str]:
         return self.state["names"]
 
-    def encode(self, values: np.ndarray, dtype="float32") -> np.ndarray:
-        """t = (y - mu) / sigma, (n, m)."""
-        return ((values - self.center) / self.scale).astype(dtype)
+    def encode(self, values: np.ndarray, dtype="float32", source: str = "y", frame=None) -> np.ndarray:
+        """t = (y - mu) / sigma, (n, m); a t beyond ``dtype``'s range (a float32 run's
+        ``scaling: none`` target of 1e39, a target far outside the training rows' spread) is
+        an error naming the target (and its line, given the ``frame`` the rows were read
+        into), not an inf the training would call a divergence."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = ((values - self.center) / self.scale).astype(dtype)
+        bad = ~np.isfinite(out) & np.isfinite(values)  # (missing targets stay NaN)
+        if bad.any():
+            row, k = map(int, np.argwhere(bad)[0])
+            where = source if frame is None else f"{source}, line {file_line(frame, row)}"
+            raise NnclfError(f"{where}: target '{self.names[k]}': value {values[row, k]:.6g} is too large for "
+                             f"{np.dtype(dtype).name} numbers once scaled with the training statistics")
+        return out
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         """y = t sigma + mu in float64, (n, m): network outputs in the targets' units."""
@@ -132,8 +149,8 @@ def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str):
     rows_all = frame.index.to_numpy()
     targets = None
     if task == "regression":
-        targets = Targets.fit(values[positions], names, data.target_scaling)
-        y_all = targets.encode(values, dtype)
+        targets = Targets.fit(values[positions], names, data.target_scaling, source=source)
+        y_all = targets.encode(values, dtype, source, frame)
     else:
         y_all = x_all
 
@@ -155,7 +172,7 @@ def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str):
             vals = target_values(other, names, path)
             other, vals, _ = drop_missing_targets(other, vals, names, path, warn)
             x = pre.transform(other, path, dtype, warn)
-            return Split(x, targets.encode(vals, dtype), other.index.to_numpy(), path, vals)
+            return Split(x, targets.encode(vals, dtype, path, other), other.index.to_numpy(), path, vals)
         x = pre.transform(other, path, dtype, warn)
         return Split(x, x, other.index.to_numpy(), path)
 
