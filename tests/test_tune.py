@@ -142,6 +142,24 @@ def test_values_refused_only_together_are_refused_before_any_trial(cli, tmp_path
             "model.code_layer: 1 is not an index of model.hidden [8] (0 to 0)") in result.stderr
 
 
+def test_a_huge_int_range_is_checked_at_its_ends_without_listing_it(cli, tmp_path):
+    # the probes listed range(low, high + 1): 10^20 values raised OverflowError (a traceback),
+    # 10^8 took gigabytes before the first trial
+    from nnclf.tune.study import load_study_config
+
+    huge = 10**20
+    path = write_config(tmp_path, merged(BASE, f"tune: {{metric: val_loss, space: {{training.epochs: {{type: int, low: 1, high: {huge + 1}, step: 10}}}}}}"))
+    started = time.perf_counter()
+    _, spec, _ = load_study_config(path, [])
+    assert time.perf_counter() - started < 5
+    assert spec.space["training.epochs"].probes() == [("low 1", 1), (f"high {huge + 1}", huge + 1)]
+    assert spec.grid_size() == huge // 10 + 1
+    result = cli(f"tune {path} --set tune.sampler=grid")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: --set tune.sampler: the grid of tune.space has {huge // 10 + 1:,} points, more than "
+                                     "the grid sampler lists (1,000,000); use fewer values or a larger int step, or sampler tpe or random")
+
+
 def test_set_reaches_a_search_dimension_and_its_errors_name_set(cli, tmp_path):
     """A dimension's name is a dotted key itself: --set tune.space.model.hidden=... sets one
     dimension, --set tune.space.optimizer.lr.high=... a field of an existing one; a bad value
