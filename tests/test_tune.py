@@ -160,6 +160,18 @@ def test_a_huge_int_range_is_checked_at_its_ends_without_listing_it(cli, tmp_pat
                                      "the grid sampler lists (1,000,000); use fewer values or a larger int step, or sampler tpe or random")
 
 
+def test_a_range_written_like_1e_4_is_a_number_as_in_the_config(cli, tmp_path):
+    # YAML reads 1e-4 (no '.') as text: the config schema takes optimizer.lr: 1e-3, the space
+    # refused low: 1e-4 ("must be a number, got '1e-4'")
+    path = write_config(tmp_path, merged(BASE, "tune: {metric: val_loss, trials: 2}") +
+                        "  space:\n    optimizer.lr: {type: loguniform, low: 1e-4, high: 1e-1}\n")
+    result = cli(f"tune {path} --study s")
+    assert result.exit_code == 0, result.stderr
+    lrs = [float(r["optimizer.lr"]) for r in rows(tmp_path / "runs" / "s")]
+    assert len(lrs) == 2 and all(1e-4 <= lr <= 1e-1 for lr in lrs)
+    assert json.loads((tmp_path / "runs" / "s" / "study.json").read_text())["space"]["optimizer.lr"]["low"] == 1e-4
+
+
 def test_set_reaches_a_search_dimension_and_its_errors_name_set(cli, tmp_path):
     """A dimension's name is a dotted key itself: --set tune.space.model.hidden=... sets one
     dimension, --set tune.space.optimizer.lr.high=... a field of an existing one; a bad value

@@ -236,6 +236,17 @@ def _fraction(k: int) -> str:
     return f"{1 / k:.4g}"
 
 
+def _number_text(value):
+    """``'1e-4'`` as 1e-4 (a float written without '.', which YAML leaves a string); any
+    other value as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -274,6 +285,8 @@ def _parse_param(key: str, entry: Any, known: list[str], base: dict, where: _Whe
         param = Param(key, kind, values=tuple(values))
     else:
         low, high = entry["low"], entry["high"]
+        if kind != "int":  # YAML 1.1 reads 1e-4 (no '.') as text; the config schema takes it as a number, so here too
+            low, high = _number_text(low), _number_text(high)
         check = _is_int if kind == "int" else _is_number
         what = "an integer" if kind == "int" else "a number"
         for sub, value in (("low", low), ("high", high)):
