@@ -303,6 +303,17 @@ def test_a_choice_of_scalars_beside_a_mapping_gives_each_trial_the_value_written
                        sort_keys=True) for r in table}
     assert used == {"null", '"balanced"', json.dumps({"setosa": 1.0, "versicolor": 2.0, "virginica": 1.0}, sort_keys=True)}
     assert sorted(r["loss.class_weights"] for r in table) == sorted(["null", '"balanced"', '{"setosa": 1.0, "versicolor": 2.0, "virginica": 1.0}'])
+    # the study report's importances give Optuna the same texts ('balanced' was not one of them)
+    from nnclf.tune.report import importances, read_study
+
+    meta, read = read_study(folder)
+    imp = importances(meta, read)
+    assert imp is None or set(imp) == {"loss.class_weights"}
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is not None:  # (the page needs the plot extra)
+        result = cli(f"report {folder}")
+        assert result.exit_code == 0, result.stderr
 
 
 def test_best_yaml_repeats_the_best_trial_bit_for_bit(cli, tmp_path):
