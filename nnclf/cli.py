@@ -573,18 +573,24 @@ def tune(
     try:
         setup = prepare_study(config, set_, runs_dir, study, storage, trials, timeout, heartbeat, prefetch=True)
         stop = threading.Event()
+        received: list[int] = []
 
-        def on_sigint(signum, frame):
-            if stop.is_set():  # a second Ctrl-C: stop now
+        def on_signal(signum, frame):
+            # Ctrl-C, SIGTERM (docker stop, Kubernetes, Slurm) or SIGHUP: the running trials
+            # finish their batch and are marked interrupted, trials.csv and best.yaml are
+            # written; a second one: stop now
+            if stop.is_set():
                 raise KeyboardInterrupt
+            received.append(signum)
             stop.set()
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {s: signal.signal(s, on_signal) for s in [signal.SIGINT, *_termination_signals()]}
         try:
             with StudyDisplay(setup, quiet) as display:
                 result = run_study(setup, jobs, stop, warn, None if quiet else display.update)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     finally:
         process_memo().cancel()  # (a data prefetch nothing took in: the command failed before the trials)
         close_storages()  # study.db whole on disk before main() ends the process
@@ -596,8 +602,9 @@ def tune(
     else:
         render_result(result)
     if result.interrupted:
-        print(f"interrupted; finished trials are kept. Continue with the same command (study {setup.name})", file=sys.stderr)
-        raise typer.Exit(EXIT_INTERRUPTED)
+        how = "interrupted" if not received or received[0] == signal.SIGINT else f"stopped by {_signal_name(received[0])}"
+        print(f"{how}; finished trials are kept. Continue with the same command (study {setup.name})", file=sys.stderr)
+        raise typer.Exit(128 + (received[0] if received else signal.SIGINT))
     if result.errors:
         raise typer.Exit(EXIT_ERROR)
 

@@ -259,7 +259,17 @@ class _Network(_Base):
                     X_checked = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], order="C")
                 else:
                     X_checked, y = validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32], order="C", **self._y_checks)
-                X_checked = np.ascontiguousarray(X_checked, dtype=dtype)
+                with np.errstate(over="ignore"):  # (an overflow is the error just below)
+                    cast = np.ascontiguousarray(X_checked, dtype=dtype)
+                # scikit-learn checked the float64 values; a finite one beyond float32's range
+                # becomes inf here (fit diverged, predict gave NaN probabilities and a label)
+                if cast.dtype != X_checked.dtype and not np.isfinite(cast).all():
+                    largest = float(np.max(np.abs(X_checked)))
+                    raise ValueError(
+                        f"Input X contains a value too large for dtype('{dtype}'), the estimator's dtype "
+                        f"(largest |x| {largest:.3g}); scale X, or use dtype='float64'"
+                    )
+                X_checked = cast
             return X_checked, y
         return _minimal_validate(self, X, y if with_y else None, reset, frame, multi_output=self._y_checks.get("multi_output", False))
 

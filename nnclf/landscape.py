@@ -30,14 +30,16 @@ class TestFunction:
     box: tuple[float, float, float, float]  # plot limits x1 min, x1 max, x2 min, x2 max
 
     def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        a, b = float(x[0]), float(x[1])
+        # NumPy scalars, not Python floats: a diverging path overflows to inf (which run_all
+        # reports as diverged), where Python's ** raises OverflowError
+        a, b = np.float64(x[0]), np.float64(x[1])
         if self.name == "quadratic":
             return 0.1 * a * a + 2 * b * b, np.array([0.2 * a, 4 * b])
         r = b - a * a
         return (1 - a) ** 2 + 100 * r * r, np.array([-2 * (1 - a) - 400 * a * r, 200 * r])
 
     def hessian_vector(self, x: np.ndarray, v: np.ndarray) -> np.ndarray:
-        a, b = float(x[0]), float(x[1])
+        a, b = np.float64(x[0]), np.float64(x[1])
         if self.name == "quadratic":
             return np.array([0.2 * v[0], 4 * v[1]])
         h = np.array([[2 - 400 * (b - 3 * a * a), -400 * a], [-400 * a, 200.0]])
@@ -78,6 +80,8 @@ def run_all(function: str = "quadratic", lr: float | None = None, steps: int = 2
     lr = fn.lr if lr is None else lr
     if not (lr > 0 and math.isfinite(lr)):
         raise NnclfError(f"--lr: must be a number > 0, got {lr}")
+    if not tol >= 0:  # NaN too: no step would ever count as converged
+        raise NnclfError(f"--tol: must be a number >= 0, got {tol}")
     f_star = fn.value_and_gradient(np.array(fn.minimum))[0]
     f0 = fn.value_and_gradient(np.array(fn.start))[0]
     traces = []

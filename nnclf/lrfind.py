@@ -110,10 +110,12 @@ def range_test(step: Callable[[np.ndarray, np.ndarray, float], float], x: np.nda
 
 def lr_find(config_path: str | Path, overrides: list[str] = (), steps: int = 200, lr_min: float = 1e-7, lr_max: float = 10.0,
             warn: Callable[[str], None] = lambda m: None) -> LrFindResult:
-    """The range test on the config's training rows (its split, preprocessing and model)."""
-    from .build import build_loss, build_network, build_optimizer, class_weight_vector
+    """The range test on the config's training rows (its task, split, preprocessing and model).
+    The full-batch methods (lbfgs, cg, newton_cg) take no learning rate: refused."""
+    from .build import build_network, build_optimizer, build_task_loss
     from .config import load_config
     from .data.dataset import prepare
+    from .engine.fullbatch import FULL_BATCH
     from .seeds import model_rng
 
     if not (0 < lr_min < lr_max) or not math.isfinite(lr_max):
@@ -121,9 +123,14 @@ def lr_find(config_path: str | Path, overrides: list[str] = (), steps: int = 200
     if steps < 10:
         raise NnclfError(f"--steps {steps}: the test needs at least 10 steps")
     cfg = load_config(config_path, overrides)
-    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn)
+    if cfg.optimizer.name in FULL_BATCH:
+        raise NnclfError(
+            f"optimizer.name: {cfg.optimizer.name} is a full-batch method that chooses its own step sizes (a line "
+            f"search); it has no learning rate to find. The range test needs a mini-batch optimizer (--set optimizer.name=adam)"
+        )
+    prepared = prepare(cfg.data, cfg.seed, cfg.training.dtype, warn, cfg.task)
     train = prepared.train
-    loss = build_loss(cfg, len(prepared.labels), class_weight_vector(cfg, prepared.labels.values, train.y))
+    loss = build_task_loss(cfg, prepared)  # classes, targets or input columns, as training builds it
     net = build_network(cfg, train.x.shape[1], loss)
     rng = model_rng(cfg.seed)  # the model stream, as in training
     net.initialize(cfg.model.init, rng)

@@ -45,13 +45,14 @@ _SUMMARY_TYPES = {
 }
 
 
-def check_run_name(name: str) -> str:
-    """Run names are one path component: letters, digits, '.', '_', '-'; no '..'.
+def check_run_name(name: str, where: str = "--name", what: str = "a run name") -> str:
+    """Run names are one path component: letters, digits, '.', '_', '-'; no '..'. ``where``
+    and ``what`` name, in the message, the option or file the name came from and what it names.
 
     ``fullmatch``: ``re.match(...$)`` would let a trailing newline through."""
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
         raise NnclfError(
-            f"--name {name!r}: a run name may use letters, digits, '.', '_' and '-' "
+            f"{where} {name!r}: {what} may use letters, digits, '.', '_' and '-' "
             f"(at most 128, starting with a letter or digit, no '..')"
         )
     return name

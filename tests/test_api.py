@@ -167,6 +167,30 @@ def test_parameters_are_checked_by_the_config_schema(params, message):
         nnclf.Classifier(epochs=1, **params).fit(X, y)
 
 
+def test_values_beyond_float32_are_refused_not_turned_into_nan():
+    # scikit-learn checks X as float64; 1e300 is finite there and became inf in the float32
+    # cast: fit "diverged" (lower the lr, it said), predict gave NaN probabilities and label 0
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    too_large = "Input X contains a value too large for dtype\\('float32'\\), the estimator's dtype"
+    with pytest.raises(ValueError, match=too_large):
+        nnclf.Classifier(hidden=(4,), epochs=2, random_state=0).fit(X * 1e300, y)
+    fitted = nnclf.Classifier(hidden=(4,), epochs=2, random_state=0).fit(X, y)
+    regressor = nnclf.Regressor(hidden=(4,), epochs=2, random_state=0).fit(X, X[:, 0])
+    autoencoder = nnclf.Autoencoder(hidden=(4, 2, 4), epochs=2, random_state=0).fit(X)
+    for method in (fitted.predict, fitted.predict_proba, regressor.predict, autoencoder.transform, autoencoder.score_samples):
+        with pytest.raises(ValueError, match=too_large):
+            method(X[:2] * 1e300)
+    # float64 estimators take them
+    assert nnclf.Classifier(hidden=(4,), epochs=2, random_state=0, dtype="float64").fit(X, y).predict(X[:2] * 1e300).shape == (2,)
+    # targets whose spread overflows, or beyond float32 unscaled, name the target
+    with pytest.raises(nnclf.NnclfError, match=r"^y: target 'target': values too large to scale \(mean or standard deviation overflows\)$"):
+        nnclf.Regressor(hidden=(4,), epochs=2, random_state=0).fit(X, X[:, 0] * 1e300)
+    with pytest.raises(nnclf.NnclfError, match=r"^y: target 'target': value .* is too large for float32 numbers once scaled"):
+        nnclf.Regressor(hidden=(4,), epochs=2, random_state=0, target_scaling="none").fit(X, X[:, 0] * 1e300)
+
+
 def test_init_only_stores_and_clone_works():
     from sklearn.base import clone
 

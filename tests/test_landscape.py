@@ -72,3 +72,17 @@ def test_gradcheck_curvature_reports_a_wrong_product(cli, monkeypatch):
     result = cli(["gradcheck", CONFIGS / "wine.yaml", "--curvature"])
     assert result.exit_code == 1
     assert "gradient check failed" in result.stderr and "FAIL" in result.stdout
+
+
+def test_an_overflowing_path_is_reported_as_diverged_not_a_traceback(cli):
+    # rosenbrock's (1 - x1)^2 on a path thrown to 1e308 overflows: Python's ** raised OverflowError
+    result = cli("optimizers --function rosenbrock --lr 1e308 --steps 3")
+    assert result.exit_code == 0, result.stderr
+    rows = _table(result.stdout)
+    assert rows["gd"][1] == "diverged (step 1)" and rows["adam"][1] == "diverged (step 1)"
+
+
+def test_a_tolerance_no_step_can_meet_is_a_one_line_error(cli):
+    for tol in ("nan", "-1"):
+        result = cli(f"optimizers --tol {tol}")
+        assert result.exit_code == 1 and result.stderr.strip() == f"error: --tol: must be a number >= 0, got {float(tol)}"

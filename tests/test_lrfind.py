@@ -91,3 +91,30 @@ def test_lr_find_bad_range(cli, tmp_path):
     result = cli(f"lr-find {path} --min-lr 1 --max-lr 0.1")
     assert result.exit_code == 1
     assert "error: --min-lr 1 and --max-lr 0.1: need 0 < min < max" in result.stderr
+
+
+@pytest.mark.parametrize("task, target", [("regression", "progression"), ("reconstruction", "progression")])
+def test_lr_find_trains_the_configs_task(cli, tmp_path, task, target):
+    # lr-find prepared every config as a classification: a regression target became 214
+    # classes (with a warning to set task: regression) and an autoencoder a classifier
+    text = (f"task: {task}\ndata: {{train: {DATA / 'diabetes.csv'}, target: {target}}}\nmodel: {{hidden: [8]}}\n"
+            "optimizer: {name: sgd, lr: 1.0e-7}\ntraining: {epochs: 1, batch_size: full}\n")
+    path = write_config(tmp_path, text)
+    result = cli(f"lr-find {path} --steps 10 --min-lr 1e-7 --max-lr 1e-6 --json")
+    assert result.exit_code == 0, result.stderr
+    assert "classes" not in result.stderr
+    first = json.loads(result.stdout)["losses"][0]
+    # one full batch at the first lr: the loss before that step is training's first epoch loss
+    assert cli(f"train {path} --name r -q").exit_code == 0
+    summary = json.loads((tmp_path / "runs" / "r" / "summary.json").read_text())
+    assert first == pytest.approx(summary["final"]["train_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "cg", "newton_cg"])
+def test_lr_find_refuses_a_full_batch_method_in_one_line(cli, tmp_path, name):
+    path = write_config(tmp_path, CONFIG)
+    result = cli(f"lr-find {path} --set optimizer.name={name} --set training.batch_size=full")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: optimizer.name: {name} is a full-batch method that chooses its own step sizes "
+                                     "(a line search); it has no learning rate to find. The range test needs a mini-batch "
+                                     "optimizer (--set optimizer.name=adam)")

@@ -186,6 +186,25 @@ def test_targets_far_from_unit_scale_are_scaled_or_refused(cli, tmp_path):
     assert 0.5e-200 < scale < 2e-200
 
 
+def test_a_target_too_large_to_scale_names_the_target_and_line(cli, tmp_path):
+    # finite targets near 1e300: their standard deviation overflowed to inf and writing the run
+    # ended in a JSON traceback; with target_scaling none the float32 cast gave inf targets
+    path = regression_csv(tmp_path / "data.csv")
+    lines = path.read_text().splitlines()
+    lines[1:] = [",".join(line.split(",")[:3] + [f"{float(line.split(',')[3]) * 1e299!r}"]) for line in lines[1:]]
+    path.write_text("\n".join(lines) + "\n")
+    write_config(tmp_path, REGRESSION.format(target="y1", epochs=2), "c.yaml")
+    r = cli("train c.yaml --name a")
+    assert r.exit_code == 1
+    assert r.stderr == f"error: {path}: target 'y1': values too large to scale (mean or standard deviation overflows)\n"
+    r = cli("train c.yaml --name b --set data.target_scaling=none")
+    assert r.exit_code == 1
+    first = float(lines[1].split(",")[3])
+    assert r.stderr == (f"error: {path}, line 2: target 'y1': value {first:.6g} is too large for float32 numbers "
+                        "once scaled with the training statistics\n")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_classification_refuses_a_fractional_target(cli, tmp_path):
     path = regression_csv(tmp_path / "data.csv")
     write_config(tmp_path, "data:\n  train: data.csv\n  target: y1\n", "c.yaml")

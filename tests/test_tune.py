@@ -120,6 +120,58 @@ def test_search_space_errors_name_file_line_and_key(cli, tmp_path, line, message
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("trial-*"))
 
 
+def test_values_refused_only_together_are_refused_before_any_trial(cli, tmp_path):
+    # each value passes the schema alone; together they were refused when a trial drew them,
+    # and that trial's error ended the study
+    text = merged(BASE, "training: {batch_size: full}", "tune: {metric: val_loss, trials: 4, space: {optimizer.name: "
+                  "{type: choice, values: [adam, lbfgs]}, training.batch_size: {type: int, low: 16, high: 32, step: 16}}}")
+    path = write_config(tmp_path, text)
+    result = cli(f"tune {path}")
+    assert result.exit_code == 1
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if l.strip().startswith("training.batch_size:"))
+    assert result.stderr.strip() == (
+        f"error: {path}, line {line}: tune.space.training.batch_size: low 16 with optimizer.name value 'lbfgs' would be "
+        "refused by the config schema: training.batch_size: optimizer 'lbfgs' is a full-batch method (every step uses "
+        "all training rows); batch_size must be 'full', got 16")
+    assert not (tmp_path / "runs").exists()
+    ae = merged(BASE, "task: reconstruction", "model: {hidden: [16, 4, 16]}", "tune: {metric: val_loss, trials: 2, space: {model.hidden: {type: choice, "
+                "values: [[8], [16, 4, 16]]}, model.code_layer: {type: choice, values: [null, 1]}}}")
+    result = cli(["tune", write_config(tmp_path, ae, "ae.yaml")])
+    assert result.exit_code == 1
+    assert ("tune.space.model.code_layer: value 1 with model.hidden value [8] would be refused by the config schema: "
+            "model.code_layer: 1 is not an index of model.hidden [8] (0 to 0)") in result.stderr
+
+
+def test_a_huge_int_range_is_checked_at_its_ends_without_listing_it(cli, tmp_path):
+    # the probes listed range(low, high + 1): 10^20 values raised OverflowError (a traceback),
+    # 10^8 took gigabytes before the first trial
+    from nnclf.tune.study import load_study_config
+
+    huge = 10**20
+    path = write_config(tmp_path, merged(BASE, f"tune: {{metric: val_loss, space: {{training.epochs: {{type: int, low: 1, high: {huge + 1}, step: 10}}}}}}"))
+    started = time.perf_counter()
+    _, spec, _ = load_study_config(path, [])
+    assert time.perf_counter() - started < 5
+    assert spec.space["training.epochs"].probes() == [("low 1", 1), (f"high {huge + 1}", huge + 1)]
+    assert spec.grid_size() == huge // 10 + 1
+    result = cli(f"tune {path} --set tune.sampler=grid")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: --set tune.sampler: the grid of tune.space has {huge // 10 + 1:,} points, more than "
+                                     "the grid sampler lists (1,000,000); use fewer values or a larger int step, or sampler tpe or random")
+
+
+def test_a_range_written_like_1e_4_is_a_number_as_in_the_config(cli, tmp_path):
+    # YAML reads 1e-4 (no '.') as text: the config schema takes optimizer.lr: 1e-3, the space
+    # refused low: 1e-4 ("must be a number, got '1e-4'")
+    path = write_config(tmp_path, merged(BASE, "tune: {metric: val_loss, trials: 2}") +
+                        "  space:\n    optimizer.lr: {type: loguniform, low: 1e-4, high: 1e-1}\n")
+    result = cli(f"tune {path} --study s")
+    assert result.exit_code == 0, result.stderr
+    lrs = [float(r["optimizer.lr"]) for r in rows(tmp_path / "runs" / "s")]
+    assert len(lrs) == 2 and all(1e-4 <= lr <= 1e-1 for lr in lrs)
+    assert json.loads((tmp_path / "runs" / "s" / "study.json").read_text())["space"]["optimizer.lr"]["low"] == 1e-4
+
+
 def test_set_reaches_a_search_dimension_and_its_errors_name_set(cli, tmp_path):
     """A dimension's name is a dotted key itself: --set tune.space.model.hidden=... sets one
     dimension, --set tune.space.optimizer.lr.high=... a field of an existing one; a bad value
@@ -157,6 +209,20 @@ def test_tune_section_errors(cli, tmp_path):
     assert "the grid sampler needs choice or int dimensions, got uniform" in cli(f"tune {path}").stderr
     path = write_config(tmp_path, BASE, "plain.yaml")
     assert "no tune: section" in cli(f"tune {path}").stderr
+
+
+def test_a_bad_study_name_names_where_it_came_from(cli, tmp_path):
+    # the message said --name, an option nnclf tune does not have
+    path = config(tmp_path)
+    result = cli(f"tune {path} --study ../x")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: --study '../x': a study name may use letters, digits, '.', '_' and '-' "
+                                     "(at most 128, starting with a letter or digit, no '..')")
+    spaced = config(tmp_path, name="my study.yaml")  # without --study the study is named after the file
+    result = cli(["tune", spaced])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {spaced}: the study name (the file's, without --study) 'my study': a study name may use")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_train_ignores_the_tune_section(cli, tmp_path):
@@ -221,6 +287,35 @@ def test_grid_sampler_visits_every_point_once(cli, tmp_path):
     assert points == sorted((lr, b) for lr in (0.01, 0.05) for b in (8, 16, 24))
 
 
+def test_a_choice_of_scalars_beside_a_mapping_gives_each_trial_the_value_written(cli, tmp_path):
+    # Optuna's choices must be scalars, so a choice holding a mapping is suggested as JSON
+    # texts: null and 'balanced' came back as the texts 'null' and '"balanced"', refused
+    weights = "{setosa: 1.0, versicolor: 2.0, virginica: 1.0}"
+    grid = ("tune: {sampler: grid, metric: val_loss, space: {loss.class_weights: "
+            f"{{type: choice, values: [null, balanced, {weights}]}}}}}}")
+    path = write_config(tmp_path, merged(BASE, grid))
+    result = cli(f"tune {path} --study w")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "runs" / "w"
+    table = rows(folder)
+    assert [r["state"] for r in table] == ["complete"] * 3
+    used = {json.dumps(yaml.safe_load((folder / f"trial-{int(r['number']):04d}" / "config.yaml").read_text())["loss"]["class_weights"],
+                       sort_keys=True) for r in table}
+    assert used == {"null", '"balanced"', json.dumps({"setosa": 1.0, "versicolor": 2.0, "virginica": 1.0}, sort_keys=True)}
+    assert sorted(r["loss.class_weights"] for r in table) == sorted(["null", '"balanced"', '{"setosa": 1.0, "versicolor": 2.0, "virginica": 1.0}'])
+    # the study report's importances give Optuna the same texts ('balanced' was not one of them)
+    from nnclf.tune.report import importances, read_study
+
+    meta, read = read_study(folder)
+    imp = importances(meta, read)
+    assert imp is None or set(imp) == {"loss.class_weights"}
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is not None:  # (the page needs the plot extra)
+        result = cli(f"report {folder}")
+        assert result.exit_code == 0, result.stderr
+
+
 def test_best_yaml_repeats_the_best_trial_bit_for_bit(cli, tmp_path):
     path = config(tmp_path, "tune: {trials: 3}")
     assert cli(f"tune {path} --study s -q").exit_code == 0
@@ -258,6 +353,26 @@ def test_rerunning_continues_the_study(cli, tmp_path):
     result = cli(f"tune {other} --study s")
     assert result.exit_code == 1
     assert "the study was started with another config (model.activation changed)" in result.stderr
+
+
+def test_a_lost_study_db_is_refused_and_trials_csv_is_kept(cli, tmp_path, monkeypatch):
+    # with study.db deleted or emptied, the run started a new study whose trial 0 failed on
+    # the existing trial-0000 folder and rewrote trials.csv, the old trials' last record
+    from nnclf.tune import study as study_module
+
+    path = config(tmp_path, "tune: {trials: 2}")
+    assert cli(f"tune {path} --study s").exit_code == 0
+    folder = tmp_path / "runs" / "s"
+    table = (folder / "trials.csv").read_bytes()
+    for lose in (lambda db: db.write_bytes(b""), lambda db: db.unlink()):
+        lose(folder / "study.db")
+        monkeypatch.setattr(study_module, "_STORAGES", {})  # as a new command's process: the file opened again
+        result = cli(f"tune {path} --study s --trials 3")
+        assert result.exit_code == 1
+        assert result.stderr.startswith(f"error: {Path('runs') / 's'}: trial-0000, trial-0001 are trials of a study that the storage sqlite:///")
+        assert "does not hold (was study.db deleted or replaced?)" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert (folder / "trials.csv").read_bytes() == table
+        assert json.loads((folder / "trial-0000" / "trial.json").read_text())["state"] == "complete"
 
 
 def test_same_study_from_scratch_is_reproducible(cli, tmp_path):
@@ -311,6 +426,28 @@ def test_ctrl_c_keeps_finished_trials_and_marks_the_running_one(tmp_path):
     assert result.returncode == 0, result.stderr
     states = [r["state"] for r in rows(folder)]
     assert states.count("complete") == done + 1 and states.count("interrupted") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, name", [(signal.SIGTERM, "SIGTERM"), (signal.SIGHUP, "SIGHUP")])
+def test_sigterm_and_sighup_stop_a_study_as_ctrl_c_does(tmp_path, signum, name):
+    # only SIGINT was caught: SIGTERM raised inside the running trial, which was left
+    # 'failed' without a trial.json, no best.yaml was written and the exit code was 130
+    path = config(tmp_path, "tune: {trials: 40}", "training: {epochs: 2400, batch_size: 8}")
+    folder = tmp_path / "runs" / "s"
+    proc = _tune_process([str(path), "--study", "s"], tmp_path)
+    assert _wait_for(lambda: (folder / "trial-0001" / "config.yaml").exists()), proc.communicate(timeout=5)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err
+    assert f"stopped by {name}; finished trials are kept" in err
+    table = rows(folder)
+    assert table[-1]["state"] == "interrupted" and all(r["state"] == "complete" for r in table[:-1])
+    last = folder / f"trial-{int(table[-1]['number']):04d}"
+    assert json.loads((last / "trial.json").read_text())["state"] == "interrupted"
+    best = min(table[:-1], key=lambda r: (-float(r["val_accuracy"]), int(r["number"])))
+    assert (folder / "best.yaml").read_text().startswith(f"# best trial {best['number']} of study 's'")
 
 
 def _check_shared_study(folder: Path, total: int) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import NnclfError, Warn
-from .preprocess import TINY_STD, Preprocessor, float_cells
+from .preprocess import TINY_STD, Preprocessor, file_line, float_cells
 
 
 class Targets:
@@ -27,7 +27,7 @@ class Targets:
 
     @classmethod
     def fit(cls, values: np.ndarray, names: list[str], scaling: str, weights: Optional[np.ndarray] = None,
-            source: str = "training targets") -> "Targets":
+            source: str = "y") -> "Targets":
         """mu and sigma per column of the training targets ``values`` (n, m); sigma = 1 for a
         constant target (it stays constant instead of dividing by zero) or ``scaling: none``.
 
@@ -66,9 +66,20 @@ class Targets:
     def names(self) -> list[str]:
         return self.state["names"]
 
-    def encode(self, values: np.ndarray, dtype="float32") -> np.ndarray:
-        """t = (y - mu) / sigma, (n, m)."""
-        return ((values - self.center) / self.scale).astype(dtype)
+    def encode(self, values: np.ndarray, dtype="float32", source: str = "y", frame=None) -> np.ndarray:
+        """t = (y - mu) / sigma, (n, m); a t beyond ``dtype``'s range (a float32 run's
+        ``scaling: none`` target of 1e39, a target far outside the training rows' spread) is
+        an error naming the target (and its line, given the ``frame`` the rows were read
+        into), not an inf the training would call a divergence."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = ((values - self.center) / self.scale).astype(dtype)
+        bad = ~np.isfinite(out) & np.isfinite(values)  # (missing targets stay NaN)
+        if bad.any():
+            row, k = map(int, np.argwhere(bad)[0])
+            where = source if frame is None else f"{source}, line {file_line(frame, row)}"
+            raise NnclfError(f"{where}: target '{self.names[k]}': value {values[row, k]:.6g} is too large for "
+                             f"{np.dtype(dtype).name} numbers once scaled with the training statistics")
+        return out
 
     def decode(self, outputs: np.ndarray) -> np.ndarray:
         """y = t sigma + mu in float64, (n, m): network outputs in the targets' units."""
@@ -156,7 +167,7 @@ def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str, fold: Optio
     targets = None
     if task == "regression":
         targets = Targets.fit(values[positions], names, data.target_scaling, source=source)
-        y_all = targets.encode(values, dtype)
+        y_all = targets.encode(values, dtype, source, frame)
     else:
         y_all = x_all
 
@@ -178,7 +189,7 @@ def prepare_real(data, seed: int, dtype: str, warn: Warn, task: str, fold: Optio
             vals = target_values(other, names, path)
             other, vals, _ = drop_missing_targets(other, vals, names, path, warn)
             x = pre.transform(other, path, dtype, warn)
-            return Split(x, targets.encode(vals, dtype), other.index.to_numpy(), path, vals)
+            return Split(x, targets.encode(vals, dtype, path, other), other.index.to_numpy(), path, vals)
         x = pre.transform(other, path, dtype, warn)
         return Split(x, x, other.index.to_numpy(), path)
 

@@ -61,7 +61,7 @@ def importances(meta: dict, rows: list[dict]) -> dict[str, float] | None:
         import optuna
     except ImportError:
         return None
-    from .study import encode_choices
+    from .study import encode_choices, encoded
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     dists = {}
@@ -73,11 +73,11 @@ def importances(meta: dict, rows: list[dict]) -> dict[str, float] | None:
         else:
             dists[key] = optuna.distributions.FloatDistribution(p["low"], p["high"], log=p["type"] == "loguniform")
     study = optuna.create_study(direction=meta["direction"])
+    # a choice with a list or mapping among its values was given to Optuna as JSON texts, every
+    # value of it (a string such as 'balanced' too): the same texts here
+    as_json = {key for key, p in meta["space"].items() if p["type"] == "choice" and encoded(p["values"])}
     for r in complete:
-        params = {}
-        for key, value in r["params"].items():
-            choices = dists[key].choices if isinstance(dists[key], optuna.distributions.CategoricalDistribution) else None
-            params[key] = (json.dumps(value) if choices and isinstance(choices[0], str) and not isinstance(value, str) else value)
+        params = {key: json.dumps(value) if key in as_json else value for key, value in r["params"].items()}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=r["value"]))
     try:
         return dict(optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)))

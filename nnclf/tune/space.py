@@ -44,6 +44,7 @@ TYPES = {
 }
 REQUIRED = {"uniform": ("low", "high"), "loguniform": ("low", "high"), "int": ("low", "high"), "choice": ("values",)}
 SAMPLERS = ("tpe", "random", "grid")
+GRID_MAX = 10**6  # points: Optuna's GridSampler keeps every combination in a list (about 100 MB at this size)
 PRUNERS = ("none", "median", "hyperband")
 def task_metrics(task: str) -> list[str]:
     """The per-epoch metrics a run of ``task`` logs (metrics.csv), any of which a study may optimise."""
@@ -66,8 +67,17 @@ class Param:
     step: Optional[int] = None
     values: tuple = ()
 
+    def count(self) -> Optional[int]:
+        """How many values the dimension has (None for real ranges), without listing them."""
+        if self.type == "choice":
+            return len(self.values)
+        if self.type == "int":
+            return (int(self.high) - int(self.low)) // (self.step or 1) + 1
+        return None
+
     def grid(self) -> Optional[list]:
-        """Every value, for the grid sampler (None for real ranges)."""
+        """Every value, for the grid sampler (None for real ranges); parse_tune has checked
+        that the grid is at most GRID_MAX points."""
         if self.type == "choice":
             return list(self.values)
         if self.type == "int":
@@ -79,8 +89,9 @@ class Param:
         if self.type == "choice":
             return [(f"value {_shown(v)}", v) for v in self.values]
         if self.type == "int":
-            values = self.grid()
-            return [(f"low {values[0]}", values[0]), (f"high {values[-1]}", values[-1])]
+            # the ends, computed: listing an int range of 10^9 values would take gigabytes
+            low, last = int(self.low), int(self.low) + (self.count() - 1) * (self.step or 1)
+            return [(f"low {low}", low), (f"high {last}", last)]
         # a non-round interior point catches a real range on an integer key
         inner = self.low + (self.high - self.low) * 0.381966 if self.type == "uniform" else math.sqrt(self.low * self.high) * 1.0317
         inner = float(f"{inner:.6g}")
@@ -107,7 +118,7 @@ class TuneSpec:
         return {key: p.grid() for key, p in self.space.items()}
 
     def grid_size(self) -> int:
-        return math.prod(len(v) for v in self.grid_space().values())
+        return math.prod(p.count() for p in self.space.values())
 
 
 def tunable_keys(cfg: Config) -> list[str]:
@@ -180,10 +191,14 @@ def parse_tune(raw: dict[str, Any], cfg: Config, source: str = "config", text: O
     base = copy.deepcopy({k: v for k, v in raw.items() if k != "tune"})
     for key, entry in space.items():
         spec.space[str(key)] = _parse_param(str(key), entry, known, base, where)
+    _check_pairs(spec.space, base, where)
     if spec.sampler == "grid":
-        ranged = [k for k, p in spec.space.items() if p.grid() is None]
+        ranged = [k for k, p in spec.space.items() if p.count() is None]
         if ranged:
             raise where.error(["space", ranged[0], "type"], f"the grid sampler needs choice or int dimensions, got {spec.space[ranged[0]].type}")
+        if spec.grid_size() > GRID_MAX:
+            raise where.error(["sampler"], f"the grid of tune.space has {spec.grid_size():,} points, more than the grid sampler lists "
+                                           f"({GRID_MAX:,}); use fewer values or a larger int step, or sampler tpe or random")
     spec.trials = trials if trials is not None else spec.grid_size()
     return spec
 
@@ -219,6 +234,17 @@ def _parse_cv(section: dict, cfg: Config, metric: str, where: _Where) -> tuple[O
 
 def _fraction(k: int) -> str:
     return f"{1 / k:.4g}"
+
+
+def _number_text(value):
+    """``'1e-4'`` as 1e-4 (a float written without '.', which YAML leaves a string); any
+    other value as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _is_int(value) -> bool:
@@ -259,6 +285,8 @@ def _parse_param(key: str, entry: Any, known: list[str], base: dict, where: _Whe
         param = Param(key, kind, values=tuple(values))
     else:
         low, high = entry["low"], entry["high"]
+        if kind != "int":  # YAML 1.1 reads 1e-4 (no '.') as text; the config schema takes it as a number, so here too
+            low, high = _number_text(low), _number_text(high)
         check = _is_int if kind == "int" else _is_number
         what = "an integer" if kind == "int" else "a number"
         for sub, value in (("low", low), ("high", high)):
@@ -279,6 +307,23 @@ def _parse_param(key: str, entry: Any, known: list[str], base: dict, where: _Whe
         if problem is not None:
             raise where.error(loc, f"{what} would be refused by the config schema: {problem}")
     return param
+
+
+def _check_pairs(space: dict[str, Param], base: dict, where: _Where) -> None:
+    """Every pair of dimensions at their probes together: the schema's rules across keys
+    (optimizer.name lbfgs needs training.batch_size full; model.code_layer must index
+    model.hidden) refuse values that each pass alone, and a trial refused by the schema ends
+    the study, so such a space is refused now (about 0.05 ms a pair of probes)."""
+    params = list(space.values())
+    for i, a in enumerate(params):
+        for b in params[i + 1:]:
+            for what_a, value_a in a.probes():
+                for what_b, value_b in b.probes():
+                    raw = copy.deepcopy(base)
+                    set_dotted(raw, a.key, copy.deepcopy(value_a))
+                    problem = schema_problem(raw, b.key, value_b)
+                    if problem is not None:
+                        raise where.error(["space", b.key], f"{what_b} with {a.key} {what_a} would be refused by the config schema: {problem}")
 
 
 def set_dotted(raw: dict, key: str, value: Any) -> None:

@@ -143,7 +143,10 @@ def prepare_study(
     from ..runs import check_run_name
 
     raw, spec, cfg = load_study_config(config_path, overrides)
-    name = check_run_name(study) if study is not None else check_run_name(Path(config_path).stem or "study")
+    if study is not None:
+        name = check_run_name(study, "--study", "a study name")
+    else:  # the config file's name: a stem with a space or other character needs --study
+        name = check_run_name(Path(config_path).stem or "study", f"{config_path}: the study name (the file's, without --study)", "a study name")
     folder = Path(runs_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(folder / 'study.db').resolve()}"
@@ -205,6 +208,7 @@ def _create_study(setup: StudySetup, config_path) -> None:
     existing = optuna.load_study(study_name=name, storage=storage_obj)
     if existing.direction.name.lower() != spec.direction:
         raise NnclfError(f"study '{name}' in {hidden_password(url)} is to {existing.direction.name.lower()}, the config says {spec.direction}; use another --study")
+    _check_trial_folders(folder, existing, url)
     meta = {
         "name": name, "storage": hidden_password(url), "config": str(Path(config_path).resolve()),
         "metric": spec.metric, "direction": spec.direction, "sampler": spec.sampler, "pruner": spec.pruner,
@@ -212,6 +216,26 @@ def _create_study(setup: StudySetup, config_path) -> None:
         "space": {k: {kk: vv for kk, vv in p.__dict__.items() if vv not in (None, ())} for k, p in spec.space.items()},
     }
     atomic_write_text(folder / "study.json", json.dumps(meta, indent=2, default=list) + "\n")
+
+
+def _check_trial_folders(folder: Path, study, url: str) -> None:
+    """Refuse a study folder holding trial folders its storage has no trial for (study.db
+    deleted, emptied or replaced, or --storage naming another database): the new trials would
+    take those numbers, fail on the existing folders, and trials.csv, the last record of the
+    old trials, would be rewritten. A worker makes a trial's folder only after the storage gave
+    it the number, so listing the folders before reading the trials is free of races."""
+    folders = sorted(p.name for p in folder.glob("trial-[0-9][0-9][0-9][0-9]*") if p.is_dir() and p.name[6:].isdigit())
+    if not folders:
+        return
+    known = {t.number for t in study.get_trials(deepcopy=False)}
+    orphans = [f for f in folders if int(f[6:]) not in known]
+    if orphans:
+        shown = ", ".join(orphans[:3]) + (f" and {len(orphans) - 3} more" if len(orphans) > 3 else "")
+        raise NnclfError(
+            f"{folder}: {shown} {'is a trial' if len(orphans) == 1 else 'are trials'} of a study that the storage "
+            f"{hidden_password(url)} does not hold (was study.db deleted or replaced?); no trial was run: "
+            f"restore the storage, or start another study with --study NAME or --runs-dir DIR"
+        )
 
 
 def _comparable(raw: dict) -> dict:
@@ -428,27 +452,36 @@ def suggest(trial, spec: TuneSpec) -> dict[str, Any]:
         elif p.type == "int":
             params[key] = trial.suggest_int(key, p.low, p.high, step=p.step or 1)
         else:
-            params[key] = decode_choice(trial.suggest_categorical(key, encode_choices(p.values)))
+            params[key] = decode_choice(trial.suggest_categorical(key, encode_choices(p.values)), encoded(p.values))
     return params
 
 
+def encoded(values) -> bool:
+    """Whether ``encode_choices`` gives Optuna these values as JSON texts (one of them is not
+    a scalar); then every value is one, scalars too."""
+    return not all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
+
+
 def encode_choices(values) -> list:
-    if all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
+    if not encoded(values):
         return list(values)
     return [json.dumps(v) for v in values]
 
 
-def decode_choice(value):
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+def decode_choice(value, was_encoded: bool):
+    """A suggested choice back as the config value: the JSON text decoded when the dimension's
+    values were encoded (a scalar among lists, such as null or 'balanced' beside a mapping of
+    loss.class_weights, is JSON text too), else as Optuna gave it (a string value is the string,
+    even one that starts with '[')."""
+    return json.loads(value) if was_encoded and isinstance(value, str) else value
 
 
-def decoded_params(trial) -> dict[str, Any]:
-    return {k: decode_choice(v) if isinstance(v, str) else v for k, v in trial.params.items()}
+def decoded_params(trial, spec: TuneSpec) -> dict[str, Any]:
+    out = {}
+    for key, value in trial.params.items():
+        p = spec.space.get(key)
+        out[key] = decode_choice(value, p is not None and p.type == "choice" and encoded(p.values))
+    return out
 
 
 def make_sampler(setup: StudySetup, seed: Optional[int]):
@@ -699,7 +732,9 @@ def _worker_main(setup: StudySetup, index: int, threads: Optional[int], ended=No
 
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *a: stop.set())
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal signals the whole group: as the parent's Ctrl-C
+        signal.signal(signal.SIGHUP, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (the parent's terminate() on a second Ctrl-C)
     code = 0
     try:
         from contextlib import nullcontext
@@ -805,8 +840,9 @@ def _result(trial) -> dict:
     return {"epochs": trial.user_attrs.get("epochs"), "test_accuracy": trial.user_attrs.get("test_accuracy")}
 
 
-def trial_rows(study, trials=None) -> list[dict[str, Any]]:
-    """One row per trial: number, state, value, params, epochs, test accuracy, seconds."""
+def trial_rows(study, spec: TuneSpec, trials=None) -> list[dict[str, Any]]:
+    """One row per trial: number, state, value, params (as config values: ``spec`` says which
+    choices were encoded), epochs, test accuracy, seconds."""
     rows = []
     for t in study.get_trials(deepcopy=False) if trials is None else trials:
         seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
@@ -815,7 +851,7 @@ def trial_rows(study, trials=None) -> list[dict[str, Any]]:
         value_last = t.intermediate_values[max(t.intermediate_values)] if value is None and t.intermediate_values else None
         rows.append({
             "number": t.number, "state": state_name(t), "value": value, "last_value": value_last,
-            "params": decoded_params(t), "epochs": _result(t).get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None),
+            "params": decoded_params(t, spec), "epochs": _result(t).get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None),
             "test_accuracy": _result(t).get("test_accuracy"), "seconds": seconds,
             "error": t.user_attrs.get("error"), "cv": _result(t).get("cv"),
         })
@@ -914,7 +950,7 @@ class StudyResult:
 
 def read_rows(setup: StudySetup) -> list[dict]:
     optuna = import_optuna()
-    return trial_rows(optuna.load_study(study_name=setup.name, storage=open_storage(setup)))
+    return trial_rows(optuna.load_study(study_name=setup.name, storage=open_storage(setup)), setup.spec)
 
 
 def tune(setup: StudySetup, jobs: int = 1, *args, **kwargs) -> StudyResult:
@@ -952,7 +988,7 @@ def _tune(
     if jobs <= 1:
         def on_trial(study):
             trials = study.get_trials(deepcopy=False)
-            rows = trial_rows(study, trials)
+            rows = trial_rows(study, setup.spec, trials)
             write_trials_csv(setup, rows)
             on_update(rows)
             return trials
@@ -977,7 +1013,7 @@ def _tune(
                 # wakes when a worker exits (the end of the study is not a poll interval late)
                 wait_for([p.sentinel for p in procs if p.is_alive()], timeout=poll)
                 if study is not None:
-                    rows = trial_rows(study)
+                    rows = trial_rows(study, setup.spec)
                     if rows != last_rows:
                         last_rows = rows
                         on_update(rows)
