@@ -33,6 +33,10 @@ import numpy as np
 from .errors import NnclfError
 from .threads import on_one_thread
 
+# batch_size="auto": this many rows per mini-batch for the first-order optimizers (the config's
+# training.batch_size default); every row for the full-batch methods
+AUTO_BATCH = 64
+
 __all__ = ["Autoencoder", "Classifier", "NotFittedError", "Regressor"]
 
 
@@ -213,6 +217,10 @@ class _Network(_Base):
                 raise NnclfError(f"class_weight: expected None, 'balanced' or a mapping of class to weight, got {value!r}")
             if param == "batch_size" and value is None:
                 value = "full"
+            if param == "batch_size" and isinstance(value, str) and value == "auto":
+                from .engine.fullbatch import FULL_BATCH
+
+                value = "full" if _section(self.optimizer, "optimizer").get("name") in FULL_BATCH else AUTO_BATCH
             raw.setdefault(section, {})[key] = _plain(value)
         raw["optimizer"] = {**_section(self.optimizer, "optimizer"), **raw["optimizer"]}
         if self.schedule is not None:
@@ -588,8 +596,10 @@ class Classifier(_Network):
         ``{"name": "momentum", "momentum": 0.9}`` (unknown keys are a did-you-mean error).
     lr : float, default=0.001
         Learning rate (``optimizer.lr``).
-    batch_size : int or None, default=64
-        Rows per mini-batch (``training.batch_size``); None is full-batch (all rows).
+    batch_size : int, None or "auto", default="auto"
+        Rows per mini-batch (``training.batch_size``); None is full-batch (all rows); "auto"
+        is 64 for the first-order optimizers and full-batch for lbfgs, cg and newton_cg
+        (which need every row per step), so ``optimizer="lbfgs"`` needs nothing else.
     epochs : int, default=100
         Passes over the training rows (``training.epochs``).
     weight_decay : float, default=0.0
@@ -678,7 +688,7 @@ class Classifier(_Network):
         activation="relu",
         optimizer="adam",
         lr=0.001,
-        batch_size=64,
+        batch_size="auto",
         epochs=100,
         weight_decay=0.0,
         early_stopping=None,
@@ -855,8 +865,10 @@ _SHARED_PARAMETERS = """
         ``{"name": "momentum", "momentum": 0.9}`` (unknown keys are a did-you-mean error).
     lr : float, default=0.001
         Learning rate (``optimizer.lr``).
-    batch_size : int or None, default=64
-        Rows per mini-batch (``training.batch_size``); None is full-batch (all rows).
+    batch_size : int, None or "auto", default="auto"
+        Rows per mini-batch (``training.batch_size``); None is full-batch (all rows); "auto"
+        is 64 for the first-order optimizers and full-batch for lbfgs, cg and newton_cg
+        (which need every row per step), so ``optimizer="lbfgs"`` needs nothing else.
     epochs : int, default=100
         Passes over the training rows (``training.epochs``).
     weight_decay : float, default=0.0
@@ -996,7 +1008,7 @@ class Regressor(_RealValued):
         activation="relu",
         optimizer="adam",
         lr=0.001,
-        batch_size=64,
+        batch_size="auto",
         epochs=100,
         weight_decay=0.0,
         early_stopping=None,
@@ -1246,7 +1258,7 @@ class Autoencoder(_RealValued):
         activation="relu",
         optimizer="adam",
         lr=0.001,
-        batch_size=64,
+        batch_size="auto",
         epochs=100,
         weight_decay=0.0,
         early_stopping=None,

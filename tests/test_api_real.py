@@ -319,6 +319,27 @@ def test_rows_in_another_order_agree_to_float32_rounding_and_exactly_in_float64(
                 np.testing.assert_allclose(getattr(est, method)(X[order]), getattr(est, method)(X)[order], rtol=tol, atol=tol)
 
 
+def test_batch_size_auto_is_full_batch_for_the_full_batch_methods_and_64_otherwise():
+    """batch_size="auto" (the default): Classifier(optimizer="lbfgs") trains as batch_size=None
+    does, bit for bit; a first-order optimizer as batch_size=64; an explicit mini-batch size
+    with a full-batch method is still the schema's error."""
+    from sklearn.base import clone
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(90, 4))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    for make, target in ((nnclf.Classifier, y), (nnclf.Regressor, X[:, 2]), (nnclf.Autoencoder, None)):
+        assert make().get_params()["batch_size"] == "auto"
+        for optimizer, same in (("lbfgs", None), ({"name": "cg"}, None), ("newton_cg", None), ("adam", 64)):
+            a = make(hidden=(5,), optimizer=optimizer, epochs=3, random_state=0)
+            b = make(hidden=(5,), optimizer=optimizer, batch_size=same, epochs=3, random_state=0)
+            fit = (lambda e: e.fit(X)) if target is None else (lambda e: e.fit(X, target))
+            np.testing.assert_array_equal(fit(a).predict(X), fit(b).predict(X))
+            assert clone(a).get_params()["batch_size"] == "auto"
+    with pytest.raises(nnclf.NnclfError, match="batch_size"):
+        nnclf.Classifier(optimizer="lbfgs", batch_size=64, epochs=1).fit(X, y)
+
+
 def test_pickle_and_clone_keep_a_fitted_model():
     from sklearn.base import clone
 
