@@ -287,6 +287,21 @@ class Config(Section):
             )
         if "dtype" not in self.training.model_fields_set:
             self.training.dtype = FULL_BATCH_DTYPE.get(self.optimizer.name, "float64")
+        # what these methods would ignore is refused rather than silently dropped: the line
+        # search needs a deterministic objective (no dropout), and picks the step itself (no
+        # learning-rate schedule, no clipped gradient); optimizer.lr, which every config has by
+        # default, is documented as unused
+        name = self.optimizer.name
+        if self.model.dropout > 0:
+            raise KeyProblem("model.dropout", f"optimizer '{name}' minimises a deterministic full-batch objective, which "
+                             f"dropout would make random (its line search needs the same loss at the same point); "
+                             f"use dropout 0 or a first-order optimizer, got {self.model.dropout}")
+        if self.training.clip_norm is not None:
+            raise KeyProblem("training.clip_norm", f"optimizer '{name}' chooses its step by a line search on the exact "
+                             "gradient and does not clip it; remove training.clip_norm or use a first-order optimizer")
+        if self.schedule.name != "constant" or self.schedule.warmup_epochs:
+            raise KeyProblem("schedule", f"optimizer '{name}' takes no learning rate (its line search picks each step), "
+                             "so a schedule would change nothing; remove the schedule section or use a first-order optimizer")
         return self
 
     @model_validator(mode="after")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from conftest import DATA, write_config
+from conftest import DATA, merged, write_config
 from nnclf.build import check_full_batch_memory
 from nnclf.config import validate
 from nnclf.engine.curvature import CurvatureProduct
@@ -315,6 +315,23 @@ def test_full_batch_methods_default_to_full_batches_and_their_precision_and_refu
         validate({**raw, "optimizer": {"name": "newton_cg", "curvature": "hesian"}})
     with pytest.raises(NnclfError, match=r"optimizer.histroy: unknown key for optimizer 'lbfgs' \(did you mean 'history'\?\)"):
         validate({**raw, "optimizer": {"name": "lbfgs", "histroy": 5}})
+
+
+@pytest.mark.parametrize("name", ["lbfgs", "cg", "newton_cg"])
+def test_settings_a_full_batch_method_would_ignore_are_refused(cli, tmp_path, name):
+    """Dropout, gradient clipping and a learning-rate schedule do nothing to these methods (a
+    deterministic objective, a line search on the exact gradient, no learning rate): each is a
+    config error naming its key and line, not a silent no-op; first-order methods keep them."""
+    base = f"seed: 1\ndata: {{train: {DATA / 'iris.csv'}, target: species}}\noptimizer: {{name: {name}}}\ntraining: {{epochs: 2}}\n"
+    for extra, key in (("model: {hidden: [4], dropout: 0.2}", "model.dropout"), ("training: {clip_norm: 1.0}", "training.clip_norm"),
+                       ("schedule: {name: cosine}", "schedule"), ("schedule: {warmup_epochs: 2}", "schedule")):
+        path = write_config(tmp_path, merged(base, extra), "c.yaml")
+        r = cli(f"train {path} -q")
+        assert r.exit_code == 1 and r.stdout == ""
+        assert r.stderr.startswith(f"error: {path}, line ") and f": {key}: optimizer '{name}' " in r.stderr and r.stderr.count("\n") == 1
+        # the same setting with a first-order optimizer trains
+        r = cli(f"train {path} -q --set optimizer.name=adam --set training.batch_size=32")
+        assert r.exit_code == 0, r.stderr
 
 
 def test_a_model_too_big_for_free_memory_is_refused_before_training():
