@@ -9,8 +9,9 @@ at each thread count and keeps the faster, re-checking now and then because the 
 Thread counts must change only the speed. OpenBLAS usually divides a product among threads by
 blocks of the output, each element summed in the same order as on one thread, but not always:
 for some inner dimensions (OpenBLAS 0.3.31 here: K of about 400 and more that is not a multiple of
-its block, such as 784 inputs or a batch of 1437 rows) the threaded driver blocks the sum
-differently and the last bits change. Which shapes do so depends on the BLAS build and the CPU,
+its block, such as 784 inputs or a batch of 1437 rows, on one host; on another, with the
+Haswell kernels, even (128, 17) @ (17, 256)) the threaded driver blocks the sum differently and
+the last bits change. Which shapes do so depends on the BLAS build and the CPU,
 so ``auto`` asks the library itself: before a count above one is first tried, ``same_bits``
 computes every product shape of the fit (``fit_products``: forward, weight gradient and delta of
 each layer at each row count the fit uses) on one thread and on that count, and keeps the count

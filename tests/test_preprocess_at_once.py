@@ -154,7 +154,7 @@ def test_state_round_trips_through_json_and_rejects_damage():
         (lambda s: s["columns"][0].update(indicator=1), TypeError, "columns[0].indicator should be true or false"),
         (lambda s: s["columns"][0].update(missing_in_training=-1), TypeError, "columns[0].missing_in_training should be a count"),
         (lambda s: s["columns"][3].update(indicator=True), TypeError, "columns[3].indicator should be false for a categorical"),
-        (lambda s: s["columns"][3].update(categories={}), TypeError, "columns[3].categories should be a list of values"),
+        (lambda s: s["columns"][3].update(categories={}), TypeError, "columns[3].categories should be a list of texts (and null)"),
         (lambda s: s["columns"].__setitem__(1, 7), TypeError, "columns[1] should be an object"),
         (lambda s: s["columns"][1].update(kind=["numeric"]), NnclfError, "unknown column kind ['numeric']"),
         (lambda s: s["columns"][1].pop("scale"), KeyError, "'scale'"),

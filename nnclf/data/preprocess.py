@@ -142,7 +142,10 @@ class CategoricalColumn:
     def from_json(cls, d: dict, where: str) -> "CategoricalColumn":
         _entries(d, cls.REQUIRED)
         categories = d["categories"]
-        _need(isinstance(categories, list) and all(isinstance(v, _SCALAR) for v in categories), f"{where}.categories should be a list of values")
+        # fitted categories are the cells' text keys (category_keys) and null for MISSING; a number
+        # here would reach the text matching of transform (other_spellings) as a TypeError
+        _need(isinstance(categories, list) and all(v is MISSING or isinstance(v, str) for v in categories),
+              f"{where}.categories should be a list of texts (and null)")
         _need(_is_count(d["missing_in_training"]), f"{where}.missing_in_training should be a count (a whole number >= 0)")
         # transform writes no indicator column for a categorical column (a missing cell is a category)
         _need(d.get("indicator", False) is False, f"{where}.indicator should be false for a categorical column")
