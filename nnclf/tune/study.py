@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from ..files import write_text as atomic_write_text
-from ..config import _resolve_paths, apply_override, key_path, load_config, parse_yaml, validate
+from ..config import _resolve_paths, apply_override, key_path, load_config, parse_yaml
 from ..errors import NnclfError
 from .prepared import process_memo
 from .space import TuneSpec, parse_tune
