@@ -87,6 +87,17 @@ def _choice(*choices: str):
 CHECKPOINTS = dict(metavar="auto|best|last|calibrated|refit", callback=_choice("auto", "best", "last", "calibrated", "refit"))
 
 
+def _given_checkpoint(ctx: typer.Context, run: Path, checkpoint: str) -> str:
+    """``checkpoint``, after refusing ``--checkpoint`` given with a checkpoint file as RUN: it
+    chooses among a run folder's checkpoints, and with a file it would be silently ignored."""
+    # (by the enum's name: typer may bring its own copy of click's ParameterSource)
+    given = getattr(ctx.get_parameter_source("checkpoint"), "name", None) == "COMMANDLINE"
+    if given and run.is_file():
+        raise NnclfError(f"--checkpoint {checkpoint}: {run} is a checkpoint file, the model used as it is; "
+                         "--checkpoint chooses among a run folder's checkpoints (leave it out, or give the run folder)")
+    return checkpoint
+
+
 def _example(*lines: str) -> str:
     """A help epilog of example commands, printed as written (``\\b``: no rewrapping)."""
     return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
@@ -336,6 +347,7 @@ def _train(config, set_, name, runs_dir, resume, quiet, comm, log_every=0):
 @app.command(epilog=_example("nnclf evaluate runs/iris-20261126-101500            # the run's held-out test rows", 'nnclf evaluate runs/iris-20261126-101500 new.csv --json', 'zcat new.csv.gz | nnclf evaluate runs/iris-20261126-101500 -'))
 @errors_to_exit
 def evaluate(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
     data: Optional[Path] = typer.Argument(None, metavar="DATA", help="Labelled CSV, or - for standard input (default: the run's held-out test data)."),
     checkpoint: str = typer.Option("auto", "--checkpoint", **CHECKPOINTS, help="Which checkpoint of RUN: auto (refit.npz if training.refit made one, else best), best, last, calibrated (see nnclf calibrate) or refit."),
@@ -345,7 +357,7 @@ def evaluate(
     from .predict import evaluate as evaluate_model
     from .ui import render_report
 
-    report = evaluate_model(run, data, checkpoint, warn)
+    report = evaluate_model(run, data, _given_checkpoint(ctx, run, checkpoint), warn)
     if as_json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -356,6 +368,7 @@ def evaluate(
 @app.command(epilog=_example('nnclf predict runs/iris-20261126-101500 data/iris.csv -o predictions.csv', 'nnclf predict runs/iris-20261126-101500 new.csv | head', 'cat new.csv | nnclf predict runs/iris-20261126-101500 - --checkpoint last'))
 @errors_to_exit
 def predict(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
     data: Path = typer.Argument(..., metavar="DATA", help="CSV with the feature columns (extra columns are ignored), or - for standard input."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default or -: stdout; a FIFO or device is written into, an input file is refused)."),
@@ -366,7 +379,7 @@ def predict(
     """Predict every row of DATA: labels and class probabilities, regression values, or reconstruction errors."""
     from .predict import predict_csv
 
-    n = predict_csv(run, data, output, checkpoint, chunk_rows, overwrite, warn)  # a closed stdout: errors_to_exit
+    n = predict_csv(run, data, output, _given_checkpoint(ctx, run, checkpoint), chunk_rows, overwrite, warn)  # a closed stdout: errors_to_exit
     if output is not None and str(output) != "-":
         print(f"wrote {n} predictions to {output}", file=sys.stderr)
 
@@ -375,6 +388,7 @@ def predict(
 @app.command()
 @errors_to_exit
 def calibrate(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
     data: Optional[Path] = typer.Argument(None, help="Labelled CSV to fit on (default: the run's validation rows)."),
     checkpoint: str = typer.Option("best", "--checkpoint", **CHECKPOINTS, help="Which checkpoint of RUN."),
@@ -385,7 +399,7 @@ def calibrate(
     """Fit a temperature (minimising NLL) into a new checkpoint file; the original is kept."""
     from .calibration import calibrate_run
 
-    result = calibrate_run(run, data, checkpoint, output, overwrite, warn)
+    result = calibrate_run(run, data, _given_checkpoint(ctx, run, checkpoint), output, overwrite, warn)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -400,6 +414,7 @@ def calibrate(
 @app.command()
 @errors_to_exit
 def export(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder or checkpoint .npz file."),
     data: Optional[Path] = typer.Argument(None, help="With --check: a CSV to compare onnxruntime and nnclf predict on."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="ONNX file (default: RUN/model.onnx; with --check only if given)."),
@@ -411,6 +426,7 @@ def export(
     """Write one ONNX graph from raw feature columns to label and probabilities."""
     from . import export as exporter
 
+    checkpoint = _given_checkpoint(ctx, run, checkpoint)
     if check != (data is not None):
         raise NnclfError("--check needs DATA.csv (nnclf export --check RUN DATA.csv)" if check else f"{data}: DATA is only read with --check")
     if not check:
@@ -439,6 +455,7 @@ def export(
 @app.command()
 @errors_to_exit
 def encode(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., help="Run folder or checkpoint .npz file of a reconstruction model."),
     data: Path = typer.Argument(..., metavar="DATA", help="CSV with the feature columns (extra columns are ignored), or - for standard input."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output CSV (default: stdout)."),
@@ -450,7 +467,7 @@ def encode(
     from .predict import encode_csv
 
     try:
-        n = encode_csv(run, data, output, checkpoint, chunk_rows, overwrite, warn)
+        n = encode_csv(run, data, output, _given_checkpoint(ctx, run, checkpoint), chunk_rows, overwrite, warn)
     except BrokenPipeError:
         import os
 
@@ -524,6 +541,7 @@ def list_runs(
 @app.command()
 @errors_to_exit
 def report(
+    ctx: typer.Context,
     run: Path = typer.Argument(..., metavar="RUN", help="Run folder, or a study folder of nnclf tune."),
     checkpoint: str = typer.Option("best", "--checkpoint", **CHECKPOINTS, help="Which checkpoint is scored on the test rows."),
 ):
@@ -539,7 +557,7 @@ def report(
         return
     from .report import make_report
 
-    result = make_report(run, warn, checkpoint)
+    result = make_report(run, warn, _given_checkpoint(ctx, run, checkpoint))
     print("loss per epoch (t = train, v = validation)")
     print(result["chart"])
     print(f"wrote {result['html']}")

@@ -473,3 +473,21 @@ def test_evaluate_and_predict_read_with_the_configured_delimiter(cli, tmp_path):
     evaluated = cli(["evaluate", run, tmp_path / "colon.csv", "--json"])
     assert evaluated.exit_code == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["n"] == 60
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "calibrate", "export", "report"])
+def test_checkpoint_given_with_a_checkpoint_file_is_refused(cli, three, tmp_path, command):
+    """--checkpoint chooses among a run folder's checkpoints; with a checkpoint file as RUN it
+    would be ignored, so giving it is a one-line error (and leaving it out uses the file)."""
+    run, _, data = three
+    model = run / "checkpoints" / "best.npz"
+    before = sorted(p.name for p in run.rglob("*"))
+    args = {"predict": [model, data], "evaluate": [model, data], "calibrate": [model, data, "-o", tmp_path / "c.npz"],
+            "export": [model, "-o", tmp_path / "m.onnx"], "report": [model]}[command]
+    r = cli([command, *args, "--checkpoint", "last"])
+    assert (r.exit_code, r.stdout) == (1, "")
+    assert r.stderr == (f"error: --checkpoint last: {model} is a checkpoint file, the model used as it is; --checkpoint "
+                        "chooses among a run folder's checkpoints (leave it out, or give the run folder)\n")
+    assert sorted(p.name for p in run.rglob("*")) == before and not list(tmp_path.iterdir())
+    if command in ("predict", "evaluate"):
+        assert cli([command, *args]).exit_code == 0  # the file itself
