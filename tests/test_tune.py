@@ -517,11 +517,12 @@ def test_two_machines_share_a_postgresql_study(tmp_path):
     """Two independent commands (as on two machines: separate run folders) join one study.
 
     The second starts once the first is running its first trial, and the trials are long enough
-    (300 epochs, ~0.5 s each) that the first cannot finish all eight while the second is still
-    starting up: started together, the first machine sometimes took every trial on a busy
-    machine, and the test showed no sharing."""
+    (1200 epochs, about 1 s each; eight take the first machine about 8 s alone) that the first
+    cannot finish them all while the second is still starting up: started together, the first
+    machine sometimes took every trial on a busy machine, and with 300-epoch trials (0.25 s) a
+    second command that took 2 s to start on a loaded CI host found the study done."""
     pytest.importorskip("psycopg2")
-    path = config(tmp_path, "tune: {trials: 8}", "training: {epochs: 300}")
+    path = config(tmp_path, "tune: {trials: 8}", "training: {epochs: 1200}")
     name = f"pg{os.getpid()}x{time.time_ns() % 10**9}"
     args = [str(path), "--study", name, "--storage", POSTGRES, "--runs-dir"]
     procs = [_tune_process([*args, "m0"], tmp_path)]
