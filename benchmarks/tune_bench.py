@@ -2,6 +2,7 @@
 
     python benchmarks/tune_bench.py accuracy [--trials 30] [--datasets iris,wine,...] [--jobs 1] [--space issue|shipped] [--cv K] [--extra KEY=YAML] [--keep DIR]
     python benchmarks/tune_bench.py regression [--trials 30] [--space issue|shipped] [--seeds 0 1 2] [--cv K] [--extra KEY=YAML] [--keep DIR]
+    python benchmarks/tune_bench.py nested [--trials 30] [--datasets digits,...] [--outer 0 1 2] [--inner 10 11] [--variant NAME=KEY=YAML[;KEY=YAML]] [--keep DIR]
     python benchmarks/tune_bench.py overhead [--trials 20] [--rounds 2]
     python benchmarks/tune_bench.py jobs [--trials 20] [--rounds 2] [--case tiny|shipped]
     python benchmarks/tune_bench.py start [--rounds 8] [--jobs 1] [--trees DIR,DIR]
@@ -36,6 +37,16 @@ regression
     validation rows with nnclf's preprocessing (standardised features) and the target
     standardised on those rows (as nnclf's data.target_scaling: standard does), scored on the
     same test rows.
+nested
+    Study settings compared without any outer test row: for each outer split (``--outer``, the
+    seed whose test rows ``accuracy`` scores on), the training pool's rows are written to a CSV
+    and become the data of the shipped study (configs/tune/DATASET.yaml); its own test split
+    (seed ``--inner``) is cut from the pool, so the outer test rows are never read. Each
+    ``--variant NAME=KEY=YAML[;KEY=YAML...]`` (as --extra; ``shipped`` is always run) is one
+    study on the same inner split, scored like ``accuracy`` against the scikit-learn defaults
+    fitted on the same inner pool. Printed: the final models' and best trials' test rows against
+    the best baseline, per split and summed per variant.
+
 overhead
     ``nnclf tune`` of N one-epoch trials of a 4-unit network on iris: (wall time of the whole
     command - the sum of the trials' training seconds from their summary.json) / N. This is
@@ -239,6 +250,58 @@ def accuracy(args) -> None:
                   f"{base['LogisticRegression']:.4f} | {base['HistGradientBoosting']:.4f} | {seconds:.0f} s (load {load()}) |", flush=True)
             print(f"  picked on validation: {picked(tmp / 'runs' / study)}", flush=True)
             print(f"  by model.hidden (validation): {by_hidden(tmp / 'runs' / study)}", flush=True)
+
+
+def pool_csv(folder: Path, dataset: str, seed: int) -> Path:
+    """The rows of data/DATASET.csv that are not in split ``seed``'s test rows (what
+    ``accuracy`` scores on), in file order, as FOLDER/DATASET-pool-SEED.csv."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT))
+    from nnclf.config import load_config
+    from nnclf.data.dataset import prepare
+
+    cfg = load_config(study_config(folder, dataset, 1, space="shipped"), [f"seed={seed}", "data.val_split=0"])
+    test_rows = prepare(cfg.data, cfg.seed, "float64").test.rows
+    frame = pd.read_csv(ROOT / "data" / f"{dataset}.csv", dtype=str, keep_default_na=False)
+    path = folder / f"{dataset}-pool-{seed}.csv"
+    frame.drop(index=test_rows).to_csv(path, index=False)
+    return path
+
+
+def nested(args) -> None:
+    variants = {"shipped": {}}
+    for item in args.variant:
+        name, _, settings = item.partition("=")
+        variants[name] = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in settings.split(";"))}
+    print(f"nnclf tune, {args.trials} trials, shipped studies on each outer split's training pool (inner test split from the pool); "
+          f"variants {variants}; load {load()}")
+    print("| data set | outer / inner split | inner test rows | best baseline | " + " | ".join(f"{v}: final (best trial)" for v in variants) + " |")
+    print("|---|---|---|---|" + "---|" * len(variants))
+    totals = {v: [0, 0] for v in variants}
+    with kept_or_temporary(args.keep) as tmp:
+        tmp = Path(tmp)
+        for dataset in args.datasets.split(","):
+            for outer in args.outer:
+                pool = pool_csv(tmp, dataset, outer)
+                for inner in args.inner:
+                    cells, top, rows = [], None, None
+                    for name, settings in variants.items():
+                        path = study_config(tmp, dataset, args.trials, {**settings, "data.train": str(pool)}, space="shipped")
+                        path = path.rename(tmp / f"{dataset}-{name}.yaml")
+                        study = f"{dataset}-o{outer}-i{inner}-{name}"
+                        nnclf(["tune", str(path), "--runs-dir", str(tmp / "runs"), "--study", study, "--set", f"seed={inner}", "-q"], tmp)
+                        best_yaml, trial, final, _ = study_results(tmp / "runs" / study, "accuracy")
+                        if top is None:
+                            base = sklearn_baselines(best_yaml)
+                            rows = base["test rows"]
+                            top = max(base[k] for k in ("MLPClassifier", "LogisticRegression", "HistGradientBoosting"))
+                        d_final, d_trial = round((final - top) * rows), round((trial - top) * rows)
+                        totals[name][0] += d_final
+                        totals[name][1] += d_trial
+                        cells.append(f"{final:.4f} ({d_final:+d}) ({d_trial:+d})")
+                    print(f"| {dataset} | {outer} / {inner} | {rows} | {top:.4f} | " + " | ".join(cells) + " |", flush=True)
+    print("\nrows against the best baseline, summed: " + "; ".join(f"{v}: final {t[0]:+d}, best trial {t[1]:+d}" for v, t in totals.items()))
 
 
 def regression_baselines(best_yaml: Path) -> dict[str, float]:
@@ -448,6 +511,13 @@ def main() -> None:
     r.add_argument("--cv", type=int, default=None, help="folds per trial (tune.cv, with data.val_split 1/K); 0: none, the config's one validation split; default: as the config says (shipped: 5)")
     r.add_argument("--extra", action="append", default=[], metavar="KEY=YAML", help="a study setting, e.g. tune.space.model.hidden={type: choice, values: [[], [32]]}")
     r.add_argument("--keep", metavar="DIR", default=None, help="keep the studies in DIR/runs (default: a temporary folder)")
+    n = sub.add_parser("nested")
+    n.add_argument("--trials", type=int, default=30)
+    n.add_argument("--datasets", default="digits")
+    n.add_argument("--outer", type=int, nargs="+", default=[0, 1, 2])
+    n.add_argument("--inner", type=int, nargs="+", default=[10, 11])
+    n.add_argument("--variant", action="append", default=[], metavar="NAME=KEY=YAML[;KEY=YAML]")
+    n.add_argument("--keep", metavar="DIR", default=None)
     o = sub.add_parser("overhead")
     o.add_argument("--trials", type=int, default=20)
     o.add_argument("--rounds", type=int, default=2)
@@ -460,7 +530,7 @@ def main() -> None:
     st.add_argument("--jobs", type=int, default=1)
     st.add_argument("--trees", default=None, help="comma-separated source trees to compare (each run with PYTHONPATH=TREE); default: this checkout")
     args = ap.parse_args()
-    {"accuracy": accuracy, "regression": regression, "overhead": overhead, "jobs": jobs, "start": start}[args.what](args)
+    {"accuracy": accuracy, "nested": nested, "regression": regression, "overhead": overhead, "jobs": jobs, "start": start}[args.what](args)
 
 
 if __name__ == "__main__":
