@@ -239,10 +239,14 @@ class Model:
         warn : callable, optional
             Receives warnings about the data (unseen categories, missing values) as lines.
         """
+        from .predict import _refuse_overflow
+
         self._need("reconstruction", "encode")
-        _, x = self._inputs(X, warn)
+        frame, x = self._inputs(X, warn)
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._model.encode(x)
+            codes = self._model.encode(x)
+        _refuse_overflow(codes, frame, "X")  # as predict's outputs: NaN codes were returned silently
+        return codes
 
 
 def _warn(message: str) -> None:

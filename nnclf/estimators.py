@@ -533,6 +533,21 @@ def _is_frame(X) -> bool:
     return type(X).__module__.startswith("pandas") and hasattr(X, "columns")
 
 
+def _refuse_overflow(values: np.ndarray, what: str = "output") -> np.ndarray:
+    """``values`` (n, ...) when every row is finite; else a ValueError naming the first row whose
+    network output overflowed (features far outside the training range), as ``nnclf predict``
+    and ``nnclf.Model`` refuse it: NaN probabilities with the label ``classes_[0]``, or NaN
+    predictions, were returned silently."""
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"X, row {row}: the model's {what} for this row overflows to NaN or infinity "
+            f"(feature values far outside the training range?); scale X, or fix or remove the row"
+        )
+    return values
+
+
 def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = False):
     """Input checks when scikit-learn is not installed: 2-D, finite, consistent width."""
     name = type(est).__name__
@@ -808,15 +823,19 @@ class Classifier(_Network):
         return self._fit(X, y, sample_weight, classes=classes, incremental=True)
 
     # -- predicting --------------------------------------------------------------------------
-    def _logits(self, X) -> np.ndarray:
+    def _logits(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(logits z, class probabilities) of the rows of X; a row whose probabilities are not
+        finite is refused, the rule of ``nnclf predict`` (so one sigmoid unit's +-inf logit, a
+        probability of 1 or 0, is an answer; a softmax over an infinite logit is not)."""
         self._check_fitted()
         X, _ = self._validate_X(X, reset=False)
         with np.errstate(over="ignore", invalid="ignore"):
-            return on_one_thread(self.net_.logits, self._features(X))
+            z = on_one_thread(self.net_.logits, self._features(X))
+            return z, _refuse_overflow(self.loss_.predict_proba(z))
 
     def decision_function(self, X) -> np.ndarray:
         """Logits: (n_samples,) for two classes (the positive class's score), else (n_samples, K)."""
-        z = self._logits(X)
+        z, _ = self._logits(X)
         if z.shape[1] == 1:
             return z[:, 0].copy()
         if len(self.classes_) == 2:
@@ -825,9 +844,7 @@ class Classifier(_Network):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n_samples, K), columns in ``classes_`` order."""
-        z = self._logits(X)
-        with np.errstate(over="ignore", invalid="ignore"):
-            return self.loss_.predict_proba(z)
+        return self._logits(X)[1]
 
     def predict_log_proba(self, X) -> np.ndarray:
         """log of ``predict_proba`` (n_samples, K)."""
@@ -836,7 +853,7 @@ class Classifier(_Network):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row (n_samples,), as values of ``classes_``."""
-        z = self._logits(X)  # first: it checks the estimator is fitted
+        z, _ = self._logits(X)  # first: it checks the estimator is fitted
         return self.classes_[self.loss_.predict_classes(z)]  # the CLI's rule
 
     def score(self, X, y, sample_weight=None) -> float:
@@ -956,7 +973,7 @@ class _RealValued(_Network):
         X, _ = self._validate_X(X, reset=False)
         x = self._features(X)
         with np.errstate(over="ignore", invalid="ignore"):
-            return x, on_one_thread(self.net_.logits, x)
+            return x, _refuse_overflow(on_one_thread(self.net_.logits, x))
 
 
 class Regressor(_RealValued):
@@ -1166,7 +1183,8 @@ class Regressor(_RealValued):
         """Predictions in the targets' units (float64): (n_samples,) when ``fit`` had a 1-D y,
         else (n_samples, n_targets)."""
         _, h = self._outputs(X)
-        y = self.targets_.decode(h)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = _refuse_overflow(self.targets_.decode(h), "prediction")  # sigma h + mu can overflow too
         return y if self._y_2d else y[:, 0]
 
     def score(self, X, y, sample_weight=None) -> float:
@@ -1378,7 +1396,7 @@ class Autoencoder(_RealValued):
         numbers ``nnclf encode`` writes for a saved checkpoint."""
         x = self._inputs(X)
         with np.errstate(over="ignore", invalid="ignore"):
-            return on_one_thread(self.net_.hidden_activations, x, self.code_layer_)
+            return _refuse_overflow(on_one_thread(self.net_.hidden_activations, x, self.code_layer_), "code")
 
     def inverse_transform(self, X) -> np.ndarray:
         """Decode codes (n_samples, n_components_) through the layers after the code layer: the
@@ -1387,9 +1405,12 @@ class Autoencoder(_RealValued):
         equals ``reconstruct(X)``."""
         self._check_fitted()
         net = self.net_
-        codes = np.asarray(X, dtype=net.dtype)
+        with np.errstate(over="ignore"):  # a code beyond the dtype's range is refused just below
+            codes = np.asarray(X, dtype=net.dtype)
         if codes.ndim != 2 or codes.shape[1] != self.n_components_:
             raise ValueError(f"expected codes of shape (n_samples, {self.n_components_}), got {codes.shape}")
+        if not np.isfinite(codes).all():  # they decoded to NaN reconstructions
+            raise ValueError(f"codes contain NaN or infinity (or a value too large for dtype('{net.dtype}'))")
         a = codes
         with np.errstate(over="ignore", invalid="ignore"):
             for layer in range(self.code_layer_ + 1, net.n_layers):
@@ -1397,7 +1418,7 @@ class Autoencoder(_RealValued):
                 # numbers equal reconstruct's
                 z = np.hstack([a, np.ones((len(a), 1), dtype=net.dtype)]) @ net._wb[layer]
                 if layer == net.n_layers - 1:
-                    return z
+                    return _refuse_overflow(z, "reconstruction")
                 a = np.empty_like(z)
                 net.activation.forward(z, a)
         return a

@@ -38,3 +38,40 @@ def test_a_python_set_is_refused_like_a_yaml_set(tmp_path):
     with pytest.raises(nnclf.NnclfError, match=r"^config: data\.features: " + unordered):
         nnclf.train(config, runs_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+# -- predicting on rows far outside the training range -------------------------------------------
+def test_an_output_that_overflows_is_refused_not_returned_as_nan():
+    # float32 inputs near 3e38 overflow the hidden layers: predict_proba gave NaN rows and
+    # predict the label classes_[0], the regressor NaN, the autoencoder NaN codes; nnclf
+    # predict and nnclf.Model refuse such a row
+    X, y = _data()
+    far = np.array([[3e38, -3e38, 3e38], [1.0, 2.0, 3.0]])
+    overflow = r"^X, row 0: the model's (output|code|reconstruction|prediction) for this row overflows to NaN or infinity"
+    for target in (y, np.arange(40) % 3):
+        clf = nnclf.Classifier(hidden=(16, 16), epochs=2, random_state=0).fit(X, target)
+        for method in (clf.predict, clf.predict_proba, clf.predict_log_proba, clf.decision_function):
+            with pytest.raises(ValueError, match=overflow):
+                method(far)
+        assert np.isfinite(clf.predict_proba(far[1:])).all()
+    reg = nnclf.Regressor(hidden=(16, 16), epochs=2, random_state=0).fit(X, X[:, 1])
+    ae = nnclf.Autoencoder(hidden=(16, 2, 16), epochs=2, random_state=0).fit(X)
+    for method in (reg.predict, ae.transform, ae.reconstruct, ae.score_samples, ae.score):
+        with pytest.raises(ValueError, match=overflow):
+            method(far)
+    with pytest.raises(ValueError, match=overflow):
+        ae.inverse_transform(np.full((1, 2), 3e38))
+    with pytest.raises(ValueError, match=r"^codes contain NaN or infinity"):
+        ae.inverse_transform(np.full((1, 2), np.nan))
+    # one sigmoid unit's infinite logit is a probability of 1: an answer, as in nnclf predict
+    one_unit = nnclf.Classifier(hidden=(4,), epochs=2, random_state=0).fit(X, y)
+    assert np.isfinite(one_unit.predict_proba(np.full((1, 3), 3e38))).all()
+
+
+def test_model_encode_refuses_codes_that_overflow(tmp_path):
+    X, _ = _data()
+    nnclf.Autoencoder(hidden=(16, 2, 16), epochs=2, random_state=0).fit(X).save(tmp_path / "ae.npz")
+    model = nnclf.load(tmp_path / "ae.npz")
+    with pytest.raises(nnclf.NnclfError, match=r"^X, line 2: the model's output for this row overflows"):
+        model.encode(np.array([[3e38, -3e38, 3e38]]))
+    assert np.isfinite(model.encode(X[:2])).all()
