@@ -370,11 +370,18 @@ class _Network(_Base):
                 raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
         if not np.all(np.isfinite(w)) or (w < 0).any():
             raise ValueError("sample_weight: weights must be finite and non-negative")
-        total = float(w.sum())
+        with np.errstate(over="ignore"):  # an overflowing sum is handled below
+            total = float(w.sum())
         if total <= 0:
             raise ValueError("sample_weight: the weights sum to zero; at least one row must weigh something")
         if np.all(w == w[0]):
             return None  # equal weights: the unweighted mean, bit for bit (scaled they are all 1)
+        if not (math.isfinite(total) and math.isfinite(n / total)):
+            # weights near float64's ends: the sum of two 1e308 overflows (every row then weighed
+            # n / inf = 0 and the loss was 0: nothing trained), n / (a sum of subnormals) is inf.
+            # Divided by the largest first, the sum lies in [1, n]
+            w = w / w.max()
+            total = float(w.sum())
         return w * (n / total)
 
     def _fit_preprocessing(self, X, cfg) -> None:
@@ -392,6 +399,9 @@ class _Network(_Base):
             raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(y)} rows are too few for a validation split")
         y_kept = None if y is None else y[kept]
         y_held = None if y is None else y[held]
+        if w is not None and not w[kept].sum() > 0:  # (0 / 0 weighed every training row NaN)
+            raise ValueError(f"sample_weight: every row left for training after the validation split (validation_fraction="
+                             f"{cfg.data.val_split}) has weight 0; give more rows a weight, or hold out fewer")
         return x[kept], y_kept, (None if w is None else w[kept] * (len(kept) / w[kept].sum())), x[held], y_held
 
     def _holdout(self, y, n: int, cfg):

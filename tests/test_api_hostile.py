@@ -75,3 +75,30 @@ def test_model_encode_refuses_codes_that_overflow(tmp_path):
     with pytest.raises(nnclf.NnclfError, match=r"^X, line 2: the model's output for this row overflows"):
         model.encode(np.array([[3e38, -3e38, 3e38]]))
     assert np.isfinite(model.encode(X[:2])).all()
+
+
+# -- sample weights ------------------------------------------------------------------------------
+@pytest.mark.parametrize("weights", [np.r_[1e308, 1e308, np.ones(38)], np.r_[2e-320, np.full(39, 1e-320)]],
+                         ids=["sum-overflows", "subnormal"])
+def test_weights_near_the_ends_of_float64_weigh_as_their_ratios(weights):
+    # two weights of 1e308 sum to inf: every row weighed n / inf = 0, the loss was 0.0 and
+    # nothing trained; subnormal weights made n / sum inf and training "diverged"
+    X, y = _data()
+    scaled = weights / weights.max()
+    for make, target in ((_classifier, y), (lambda: nnclf.Regressor(hidden=(4,), epochs=2, random_state=0), X[:, 1])):
+        fitted = make().fit(X, target, sample_weight=weights)
+        reference = make().fit(X, target, sample_weight=scaled)
+        assert fitted.loss_curve_[0] > 0
+        np.testing.assert_allclose(fitted.loss_curve_, reference.loss_curve_, rtol=1e-6)
+
+
+def test_training_rows_that_all_weigh_zero_after_the_validation_split_are_refused():
+    # the one weighed row held out for validation: 0 / 0 weighed every training row NaN, and
+    # fit "diverged" (the classifier) or the target "overflowed" (the regressor)
+    X, y = _data()
+    weights = np.r_[1.0, np.zeros(39)]
+    refused = r"^sample_weight: every row left for training after the validation split \(validation_fraction=0\.9\) has weight 0"
+    with pytest.raises(ValueError, match=refused):
+        _classifier(validation_fraction=0.9, random_state=2).fit(X, y, sample_weight=weights)
+    with pytest.raises(ValueError, match=refused):
+        nnclf.Regressor(hidden=(4,), epochs=2, random_state=0, validation_fraction=0.9).fit(X, X[:, 1], sample_weight=weights)
