@@ -215,6 +215,8 @@ class _Network(_Base):
                 value = 0.1 if self.early_stopping not in (None, False) else 0.0
             if param == "class_weight" and value is not None and not isinstance(value, (str, dict)):
                 raise NnclfError(f"class_weight: expected None, 'balanced' or a mapping of class to weight, got {value!r}")
+            if param == "class_weight" and isinstance(value, dict):
+                value = self._class_weight_keys(_plain(value))
             if param == "batch_size" and value is None:
                 value = "full"
             if param == "batch_size" and isinstance(value, str) and value == "auto":
@@ -308,8 +310,8 @@ class _Network(_Base):
         given = y
         X, y = self._validate_X(X, reset=first, y=y, fitting=True)
         target = self._target_names(given, y) if first else self.config_.data.target
+        y_idx = self._encode_targets(y, classes if first else None, first, len(X))  # (classes_ first: _class_weight_keys)
         cfg = self._config(target)
-        y_idx = self._encode_targets(y, classes if first else None, first, len(X))
         w = self._row_weights(sample_weight, len(X))
         if first:
             self._fit_preprocessing(X, cfg)
@@ -790,6 +792,29 @@ class Classifier(_Network):
         from .data.labels import Labels
 
         return Labels(self._label_values())
+
+    def _class_weight_keys(self, weights: dict) -> dict:
+        """``class_weight`` keyed by the classes themselves (scikit-learn's convention), with a
+        boolean or float class's key in the spelling ``build.class_weight_vector`` matches
+        ('true', '1.0'): the schema's int-or-str keys turned True and 1.0 into the label 1,
+        which a classifier of booleans or floats does not have, so {True: 2.0} was refused
+        ("label 1 is not a class; classes: False, True"). Other keys are left as given."""
+        classes = getattr(self, "classes_", None)
+        if classes is None:
+            return weights
+        values = [v.item() if isinstance(v, np.generic) else v for v in classes.tolist()]
+
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        out = {}
+        for key, weight in weights.items():
+            same = [c for c in values if type(c) is type(key) and c == key]
+            same = same or [c for c in values if number(key) and number(c) and c == key]
+            if same and isinstance(same[0], (bool, float)):
+                key = str(same[0]).lower() if isinstance(same[0], bool) else str(same[0])
+            out[key] = weight
+        return out
 
     def _label_values(self) -> list:
         return [v.item() if isinstance(v, np.generic) else v for v in self.classes_.tolist()]

@@ -102,3 +102,21 @@ def test_training_rows_that_all_weigh_zero_after_the_validation_split_are_refuse
         _classifier(validation_fraction=0.9, random_state=2).fit(X, y, sample_weight=weights)
     with pytest.raises(ValueError, match=refused):
         nnclf.Regressor(hidden=(4,), epochs=2, random_state=0, validation_fraction=0.9).fit(X, X[:, 1], sample_weight=weights)
+
+
+# -- labels and class weights --------------------------------------------------------------------
+def test_class_weight_keyed_by_boolean_or_float_classes(tmp_path):
+    # the schema's int-or-str keys made True and 1.0 the label 1: {True: 5.0} was refused for
+    # a classifier of booleans ("label 1 is not a class; classes: False, True"), {1.0: 5.0}
+    # for one of floats
+    X, y = _data()
+    reference = _classifier(class_weight={1: 5.0}).fit(X, y).loss_curve_
+    unweighted = _classifier().fit(X, y).loss_curve_
+    assert reference != unweighted
+    for labels, key in ((y == 1, True), (y.astype(float), 1.0), (y.astype(float), 1), (y, np.int64(1))):
+        fitted = _classifier(class_weight={key: 5.0}).fit(X, labels)
+        assert fitted.loss_curve_ == reference, (labels.dtype, key)
+    fitted.save(tmp_path / "weighted.npz")
+    assert nnclf.load(tmp_path / "weighted.npz").predict(X).tolist() == fitted.predict(X).tolist()
+    with pytest.raises(nnclf.NnclfError, match=r"^loss\.class_weights: label 'maybe' is not a class of the training data"):
+        _classifier(class_weight={"maybe": 2.0}).fit(X, y == 1)
