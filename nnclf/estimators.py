@@ -231,6 +231,17 @@ class _Network(_Base):
             raw["training"]["early_stopping"] = {} if self.early_stopping is True else _section(self.early_stopping, "early_stopping")
         return validate(raw, type(self).__name__)
 
+    def _check_options(self) -> None:
+        """The parameters the estimator reads itself (the schema checks the rest): read as
+        truth values, warm_start="no" continued the last fit and verbose="no" printed; and
+        preprocess="yes" was accepted silently whenever X was an array."""
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise NnclfError(f"warm_start: expected True or False, got {self.warm_start!r}")
+        if not isinstance(self.verbose, (bool, np.bool_, int, np.integer)):  # (verbose=1, scikit-learn's habit, prints)
+            raise NnclfError(f"verbose: expected True or False, got {self.verbose!r}")
+        if not (self.preprocess is True or self.preprocess is False or (isinstance(self.preprocess, str) and self.preprocess == "auto")):
+            raise NnclfError(f"preprocess: expected True, False or 'auto', got {self.preprocess!r}")
+
     # -- input handling ------------------------------------------------------------------
     def _uses_preprocessing(self, X) -> bool:
         """``preprocess``: True, every DataFrame; "auto", a DataFrame with a column that is not
@@ -306,6 +317,7 @@ class _Network(_Base):
         from .build import class_weight_vector
         from .threads import training_threads
 
+        self._check_options()
         first = not (incremental or self.warm_start) or not self.__sklearn_is_fitted__()
         given = y
         X, y = self._validate_X(X, reset=first, y=y, fitting=True)
@@ -543,6 +555,14 @@ class _Printer:
 
 def _is_frame(X) -> bool:
     return type(X).__module__.startswith("pandas") and hasattr(X, "columns")
+
+
+def _same_classes(classes, fitted: np.ndarray) -> bool:
+    try:
+        given = np.unique(np.asarray(classes))
+    except TypeError:  # labels of types that do not compare
+        return False
+    return given.shape == fitted.shape and bool(np.all(given == fitted))
 
 
 def _refuse_overflow(values: np.ndarray, what: str = "output") -> np.ndarray:
@@ -855,6 +875,10 @@ class Classifier(_Network):
         if not self.__sklearn_is_fitted__():
             if self.early_stopping not in (None, False):
                 raise ValueError("partial_fit does not hold out validation rows: set early_stopping=None")
+        elif classes is not None and not _same_classes(classes, self.classes_):
+            # the network has one output per class of the first call: other classes were ignored silently
+            raise ValueError(f"classes={np.asarray(classes, dtype=object).tolist()} is not the same as on the first call to partial_fit, "
+                             f"was: {self.classes_.tolist()}")
         return self._fit(X, y, sample_weight, classes=classes, incremental=True)
 
     # -- predicting --------------------------------------------------------------------------

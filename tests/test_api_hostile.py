@@ -120,3 +120,27 @@ def test_class_weight_keyed_by_boolean_or_float_classes(tmp_path):
     assert nnclf.load(tmp_path / "weighted.npz").predict(X).tolist() == fitted.predict(X).tolist()
     with pytest.raises(nnclf.NnclfError, match=r"^loss\.class_weights: label 'maybe' is not a class of the training data"):
         _classifier(class_weight={"maybe": 2.0}).fit(X, y == 1)
+
+
+def test_partial_fit_refuses_classes_other_than_the_first_calls():
+    # the network has one output per class of the first call; classes=[0, 1, 2] later was ignored
+    X, y = _data()
+    clf = _classifier().partial_fit(X, y, classes=[0, 1])
+    with pytest.raises(ValueError, match=r"^classes=\[0, 1, 2\] is not the same as on the first call to partial_fit, was: \[0, 1\]$"):
+        clf.partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"^classes=\['a', 'b'\] is not the same"):
+        clf.partial_fit(X, y, classes=["a", "b"])
+    assert clf.partial_fit(X, y, classes=np.array([1, 0])).n_iter_ == 2  # the same classes, in any order
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"warm_start": "no"}, r"^warm_start: expected True or False, got 'no'$"),  # was read as True: the fit continued
+    ({"verbose": "no"}, r"^verbose: expected True or False, got 'no'$"),  # printed every epoch
+    ({"preprocess": "yes"}, r"^preprocess: expected True, False or 'auto', got 'yes'$"),  # accepted with an array
+])
+def test_options_the_estimator_reads_itself_are_checked(params, message, capsys):
+    X, y = _data()
+    with pytest.raises(nnclf.NnclfError, match=message):
+        _classifier(**params).fit(X, y)
+    assert capsys.readouterr().out == ""
+    assert _classifier(warm_start=np.bool_(True), verbose=0).fit(X, y).fit(X, y).n_iter_ == 4
