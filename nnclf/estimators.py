@@ -490,6 +490,11 @@ class _Network(_Base):
 
         self._check_fitted()
         path = Path(path)
+        labels = self._label_values()
+        odd = [v for v in labels if not isinstance(v, (str, int, float, bool))]
+        if odd:  # (json.dumps raised "TypeError: not JSON serialisable: date" from the checkpoint writer)
+            raise NnclfError(f"{path}: cannot save class labels of type {type(odd[0]).__name__} (e.g. {odd[0]!r}): a checkpoint's "
+                             "labels are texts, numbers or booleans; fit on labels converted to strings (nothing was written)")
         trainer = self.trainer_
         state = trainer.state_dict()
         arrays = {f"optimizer.{k}": v for k, v in state["optimizer"].items()}
@@ -500,7 +505,7 @@ class _Network(_Base):
             "network": {"sizes": net.sizes, "activation": net.activation_name, "dropout": net.dropout, "dtype": str(net.dtype)},
             "loss": loss,
             "task": self.config_.task,
-            "labels": self._label_values(),
+            "labels": labels,
             **self._task_meta(),
             "preprocessor": self._preprocessor_state(),
             "data_files": {},
@@ -791,17 +796,23 @@ class Classifier(_Network):
 
     # -- labels ------------------------------------------------------------------------------
     def _encode_targets(self, y, classes, first: bool, n: int) -> np.ndarray:
-        if _sklearn_available():
-            from sklearn.utils.multiclass import check_classification_targets
+        try:
+            if _sklearn_available():
+                from sklearn.utils.multiclass import check_classification_targets
 
-            check_classification_targets(y)
-        y = np.asarray(y)
-        if first:
-            found = np.unique(y) if classes is None else np.unique(np.asarray(classes))
-            if len(found) < 2:
-                raise ValueError(f"{type(self).__name__}: y has {len(found)} class; classification needs at least 2 classes")
-            self.classes_ = found
-        idx = np.searchsorted(self.classes_, y)
+                check_classification_targets(y)
+            y = np.asarray(y)
+            if first:
+                found = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+                if len(found) < 2:
+                    raise ValueError(f"{type(self).__name__}: y has {len(found)} class; classification needs at least 2 classes")
+                self.classes_ = found
+            idx = np.searchsorted(self.classes_, y)
+        except TypeError:  # sorting them: "'<' not supported between instances of 'int' and 'str'"
+            given = [y, [] if classes is None else classes, [] if first else self.classes_]
+            kinds = sorted({type(v).__name__ for values in given for v in np.asarray(values, dtype=object).ravel().tolist()})
+            raise ValueError(f"{type(self).__name__}: y mixes labels of types that do not compare ({', '.join(kinds)}); "
+                             "give labels of one type, e.g. all strings") from None
         idx = np.clip(idx, 0, len(self.classes_) - 1)
         bad = self.classes_[idx] != y
         if np.any(bad):
@@ -1159,7 +1170,12 @@ class Regressor(_RealValued):
 
     def _encode_targets(self, y, classes, first: bool, n: int) -> np.ndarray:
         """The targets as float64 (n, m) in their own units (scaled in ``_training_targets``)."""
-        y = np.asarray(y, dtype=np.float64)
+        if hasattr(y, "toarray") and type(y).__module__.startswith("scipy.sparse"):  # (np.asarray made a 0-d object array)
+            raise TypeError("Sparse data was passed for y, but dense data is required. Use '.toarray()' to convert to a dense numpy array.")
+        try:
+            y = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{type(self).__name__}: y must be numbers (real-valued targets): {e}") from None
         if y.ndim not in (1, 2):
             raise ValueError(f"{type(self).__name__}: y must be 1-D or 2-D (n_samples, n_targets), got shape {y.shape}")
         if not np.all(np.isfinite(y)):

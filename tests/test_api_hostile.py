@@ -144,3 +144,36 @@ def test_options_the_estimator_reads_itself_are_checked(params, message, capsys)
         _classifier(**params).fit(X, y)
     assert capsys.readouterr().out == ""
     assert _classifier(warm_start=np.bool_(True), verbose=0).fit(X, y).fit(X, y).n_iter_ == 4
+
+
+def test_labels_of_types_that_do_not_compare_are_one_line():
+    # np.unique raised "TypeError: '<' not supported between instances of 'int' and 'str'"
+    X, y = _data()
+    mixed = r"^Classifier: y mixes labels of types that do not compare \(int, str\); give labels of one type"
+    with pytest.raises(ValueError, match=mixed):
+        _classifier().fit(X, np.array(["a", 1] * 20, dtype=object))
+    with pytest.raises(ValueError, match=mixed):
+        _classifier().fit(X, y).partial_fit(X, np.array(["a", "b"] * 20, dtype=object))
+    with pytest.raises(ValueError, match=mixed):
+        _classifier().partial_fit(X, y, classes=np.array([0, 1, "a"], dtype=object))
+
+
+def test_regression_targets_that_are_not_numbers_are_one_line():
+    import scipy.sparse
+
+    X, _ = _data()
+    regressor = nnclf.Regressor(hidden=(4,), epochs=2, random_state=0)
+    with pytest.raises(TypeError, match=r"^Sparse data was passed for y, but dense data is required"):
+        regressor.fit(X, scipy.sparse.csr_matrix(X[:, :1]))  # "setting an array element with a sequence"
+    with pytest.raises(ValueError, match=r"^Regressor: y must be numbers \(real-valued targets\): could not convert string to float"):
+        regressor.fit(X, np.where(X[:, 0] > 0, "a", "b"))
+
+
+def test_labels_a_checkpoint_cannot_hold_are_refused_before_writing(tmp_path):
+    X, y = _data()
+    dates = np.where(y == 1, np.datetime64("2020-01-01"), np.datetime64("2021-01-01"))
+    fitted = _classifier().fit(X, dates)
+    assert fitted.predict(X[:1]).dtype.kind == "M"
+    with pytest.raises(nnclf.NnclfError, match=r"cannot save class labels of type date .*\(nothing was written\)$"):
+        fitted.save(tmp_path / "dates.npz")  # was "TypeError: not JSON serialisable: date"
+    assert list(tmp_path.iterdir()) == []
