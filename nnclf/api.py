@@ -84,9 +84,16 @@ def load(run, checkpoint: str = "auto") -> "Model":
     array(['setosa', 'setosa'], dtype='<U10')
     """
     from .model import TrainedModel
-    from .predict import checkpoint_path
+    from .predict import CHECKPOINTS, checkpoint_path
 
+    if not isinstance(checkpoint, str) or checkpoint not in CHECKPOINTS:  # (checkpoint_path's message names the CLI's --checkpoint)
+        raise NnclfError(f"checkpoint: expected {', '.join(map(repr, CHECKPOINTS))}, got {checkpoint!r}")
     folder = getattr(run, "folder", run)
+    if checkpoint != "auto" and Path(folder).is_file():
+        # as the CLI's --checkpoint with a file: it chooses among a run folder's checkpoints, and
+        # with a file it was silently ignored (load("best.npz", checkpoint="last") gave best)
+        raise NnclfError(f"checkpoint={checkpoint!r}: {folder} is a checkpoint file, the model used as it is; "
+                         "checkpoint chooses among a run folder's checkpoints (leave it out, or give the run folder)")
     path = checkpoint_path(folder, checkpoint)
     return Model(TrainedModel.load(path), path)
 
@@ -225,8 +232,12 @@ class Model:
 
     def evaluate(self, frame, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
         """The report of ``nnclf evaluate --json`` on a labelled DataFrame (target column included)."""
+        from .data.preprocess import refuse_repeated
         from .predict import evaluate_frame
 
+        if not hasattr(frame, "columns"):  # (an array failed with "AttributeError: ... no attribute 'columns'")
+            raise NnclfError(f"evaluate: expected a DataFrame with the feature columns and the target column, got {type(frame).__name__}")
+        refuse_repeated(frame, [*self._model.preprocessor.features, *self.target_names], "DataFrame")
         return evaluate_frame(self._model, frame, "DataFrame", self.path, warn or _warn)
 
     def encode(self, X, warn: Callable[[str], None] | None = None) -> np.ndarray:

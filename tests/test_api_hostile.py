@@ -177,3 +177,34 @@ def test_labels_a_checkpoint_cannot_hold_are_refused_before_writing(tmp_path):
     with pytest.raises(nnclf.NnclfError, match=r"cannot save class labels of type date .*\(nothing was written\)$"):
         fitted.save(tmp_path / "dates.npz")  # was "TypeError: not JSON serialisable: date"
     assert list(tmp_path.iterdir()) == []
+
+
+# -- nnclf.load and Model ----------------------------------------------------------------------
+def test_load_refuses_a_checkpoint_choice_with_a_checkpoint_file(tmp_path):
+    X, y = _data()
+    _classifier().fit(X, y).save(tmp_path / "model.npz")
+    assert nnclf.load(tmp_path / "model.npz").predict(X[:1]).shape == (1,)
+    # checkpoint chooses among a run folder's checkpoints; with a file it was ignored silently
+    with pytest.raises(nnclf.NnclfError, match=r"^checkpoint='last': .*model\.npz is a checkpoint file, the model used as it is"):
+        nnclf.load(tmp_path / "model.npz", checkpoint="last")
+    # the API's own parameter name, not the CLI's --checkpoint
+    with pytest.raises(nnclf.NnclfError, match=r"^checkpoint: expected 'auto', 'best', 'last', 'calibrated', 'refit', got 'bst'$"):
+        nnclf.load(tmp_path / "model.npz", checkpoint="bst")
+
+
+def test_model_refuses_repeated_columns_and_evaluate_an_array(tmp_path):
+    import pandas as pd
+
+    X, y = _data()
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(label=np.where(y == 1, "yes", "no"))
+    nnclf.Classifier(hidden=(4,), epochs=2, random_state=0, preprocess=True).fit(frame[["a", "b", "c"]], frame["label"]).save(tmp_path / "m.npz")
+    model = nnclf.load(tmp_path / "m.npz")
+    twice = pd.concat([frame, frame[["b"]] * 100], axis=1)  # which 'b'? (pandas: "TypeError: arg must be a list, tuple, ...")
+    with pytest.raises(nnclf.NnclfError, match=r"^X: column 'b' appears more than once; give each column once$"):
+        model.predict(twice)
+    with pytest.raises(nnclf.NnclfError, match=r"^DataFrame: column 'label' appears more than once"):
+        model.evaluate(pd.concat([frame, frame[["label"]]], axis=1))  # "ValueError: Buffer has wrong number of dimensions"
+    with pytest.raises(nnclf.NnclfError, match=r"^evaluate: expected a DataFrame with the feature columns and the target column, got ndarray$"):
+        model.evaluate(frame.to_numpy())  # "AttributeError: 'numpy.ndarray' object has no attribute 'columns'"
+    assert model.evaluate(frame)["n"] == 40
+    assert model.predict(pd.concat([frame, frame[["label"]]], axis=1)).shape == (40,)  # an unread column may repeat

@@ -258,6 +258,7 @@ class Preprocessor:
     ) -> "Preprocessor":
         """Type and fit every feature column on the training rows: ``frame``, or its rows at
         positions ``rows`` (taken one column at a time, so the frame is never copied whole)."""
+        refuse_repeated(frame, features, source)
         columns, dropped = [], []
         for name in features:
             series = frame[name] if rows is None else frame[name].iloc[rows]
@@ -289,6 +290,7 @@ class Preprocessor:
         call its ``emit`` at the end, so each warning counts the whole file.
         """
         present = set(frame.columns)  # (a ChunkedTable builds its column list on each call)
+        refuse_repeated(frame, self._names, source)
         missing = [name for name in self._names if name not in present]
         if missing:
             listed = ", ".join(f"'{m}'" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -364,6 +366,23 @@ class Preprocessor:
             if not _fits(values, dtype):
                 raise _too_large(c, series, values, dtype, source)
         raise NnclfError(f"{source}: a numeric value is too large for {dtype} numbers once scaled; fix or remove it")
+
+
+def refuse_repeated(frame, features, source: str) -> None:
+    """A feature (or target) column that appears twice in a DataFrame (a CSV's header never has one: the
+    reader renames repeats) is an error naming it: frame[name] is then a frame, not a column,
+    and pandas failed with "TypeError: arg must be a list, tuple, 1-d array, or Series"."""
+    columns = list(frame.columns)
+    if len(set(columns)) == len(columns):
+        return
+    from collections import Counter
+
+    counts = Counter(columns)
+    repeated = [name for name in features if counts.get(name, 0) > 1]
+    if repeated:
+        listed = ", ".join(f"'{name}'" for name in repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+        raise NnclfError(f"{source}: column{'s' if len(repeated) > 1 else ''} {listed} appear{'' if len(repeated) > 1 else 's'} "
+                         "more than once; give each column once")
 
 
 def _block_of(columns: list, first: list[int]):
