@@ -208,3 +208,26 @@ def test_model_refuses_repeated_columns_and_evaluate_an_array(tmp_path):
         model.evaluate(frame.to_numpy())  # "AttributeError: 'numpy.ndarray' object has no attribute 'columns'"
     assert model.evaluate(frame)["n"] == 40
     assert model.predict(pd.concat([frame, frame[["label"]]], axis=1)).shape == (40,)  # an unread column may repeat
+
+
+def test_complex_numbers_and_huge_integers_in_a_dataframe_are_named(tmp_path):
+    import pandas as pd
+
+    X, y = _data()
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    nnclf.Classifier(hidden=(4,), epochs=2, random_state=0, preprocess=True).fit(frame, y).save(tmp_path / "m.npz")
+    model = nnclf.load(tmp_path / "m.npz")
+    rows = frame.iloc[:3]
+    not_a_number = r"^X, line 3: column 'a': non-numeric value (np\.complex128)?\(?\(1\+2j\)\)? in a numeric column"
+    # the float64 cast kept the real part silently, with a ComplexWarning at most
+    for cells in (np.array([0.5, 1 + 2j, 0.25]), pd.Series([0.5, 1 + 2j, 0.25], dtype=object)):
+        with pytest.raises(nnclf.NnclfError, match=not_a_number):
+            model.predict(rows.assign(a=cells))
+    with pytest.raises(nnclf.NnclfError, match=r"^X, line 2: column 'a': non-numeric value"):
+        nnclf.Classifier(hidden=(4,), epochs=2, preprocess=True).fit(frame.assign(a=frame["a"] + 1j), y)
+    # a complex number with no imaginary part is its real number
+    np.testing.assert_array_equal(model.features(rows.assign(a=rows["a"] + 0j)), model.features(rows))
+    # Python integers beyond float64 ("OverflowError: int too large to convert to float")
+    for big in (10**400, -(10**5000)):
+        with pytest.raises(nnclf.NnclfError, match=r"^X, line 3: column 'a': infinite value -?inf"):
+            model.predict(rows.assign(a=pd.Series([1, big, 2], dtype=object, index=rows.index)))

@@ -327,7 +327,8 @@ class Preprocessor:
         together = []
         if numeric and hasattr(frame, "iloc"):
             dtypes = frame.dtypes
-            together = [(c, j) for c, j in numeric if pd.api.types.is_numeric_dtype(dtypes[c.name]) or pd.api.types.is_bool_dtype(dtypes[c.name])]
+            together = [(c, j) for c, j in numeric if (pd.api.types.is_numeric_dtype(dtypes[c.name]) and not pd.api.types.is_complex_dtype(dtypes[c.name]))
+                        or pd.api.types.is_bool_dtype(dtypes[c.name])]  # (complex: float_cells refuses them)
         if together:
             positions = [frame.columns.get_loc(c.name) for c, _ in together]
             fills, centers, scales, targets, flags = _block_of([c for c, _ in together], [j for _, j in together])
@@ -475,16 +476,30 @@ def parse_numbers(series) -> np.ndarray:
     float() decides those few cells, so overflowing numbers read as inf on every pandas version."""
     import pandas as pd
 
-    parsed = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    try:
+        numbers = pd.to_numeric(series, errors="coerce")
+    except OverflowError:  # a Python int beyond float64 (10**400) raises even with errors="coerce"
+        numbers = None
+    if numbers is not None and pd.api.types.is_complex_dtype(numbers):
+        # a DataFrame's complex numbers: the float64 cast kept the real part silently; one with
+        # an imaginary part is not a number here (3+0j is 3)
+        values = numbers.to_numpy(dtype=np.complex128, na_value=np.nan, copy=True)
+        return np.where(values.imag == 0, values.real, np.nan)
     present = series.notna().to_numpy()
-    retry = np.flatnonzero(np.isnan(parsed) & present)
-    if len(retry) > max(RETRY_CELLS, RETRY_SHARE * present.sum()):  # a text column, not a few odd numbers
-        return parsed
+    if numbers is None:
+        parsed, retry = np.full(len(series), np.nan), np.flatnonzero(present)  # every cell to float() below
+    else:
+        parsed = numbers.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        retry = np.flatnonzero(np.isnan(parsed) & present)
+        if len(retry) > max(RETRY_CELLS, RETRY_SHARE * present.sum()):  # a text column, not a few odd numbers
+            return parsed
     for i in retry:
+        cell = series.iloc[i]
         try:
-            parsed[i] = float(str(series.iloc[i]).strip())
-        except ValueError:
-            pass
+            parsed[i] = float(str(cell).strip())  # (10**400 reads as inf, an error of its own)
+        except (ValueError, OverflowError):
+            if isinstance(cell, int) and not isinstance(cell, bool):  # too long for str(): far beyond float64 too
+                parsed[i] = math.inf if cell > 0 else -math.inf
     return parsed
 
 
@@ -496,9 +511,9 @@ def float_cells(series, source: str, what: str, not_a_number: str, infinite: str
     "{source}, line L: {what}: " + ``infinite`` (formatted with {value}, the inf or -inf)."""
     import pandas as pd
 
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+    if (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_complex_dtype(series)) or pd.api.types.is_bool_dtype(series):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    else:
+    else:  # (complex numbers too: each is reported as not a number)
         values = parse_numbers(series)
         bad = np.isnan(values) & series.notna().to_numpy()
         if bad.any():
