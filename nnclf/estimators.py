@@ -586,23 +586,42 @@ def _refuse_overflow(values: np.ndarray, what: str = "output") -> np.ndarray:
 
 
 def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = False):
-    """Input checks when scikit-learn is not installed: 2-D, finite, consistent width."""
+    """Input checks when scikit-learn is not installed: 2-D, finite, consistent width and (for
+    a DataFrame) column names, as scikit-learn's ``validate_data`` checks them."""
     name = type(est).__name__
     if frame:
         n_features = X.shape[1]
         names = np.asarray([str(c) for c in X.columns], dtype=object)
     else:
+        if hasattr(X, "toarray") and type(X).__module__.startswith("scipy.sparse"):  # (np.asarray: a 0-d object array)
+            raise TypeError("Sparse data was passed for X, but dense data is required. Use '.toarray()' to convert to a dense numpy array.")
+        # a DataFrame used as given keeps its string column names: predicting on its columns in
+        # another order used them by position, silently
+        columns = list(X.columns) if _is_frame(X) else []
+        names = np.asarray(columns, dtype=object) if columns and all(isinstance(c, str) for c in columns) else None
+        if names is not None and len(set(columns)) != len(columns):
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            raise ValueError(f"{name}: column names must be unique; repeated: {', '.join(map(repr, repeated[:5]))}")
         X = np.asarray(X)
         if X.ndim != 2:
             raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}; reshape your data")
         if X.dtype.kind == "c":
             raise ValueError(f"{name}: complex data not supported")
-        X = np.ascontiguousarray(X, dtype=est.dtype if est.dtype in ("float32", "float64") else "float32")
+        dtype = est.dtype if est.dtype in ("float32", "float64") else "float32"
+        given = X
+        with np.errstate(over="ignore"):  # (an overflow is the error just below)
+            X = np.ascontiguousarray(X, dtype=dtype)
         if not np.all(np.isfinite(X)):
+            if np.all(np.isfinite(np.asarray(given, dtype=np.float64))):  # finite, beyond float32 (1e300 is not "infinity")
+                largest = float(np.max(np.abs(np.asarray(given, dtype=np.float64))))
+                raise ValueError(f"Input X contains a value too large for dtype('{dtype}'), the estimator's dtype "
+                                 f"(largest |x| {largest:.3g}); scale X, or use dtype='float64'")
             raise ValueError(f"{name}: input X contains NaN or infinity")
-        n_features, names = X.shape[1], None
+        n_features = X.shape[1]
     if len(X) == 0:
         raise ValueError(f"{name}: found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required")
+    if n_features == 0:  # (the initialiser divided by zero)
+        raise ValueError(f"{name}: found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required")
     if reset:
         est.n_features_in_ = n_features
         if names is not None:
@@ -611,8 +630,13 @@ def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = 
             del est.feature_names_in_
     elif n_features != est.n_features_in_:
         raise ValueError(f"X has {n_features} features, but {name} is expecting {est.n_features_in_} features as input.")
+    elif names is not None and getattr(est, "feature_names_in_", None) is not None and not np.array_equal(names, est.feature_names_in_):
+        raise ValueError(f"{name}: the feature names should match those that were passed during fit "
+                         f"({est.feature_names_in_.tolist()[:5]}, in that order), got {names.tolist()[:5]}")
     if y is not None:
         y = np.asarray(y)
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):  # (a classifier took NaN for a class)
+            raise ValueError(f"{name}: input y contains NaN or infinity")
         if y.ndim == 2 and y.shape[1] == 1 and not multi_output:
             y = y[:, 0]
         if multi_output and y.ndim == 2 and len(y) == len(X):
@@ -802,6 +826,10 @@ class Classifier(_Network):
 
                 check_classification_targets(y)
             y = np.asarray(y)
+            if not _sklearn_available() and y.dtype.kind == "f" and not np.all(y == np.round(y)):
+                # as check_classification_targets: 40 distinct floats were 40 classes
+                raise ValueError(f"{type(self).__name__}: unknown label type: continuous (y holds floats that are not "
+                                 "whole numbers); a classifier expects discrete classes, use nnclf.Regressor for real values")
             if first:
                 found = np.unique(y) if classes is None else np.unique(np.asarray(classes))
                 if len(found) < 2:

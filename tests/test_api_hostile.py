@@ -231,3 +231,40 @@ def test_complex_numbers_and_huge_integers_in_a_dataframe_are_named(tmp_path):
     for big in (10**400, -(10**5000)):
         with pytest.raises(nnclf.NnclfError, match=r"^X, line 3: column 'a': infinite value -?inf"):
             model.predict(rows.assign(a=pd.Series([1, big, 2], dtype=object, index=rows.index)))
+
+
+# -- without scikit-learn (its validate_data replaced by _minimal_validate) ------------------------
+@pytest.fixture
+def without_sklearn(monkeypatch):
+    import nnclf.estimators
+
+    monkeypatch.setattr(nnclf.estimators, "_sklearn_available", lambda: False)
+
+
+def test_without_sklearn_hostile_arrays_are_one_line(without_sklearn):
+    import pandas as pd
+    import scipy.sparse
+
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"found array with 0 feature\(s\) \(shape=\(40, 0\)\)"):
+        _classifier().fit(X[:, :0], y)  # "ZeroDivisionError: float division by zero" in the initialiser
+    with pytest.raises(ValueError, match=r"^Input X contains a value too large for dtype\('float32'\)"):
+        _classifier().fit(X * 1e300, y)  # was "contains NaN or infinity" for finite numbers
+    with pytest.raises(TypeError, match=r"^Sparse data was passed for X, but dense data is required"):
+        _classifier().fit(scipy.sparse.csr_matrix(X), y)  # "expected a 2-D array ..., got shape ()"
+    with pytest.raises(ValueError, match=r"^Classifier: input y contains NaN or infinity$"):
+        _classifier().fit(X, np.where(y == 1, 1.0, np.nan))  # "y holds labels not in classes_ [1.0, nan]: [nan]"
+    with pytest.raises(ValueError, match=r"^Classifier: unknown label type: continuous"):
+        _classifier().fit(X, X[:, 0])  # 40 classes
+    assert _classifier().fit(X, y.astype(float)).classes_.tolist() == [0.0, 1.0]
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    fitted = _classifier().fit(frame, y)
+    assert fitted.feature_names_in_.tolist() == ["a", "b", "c"]
+    # predicting on the columns in another order used them by position, silently
+    with pytest.raises(ValueError, match=r"the feature names should match those that were passed during fit"):
+        fitted.predict(frame[["c", "b", "a"]])
+    np.testing.assert_array_equal(fitted.predict(frame), fitted.predict(X))
+    with pytest.raises(ValueError, match=r"^Classifier: column names must be unique; repeated: 'a'$"):
+        _classifier().fit(pd.DataFrame(X, columns=["a", "a", "b"]), y)
+    with pytest.raises(nnclf.NnclfError, match=r"^X: column 'a' appears more than once; give each column once$"):
+        _classifier().fit(pd.DataFrame({"a": X[:, 0], "c": np.where(y == 1, "u", "v")}).rename(columns={"c": "a"}), y)

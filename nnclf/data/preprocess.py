@@ -379,7 +379,7 @@ def refuse_repeated(frame, features, source: str) -> None:
     from collections import Counter
 
     counts = Counter(columns)
-    repeated = [name for name in features if counts.get(name, 0) > 1]
+    repeated = list(dict.fromkeys(name for name in features if counts.get(name, 0) > 1))
     if repeated:
         listed = ", ".join(f"'{name}'" for name in repeated[:5]) + (" ..." if len(repeated) > 5 else "")
         raise NnclfError(f"{source}: column{'s' if len(repeated) > 1 else ''} {listed} appear{'' if len(repeated) > 1 else 's'} "
