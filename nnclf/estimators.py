@@ -275,7 +275,7 @@ class _Network(_Base):
                     y = self._check_frame_y(y, len(X))
                 validate_data(self, X, skip_check_array=True, reset=reset)
             else:
-                dtype = self.dtype if self.dtype in ("float32", "float64") else "float32"
+                dtype = self._input_dtype(fitting)
                 if not with_y:
                     X_checked = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], order="C")
                 else:
@@ -292,7 +292,14 @@ class _Network(_Base):
                     )
                 X_checked = cast
             return X_checked, y
-        return _minimal_validate(self, X, y if with_y else None, reset, frame, multi_output=self._y_checks.get("multi_output", False))
+        return _minimal_validate(self, X, y if with_y else None, reset, frame, self._y_checks.get("multi_output", False), self._input_dtype(fitting))
+
+    def _input_dtype(self, fitting: bool) -> str:
+        """The float type arrays are cast to: the fitted network's when predicting (a later
+        set_params(dtype=...) without a refit refused 1e300 for a float64 model), else ``dtype``."""
+        if not fitting and self.__sklearn_is_fitted__():
+            return str(self.net_.dtype)
+        return self.dtype if self.dtype in ("float32", "float64") else "float32"
 
     def _check_frame_y(self, y, n: int):
         """y beside a preprocessed DataFrame (scikit-learn installed): one column of labels."""
@@ -585,7 +592,7 @@ def _refuse_overflow(values: np.ndarray, what: str = "output") -> np.ndarray:
     return values
 
 
-def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = False):
+def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = False, dtype: str = "float32"):
     """Input checks when scikit-learn is not installed: 2-D, finite, consistent width and (for
     a DataFrame) column names, as scikit-learn's ``validate_data`` checks them."""
     name = type(est).__name__
@@ -607,7 +614,6 @@ def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = 
             raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}; reshape your data")
         if X.dtype.kind == "c":
             raise ValueError(f"{name}: complex data not supported")
-        dtype = est.dtype if est.dtype in ("float32", "float64") else "float32"
         given = X
         with np.errstate(over="ignore"):  # (an overflow is the error just below)
             X = np.ascontiguousarray(X, dtype=dtype)

@@ -268,3 +268,19 @@ def test_without_sklearn_hostile_arrays_are_one_line(without_sklearn):
         _classifier().fit(pd.DataFrame(X, columns=["a", "a", "b"]), y)
     with pytest.raises(nnclf.NnclfError, match=r"^X: column 'a' appears more than once; give each column once$"):
         _classifier().fit(pd.DataFrame({"a": X[:, 0], "c": np.where(y == 1, "u", "v")}).rename(columns={"c": "a"}), y)
+
+
+@pytest.mark.parametrize("sklearn_installed", [True, False])
+def test_predicting_casts_to_the_fitted_networks_dtype_not_the_current_parameter(sklearn_installed, monkeypatch):
+    import nnclf.estimators
+
+    if not sklearn_installed:
+        monkeypatch.setattr(nnclf.estimators, "_sklearn_available", lambda: False)
+    X, y = _data()
+    wide = _classifier(dtype="float64").fit(X, y)
+    expected = wide.predict_proba(X * 1e300)
+    wide.set_params(dtype="float32")  # (no refit): 1e300 was refused as too large for float32
+    np.testing.assert_array_equal(wide.predict_proba(X * 1e300), expected)
+    narrow = _classifier().fit(X, y).set_params(dtype="float64")
+    with pytest.raises(ValueError, match=r"^Input X contains a value too large for dtype\('float32'\)"):
+        narrow.predict(X * 1e300)
