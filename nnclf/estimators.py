@@ -417,7 +417,7 @@ class _Network(_Base):
     def _split_validation(self, x, y, w, cfg):
         kept, held = self._holdout(y, len(x), cfg)
         if len(held) == 0:
-            raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(y)} rows are too few for a validation split")
+            raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(x)} rows are too few for a validation split")
         y_kept = None if y is None else y[kept]
         y_held = None if y is None else y[held]
         if w is not None and not w[kept].sum() > 0:  # (0 / 0 weighed every training row NaN)
@@ -447,10 +447,12 @@ class _Network(_Base):
     def _new_trainer(self, cfg, x, y, has_val: bool):
         from types import SimpleNamespace
 
-        from .runs import _make_trainer
+        from .runs import _check_monitor, _make_trainer
 
         prepared = SimpleNamespace(labels=self._labels(), targets=getattr(self, "targets_", None),
                                    train=SimpleNamespace(x=x, y=y), val=_Rows(1) if has_val else None)
+        # as nnclf train: schedule='reduce_on_plateau' without validation rows never lowered the lr
+        _check_monitor(cfg, prepared, "set validation_fraction > 0")
         return _make_trainer(cfg, prepared, [])
 
     def _continue_trainer(self, cfg, x, y, has_val: bool, incremental: bool):

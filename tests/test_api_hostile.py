@@ -284,3 +284,17 @@ def test_predicting_casts_to_the_fitted_networks_dtype_not_the_current_parameter
     narrow = _classifier().fit(X, y).set_params(dtype="float64")
     with pytest.raises(ValueError, match=r"^Input X contains a value too large for dtype\('float32'\)"):
         narrow.predict(X * 1e300)
+
+
+def test_a_watched_metric_is_checked_before_training_as_nnclf_train_does():
+    X, y = _data()
+    # no validation rows: the lr was never lowered, silently
+    with pytest.raises(nnclf.NnclfError, match=r"^schedule\.monitor: 'val_loss' needs validation data; set validation_fraction > 0$"):
+        _classifier(schedule="reduce_on_plateau").fit(X, y)
+    with pytest.raises(nnclf.NnclfError, match=r"^training\.early_stopping\.monitor: metric 'val_los' is not logged \(did you mean 'val_loss'\?\)"):
+        _classifier(early_stopping={"monitor": "val_los"}).fit(X, y)
+    assert _classifier(schedule="reduce_on_plateau", validation_fraction=0.2).fit(X, y).n_iter_ == 2
+    assert _classifier(schedule={"name": "reduce_on_plateau", "monitor": "train_loss"}).fit(X, y).n_iter_ == 2
+    # an autoencoder's validation split of one row: "TypeError: object of type 'NoneType' has no len()"
+    with pytest.raises(ValueError, match=r"^validation_fraction=0\.1: 1 rows are too few for a validation split$"):
+        nnclf.Autoencoder(hidden=(4, 2, 4), epochs=2, early_stopping=True).fit(X[:1])
