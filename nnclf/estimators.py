@@ -442,7 +442,23 @@ class _Network(_Base):
     def _target_names(self, given, y):
         """data.target of the config: a Series' name, as the CLI's column name, else "target"
         (``given`` is y as passed to fit, ``y`` as validated)."""
-        return str(getattr(given, "name", None) or "target")
+        name = getattr(given, "name", None)
+        return str(name) if name else self._unclaimed(["target"])[0]
+
+    def _unclaimed(self, names: list[str]) -> list[str]:
+        """Default target names, each with the first suffix _1, _2, ... that no feature column
+        has: a DataFrame with a column 'target' fitted on an array y saved a checkpoint whose
+        label column was that feature, so ``nnclf evaluate`` scored the feature as the labels."""
+        taken = {str(c) for c in getattr(self, "feature_names_in_", [])}
+        out = []
+        for name in names:
+            free, k = name, 0
+            while free in taken:
+                k += 1
+                free = f"{name}_{k}"
+            taken.add(free)
+            out.append(free)
+        return out
 
     def _new_trainer(self, cfg, x, y, has_val: bool):
         from types import SimpleNamespace
@@ -1194,8 +1210,8 @@ class Regressor(_RealValued):
         if isinstance(name, str) and name:
             return name
         if y.ndim == 2:
-            return ["target"] if y.shape[1] == 1 else [f"target_{j}" for j in range(y.shape[1])]
-        return "target"
+            return self._unclaimed(["target"] if y.shape[1] == 1 else [f"target_{j}" for j in range(y.shape[1])])
+        return self._unclaimed(["target"])[0]
 
     def _check_frame_y(self, y, n: int):
         from sklearn.utils.validation import check_array, check_consistent_length

@@ -298,3 +298,22 @@ def test_a_watched_metric_is_checked_before_training_as_nnclf_train_does():
     # an autoencoder's validation split of one row: "TypeError: object of type 'NoneType' has no len()"
     with pytest.raises(ValueError, match=r"^validation_fraction=0\.1: 1 rows are too few for a validation split$"):
         nnclf.Autoencoder(hidden=(4, 2, 4), epochs=2, early_stopping=True).fit(X[:1])
+
+
+def test_a_default_target_name_is_not_a_feature_columns(tmp_path, cli):
+    # a DataFrame with a column 'target' and an array y: the checkpoint's label column was that
+    # feature, and nnclf evaluate scored the feature's values as the labels (accuracy 0)
+    import pandas as pd
+
+    X, y = _data()
+    frame = pd.DataFrame(X, columns=["target", "target_1", "c"])
+    clf = _classifier().fit(frame, y)
+    assert clf.config_.data.target == "target_2"
+    clf.save(tmp_path / "m.npz")
+    frame.assign(target_2=y).to_csv(tmp_path / "data.csv", index=False)
+    result = cli(f"evaluate {tmp_path / 'm.npz'} {tmp_path / 'data.csv'} --json")
+    assert result.exit_code == 0, result.stderr
+    assert abs(__import__("json").loads(result.stdout)["accuracy"] - clf.score(frame, y)) < 1e-12
+    reg = nnclf.Regressor(hidden=(4,), epochs=2, random_state=0).fit(pd.DataFrame(X, columns=["target_0", "b", "c"]), X[:, :2])
+    assert reg.targets_.names == ["target_0_1", "target_1"]
+    assert nnclf.Regressor(hidden=(4,), epochs=2, random_state=0).fit(X, X[:, 0]).targets_.names == ["target"]
