@@ -600,7 +600,7 @@ def _refuse_overflow(values: np.ndarray, what: str = "output") -> np.ndarray:
     network output overflowed (features far outside the training range), as ``nnclf predict``
     and ``nnclf.Model`` refuse it: NaN probabilities with the label ``classes_[0]``, or NaN
     predictions, were returned silently."""
-    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    bad = ~np.isfinite(values).all(axis=tuple(range(1, values.ndim)))  # (n,): also for no rows
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise ValueError(

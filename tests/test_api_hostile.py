@@ -68,6 +68,16 @@ def test_an_output_that_overflows_is_refused_not_returned_as_nan():
     assert np.isfinite(one_unit.predict_proba(np.full((1, 3), 3e38))).all()
 
 
+def test_a_dataframe_of_no_rows_predicts_no_rows():
+    import pandas as pd
+
+    X, y = _data()
+    frame = pd.DataFrame({"a": X[:, 0], "c": np.where(y == 1, "u", "v")})  # preprocessed: no scikit-learn row check
+    assert _classifier().fit(frame, y).predict_proba(frame.iloc[:0]).shape == (0, 2)
+    assert nnclf.Regressor(hidden=(4,), epochs=2).fit(frame, X[:, 1]).predict(frame.iloc[:0]).shape == (0,)
+    assert nnclf.Autoencoder(hidden=(4, 2, 4), epochs=2).fit(frame).transform(frame.iloc[:0]).shape == (0, 2)
+
+
 def test_model_encode_refuses_codes_that_overflow(tmp_path):
     X, _ = _data()
     nnclf.Autoencoder(hidden=(16, 2, 16), epochs=2, random_state=0).fit(X).save(tmp_path / "ae.npz")
