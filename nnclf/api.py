@@ -53,8 +53,8 @@ def train(config, *, runs_dir="runs", name=None, callbacks=(), warn: Callable[[s
         def warn(message: str) -> None:
             warnings.warn(message, stacklevel=3)
 
-    values = {key.replace("__", "."): value for key, value in overrides.items()}
-    config = config if isinstance(config, dict) else Path(config)
+    values = {key.replace("__", "."): _texts(value) for key, value in overrides.items()}
+    config = _texts(config) if isinstance(config, dict) else Path(config)
     return train_run(config, (), runs_dir, name, list(callbacks), warn, None, values=values)
 
 
@@ -258,6 +258,20 @@ class Model:
             codes = self._model.encode(x)
         _refuse_overflow(codes, frame, "X")  # as predict's outputs: NaN codes were returned silently
         return codes
+
+
+def _texts(value):
+    """Paths (``data__train=Path("x.csv")``, a dict config's ``Path`` values) as the texts the
+    config schema takes: a ``PosixPath`` was refused ("input should be a valid string")."""
+    import os
+
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {k: _texts(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_texts(v) for v in value)
+    return value
 
 
 def _warn(message: str) -> None:

@@ -327,3 +327,11 @@ def test_a_default_target_name_is_not_a_feature_columns(tmp_path, cli):
     reg = nnclf.Regressor(hidden=(4,), epochs=2, random_state=0).fit(pd.DataFrame(X, columns=["target_0", "b", "c"]), X[:, :2])
     assert reg.targets_.names == ["target_0_1", "target_1"]
     assert nnclf.Regressor(hidden=(4,), epochs=2, random_state=0).fit(X, X[:, 0]).targets_.names == ["target"]
+
+
+def test_train_takes_paths_as_values(tmp_path):
+    # data__train=Path(...) was refused: "input should be a valid string, got PosixPath(...)"
+    run = nnclf.train(DATA.parent / "configs" / "iris.yaml", runs_dir=tmp_path / "runs", data__train=IRIS, training__epochs=1)
+    assert run.history and len(run.history) == 1
+    config = {"data": {"train": IRIS, "target": "species"}, "training": {"epochs": 1}}
+    assert nnclf.load(nnclf.train(config, runs_dir=tmp_path / "runs")).predict(__import__("pandas").read_csv(IRIS)).shape == (150,)
