@@ -938,6 +938,11 @@ class Classifier(_Network):
         if not self.__sklearn_is_fitted__():
             if self.early_stopping not in (None, False):
                 raise ValueError("partial_fit does not hold out validation rows: set early_stopping=None")
+            if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+                # as scikit-learn's SGDClassifier: the first call's rows alone would set the
+                # weights for good (a class missing from them weighed 0: never learned, loss 0)
+                raise ValueError("class_weight='balanced' is not supported for partial_fit: it would weigh the classes by the "
+                                 "first call's rows only; give a mapping of class to weight computed on all the labels")
         elif classes is not None and not _same_classes(classes, self.classes_):
             # the network has one output per class of the first call: other classes were ignored silently
             raise ValueError(f"classes={np.asarray(classes, dtype=object).tolist()} is not the same as on the first call to partial_fit, "

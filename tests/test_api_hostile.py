@@ -335,3 +335,13 @@ def test_train_takes_paths_as_values(tmp_path):
     assert run.history and len(run.history) == 1
     config = {"data": {"train": IRIS, "target": "species"}, "training": {"epochs": 1}}
     assert nnclf.load(nnclf.train(config, runs_dir=tmp_path / "runs")).predict(__import__("pandas").read_csv(IRIS)).shape == (150,)
+
+
+def test_partial_fit_refuses_balanced_class_weights():
+    # the first call's counts set the weights for good: a class missing from it weighed 0
+    # (its loss 0.0 in every later call: never learned)
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"^class_weight='balanced' is not supported for partial_fit"):
+        _classifier(class_weight="balanced").partial_fit(X[y == 0], y[y == 0], classes=[0, 1])
+    fitted = _classifier(class_weight="balanced").fit(X, y)  # balanced over every row: continuing is fine
+    assert fitted.partial_fit(X, y).n_iter_ == 3
