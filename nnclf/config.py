@@ -634,20 +634,23 @@ def validate(
         raise NnclfError(format_errors(e, source, None, overridden, lines)) from None
 
 
-def _set_key(value, keys: tuple[str, ...] = ()) -> str | None:
-    """The dotted key of the first set or frozenset in a raw config document, else None."""
+def _set_key(value, keys: tuple[str, ...] = (), seen: set | None = None) -> str | None:
+    """The dotted key of the first set or frozenset in a raw config document, else None
+    (a container met twice, as a YAML alias makes, is looked into once: a recursive alias
+    is the schema's error to report)."""
     if isinstance(value, (set, frozenset)):
         return ".".join(keys)
-    if isinstance(value, dict):
-        for key, child in value.items():
-            found = _set_key(child, (*keys, str(key)))
-            if found is not None:
-                return found
-    elif isinstance(value, (list, tuple)):
-        for child in value:
-            found = _set_key(child, keys)
-            if found is not None:
-                return found
+    if not isinstance(value, (dict, list, tuple)):
+        return None
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return None
+    seen.add(id(value))
+    items = value.items() if isinstance(value, dict) else ((None, child) for child in value)
+    for key, child in items:
+        found = _set_key(child, keys if key is None else (*keys, str(key)), seen)
+        if found is not None:
+            return found
     return None
 
 
