@@ -292,7 +292,8 @@ class _Network(_Base):
                     )
                 X_checked = cast
             return X_checked, y
-        return _minimal_validate(self, X, y if with_y else None, reset, frame, self._y_checks.get("multi_output", False), self._input_dtype(fitting))
+        return _minimal_validate(self, X, y if with_y else None, reset, frame, self._y_checks.get("multi_output", False),
+                                 self._input_dtype(fitting))
 
     def _input_dtype(self, fitting: bool) -> str:
         """The float type arrays are cast to: the fitted network's when predicting (a later

@@ -327,8 +327,7 @@ class Preprocessor:
         together = []
         if numeric and hasattr(frame, "iloc"):
             dtypes = frame.dtypes
-            together = [(c, j) for c, j in numeric if (pd.api.types.is_numeric_dtype(dtypes[c.name]) and not pd.api.types.is_complex_dtype(dtypes[c.name]))
-                        or pd.api.types.is_bool_dtype(dtypes[c.name])]  # (complex: float_cells refuses them)
+            together = [(c, j) for c, j in numeric if _plain_numbers(dtypes[c.name])]
         if together:
             positions = [frame.columns.get_loc(c.name) for c, _ in together]
             fills, centers, scales, targets, flags = _block_of([c for c, _ in together], [j for _, j in together])
@@ -503,6 +502,14 @@ def parse_numbers(series) -> np.ndarray:
     return parsed
 
 
+def _plain_numbers(dtype) -> bool:
+    """Numbers or booleans cast to float64 as they are; not complex ones, whose cast keeps the
+    real part silently (``parse_numbers`` refuses a complex number with an imaginary part)."""
+    import pandas as pd
+
+    return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)) or pd.api.types.is_bool_dtype(dtype)
+
+
 def float_cells(series, source: str, what: str, not_a_number: str, infinite: str) -> np.ndarray:
     """The column as float64 (a fresh, writable array), NaN where a cell is missing; numbers,
     booleans (1/0) and text that parses as numbers are accepted. A cell that is not a number,
@@ -511,7 +518,7 @@ def float_cells(series, source: str, what: str, not_a_number: str, infinite: str
     "{source}, line L: {what}: " + ``infinite`` (formatted with {value}, the inf or -inf)."""
     import pandas as pd
 
-    if (pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_complex_dtype(series)) or pd.api.types.is_bool_dtype(series):
+    if _plain_numbers(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     else:  # (complex numbers too: each is reported as not a number)
         values = parse_numbers(series)
