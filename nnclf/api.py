@@ -53,8 +53,8 @@ def train(config, *, runs_dir="runs", name=None, callbacks=(), warn: Callable[[s
         def warn(message: str) -> None:
             warnings.warn(message, stacklevel=3)
 
-    values = {key.replace("__", "."): value for key, value in overrides.items()}
-    config = config if isinstance(config, dict) else Path(config)
+    values = {key.replace("__", "."): _texts(value) for key, value in overrides.items()}
+    config = _texts(config) if isinstance(config, dict) else Path(config)
     return train_run(config, (), runs_dir, name, list(callbacks), warn, None, values=values)
 
 
@@ -84,9 +84,16 @@ def load(run, checkpoint: str = "auto") -> "Model":
     array(['setosa', 'setosa'], dtype='<U10')
     """
     from .model import TrainedModel
-    from .predict import checkpoint_path
+    from .predict import CHECKPOINTS, checkpoint_path
 
+    if not isinstance(checkpoint, str) or checkpoint not in CHECKPOINTS:  # (checkpoint_path's message names the CLI's --checkpoint)
+        raise NnclfError(f"checkpoint: expected {', '.join(map(repr, CHECKPOINTS))}, got {checkpoint!r}")
     folder = getattr(run, "folder", run)
+    if checkpoint != "auto" and Path(folder).is_file():
+        # as the CLI's --checkpoint with a file: it chooses among a run folder's checkpoints, and
+        # with a file it was silently ignored (load("best.npz", checkpoint="last") gave best)
+        raise NnclfError(f"checkpoint={checkpoint!r}: {folder} is a checkpoint file, the model used as it is; "
+                         "checkpoint chooses among a run folder's checkpoints (leave it out, or give the run folder)")
     path = checkpoint_path(folder, checkpoint)
     return Model(TrainedModel.load(path), path)
 
@@ -225,8 +232,12 @@ class Model:
 
     def evaluate(self, frame, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
         """The report of ``nnclf evaluate --json`` on a labelled DataFrame (target column included)."""
+        from .data.preprocess import refuse_repeated
         from .predict import evaluate_frame
 
+        if not hasattr(frame, "columns"):  # (an array failed with "AttributeError: ... no attribute 'columns'")
+            raise NnclfError(f"evaluate: expected a DataFrame with the feature columns and the target column, got {type(frame).__name__}")
+        refuse_repeated(frame, [*self._model.preprocessor.features, *self.target_names], "DataFrame")
         return evaluate_frame(self._model, frame, "DataFrame", self.path, warn or _warn)
 
     def encode(self, X, warn: Callable[[str], None] | None = None) -> np.ndarray:
@@ -239,10 +250,28 @@ class Model:
         warn : callable, optional
             Receives warnings about the data (unseen categories, missing values) as lines.
         """
+        from .predict import _refuse_overflow
+
         self._need("reconstruction", "encode")
-        _, x = self._inputs(X, warn)
+        frame, x = self._inputs(X, warn)
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._model.encode(x)
+            codes = self._model.encode(x)
+        _refuse_overflow(codes, frame, "X")  # as predict's outputs: NaN codes were returned silently
+        return codes
+
+
+def _texts(value):
+    """Paths (``data__train=Path("x.csv")``, a dict config's ``Path`` values) as the texts the
+    config schema takes: a ``PosixPath`` was refused ("input should be a valid string")."""
+    import os
+
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {k: _texts(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_texts(v) for v in value)
+    return value
 
 
 def _warn(message: str) -> None:

@@ -619,12 +619,39 @@ def validate(
     """Validate the raw config mapping; errors name ``source`` and the key's line, from
     ``lines`` (``read_yaml``'s) or else the YAML ``text`` the mapping was read from.
     ``overridden``: dotted keys set with --set, so their errors name --set, not a file line."""
+    unordered = _set_key(raw)
+    if unordered is not None:
+        # YAML's !!set is refused when read; a Python set (nnclf.train's overrides, a dict config,
+        # an estimator's hidden={4, 8}) would reach pydantic, which takes it as a list in hash
+        # order: the layer or feature order a matter of chance
+        message = "a set has no order (the layer or feature order would be a matter of chance); give a list like [a, b]"
+        raise NnclfError(_placed(unordered, message, source, lines or (_text_lines(text) if text is not None else {}), overridden))
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
         if lines is None and text is not None:
             lines = _text_lines(text)
         raise NnclfError(format_errors(e, source, None, overridden, lines)) from None
+
+
+def _set_key(value, keys: tuple[str, ...] = (), seen: set | None = None) -> str | None:
+    """The dotted key of the first set or frozenset in a raw config document, else None
+    (a container met twice, as a YAML alias makes, is looked into once: a recursive alias
+    is the schema's error to report)."""
+    if isinstance(value, (set, frozenset)):
+        return ".".join(keys)
+    if not isinstance(value, (dict, list, tuple)):
+        return None
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return None
+    seen.add(id(value))
+    items = value.items() if isinstance(value, dict) else ((None, child) for child in value)
+    for key, child in items:
+        found = _set_key(child, keys if key is None else (*keys, str(key)), seen)
+        if found is not None:
+            return found
+    return None
 
 
 def format_errors(

@@ -215,6 +215,8 @@ class _Network(_Base):
                 value = 0.1 if self.early_stopping not in (None, False) else 0.0
             if param == "class_weight" and value is not None and not isinstance(value, (str, dict)):
                 raise NnclfError(f"class_weight: expected None, 'balanced' or a mapping of class to weight, got {value!r}")
+            if param == "class_weight" and isinstance(value, dict):
+                value = self._class_weight_keys(_plain(value))
             if param == "batch_size" and value is None:
                 value = "full"
             if param == "batch_size" and isinstance(value, str) and value == "auto":
@@ -228,6 +230,17 @@ class _Network(_Base):
         if self.early_stopping not in (None, False):
             raw["training"]["early_stopping"] = {} if self.early_stopping is True else _section(self.early_stopping, "early_stopping")
         return validate(raw, type(self).__name__)
+
+    def _check_options(self) -> None:
+        """The parameters the estimator reads itself (the schema checks the rest): read as
+        truth values, warm_start="no" continued the last fit and verbose="no" printed; and
+        preprocess="yes" was accepted silently whenever X was an array."""
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise NnclfError(f"warm_start: expected True or False, got {self.warm_start!r}")
+        if not isinstance(self.verbose, (bool, np.bool_, int, np.integer)):  # (verbose=1, scikit-learn's habit, prints)
+            raise NnclfError(f"verbose: expected True or False, got {self.verbose!r}")
+        if not (self.preprocess is True or self.preprocess is False or (isinstance(self.preprocess, str) and self.preprocess == "auto")):
+            raise NnclfError(f"preprocess: expected True, False or 'auto', got {self.preprocess!r}")
 
     # -- input handling ------------------------------------------------------------------
     def _uses_preprocessing(self, X) -> bool:
@@ -262,7 +275,7 @@ class _Network(_Base):
                     y = self._check_frame_y(y, len(X))
                 validate_data(self, X, skip_check_array=True, reset=reset)
             else:
-                dtype = self.dtype if self.dtype in ("float32", "float64") else "float32"
+                dtype = self._input_dtype(fitting)
                 if not with_y:
                     X_checked = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32], order="C")
                 else:
@@ -279,7 +292,15 @@ class _Network(_Base):
                     )
                 X_checked = cast
             return X_checked, y
-        return _minimal_validate(self, X, y if with_y else None, reset, frame, multi_output=self._y_checks.get("multi_output", False))
+        return _minimal_validate(self, X, y if with_y else None, reset, frame, self._y_checks.get("multi_output", False),
+                                 self._input_dtype(fitting))
+
+    def _input_dtype(self, fitting: bool) -> str:
+        """The float type arrays are cast to: the fitted network's when predicting (a later
+        set_params(dtype=...) without a refit refused 1e300 for a float64 model), else ``dtype``."""
+        if not fitting and self.__sklearn_is_fitted__():
+            return str(self.net_.dtype)
+        return self.dtype if self.dtype in ("float32", "float64") else "float32"
 
     def _check_frame_y(self, y, n: int):
         """y beside a preprocessed DataFrame (scikit-learn installed): one column of labels."""
@@ -304,12 +325,13 @@ class _Network(_Base):
         from .build import class_weight_vector
         from .threads import training_threads
 
+        self._check_options()
         first = not (incremental or self.warm_start) or not self.__sklearn_is_fitted__()
         given = y
         X, y = self._validate_X(X, reset=first, y=y, fitting=True)
         target = self._target_names(given, y) if first else self.config_.data.target
+        y_idx = self._encode_targets(y, classes if first else None, first, len(X))  # (classes_ first: _class_weight_keys)
         cfg = self._config(target)
-        y_idx = self._encode_targets(y, classes if first else None, first, len(X))
         w = self._row_weights(sample_weight, len(X))
         if first:
             self._fit_preprocessing(X, cfg)
@@ -370,11 +392,18 @@ class _Network(_Base):
                 raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
         if not np.all(np.isfinite(w)) or (w < 0).any():
             raise ValueError("sample_weight: weights must be finite and non-negative")
-        total = float(w.sum())
+        with np.errstate(over="ignore"):  # an overflowing sum is handled below
+            total = float(w.sum())
         if total <= 0:
             raise ValueError("sample_weight: the weights sum to zero; at least one row must weigh something")
         if np.all(w == w[0]):
             return None  # equal weights: the unweighted mean, bit for bit (scaled they are all 1)
+        if not (math.isfinite(total) and math.isfinite(n / total)):
+            # weights near float64's ends: the sum of two 1e308 overflows (every row then weighed
+            # n / inf = 0 and the loss was 0: nothing trained), n / (a sum of subnormals) is inf.
+            # Divided by the largest first, the sum lies in [1, n]
+            w = w / w.max()
+            total = float(w.sum())
         return w * (n / total)
 
     def _fit_preprocessing(self, X, cfg) -> None:
@@ -389,9 +418,12 @@ class _Network(_Base):
     def _split_validation(self, x, y, w, cfg):
         kept, held = self._holdout(y, len(x), cfg)
         if len(held) == 0:
-            raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(y)} rows are too few for a validation split")
+            raise ValueError(f"validation_fraction={cfg.data.val_split}: {len(x)} rows are too few for a validation split")
         y_kept = None if y is None else y[kept]
         y_held = None if y is None else y[held]
+        if w is not None and not w[kept].sum() > 0:  # (0 / 0 weighed every training row NaN)
+            raise ValueError(f"sample_weight: every row left for training after the validation split (validation_fraction="
+                             f"{cfg.data.val_split}) has weight 0; give more rows a weight, or hold out fewer")
         return x[kept], y_kept, (None if w is None else w[kept] * (len(kept) / w[kept].sum())), x[held], y_held
 
     def _holdout(self, y, n: int, cfg):
@@ -411,15 +443,33 @@ class _Network(_Base):
     def _target_names(self, given, y):
         """data.target of the config: a Series' name, as the CLI's column name, else "target"
         (``given`` is y as passed to fit, ``y`` as validated)."""
-        return str(getattr(given, "name", None) or "target")
+        name = getattr(given, "name", None)
+        return str(name) if name else self._unclaimed(["target"])[0]
+
+    def _unclaimed(self, names: list[str]) -> list[str]:
+        """Default target names, each with the first suffix _1, _2, ... that no feature column
+        has: a DataFrame with a column 'target' fitted on an array y saved a checkpoint whose
+        label column was that feature, so ``nnclf evaluate`` scored the feature as the labels."""
+        taken = {str(c) for c in getattr(self, "feature_names_in_", [])}
+        out = []
+        for name in names:
+            free, k = name, 0
+            while free in taken:
+                k += 1
+                free = f"{name}_{k}"
+            taken.add(free)
+            out.append(free)
+        return out
 
     def _new_trainer(self, cfg, x, y, has_val: bool):
         from types import SimpleNamespace
 
-        from .runs import _make_trainer
+        from .runs import _check_monitor, _make_trainer
 
         prepared = SimpleNamespace(labels=self._labels(), targets=getattr(self, "targets_", None),
                                    train=SimpleNamespace(x=x, y=y), val=_Rows(1) if has_val else None)
+        # as nnclf train: schedule='reduce_on_plateau' without validation rows never lowered the lr
+        _check_monitor(cfg, prepared, "set validation_fraction > 0")
         return _make_trainer(cfg, prepared, [])
 
     def _continue_trainer(self, cfg, x, y, has_val: bool, incremental: bool):
@@ -466,6 +516,11 @@ class _Network(_Base):
 
         self._check_fitted()
         path = Path(path)
+        labels = self._label_values()
+        odd = [v for v in labels if not isinstance(v, (str, int, float, bool))]
+        if odd:  # (json.dumps raised "TypeError: not JSON serialisable: date" from the checkpoint writer)
+            raise NnclfError(f"{path}: cannot save class labels of type {type(odd[0]).__name__} (e.g. {odd[0]!r}): a checkpoint's "
+                             "labels are texts, numbers or booleans; fit on labels converted to strings (nothing was written)")
         trainer = self.trainer_
         state = trainer.state_dict()
         arrays = {f"optimizer.{k}": v for k, v in state["optimizer"].items()}
@@ -476,7 +531,7 @@ class _Network(_Base):
             "network": {"sizes": net.sizes, "activation": net.activation_name, "dropout": net.dropout, "dtype": str(net.dtype)},
             "loss": loss,
             "task": self.config_.task,
-            "labels": self._label_values(),
+            "labels": labels,
             **self._task_meta(),
             "preprocessor": self._preprocessor_state(),
             "data_files": {},
@@ -533,24 +588,65 @@ def _is_frame(X) -> bool:
     return type(X).__module__.startswith("pandas") and hasattr(X, "columns")
 
 
-def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = False):
-    """Input checks when scikit-learn is not installed: 2-D, finite, consistent width."""
+def _same_classes(classes, fitted: np.ndarray) -> bool:
+    try:
+        given = np.unique(np.asarray(classes))
+    except TypeError:  # labels of types that do not compare
+        return False
+    return given.shape == fitted.shape and bool(np.all(given == fitted))
+
+
+def _refuse_overflow(values: np.ndarray, what: str = "output") -> np.ndarray:
+    """``values`` (n, ...) when every row is finite; else a ValueError naming the first row whose
+    network output overflowed (features far outside the training range), as ``nnclf predict``
+    and ``nnclf.Model`` refuse it: NaN probabilities with the label ``classes_[0]``, or NaN
+    predictions, were returned silently."""
+    bad = ~np.isfinite(values).all(axis=tuple(range(1, values.ndim)))  # (n,): also for no rows
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"X, row {row}: the model's {what} for this row overflows to NaN or infinity "
+            f"(feature values far outside the training range?); scale X, or fix or remove the row"
+        )
+    return values
+
+
+def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = False, dtype: str = "float32"):
+    """Input checks when scikit-learn is not installed: 2-D, finite, consistent width and (for
+    a DataFrame) column names, as scikit-learn's ``validate_data`` checks them."""
     name = type(est).__name__
     if frame:
         n_features = X.shape[1]
         names = np.asarray([str(c) for c in X.columns], dtype=object)
     else:
+        if hasattr(X, "toarray") and type(X).__module__.startswith("scipy.sparse"):  # (np.asarray: a 0-d object array)
+            raise TypeError("Sparse data was passed for X, but dense data is required. Use '.toarray()' to convert to a dense numpy array.")
+        # a DataFrame used as given keeps its string column names: predicting on its columns in
+        # another order used them by position, silently
+        columns = list(X.columns) if _is_frame(X) else []
+        names = np.asarray(columns, dtype=object) if columns and all(isinstance(c, str) for c in columns) else None
+        if names is not None and len(set(columns)) != len(columns):
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            raise ValueError(f"{name}: column names must be unique; repeated: {', '.join(map(repr, repeated[:5]))}")
         X = np.asarray(X)
         if X.ndim != 2:
             raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}; reshape your data")
         if X.dtype.kind == "c":
             raise ValueError(f"{name}: complex data not supported")
-        X = np.ascontiguousarray(X, dtype=est.dtype if est.dtype in ("float32", "float64") else "float32")
+        given = X
+        with np.errstate(over="ignore"):  # (an overflow is the error just below)
+            X = np.ascontiguousarray(X, dtype=dtype)
         if not np.all(np.isfinite(X)):
+            if np.all(np.isfinite(np.asarray(given, dtype=np.float64))):  # finite, beyond float32 (1e300 is not "infinity")
+                largest = float(np.max(np.abs(np.asarray(given, dtype=np.float64))))
+                raise ValueError(f"Input X contains a value too large for dtype('{dtype}'), the estimator's dtype "
+                                 f"(largest |x| {largest:.3g}); scale X, or use dtype='float64'")
             raise ValueError(f"{name}: input X contains NaN or infinity")
-        n_features, names = X.shape[1], None
+        n_features = X.shape[1]
     if len(X) == 0:
         raise ValueError(f"{name}: found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required")
+    if n_features == 0:  # (the initialiser divided by zero)
+        raise ValueError(f"{name}: found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is required")
     if reset:
         est.n_features_in_ = n_features
         if names is not None:
@@ -559,8 +655,13 @@ def _minimal_validate(est, X, y, reset: bool, frame: bool, multi_output: bool = 
             del est.feature_names_in_
     elif n_features != est.n_features_in_:
         raise ValueError(f"X has {n_features} features, but {name} is expecting {est.n_features_in_} features as input.")
+    elif names is not None and getattr(est, "feature_names_in_", None) is not None and not np.array_equal(names, est.feature_names_in_):
+        raise ValueError(f"{name}: the feature names should match those that were passed during fit "
+                         f"({est.feature_names_in_.tolist()[:5]}, in that order), got {names.tolist()[:5]}")
     if y is not None:
         y = np.asarray(y)
+        if y.dtype.kind == "f" and not np.all(np.isfinite(y)):  # (a classifier took NaN for a class)
+            raise ValueError(f"{name}: input y contains NaN or infinity")
         if y.ndim == 2 and y.shape[1] == 1 and not multi_output:
             y = y[:, 0]
         if multi_output and y.ndim == 2 and len(y) == len(X):
@@ -744,17 +845,27 @@ class Classifier(_Network):
 
     # -- labels ------------------------------------------------------------------------------
     def _encode_targets(self, y, classes, first: bool, n: int) -> np.ndarray:
-        if _sklearn_available():
-            from sklearn.utils.multiclass import check_classification_targets
+        try:
+            if _sklearn_available():
+                from sklearn.utils.multiclass import check_classification_targets
 
-            check_classification_targets(y)
-        y = np.asarray(y)
-        if first:
-            found = np.unique(y) if classes is None else np.unique(np.asarray(classes))
-            if len(found) < 2:
-                raise ValueError(f"{type(self).__name__}: y has {len(found)} class; classification needs at least 2 classes")
-            self.classes_ = found
-        idx = np.searchsorted(self.classes_, y)
+                check_classification_targets(y)
+            y = np.asarray(y)
+            if not _sklearn_available() and y.dtype.kind == "f" and not np.all(y == np.round(y)):
+                # as check_classification_targets: 40 distinct floats were 40 classes
+                raise ValueError(f"{type(self).__name__}: unknown label type: continuous (y holds floats that are not "
+                                 "whole numbers); a classifier expects discrete classes, use nnclf.Regressor for real values")
+            if first:
+                found = np.unique(y) if classes is None else np.unique(np.asarray(classes))
+                if len(found) < 2:
+                    raise ValueError(f"{type(self).__name__}: y has {len(found)} class; classification needs at least 2 classes")
+                self.classes_ = found
+            idx = np.searchsorted(self.classes_, y)
+        except TypeError:  # sorting them: "'<' not supported between instances of 'int' and 'str'"
+            given = [y, [] if classes is None else classes, [] if first else self.classes_]
+            kinds = sorted({type(v).__name__ for values in given for v in np.asarray(values, dtype=object).ravel().tolist()})
+            raise ValueError(f"{type(self).__name__}: y mixes labels of types that do not compare ({', '.join(kinds)}); "
+                             "give labels of one type, e.g. all strings") from None
         idx = np.clip(idx, 0, len(self.classes_) - 1)
         bad = self.classes_[idx] != y
         if np.any(bad):
@@ -765,6 +876,29 @@ class Classifier(_Network):
         from .data.labels import Labels
 
         return Labels(self._label_values())
+
+    def _class_weight_keys(self, weights: dict) -> dict:
+        """``class_weight`` keyed by the classes themselves (scikit-learn's convention), with a
+        boolean or float class's key in the spelling ``build.class_weight_vector`` matches
+        ('true', '1.0'): the schema's int-or-str keys turned True and 1.0 into the label 1,
+        which a classifier of booleans or floats does not have, so {True: 2.0} was refused
+        ("label 1 is not a class; classes: False, True"). Other keys are left as given."""
+        classes = getattr(self, "classes_", None)
+        if classes is None:
+            return weights
+        values = [v.item() if isinstance(v, np.generic) else v for v in classes.tolist()]
+
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        out = {}
+        for key, weight in weights.items():
+            same = [c for c in values if type(c) is type(key) and c == key]
+            same = same or [c for c in values if number(key) and number(c) and c == key]
+            if same and isinstance(same[0], (bool, float)):
+                key = str(same[0]).lower() if isinstance(same[0], bool) else str(same[0])
+            out[key] = weight
+        return out
 
     def _label_values(self) -> list:
         return [v.item() if isinstance(v, np.generic) else v for v in self.classes_.tolist()]
@@ -805,18 +939,31 @@ class Classifier(_Network):
         if not self.__sklearn_is_fitted__():
             if self.early_stopping not in (None, False):
                 raise ValueError("partial_fit does not hold out validation rows: set early_stopping=None")
+            if isinstance(self.class_weight, str) and self.class_weight == "balanced":
+                # as scikit-learn's SGDClassifier: the first call's rows alone would set the
+                # weights for good (a class missing from them weighed 0: never learned, loss 0)
+                raise ValueError("class_weight='balanced' is not supported for partial_fit: it would weigh the classes by the "
+                                 "first call's rows only; give a mapping of class to weight computed on all the labels")
+        elif classes is not None and not _same_classes(classes, self.classes_):
+            # the network has one output per class of the first call: other classes were ignored silently
+            raise ValueError(f"classes={np.asarray(classes, dtype=object).tolist()} is not the same as on the first call to partial_fit, "
+                             f"was: {self.classes_.tolist()}")
         return self._fit(X, y, sample_weight, classes=classes, incremental=True)
 
     # -- predicting --------------------------------------------------------------------------
-    def _logits(self, X) -> np.ndarray:
+    def _logits(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(logits z, class probabilities) of the rows of X; a row whose probabilities are not
+        finite is refused, the rule of ``nnclf predict`` (so one sigmoid unit's +-inf logit, a
+        probability of 1 or 0, is an answer; a softmax over an infinite logit is not)."""
         self._check_fitted()
         X, _ = self._validate_X(X, reset=False)
         with np.errstate(over="ignore", invalid="ignore"):
-            return on_one_thread(self.net_.logits, self._features(X))
+            z = on_one_thread(self.net_.logits, self._features(X))
+            return z, _refuse_overflow(self.loss_.predict_proba(z))
 
     def decision_function(self, X) -> np.ndarray:
         """Logits: (n_samples,) for two classes (the positive class's score), else (n_samples, K)."""
-        z = self._logits(X)
+        z, _ = self._logits(X)
         if z.shape[1] == 1:
             return z[:, 0].copy()
         if len(self.classes_) == 2:
@@ -825,9 +972,7 @@ class Classifier(_Network):
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n_samples, K), columns in ``classes_`` order."""
-        z = self._logits(X)
-        with np.errstate(over="ignore", invalid="ignore"):
-            return self.loss_.predict_proba(z)
+        return self._logits(X)[1]
 
     def predict_log_proba(self, X) -> np.ndarray:
         """log of ``predict_proba`` (n_samples, K)."""
@@ -836,7 +981,7 @@ class Classifier(_Network):
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row (n_samples,), as values of ``classes_``."""
-        z = self._logits(X)  # first: it checks the estimator is fitted
+        z, _ = self._logits(X)  # first: it checks the estimator is fitted
         return self.classes_[self.loss_.predict_classes(z)]  # the CLI's rule
 
     def score(self, X, y, sample_weight=None) -> float:
@@ -956,7 +1101,7 @@ class _RealValued(_Network):
         X, _ = self._validate_X(X, reset=False)
         x = self._features(X)
         with np.errstate(over="ignore", invalid="ignore"):
-            return x, on_one_thread(self.net_.logits, x)
+            return x, _refuse_overflow(on_one_thread(self.net_.logits, x))
 
 
 class Regressor(_RealValued):
@@ -1071,8 +1216,8 @@ class Regressor(_RealValued):
         if isinstance(name, str) and name:
             return name
         if y.ndim == 2:
-            return ["target"] if y.shape[1] == 1 else [f"target_{j}" for j in range(y.shape[1])]
-        return "target"
+            return self._unclaimed(["target"] if y.shape[1] == 1 else [f"target_{j}" for j in range(y.shape[1])])
+        return self._unclaimed(["target"])[0]
 
     def _check_frame_y(self, y, n: int):
         from sklearn.utils.validation import check_array, check_consistent_length
@@ -1083,7 +1228,12 @@ class Regressor(_RealValued):
 
     def _encode_targets(self, y, classes, first: bool, n: int) -> np.ndarray:
         """The targets as float64 (n, m) in their own units (scaled in ``_training_targets``)."""
-        y = np.asarray(y, dtype=np.float64)
+        if hasattr(y, "toarray") and type(y).__module__.startswith("scipy.sparse"):  # (np.asarray made a 0-d object array)
+            raise TypeError("Sparse data was passed for y, but dense data is required. Use '.toarray()' to convert to a dense numpy array.")
+        try:
+            y = np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{type(self).__name__}: y must be numbers (real-valued targets): {e}") from None
         if y.ndim not in (1, 2):
             raise ValueError(f"{type(self).__name__}: y must be 1-D or 2-D (n_samples, n_targets), got shape {y.shape}")
         if not np.all(np.isfinite(y)):
@@ -1166,7 +1316,8 @@ class Regressor(_RealValued):
         """Predictions in the targets' units (float64): (n_samples,) when ``fit`` had a 1-D y,
         else (n_samples, n_targets)."""
         _, h = self._outputs(X)
-        y = self.targets_.decode(h)
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = _refuse_overflow(self.targets_.decode(h), "prediction")  # sigma h + mu can overflow too
         return y if self._y_2d else y[:, 0]
 
     def score(self, X, y, sample_weight=None) -> float:
@@ -1378,7 +1529,7 @@ class Autoencoder(_RealValued):
         numbers ``nnclf encode`` writes for a saved checkpoint."""
         x = self._inputs(X)
         with np.errstate(over="ignore", invalid="ignore"):
-            return on_one_thread(self.net_.hidden_activations, x, self.code_layer_)
+            return _refuse_overflow(on_one_thread(self.net_.hidden_activations, x, self.code_layer_), "code")
 
     def inverse_transform(self, X) -> np.ndarray:
         """Decode codes (n_samples, n_components_) through the layers after the code layer: the
@@ -1387,9 +1538,12 @@ class Autoencoder(_RealValued):
         equals ``reconstruct(X)``."""
         self._check_fitted()
         net = self.net_
-        codes = np.asarray(X, dtype=net.dtype)
+        with np.errstate(over="ignore"):  # a code beyond the dtype's range is refused just below
+            codes = np.asarray(X, dtype=net.dtype)
         if codes.ndim != 2 or codes.shape[1] != self.n_components_:
             raise ValueError(f"expected codes of shape (n_samples, {self.n_components_}), got {codes.shape}")
+        if not np.isfinite(codes).all():  # they decoded to NaN reconstructions
+            raise ValueError(f"codes contain NaN or infinity (or a value too large for dtype('{net.dtype}'))")
         a = codes
         with np.errstate(over="ignore", invalid="ignore"):
             for layer in range(self.code_layer_ + 1, net.n_layers):
@@ -1397,7 +1551,7 @@ class Autoencoder(_RealValued):
                 # numbers equal reconstruct's
                 z = np.hstack([a, np.ones((len(a), 1), dtype=net.dtype)]) @ net._wb[layer]
                 if layer == net.n_layers - 1:
-                    return z
+                    return _refuse_overflow(z, "reconstruction")
                 a = np.empty_like(z)
                 net.activation.forward(z, a)
         return a

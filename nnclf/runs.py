@@ -334,9 +334,10 @@ def _cache_mode(cfg: Config, warn) -> str:
     return resolve_cache_mode(cfg.data, cfg.training.dtype, warn)
 
 
-def _check_monitor(cfg: Config, prepared) -> None:
+def _check_monitor(cfg: Config, prepared, give_val: str = "set data.val_split > 0 or data.val") -> None:
     """Early stopping and reduce_on_plateau watch a logged metric: check its name before any
-    folder is made (an unknown one would fail after epoch 1, or never lower the lr, silently)."""
+    folder is made (an unknown one would fail after epoch 1, or never lower the lr, silently).
+    ``give_val``: how to get validation rows (the estimators' validation_fraction)."""
     validation = ["val_loss", *(f"val_{m}" for m in TASK_METRICS[cfg.task])]
     has_val = prepared.val is not None and len(prepared.val) > 0
     trained = ["lr", "train_loss", *(["train_accuracy"] if cfg.task == "classification" else [])]
@@ -347,12 +348,12 @@ def _check_monitor(cfg: Config, prepared) -> None:
     if "monitor" in cfg.schedule.hyperparameters():
         watched.append(("schedule.monitor", cfg.schedule.hyperparameters()["monitor"]))
     if cfg.training.calibration == "temperature" and not has_val:
-        raise NnclfError("training.calibration: temperature is fitted on validation data; set data.val_split > 0 or data.val")
+        raise NnclfError(f"training.calibration: temperature is fitted on validation data; {give_val}")
     for key, metric in watched:
         if metric in logged:
             continue
         if metric in validation:
-            raise NnclfError(f"{key}: '{metric}' needs validation data; set data.val_split > 0 or data.val")
+            raise NnclfError(f"{key}: '{metric}' needs validation data; {give_val}")
         raise NnclfError(f"{key}: metric '{metric}' is not logged{did_you_mean(metric, logged)}; logged: {', '.join(logged)}")
 
 

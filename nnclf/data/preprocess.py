@@ -258,6 +258,7 @@ class Preprocessor:
     ) -> "Preprocessor":
         """Type and fit every feature column on the training rows: ``frame``, or its rows at
         positions ``rows`` (taken one column at a time, so the frame is never copied whole)."""
+        refuse_repeated(frame, features, source)
         columns, dropped = [], []
         for name in features:
             series = frame[name] if rows is None else frame[name].iloc[rows]
@@ -289,6 +290,7 @@ class Preprocessor:
         call its ``emit`` at the end, so each warning counts the whole file.
         """
         present = set(frame.columns)  # (a ChunkedTable builds its column list on each call)
+        refuse_repeated(frame, self._names, source)
         missing = [name for name in self._names if name not in present]
         if missing:
             listed = ", ".join(f"'{m}'" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -325,7 +327,7 @@ class Preprocessor:
         together = []
         if numeric and hasattr(frame, "iloc"):
             dtypes = frame.dtypes
-            together = [(c, j) for c, j in numeric if pd.api.types.is_numeric_dtype(dtypes[c.name]) or pd.api.types.is_bool_dtype(dtypes[c.name])]
+            together = [(c, j) for c, j in numeric if _plain_numbers(dtypes[c.name])]
         if together:
             positions = [frame.columns.get_loc(c.name) for c, _ in together]
             fills, centers, scales, targets, flags = _block_of([c for c, _ in together], [j for _, j in together])
@@ -364,6 +366,23 @@ class Preprocessor:
             if not _fits(values, dtype):
                 raise _too_large(c, series, values, dtype, source)
         raise NnclfError(f"{source}: a numeric value is too large for {dtype} numbers once scaled; fix or remove it")
+
+
+def refuse_repeated(frame, features, source: str) -> None:
+    """A feature (or target) column that appears twice in a DataFrame (a CSV's header never has one: the
+    reader renames repeats) is an error naming it: frame[name] is then a frame, not a column,
+    and pandas failed with "TypeError: arg must be a list, tuple, 1-d array, or Series"."""
+    columns = list(frame.columns)
+    if len(set(columns)) == len(columns):
+        return
+    from collections import Counter
+
+    counts = Counter(columns)
+    repeated = list(dict.fromkeys(name for name in features if counts.get(name, 0) > 1))
+    if repeated:
+        listed = ", ".join(f"'{name}'" for name in repeated[:5]) + (" ..." if len(repeated) > 5 else "")
+        raise NnclfError(f"{source}: column{'s' if len(repeated) > 1 else ''} {listed} appear{'' if len(repeated) > 1 else 's'} "
+                         "more than once; give each column once")
 
 
 def _block_of(columns: list, first: list[int]):
@@ -456,17 +475,39 @@ def parse_numbers(series) -> np.ndarray:
     float() decides those few cells, so overflowing numbers read as inf on every pandas version."""
     import pandas as pd
 
-    parsed = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    try:
+        numbers = pd.to_numeric(series, errors="coerce")
+    except OverflowError:  # a Python int beyond float64 (10**400) raises even with errors="coerce"
+        numbers = None
+    if numbers is not None and pd.api.types.is_complex_dtype(numbers):
+        # a DataFrame's complex numbers: the float64 cast kept the real part silently; one with
+        # an imaginary part is not a number here (3+0j is 3)
+        values = numbers.to_numpy(dtype=np.complex128, na_value=np.nan, copy=True)
+        return np.where(values.imag == 0, values.real, np.nan)
     present = series.notna().to_numpy()
-    retry = np.flatnonzero(np.isnan(parsed) & present)
-    if len(retry) > max(RETRY_CELLS, RETRY_SHARE * present.sum()):  # a text column, not a few odd numbers
-        return parsed
+    if numbers is None:
+        parsed, retry = np.full(len(series), np.nan), np.flatnonzero(present)  # every cell to float() below
+    else:
+        parsed = numbers.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+        retry = np.flatnonzero(np.isnan(parsed) & present)
+        if len(retry) > max(RETRY_CELLS, RETRY_SHARE * present.sum()):  # a text column, not a few odd numbers
+            return parsed
     for i in retry:
+        cell = series.iloc[i]
         try:
-            parsed[i] = float(str(series.iloc[i]).strip())
-        except ValueError:
-            pass
+            parsed[i] = float(str(cell).strip())  # (10**400 reads as inf, an error of its own)
+        except (ValueError, OverflowError):
+            if isinstance(cell, int) and not isinstance(cell, bool):  # too long for str(): far beyond float64 too
+                parsed[i] = math.inf if cell > 0 else -math.inf
     return parsed
+
+
+def _plain_numbers(dtype) -> bool:
+    """Numbers or booleans cast to float64 as they are; not complex ones, whose cast keeps the
+    real part silently (``parse_numbers`` refuses a complex number with an imaginary part)."""
+    import pandas as pd
+
+    return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_complex_dtype(dtype)) or pd.api.types.is_bool_dtype(dtype)
 
 
 def float_cells(series, source: str, what: str, not_a_number: str, infinite: str) -> np.ndarray:
@@ -477,9 +518,9 @@ def float_cells(series, source: str, what: str, not_a_number: str, infinite: str
     "{source}, line L: {what}: " + ``infinite`` (formatted with {value}, the inf or -inf)."""
     import pandas as pd
 
-    if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+    if _plain_numbers(series.dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    else:
+    else:  # (complex numbers too: each is reported as not a number)
         values = parse_numbers(series)
         bad = np.isnan(values) & series.notna().to_numpy()
         if bad.any():
